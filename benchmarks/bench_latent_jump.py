@@ -1,0 +1,152 @@
+"""Cost of a forecast jump of each forecaster on real models, against one SGD step and one training step, and
+the memory of each forecaster's history.
+
+For LeNet-5 (MNIST shape), ResNet-18 (CIFAR shape, 11.2M parameters) and the small GPT (chars study config), with
+``ForecastSGD(window=5)`` and forecasters linear, latent (shipped autoencoder) and farcast / wnn when registered:
+
+* ``record_ms``: one record (linear: a copy into the ring; latent: tokenise + encode, the fused tokenize_encode op
+  and the encoder MLP); ``forecast_ms``: the forecast written into the parameters (linear: one lincomb pass;
+  latent: latent line + decoder + the fused decode_overwrite op, plus the finiteness check); ``jump_ms`` = both
+  (what the optimizer does at a jump step);
+* ``sgd_step_ms``: ``torch.optim.SGD(momentum=0.9)`` step; ``train_step_ms``: forward + backward + that step on a
+  batch (128 images, or 32 x 64 characters for the GPT);
+* ``jump_over_train`` = jump_ms / train_step_ms, and ``overhead_per_step`` = (record_ms / record_every +
+  forecast_ms / jump_every) / train_step_ms for the study's schedule (record every 10, jump every 50);
+* ``history_MB`` (the window) and ``maps_MB`` (latent: the tokeniser's gather map and positions), against
+  ``params_MB``.
+
+    python benchmarks/bench_latent_jump.py [--device cpu|cuda] [--models lenet5 resnet18 gpt] [--repeats 5]
+
+writes ``benchmarks/results/latent/jump_<device>.csv`` and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import weightcast as wc  # noqa: E402
+from weightcast import models  # noqa: E402
+from common import RESULTS, device_name, device_slug  # noqa: E402
+
+FIELDS = ["device", "model", "params", "forecaster", "backend", "record_ms", "forecast_ms", "jump_ms", "sgd_step_ms",
+          "train_step_ms", "jump_over_sgd", "jump_over_train", "overhead_per_step", "params_MB", "history_MB",
+          "maps_MB", "history_over_params"]
+
+
+def build(name: str, device: str):
+    """(model, make_batch, loss_fn) for the benchmark's three models."""
+    if name == "lenet5":
+        model = models.get("lenet5", in_shape=(1, 28, 28), num_classes=10)
+        x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    elif name == "resnet18":
+        model = models.get("resnet18", in_shape=(3, 32, 32), num_classes=10)
+        x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    elif name == "gpt":
+        model = models.get("gpt", vocab_size=96, block_size=64, n_layer=2, n_head=4, n_embd=64)
+        x, y = torch.randint(0, 96, (32, 64)), torch.randint(0, 96, (32, 64))
+    else:
+        raise ValueError(f"unknown model {name!r}")
+    model = model.to(device)
+    x, y = x.to(device), y.to(device)
+
+    def loss():
+        out = model(x)
+        return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+    return model, loss
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median milliseconds of fn() over ``repeats`` calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_model(name: str, device: str, forecasters: list[str], repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    model, loss = build(name, device)
+    params = [p for p in model.parameters()]
+    n = sum(p.numel() for p in params)
+    sgd = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+
+    def train_step():
+        sgd.zero_grad()
+        loss().backward()
+        sgd.step()
+
+    train_ms = timed(train_step, device, repeats)
+    sgd_ms = timed(sgd.step, device, repeats)
+    rows = []
+    for fname in forecasters:
+        opt = wc.ForecastSGD(params, lr=1e-3, momentum=0.9, forecaster=fname, window=5, record_every=1,
+                             jump_every=10**9)
+        engine = opt._engine
+        for t in range(5):
+            opt.step()
+        ready = list(engine.buckets)
+        record = lambda: [b.record(engine.step_count) for _, b in ready]  # noqa: E731
+        forecast = lambda: engine._forecast_all(ready, engine.step_count + 5)  # noqa: E731
+        with torch.no_grad():
+            record_ms = timed(record, device, repeats)
+            forecast_ms = timed(forecast, device, repeats)
+        f = engine.forecaster
+        hist = sum(b.history.numel() * b.history.element_size() for _, b in ready)
+        maps = sum(f.map_bytes(b) for _, b in ready) if hasattr(f, "map_bytes") else 0
+        kernel = "tokenize_encode" if fname.startswith("latent") else "lincomb"
+        jump = record_ms + forecast_ms
+        rows.append({"device": device_name(device), "model": name, "params": n, "forecaster": fname,
+                     "backend": wc.ops.select_backend(kernel, torch.device(device)),
+                     "record_ms": round(record_ms, 3), "forecast_ms": round(forecast_ms, 3),
+                     "jump_ms": round(jump, 3), "sgd_step_ms": round(sgd_ms, 3), "train_step_ms": round(train_ms, 3),
+                     "jump_over_sgd": round(jump / sgd_ms, 3), "jump_over_train": round(jump / train_ms, 4),
+                     "overhead_per_step": round((record_ms / 10 + forecast_ms / 50) / train_ms, 5),
+                     "params_MB": round(n * 4 / 2**20, 2), "history_MB": round(hist / 2**20, 2),
+                     "maps_MB": round(maps / 2**20, 2), "history_over_params": round(hist / (n * 4), 3)})
+        print(" ".join(f"{k}={v}" for k, v in rows[-1].items() if k != "device"), flush=True)
+        # give the parameters back their own storage for the next optimizer
+        del opt, engine, ready
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="+", default=["lenet5", "resnet18", "gpt"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    forecasters = [f for f in ("linear", "farcast", "wnn", "latent") if f in wc.forecasters.names()]
+    rows = [r for m in args.models for r in bench_model(m, args.device, forecasters, args.repeats)]
+    out = args.out or RESULTS / "latent" / f"jump_{device_slug(args.device)}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    cols = ["model", "params", "forecaster", "backend", "record_ms", "forecast_ms", "jump_ms", "train_step_ms",
+            "jump_over_train", "overhead_per_step", "jump_over_sgd", "params_MB", "history_MB", "maps_MB"]
+    md = [f"# Jump cost on {device_name(args.device)} ({args.device}, torch threads {torch.get_num_threads()})", "",
+          "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Forecast error of the latent forecaster against the linear one on zoo trajectories (validation split by run)
+and on held-out trajectories, for several autoencoders (compression T/d).
+
+For every window of ``--window`` consecutive snapshots of a run (windows start every ``--stride`` snapshots) and
+every horizon h (in snapshots), each method forecasts the snapshot h after the window's last one:
+
+* ``linear``: the per-element least-squares line (the linear forecaster);
+* ``linear-half``: a control, the linear forecast's move halved (``last + (linear - last) / 2``): does the latent
+  forecaster help by what it models, or only because it shrinks the move?
+* ``latent-residual[AE]`` / ``latent-direct[AE]``: :class:`weightcast.forecasters.latent.LatentForecaster` with
+  that autoencoder, run through a real :class:`weightcast.history.Bucket` (record = tokenise + encode, jump =
+  forecast + decode_overwrite), residual and direct forms.
+
+Error: ``||forecast - target|| / ||target - last||`` over all parameters (1.0 = as far off as not jumping at all,
+below 1 = the jump helps; the relative error of the forecast *move*), and ``cos:`` the cosine between the
+forecast move ``forecast - last`` and the true move ``target - last``. Reported as the median over windows, per
+(task, arch) group and split.
+
+    python benchmarks/latent_forecast_error.py --zoo /work/zoo-default --heldout DIR \\
+        --ae AE1.safetensors AE2.safetensors ... --out benchmarks/results/latent
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from weightcast.forecasters import least_squares_line_coefficients
+from weightcast.forecasters.latent import LatentForecaster
+from weightcast.history import Bucket
+from weightcast.wsl import load_autoencoder
+from weightcast.zoo.dataset import split_runs
+from weightcast.zoo.store import load_trajectory, read_manifest
+
+
+def runs_of(zoo: Path, split: str | None) -> list[tuple[dict, dict, torch.Tensor]]:
+    """(entry, snapshots, steps) of the runs of ``split`` (None: all runs)."""
+    entries = read_manifest(zoo)["runs"]
+    keep = None if split is None else set(split_runs(entries)[split == "val"])
+    out = []
+    for e in sorted(entries, key=lambda e: e["id"]):
+        if (keep is None or e["id"] in keep) and not e.get("diverged"):
+            snaps, steps = load_trajectory(zoo, e)
+            out.append((e, snaps, steps))
+    return out
+
+
+def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: list[int], stride: int,
+                    forecasters: dict) -> dict[str, list[float]]:
+    """{method@h: [relative errors]} over the windows of one run."""
+    shapes = [t.shape[1:] for t in snaps.values()]
+    flat_traj = torch.cat([t.reshape(t.shape[0], -1) for t in snaps.values()], dim=1)
+    S = flat_traj.shape[0]
+    params = [torch.zeros(s) for s in shapes]
+    buckets = {}
+    for name, f in forecasters.items():
+        b = Bucket([torch.nn.Parameter(p.clone()) for p in params], window)
+        f.attach(b)
+        buckets[name] = b
+    errors = defaultdict(list)
+    n = flat_traj.shape[1]
+    for start in range(0, S - window - max(horizons) + 1, stride):
+        rows = flat_traj[start:start + window]
+        ws = [int(s) for s in steps[start:start + window]]
+        last = rows[-1]
+        for name, b in buckets.items():
+            b.clear()
+            for k in range(window):
+                b.flat[:n].copy_(rows[k])
+                b.record(ws[k])
+        for h in horizons:
+            target_i = start + window - 1 + h
+            target, tstep = flat_traj[target_i], int(steps[target_i])
+            denom = float((target - last).norm())
+            if denom == 0:
+                continue
+            true_move = target - last
+            c = least_squares_line_coefficients(ws, tstep).float()
+            lin = (c[:, None] * rows).sum(0)
+            errors[f"linear@{h}"].append(float((lin - target).norm()) / denom)
+            errors[f"cos:linear@{h}"].append(float(torch.nn.functional.cosine_similarity(lin - last, true_move, 0)))
+            damped = last + 0.5 * (lin - last)
+            errors[f"linear-half@{h}"].append(float((damped - target).norm()) / denom)
+            for name, b in buckets.items():
+                out = forecasters[name].forecast(b, list(b.slot_steps), tstep)[:n]
+                errors[f"{name}@{h}"].append(float((out - target).norm()) / denom)
+                errors[f"cos:{name}@{h}"].append(float(torch.nn.functional.cosine_similarity(out - last, true_move,
+                                                                                             0)))
+    return errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo", type=Path, required=True)
+    parser.add_argument("--heldout", type=Path, default=None, help="a zoo of held-out runs (all used)")
+    parser.add_argument("--ae", type=Path, nargs="+", required=True)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--stride", type=int, default=5)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    forecasters = {}
+    for path in args.ae:
+        ae = load_autoencoder(path)
+        tag = f"T{ae.token_size}/d{ae.latent}"
+        forecasters[f"latent-residual[{tag}]"] = LatentForecaster(ae, residual=True)
+        forecasters[f"latent-direct[{tag}]"] = LatentForecaster(ae, residual=False)
+    sources = [("val", args.zoo, "val")] + ([("held-out", args.heldout, None)] if args.heldout else [])
+    table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for split_name, zoo, split in sources:
+        for entry, snaps, steps in runs_of(zoo, split):
+            spec = entry["spec"]
+            group = f"{split_name}:{spec['task']}-{spec['arch']}"
+            if split_name == "held-out":
+                group += f"-w{spec['model_kwargs'].get('width', '')}"
+            errs = forecast_errors(snaps, steps, args.window, args.horizons, args.stride, forecasters)
+            for key, values in errs.items():
+                table[group][key] += values
+            print(f"{group} {entry['id']}: " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in
+                                                          sorted(errs.items()) if k.endswith(f"@{args.horizons[-1]}")),
+                  flush=True)
+    summary = {g: {k: {"median": statistics.median(v), "mean": statistics.fmean(v), "n": len(v)}
+                   for k, v in sorted(m.items())} for g, m in sorted(table.items())}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "forecast_error.json").write_text(json.dumps(
+        {"window": args.window, "horizons_in_snapshots": args.horizons, "stride": args.stride,
+         "metric": "||forecast - target|| / ||target - last snapshot||, median over windows",
+         "summary": summary}, indent=1) + "\n")
+    methods = sorted({k.rsplit("@", 1)[0] for m in summary.values() for k in m},
+                     key=lambda s: (s.startswith("cos:"), "latent" in s, s))
+    lines = []
+    for h in args.horizons:
+        lines.append(f"\n### horizon {h} snapshots\n")
+        lines.append("| group | " + " | ".join(methods) + " |")
+        lines.append("|---" * (len(methods) + 1) + "|")
+        for g, m in summary.items():
+            lines.append(f"| {g} | " + " | ".join(f"{m[f'{x}@{h}']['median']:.3f}" if f"{x}@{h}" in m else "-"
+                                                   for x in methods) + " |")
+    (args.out / "forecast_error.md").write_text(
+        "# Forecast error, latent vs linear\n\nmedian of ||forecast - target|| / ||target - last|| over windows "
+        f"(window {args.window}, stride {args.stride}); 1.0 = no better than not jumping\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    _plot(summary, methods, args.horizons, args.out / "forecast_error.png")
+    return 0
+
+
+def _plot(summary, methods, horizons, path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot", file=sys.stderr)
+        return
+    groups = list(summary)
+    methods = [m for m in methods if not m.startswith("cos:")]
+    h = horizons[-1]
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(groups)), 4.5))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        vals = [summary[g].get(f"{m}@{h}", {}).get("median", float("nan")) for g in groups]
+        ax.bar([x + i * width for x in range(len(groups))], vals, width, label=m)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(groups))], groups, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("median ||forecast - target|| / ||target - last||")
+    ax.set_title(f"forecast error at horizon {h} snapshots (lower is better; 1 = no jump)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Time-to-accuracy study: SGD, ForecastSGD, Lookahead(SGD), AdamW and Forecast(AdamW) side by side.
+
+    python benchmarks/time_to_accuracy.py --tasks digits-mlp mnist-lenet5 chars-gpt mnist-lenet5-wide \
+        --data-dir ../shared/data [--seeds 3] [--quick]
+
+For each task (see weightcast/study/tasks.py) every method's learning rate is tuned on seed 0 over the same grid
+of its family, then measured on seeds 1..--seeds. Writes benchmarks/results/tta_<task>.csv (every run),
+tta_<task>.md (the summary table) and tta_<task>.png (validation curves, jumps marked). ``--quick`` runs a
+short budget with one seed and a one-value grid, for CI; its results go to a temporary folder unless --out is
+given.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from weightcast.study import DEFAULT_METHODS, STUDY_TASKS, markdown_table, plot, run_study, summarise, write_csv
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(STUDY_TASKS), choices=list(STUDY_TASKS))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--data-dir", default=os.environ.get("WEIGHTCAST_DATA"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--quick", action="store_true", help="short budget, 1 seed, 1 lr per family (CI)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="tta-")) if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.tasks:
+        study = STUDY_TASKS[name]
+        if study.needs_data_dir and not args.data_dir:
+            print(f"skipping {name}: it needs MNIST (--data-dir or WEIGHTCAST_DATA)", file=sys.stderr)
+            continue
+        kwargs = dict(seeds=1, lrs={"sgd": (0.03,), "adamw": (3e-3,)}, budget=100) if args.quick else {}
+        start = time.perf_counter()
+        results = run_study(study, args.methods, seeds=kwargs.pop("seeds", args.seeds), data_dir=args.data_dir,
+                            **kwargs)
+        title = name + (" (held out from every zoo)" if study.held_out else "")
+        table = markdown_table(summarise(results, study.goal), study.goal, title)
+        print(table)
+        print(f"{name}: {time.perf_counter() - start:.0f} s on {torch.get_num_threads()} thread(s)")
+        write_csv(results, out / f"tta_{name}.csv", name)
+        (out / f"tta_{name}.md").write_text(table)
+        plot(results, study.goal, out / f"tta_{name}.png", title)
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

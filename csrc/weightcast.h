@@ -1,0 +1,41 @@
+// Shared declarations of weightcast's native ops (namespace weightcast_C).
+//
+// The schemas and Meta kernels live in ops.cpp, the argument checks in
+// checks.cpp (one set of rules for every backend), the CPU kernels in cpu/,
+// the CUDA kernels in cuda/ (torch-free .cu files plus ops_cuda.cpp, which
+// registers them). weightcast/ops/reference.py is the oracle of both kernels.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace weightcast_c {
+
+// Largest window (history rows) lincomb combines; the kernels keep the
+// coefficients on the stack / in shared memory.
+constexpr int64_t kMaxWindow = 32;
+
+// record(src, dst): src and dst 1-D contiguous float32/float16/bfloat16 of the
+// same length on one device (dtypes may differ); dst is src itself or does not
+// overlap it.
+void check_record(const at::Tensor& src, const at::Tensor& dst);
+
+// lincomb(out, history, coeffs): history (W, N) contiguous with 1 <= W <= 32,
+// coeffs (W,) contiguous float32, out (N,) contiguous; out and history are
+// float32/float16/bfloat16 (dtypes may differ); one device; out does not
+// overlap history.
+void check_lincomb(const at::Tensor& out, const at::Tensor& history, const at::Tensor& coeffs);
+
+}  // namespace weightcast_c
+
+// WEIGHTCAST_DISPATCH(dtype, "op", [&] { ... scalar_t ... }): runs the lambda
+// with scalar_t = float, c10::Half or c10::BFloat16. Nest two for a pair of
+// dtypes, aliasing the outer scalar_t first (using S = scalar_t;).
+#define WEIGHTCAST_DISPATCH_CASES(...)          \
+  AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)     \
+  AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__)      \
+  AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__)
+#define WEIGHTCAST_DISPATCH(TYPE, NAME, ...) \
+  AT_DISPATCH_SWITCH(TYPE, NAME, WEIGHTCAST_DISPATCH_CASES(__VA_ARGS__))

@@ -1,0 +1,49 @@
+"""Input checks and launch helpers shared by the kernel modules (no kernels here)."""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_device(op: str, kernel, *tensors: torch.Tensor) -> None:
+    """Raise a clear error unless all ``tensors`` share one device that ``kernel`` (a triton.jit function) runs on."""
+    device = tensors[0].device
+    for t in tensors[1:]:
+        if t.device != device:
+            raise ValueError(f"{op}: all tensors must be on one device, got {device} and {t.device}")
+    if device.type == "cuda":
+        return
+    if device.type == "cpu":
+        from triton.runtime.interpreter import InterpretedFunction
+
+        if not isinstance(kernel, InterpretedFunction):
+            raise RuntimeError(
+                f"{op}: Triton runs CPU tensors only in its interpreter; set TRITON_INTERPRET=1 in the environment "
+                "before triton and weightcast.kernels are imported, or use a CUDA tensor "
+                "(or another weightcast backend: WEIGHTCAST_BACKEND=reference|cpp)")
+        return
+    raise ValueError(f"{op}: Triton kernels run on cuda tensors (or cpu under TRITON_INTERPRET=1), got {device.type}")
+
+
+def check_flat(op: str, name: str, t: torch.Tensor, ndim: int = 1) -> None:
+    """Raise unless ``t`` is a contiguous floating tensor of ``ndim`` dimensions with a supported dtype."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must be float32, float16 or bfloat16, got {t.dtype}")
+    if not t.is_contiguous():
+        raise ValueError(f"{op}: {name} must be contiguous (call .contiguous() first), got strides {t.stride()}")
+
+
+def config(*dtypes: torch.dtype) -> tuple[int, int]:
+    """Fixed launch configuration (BLOCK elements per program, num_warps) for streaming kernels.
+
+    Each thread handles BLOCK / (32 * num_warps) elements: 16 for fp32 (four 128-bit accesses), 32 for 16-bit
+    buffers (four 128-bit accesses) -- enough bytes in flight per SM to approach HBM bandwidth without autotuning.
+    """
+    if all(d != torch.float32 for d in dtypes):
+        return 8192, 8
+    return 4096, 8

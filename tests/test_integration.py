@@ -1,0 +1,130 @@
+"""ForecastSGD and Forecast in the places a torch optimizer is used: schedulers, AMP, closures, compile."""
+import warnings
+
+import pytest
+import torch
+
+import weightcast as wc
+
+from helpers import classifier_batch, tiny_classifier
+
+
+def train(model, opt, steps, x, y, scheduler=None):
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+@pytest.mark.parametrize("wrap", ["ForecastSGD", "Forecast"])
+def test_lr_scheduler_drives_the_learning_rate_without_warnings(wrap):
+    model = tiny_classifier()
+    if wrap == "ForecastSGD":
+        opt = wc.ForecastSGD(model.parameters(), lr=0.1, momentum=0.9, forecaster="linear")
+    else:
+        opt = wc.Forecast(torch.optim.AdamW(model.parameters(), lr=0.1))
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    x, y = classifier_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+        train(model, opt, 9, x, y, scheduler)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+    assert opt.num_jumps == 1
+
+
+def test_forecast_wrapper_is_an_optimizer_sharing_the_inner_state():
+    model = tiny_classifier()
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    opt = wc.Forecast(inner, forecaster="linear", window=3)
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert opt.param_groups is inner.param_groups and opt.state is inner.state
+    x, y = classifier_batch()
+    train(model, opt, 6, x, y)
+    assert opt.num_jumps == 2 and len(inner.state) == 4
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        wc.Forecast(model)
+
+
+def test_closure_zero_grad_and_parameters_without_gradients():
+    model = tiny_classifier()
+    frozen = torch.nn.Parameter(torch.randn(5))  # never gets a gradient
+    opt = wc.ForecastSGD(list(model.parameters()) + [frozen], lr=0.1, forecaster="linear", window=2)
+    x, y = classifier_batch()
+    before = frozen.detach().clone()
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss.detach()
+
+    losses = [opt.step(closure).item() for _ in range(6)]
+    assert losses[-1] < losses[0]
+    assert opt.num_jumps == 3
+    assert torch.equal(frozen.detach(), before)  # a constant trajectory forecasts itself
+    assert all(p.grad is not None for p in model.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_add_param_group_after_construction():
+    model = tiny_classifier()
+    head = torch.nn.Linear(3, 3)
+    opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="linear", window=2)
+    x, y = classifier_batch()
+    train(model, opt, 3, x, y)
+    opt.add_param_group({"params": head.parameters(), "lr": 0.01})
+    assert len(opt._engine.buckets) == 2
+    for _ in range(4):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(head(model(x)), y).backward()
+        opt.step()
+    assert opt.num_jumps == 3
+    assert opt._engine.buckets[1][1].params[0] is head.weight
+
+
+def test_grad_scaler_skips_inf_steps_and_keeps_the_count_exact():
+    model = tiny_classifier()
+    opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="linear", window=2)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    x, y = classifier_batch()
+    for step in range(6):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if step == 2:
+            model[0].weight.grad[0, 0] = float("inf")  # this step must be skipped by the scaler
+        scaler.step(opt)
+        scaler.update()
+    assert opt._engine.step_count == 5
+    assert opt.num_jumps == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_torch_compile_of_a_training_step(backend):
+    if backend == "inductor":
+        pytest.importorskip("torch._inductor")
+    model = tiny_classifier()
+    twin = tiny_classifier()
+    opt = wc.ForecastSGD(model.parameters(), lr=0.1, momentum=0.9, forecaster="linear", window=3)
+    twin_opt = wc.ForecastSGD(twin.parameters(), lr=0.1, momentum=0.9, forecaster="linear", window=3)
+    x, y = classifier_batch()
+
+    def step(m, o):
+        o.zero_grad()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        o.step()
+        return loss
+
+    compiled = torch.compile(step, backend=backend)
+    for _ in range(7):
+        compiled(model, opt)
+        step(twin, twin_opt)
+    assert opt.num_jumps == twin_opt.num_jumps == 2
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

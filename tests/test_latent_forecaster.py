@@ -1,0 +1,153 @@
+"""The "latent" forecaster inside ForecastSGD: latent history, residual and direct jumps, state_dict, the guard."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import weightcast as wc
+from weightcast.forecasters.latent import LatentForecaster
+from weightcast.wsl import WeightAutoencoder
+from weightcast.wsl.autoencoder import DEFAULT_WEIGHTS
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LayerNorm(4 * 6 * 6),
+                         nn.Linear(4 * 6 * 6, 10))
+
+
+def train(model, opt, steps, start=0):
+    """Steps with deterministic pseudo-gradients (a pull towards 0 plus noise fixed by the step): a smooth,
+    forecastable trajectory without the cost of autograd."""
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(t)
+        for p in model.parameters():
+            p.grad = 0.5 * p.detach() + 0.05 * torch.randn(p.shape, generator=g)
+        opt.step()
+
+
+def tiny_ae(seed=0, latent=4):
+    torch.manual_seed(seed)
+    return WeightAutoencoder(token_size=16, latent=latent, hidden=24)
+
+
+def make_opt(model, ae=None, residual=True, **kw):
+    forecaster = LatentForecaster(ae or tiny_ae(), residual=residual)
+    sched = dict(window=3, record_every=2, jump_every=6, horizon=4)
+    sched.update(kw)
+    return wc.ForecastSGD(model.parameters(), lr=0.05, momentum=0.9, forecaster=forecaster, **sched)
+
+
+def engine_of(opt):
+    return opt._engine
+
+
+def test_latent_history_replaces_raw_snapshots():
+    model = small_model()
+    opt = make_opt(model)
+    (_, bucket), = engine_of(opt).buckets
+    codec = engine_of(opt).forecaster._codecs[id(bucket)]
+    assert bucket.recorder is not None and bucket.history.dtype == torch.float32
+    assert tuple(bucket.history.shape) == (3, codec.tok.num_tokens * 4)
+    train(model, opt, 4)
+    assert bucket.filled == 2 and bool(bucket.history[:2].abs().sum(1).gt(0).all())
+    assert not bool(bucket.history[2].any())
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_jumps_apply_and_stay_finite(residual):
+    model = small_model()
+    opt = make_opt(model, residual=residual)
+    train(model, opt, 12)
+    assert opt.num_jumps == 2
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_residual_jump_moves_params_by_the_decoded_latent_difference():
+    """params_after - params_before == scale * (decode(z_f) - decode(z_now)) token by token, with z_f the line
+    through the stored latents."""
+    model = small_model()
+    opt = make_opt(model)
+    engine = engine_of(opt)
+    (_, bucket), = engine.buckets
+    codec = engine.forecaster._codecs[id(bucket)]
+    seen = {}
+    engine.jump_pre_hooks.append(lambda o, t: seen.setdefault("before", bucket.flat.clone()))
+    train(model, opt, 6)  # records at 2, 4, 6 and jumps at 6 to step 10
+    assert opt.num_jumps == 1
+    tok, ae = codec.tok, codec.ae
+    Z = bucket.history.view(3, tok.num_tokens, 4)
+    c = wc.forecasters.least_squares_line_coefficients([2, 4, 6], 10).float()
+    delta = (ae.decode(torch.einsum("w,wkd->kd", c, Z), tok.positions) - ae.decode(Z[2], tok.positions))
+    expected = tok.detokenize(tok.tokenize(seen["before"]) + delta * codec.scale[:, None], seen["before"].clone())
+    torch.testing.assert_close(bucket.flat, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(bucket.flat, seen["before"])
+
+
+def test_frozen_trajectory_is_kept():
+    model = small_model()
+    opt = make_opt(model)
+    for g in opt.param_groups:
+        g["lr"] = 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model, opt, 6)
+    assert opt.num_jumps == 1
+    for p, q in zip(model.parameters(), before):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=1e-5)
+
+
+def test_state_dict_resumes_exactly():
+    ae = tiny_ae()
+    m1 = small_model()
+    o1 = make_opt(m1, ae)
+    train(m1, o1, 8)
+    buffer = io.BytesIO()
+    torch.save(o1.state_dict(), buffer)  # a real copy: torch's load_state_dict may alias the saved tensors
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    m2 = small_model(seed=5)
+    m2.load_state_dict(m1.state_dict())
+    o2 = make_opt(m2, ae)
+    o2.load_state_dict(state)
+    train(m1, o1, 8, start=8)
+    train(m2, o2, 8, start=8)
+    assert o1.num_jumps == o2.num_jumps == 2
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_guard_rejection_restores_the_parameters():
+    """A guard that never accepts: the params after the rejected jump are exactly plain SGD's."""
+    from weightcast.optim.guard import JumpGuard
+
+    model, twin = small_model(), small_model()
+    opt = make_opt(model)
+    calls = iter(range(10**6))
+    engine_of(opt).guard = JumpGuard(lambda: float(next(calls)), tries=2)  # the loss always rises
+    sgd = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9)
+    train(model, opt, 6)
+    train(twin, sgd, 6)
+    assert opt.num_jumps == 0 and engine_of(opt).num_rejected_jumps == 1
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped autoencoder weights")
+@pytest.mark.parametrize("name,kwargs", [("lenet5", {}), ("mlp", {}),
+                                         ("gpt", {"vocab_size": 50, "n_layer": 1, "n_embd": 32, "n_head": 2})])
+def test_shipped_autoencoder_on_reference_models(name, kwargs):
+    """forecaster="latent" by name: the shipped autoencoder on the reference models (convs, linears, norms,
+    embeddings, attention projections)."""
+    from weightcast import models
+
+    model = models.get(name, **kwargs)
+    opt = wc.ForecastSGD(model.parameters(), lr=0.01, forecaster="latent", window=3, record_every=1)
+    (_, bucket), = engine_of(opt).buckets
+    if name != "gpt":  # rows of n_embd + 1 values fill a second, nearly empty token: see the forecaster's notes
+        assert bucket.history.numel() * 5 / 3 < bucket.numel  # a window of 5 < one copy of the params
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-2
+    for _ in range(3):
+        opt.step()
+    assert opt.num_jumps == 1 and all(bool(torch.isfinite(p).all()) for p in model.parameters())

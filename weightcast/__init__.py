@@ -1,0 +1,19 @@
+"""weightcast: cheaper training by treating weights as data.
+
+The flagship is :class:`ForecastSGD`, a drop-in for ``torch.optim.SGD`` that periodically jumps the parameters
+forward along their forecast trajectory; :class:`Forecast` adds the same jumps to any torch optimizer.
+"""
+from . import forecasters, ops
+from .optim import Forecast, ForecastSGD
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How this weightcast was built (backends, CUDA version and architectures, torch built against) and what
+    loaded at run time; see :func:`weightcast._build.build_info`."""
+    from ._build import build_info as _build_info
+
+    return _build_info()
+
+__all__ = ["Forecast", "ForecastSGD", "build_info", "forecasters", "ops"]

@@ -1,0 +1,56 @@
+"""The interface every forecaster implements.
+
+A forecaster turns the recorded window of a :class:`weightcast.history.Bucket` into parameters for a future
+step and writes them in place. It may keep state of its own (learned weights, a reference snapshot) that the
+optimizer saves in its ``state_dict``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class Forecaster:
+    """Base class. Subclasses set ``name`` and implement :meth:`jump_` (or :meth:`coefficients`).
+
+    ``history_dtype``: storage dtype of recorded snapshots (None keeps the parameter dtype). bf16/fp16 storage
+    halves the history's memory; the forecast's error then grows with ``sum_k |c_k|`` times the storage precision.
+    """
+
+    name = "base"
+
+    def __init__(self, history_dtype: torch.dtype | None = None):
+        if history_dtype not in (None, torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            raise ValueError(f"history_dtype must be None, torch.float32, torch.float16 or torch.bfloat16, "
+                             f"got {history_dtype}")
+        self.history_dtype = history_dtype
+
+    def coefficients(self, steps: list[int], target: int) -> torch.Tensor:
+        """Weights ``c`` (W,) float64 with forecast = ``sum_k c[k] * snapshot_k``, for forecasters linear in the
+        history; ``steps[k]`` is the step at which slot k was recorded, ``target`` the step to forecast."""
+        raise NotImplementedError(f"forecaster {self.name!r} is not linear in the history")
+
+    def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
+        """General path, for forecasters not linear in the history: the forecast (N,) of ``bucket``'s parameters
+        at step ``target`` from its window (``bucket.history``, ``bucket.slot_steps``), in a new buffer of the
+        bucket's dtype. The optimizer checks it is finite before writing it."""
+        raise NotImplementedError(f"forecaster {self.name!r} implements neither coefficients() nor forecast()")
+
+    def attach(self, bucket) -> None:
+        """Called once for each bucket the optimizer creates: e.g. keep the bucket's initial weights, or store
+        something else than raw snapshots by replacing ``bucket.history`` and setting ``bucket.recorder``
+        (see :class:`weightcast.history.Bucket`)."""
+
+    def forecasts_are_linear(self) -> bool:
+        """True when :meth:`coefficients` defines the forecast (then jumps are one fused lincomb pass)."""
+        return type(self).coefficients is not Forecaster.coefficients
+
+    def state_dict(self) -> dict[str, Any]:
+        """The forecaster's own state (saved inside the optimizer's state_dict)."""
+        return {"name": self.name}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; raises ValueError when it belongs to another forecaster."""
+        if state.get("name") != self.name:
+            raise ValueError(f"state of forecaster {state.get('name')!r} cannot load into {self.name!r}")

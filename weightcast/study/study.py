@@ -1,0 +1,68 @@
+"""Run a time-to-accuracy comparison on one study task: tune each method's learning rate on one seed, then
+measure it on fresh seeds.
+
+Fair tuning: the methods that do not forecast (SGD, Lookahead(SGD), AdamW) each get the same grid of their
+family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is the one that reaches the goal in the
+fewest steps on the tuning seed (ties and misses broken by the final metric). A forecasting method is its base
+optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate, with the task's fixed
+forecast schedule, and gets no tuning of its own. The reported numbers come from ``seeds`` other seeds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Callable
+
+from tqdm.auto import tqdm
+
+from .. import data, models
+from .methods import base_method, family
+from .run import RunResult, train_run
+from .tasks import ADAMW_LRS, SGD_LRS, StudyTask
+
+DEFAULT_METHODS = ("sgd", "forecast-sgd:linear", "forecast-sgd:linear+guard", "lookahead-sgd", "adamw",
+                   "forecast-adamw:linear")
+TUNING_SEED = 0
+
+
+def _score(result: RunResult, metric: str) -> tuple[float, float]:
+    """Sort key, smaller is better: steps to the goal (inf if missed), then the final metric."""
+    steps = result.steps_to_target if result.steps_to_target is not None else math.inf
+    final = result.final if not math.isnan(result.final) else math.inf
+    return steps, -final if metric == "acc" else final
+
+
+def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_dir=None, lrs: dict | None = None,
+              budget: int | None = None, progress: bool = True) -> dict[str, dict]:
+    """For each method: its tuned lr, the tuning runs, and ``seeds`` measured runs (seeds 1..seeds).
+
+    ``lrs`` overrides the grids ({"sgd": (...), "adamw": (...)}); ``budget`` overrides the task's step budget.
+    Returns ``{method: {"lr": float, "tuning": [RunResult], "runs": [RunResult]}}``.
+    """
+    if budget is not None:
+        study = replace(study, budget=budget)
+    task = data.get_task(study.task, data_dir=data_dir)
+    make_model: Callable = lambda: models.get(study.arch, **task.model_kwargs(), **study.model_kwargs)  # noqa: E731
+    grids = {"sgd": SGD_LRS, "adamw": ADAMW_LRS, **(lrs or {})}
+    tuned = [m for m in methods if base_method(m) == m]
+    for method in methods:
+        if base_method(method) not in tuned:
+            tuned.append(base_method(method))
+    total = sum(len(grids[family(m)]) for m in tuned) + seeds * len(methods)
+    bar = tqdm(total=total, desc=f"{study.task}/{study.arch}", unit="run", disable=not progress)
+
+    def one(method, lr, seed):
+        result = train_run(task, make_model, method, lr, seed, study.goal, study.budget, study.eval_every,
+                           study.batch_size, study.schedule, study.eval_limit)
+        bar.update()
+        return result
+
+    tuning = {m: [one(m, lr, TUNING_SEED) for lr in grids[family(m)]] for m in tuned}
+    best_lr = {m: min(runs, key=lambda r: _score(r, study.goal.metric)).lr for m, runs in tuning.items()}
+    results = {}
+    for method in methods:
+        lr = best_lr[base_method(method)]
+        runs = [one(method, lr, seed) for seed in range(1, seeds + 1)]
+        results[method] = {"lr": lr, "tuning": tuning.get(method, []), "runs": runs}
+    bar.close()
+    return results

@@ -1,0 +1,252 @@
+"""Weight autoencoder: each token (with its position) to a latent of size d and back, trained on zoo trajectories.
+
+Numerics of one token x (T,) float32, already divided by its layer's scale (see :meth:`Tokenizer.layer_rms`), with
+position p (P,):
+
+    encode:  h1 = enc_w @ x + enc_pos @ p + enc_b          (H,)   -- the fused tokenize_encode op computes this
+             z  = enc_out(act(enc_mid(act(h1))))            (d,)
+    decode:  g  = act(dec_mid(act(dec_in([z, p]))))         (H,)
+             x' = dec_w @ g + dec_b                         (T,)   -- the fused decode_overwrite op computes this
+
+act is SiLU; H the hidden width. The position term ``enc_pos @ p + enc_b`` is a constant per token of a model, so
+it is precomputed once (:meth:`WeightAutoencoder.first_layer_bias`) and the first layer of the encoder reads the
+raw weights only.
+
+Training (:func:`train_autoencoder`) samples pairs of snapshots (s_t, s_{t+k}) of one zoo run, k in 1..max_gap,
+normalises both with the layer scales of s_t (as the latent forecaster does over one window) and minimises the
+relative reconstruction error of both plus ``diff_weight`` times the relative error on the *difference*
+``dec(enc(s_{t+k})) - dec(enc(s_t))`` against ``s_{t+k} - s_t``: a forecast moves the weights by such
+differences, so that is the error that lands in the parameters with the residual jump.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .tokenizer import POSITION_FEATURES, Tokenizer
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "latent_ae.safetensors"
+
+
+class WeightAutoencoder(nn.Module):
+    """Per-token MLP autoencoder (module docstring). token_size T, latent d, hidden H."""
+
+    def __init__(self, token_size: int = 64, latent: int = 8, hidden: int = 128):
+        super().__init__()
+        if min(token_size, latent, hidden) < 1:
+            raise ValueError(f"token_size, latent and hidden must be >= 1, got {token_size}, {latent}, {hidden}")
+        self.token_size, self.latent, self.hidden = token_size, latent, hidden
+        P = POSITION_FEATURES
+        self.enc_w = nn.Parameter(torch.randn(hidden, token_size) / math.sqrt(token_size))
+        self.enc_pos = nn.Parameter(torch.randn(hidden, P) / math.sqrt(P))
+        self.enc_b = nn.Parameter(torch.zeros(hidden))
+        self.enc_mid = nn.Linear(hidden, hidden)
+        self.enc_out = nn.Linear(hidden, latent)
+        self.dec_in = nn.Linear(latent + P, hidden)
+        self.dec_mid = nn.Linear(hidden, hidden)
+        self.dec_w = nn.Parameter(torch.randn(token_size, hidden) / math.sqrt(hidden))
+        self.dec_b = nn.Parameter(torch.zeros(token_size))
+
+    def config(self) -> dict:
+        return {"token_size": self.token_size, "latent": self.latent, "hidden": self.hidden}
+
+    def first_layer_bias(self, positions: torch.Tensor) -> torch.Tensor:
+        """(K, H) position term of the first encoder layer for positions (K, P)."""
+        return positions @ self.enc_pos.t() + self.enc_b
+
+    def encode_hidden(self, h1: torch.Tensor) -> torch.Tensor:
+        """Latents (K, d) from the first layer's pre-activation h1 (K, H)."""
+        return self.enc_out(F.silu(self.enc_mid(F.silu(h1))))
+
+    def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Latents (K, d) of normalised tokens (K, T) at positions (K, P)."""
+        return self.encode_hidden(tokens @ self.enc_w.t() + self.first_layer_bias(positions))
+
+    def decoder_position_term(self, positions: torch.Tensor) -> torch.Tensor:
+        """(K, H) position term of the decoder's first layer for positions (K, P)."""
+        return positions @ self.dec_in.weight[:, self.latent:].t() + self.dec_in.bias
+
+    def decode_hidden(self, z: torch.Tensor, positions: torch.Tensor,
+                      position_term: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden activations (K, H) of the decoder for latents (K, d); ``position_term``
+        (:meth:`decoder_position_term`) may be passed when several latents of one model are decoded."""
+        if position_term is None:
+            position_term = self.decoder_position_term(positions)
+        return F.silu(self.dec_mid(F.silu(z @ self.dec_in.weight[:, :self.latent].t() + position_term)))
+
+    def decode(self, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens (K, T) for latents (K, d)."""
+        return self.decode_hidden(z, positions) @ self.dec_w.t() + self.dec_b
+
+
+def save_autoencoder(model: WeightAutoencoder, path: str | os.PathLike, card: dict) -> None:
+    """Weights to ``path`` (safetensors, config in its metadata) and ``card`` (+ config) to ``path`` .json."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"config": json.dumps(model.config())})
+    path.with_suffix(".json").write_text(json.dumps(dict(card, config=model.config()), indent=2) + "\n")
+
+
+def load_autoencoder(path: str | os.PathLike | None = None) -> WeightAutoencoder:
+    """The autoencoder saved at ``path`` (default: the weights shipped with the package), in eval mode."""
+    from safetensors import safe_open
+
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"no autoencoder weights at {path}; train some with `weightcast ae train --zoo DIR "
+                                "--out FILE`")
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads((f.metadata() or {}).get("config", "null") or "null")
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} has no autoencoder config in its metadata; was it saved by save_autoencoder?")
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model = WeightAutoencoder(**config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+class _RunTokens:
+    """One zoo run tokenised: tokens (S, K, T), positions (K, P), token_layer (K,), mask (K, T)."""
+
+    def __init__(self, flat: torch.Tensor, shapes: list, token_size: int, group: str):
+        tok = Tokenizer(shapes, token_size)
+        self.tokenizer = tok
+        self.tokens = flat[:, tok.gather_index] * tok.mask  # (S, K, T)
+        self.positions, self.mask, self.group = tok.positions, tok.mask.float(), group
+
+
+def _load_runs(zoo_dir, split: str, token_size: int, seed: int) -> list[_RunTokens]:
+    from ..zoo.dataset import TrajectoryDataset
+
+    ds = TrajectoryDataset(zoo_dir, split=split, window=1, horizon=1, granularity="model", seed=seed)
+    runs = []
+    for entry, flat in zip(ds.runs, ds.flat):
+        if entry.get("diverged") or not torch.isfinite(flat).all():
+            continue
+        runs.append(_RunTokens(flat, [t["shape"] for t in entry["tensors"]], token_size,
+                               f"{entry['spec']['task']}-{entry['spec']['arch']}"))
+    if not runs:
+        raise ValueError(f"the {split} split of {zoo_dir} has no usable runs")
+    return runs
+
+
+def _pair(run: _RunTokens, t0: int, t1: int, tokens: torch.Tensor | None = None):
+    """Normalised tokens of snapshots t0 and t1 (both with t0's layer scales) and the mask, restricted to
+    ``tokens`` (indices) when given."""
+    a, b = run.tokens[t0], run.tokens[t1]
+    scale = run.tokenizer.layer_rms(a)[run.tokenizer.token_layer][:, None]
+    sel = slice(None) if tokens is None else tokens
+    return a[sel] / scale[sel], b[sel] / scale[sel], run.positions[sel], run.mask[sel]
+
+
+def _losses(model: WeightAutoencoder, a, b, pos, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relative squared reconstruction error of a and b, relative squared error of the difference b - a)."""
+    za, zb = model.encode(a, pos), model.encode(b, pos)
+    ra, rb = model.decode(za, pos) * mask, model.decode(zb, pos) * mask
+    recon = (((ra - a) ** 2).sum() + ((rb - b) ** 2).sum()) / ((a ** 2).sum() + (b ** 2).sum()).clamp(min=1e-12)
+    diff = (((rb - ra) - (b - a)) ** 2).sum() / ((b - a) ** 2).sum().clamp(min=1e-12)
+    return recon, diff
+
+
+@torch.no_grad()
+def evaluate(model: WeightAutoencoder, runs: list[_RunTokens], gaps=(1, 5, 10), stride: int = 5) -> dict:
+    """Relative L2 errors on whole snapshots: ``recon`` = ||x' - x|| / ||x||, ``diff@k`` = ||(b' - a') - (b - a)||
+    / ||b - a|| for snapshot pairs k records apart (normalised space), averaged over runs, per (task, arch) group
+    and overall."""
+    model.eval()
+    per_group: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        S = run.tokens.shape[0]
+        g = per_group.setdefault(run.group, {})
+        for t0 in range(0, S - 1, stride):
+            a, _, pos, mask = _pair(run, t0, t0)
+            ra = model.decode(model.encode(a, pos), pos) * mask
+            g.setdefault("recon", []).append(float((ra - a).norm() / a.norm().clamp(min=1e-12)))
+            for k in gaps:
+                if t0 + k < S:
+                    _, b, _, _ = _pair(run, t0, t0 + k)
+                    rb = model.decode(model.encode(b, pos), pos) * mask
+                    err = ((rb - ra) - (b - a)).norm() / (b - a).norm().clamp(min=1e-12)
+                    g.setdefault(f"diff@{k}", []).append(float(err))
+    groups = {name: {k: sum(v) / len(v) for k, v in m.items()} for name, m in sorted(per_group.items())}
+    keys = sorted({k for m in groups.values() for k in m})
+    overall = {k: sum(m[k] for m in groups.values() if k in m) / sum(k in m for m in groups.values()) for k in keys}
+    return {"overall": overall, "groups": groups}
+
+
+def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: int = 8, hidden: int = 128,
+                      steps: int = 1500, batch_tokens: int = 4096, pairs_per_batch: int = 8, lr: float = 2e-3,
+                      diff_weight: float = 1.0, max_gap: int = 10, seed: int = 0, progress: bool = True
+                      ) -> tuple[WeightAutoencoder, dict]:
+    """Train a :class:`WeightAutoencoder` on the zoo's train split (module docstring); validate on its val split
+    (split by run). Returns the model (eval mode) and a card: config, training settings, wall time, final
+    training losses and :func:`evaluate` on the val split."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_runs = _load_runs(zoo_dir, "train", token_size, seed)
+    val_runs = _load_runs(zoo_dir, "val", token_size, seed)
+    model = WeightAutoencoder(token_size, latent, hidden)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    per_pair = max(1, batch_tokens // pairs_per_batch)
+    start, last = time.perf_counter(), (float("nan"), float("nan"))
+    bar = _progress(steps, progress)
+    for step in range(steps):
+        model.train()
+        recon_sum, diff_sum = 0.0, 0.0
+        opt.zero_grad(set_to_none=True)
+        for _ in range(pairs_per_batch):
+            run = train_runs[int(torch.randint(len(train_runs), (), generator=gen))]
+            S, K = run.tokens.shape[:2]
+            k = int(torch.randint(1, min(max_gap, S - 1) + 1, (), generator=gen))
+            t0 = int(torch.randint(0, S - k, (), generator=gen))
+            sel = torch.randperm(K, generator=gen)[:per_pair]
+            recon, diff = _losses(model, *_pair(run, t0, t0 + k, sel))
+            ((recon + diff_weight * diff) / pairs_per_batch).backward()
+            recon_sum += recon.item() / pairs_per_batch
+            diff_sum += diff.item() / pairs_per_batch
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        last = (recon_sum, diff_sum)
+        bar(step, f"recon {recon_sum:.3g} diff {diff_sum:.3g}")
+    bar(steps, "")
+    wall = time.perf_counter() - start
+    card = {"format": "weightcast-latent-ae", "version": 1, "zoo": str(zoo_dir),
+            "train_runs": len(train_runs), "val_runs": len(val_runs),
+            "training": {"steps": steps, "batch_tokens": batch_tokens, "pairs_per_batch": pairs_per_batch, "lr": lr,
+                         "diff_weight": diff_weight, "max_gap": max_gap, "seed": seed, "wall_s": round(wall, 1),
+                         "final_train_rel_sq_recon": last[0], "final_train_rel_sq_diff": last[1]},
+            "val": evaluate(model, val_runs),
+            "metrics": "relative L2 errors in the normalised space (each layer divided by its RMS at the earlier "
+                       "snapshot); diff@k: error on the difference of two snapshots k records apart"}
+    return model.eval(), card
+
+
+def _progress(total: int, enabled: bool):
+    """A one-line progress bar on stderr: call ``bar(step, text)``."""
+    start = time.perf_counter()
+
+    def bar(step: int, text: str) -> None:
+        if not enabled or (step % 25 and step != total):
+            return
+        frac = step / max(total, 1)
+        filled = int(30 * frac)
+        eta = (time.perf_counter() - start) / max(step, 1) * (total - step)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total} {text} eta {eta:.0f}s ")
+        if step == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return bar

@@ -1,0 +1,39 @@
+"""``weightcast ae train``: train the weight autoencoder of the latent forecaster on a zoo."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_subparser(subparsers) -> None:
+    """Add ``ae`` with ``train`` to an argparse subparsers object (sets ``func``)."""
+    ae = subparsers.add_parser("ae", help="weight autoencoder of the latent forecaster")
+    commands = ae.add_subparsers(dest="ae_command", required=True)
+    train = commands.add_parser("train", help="train on a zoo's trajectories (validation split by run)")
+    train.add_argument("--zoo", required=True, help="zoo directory (weightcast zoo build)")
+    train.add_argument("--out", required=True, help="weights file (.safetensors); the card goes next to it (.json)")
+    train.add_argument("--token-size", type=int, default=64)
+    train.add_argument("--latent", type=int, default=8, help="latent size d per token (compression T/d)")
+    train.add_argument("--hidden", type=int, default=128)
+    train.add_argument("--steps", type=int, default=1500)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--diff-weight", type=float, default=1.0, help="weight of the snapshot-difference loss")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .autoencoder import save_autoencoder, train_autoencoder
+
+    torch.set_num_threads(args.threads)
+    model, card = train_autoencoder(args.zoo, token_size=args.token_size, latent=args.latent, hidden=args.hidden,
+                                    steps=args.steps, lr=args.lr, diff_weight=args.diff_weight, seed=args.seed,
+                                    progress=not args.no_progress)
+    save_autoencoder(model, args.out, card)
+    print(json.dumps(card["val"]["overall"], indent=2))
+    print(f"saved {args.out} and its card")
+    return 0

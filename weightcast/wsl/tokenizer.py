@@ -1,0 +1,186 @@
+"""Weight tokeniser: the parameters of a model as fixed-size tokens, with gather/scatter maps into one flat buffer.
+
+Layout (decided from the parameter shapes alone, so that it works on what an optimizer receives -- a list of
+parameters, in order -- without the module):
+
+* a parameter with 2 or more dimensions is a layer: its weight is reshaped to (rows = shape[0], row_len =
+  prod(shape[1:])); if the *next* parameter is 1-D with ``shape[0]`` elements it is taken as that layer's bias and
+  appended to every row (row_len + 1). This covers Linear, Conv1d/2d/3d, Embedding and attention projections
+  (``qkv``: (3E, E) + bias (3E,)).
+* any other parameter (norm weights and biases, a lone bias, a scalar) is a "vector" layer with one row of all its
+  elements.
+* each row is cut into chunks of ``token_size`` values; the last chunk is zero-padded and masked.
+
+One token per (layer, row, chunk). Its position is ``POSITION_FEATURES`` float32 values, normalised so that one
+autoencoder serves models of any size: layer index / (layers - 1), row / (rows - 1), chunk / (chunks - 1), the
+layer kind one-hot (vector, matrix, conv1d, conv2d or more), log2(rows) / 16 and log2(row_len) / 16.
+
+``index`` (tokens, token_size) int64 holds the offset of every token value in the flat buffer (the parameters
+concatenated in order, as :class:`weightcast.history.Bucket` lays them out), -1 for padding. Every flat offset
+below ``numel`` appears exactly once, so tokenise (one gather) and detokenise (one scatter) are exact inverses.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+KINDS = ("vector", "matrix", "conv1d", "conv2d+")
+POSITION_FEATURES = 3 + len(KINDS) + 2
+
+
+def kind_of(ndim: int) -> str:
+    """Layer kind from the weight's number of dimensions: 0/1 vector, 2 matrix (Linear, Embedding), 3 conv1d,
+    4 or more conv2d+."""
+    return KINDS[min(max(ndim - 1, 0), 3)]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One tokenised layer: ``offset``/``shape`` of its weight in the flat buffer, ``bias_offset`` (or None),
+    ``rows`` x ``row_len`` values (bias included), ``chunks`` tokens per row, ``first_token``."""
+
+    kind: str
+    shape: tuple[int, ...]
+    offset: int
+    bias_offset: int | None
+    rows: int
+    row_len: int
+    chunks: int
+    first_token: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.rows * self.chunks
+
+
+class Tokenizer:
+    """Gather/scatter maps of one parameter layout (see the module docstring).
+
+    shapes: the parameter shapes in flat-buffer order. token_size: values per token (T). device: where the maps
+    live (that of the flat buffer). Attributes: ``index`` (K, T) int64, ``mask`` (K, T) bool, ``token_layer`` (K,)
+    int64, ``positions`` (K, POSITION_FEATURES) float32, ``layers``, ``numel``.
+    """
+
+    def __init__(self, shapes: Sequence[Sequence[int]], token_size: int = 64,
+                 device: torch.device | str = "cpu"):
+        if token_size < 1:
+            raise ValueError(f"token_size must be >= 1, got {token_size}")
+        shapes = [tuple(int(s) for s in shape) for shape in shapes]
+        if not shapes:
+            raise ValueError("nothing to tokenise: no parameters")
+        self.token_size = token_size
+        self.layers: list[Layer] = []
+        self.param_layer: list[int] = []  # per parameter, the layer it belongs to (-1: empty, not tokenised)
+        offsets = [0]
+        for shape in shapes:
+            offsets.append(offsets[-1] + math.prod(shape))
+        self.numel = offsets[-1]
+        i, tokens = 0, 0
+        while i < len(shapes):
+            shape = shapes[i]
+            if len(shape) >= 2 and shape[0] > 0:
+                rows, row_len = shape[0], math.prod(shape[1:])
+                bias = None
+                if i + 1 < len(shapes) and shapes[i + 1] == (rows,):
+                    bias, row_len = offsets[i + 1], row_len + 1
+                layer = Layer(kind_of(len(shape)), shape, offsets[i], bias, rows, row_len,
+                              max(1, -(-row_len // token_size)), tokens)
+                members = 2 if bias is not None else 1
+            else:
+                n = math.prod(shape)
+                layer = Layer("vector", shape, offsets[i], None, 1, n, max(1, -(-n // token_size)), tokens)
+                members = 1
+            if layer.rows * layer.row_len > 0:
+                self.param_layer += [len(self.layers)] * members
+                self.layers.append(layer)
+                tokens += layer.num_tokens
+            else:
+                self.param_layer += [-1] * members
+            i += members
+        self.num_tokens = tokens
+        self._build_maps(torch.device(device))
+
+    @classmethod
+    def for_params(cls, params: Iterable[torch.Tensor], token_size: int = 64) -> "Tokenizer":
+        """Tokeniser of ``params`` in order, its maps on the first parameter's device."""
+        params = list(params)
+        if not params:
+            raise ValueError("nothing to tokenise: no parameters")
+        return cls([p.shape for p in params], token_size, params[0].device)
+
+    def _build_maps(self, device: torch.device) -> None:
+        T, n_layers = self.token_size, len(self.layers)
+        index = torch.full((self.num_tokens, T), -1, dtype=torch.int64)
+        token_layer = torch.empty(self.num_tokens, dtype=torch.int64)
+        positions = torch.zeros(self.num_tokens, POSITION_FEATURES, dtype=torch.float32)
+        for li, layer in enumerate(self.layers):
+            w_len = layer.row_len - (layer.bias_offset is not None)
+            rows = torch.arange(layer.rows, dtype=torch.int64)
+            cols = torch.arange(layer.row_len, dtype=torch.int64)
+            flat = layer.offset + rows[:, None] * w_len + cols[None, :]       # (rows, row_len)
+            if layer.bias_offset is not None:
+                flat[:, -1] = layer.bias_offset + rows
+            padded = torch.full((layer.rows, layer.chunks * T), -1, dtype=torch.int64)
+            padded[:, :layer.row_len] = flat
+            sl = slice(layer.first_token, layer.first_token + layer.num_tokens)
+            index[sl] = padded.view(layer.num_tokens, T)
+            token_layer[sl] = li
+            row = rows.repeat_interleave(layer.chunks).float()
+            chunk = torch.arange(layer.chunks).repeat(layer.rows).float()
+            pos = positions[sl]
+            pos[:, 0] = li / max(n_layers - 1, 1)
+            pos[:, 1] = row / max(layer.rows - 1, 1)
+            pos[:, 2] = chunk / max(layer.chunks - 1, 1)
+            pos[:, 3 + KINDS.index(layer.kind)] = 1.0
+            pos[:, 3 + len(KINDS)] = math.log2(layer.rows) / 16
+            pos[:, 4 + len(KINDS)] = math.log2(layer.row_len) / 16
+        self.index = index.to(device)
+        self.mask = self.index >= 0
+        self.gather_index = self.index.clamp(min=0)
+        self.token_layer = token_layer.to(device)
+        self.positions = positions.to(device)
+        counts = torch.tensor([lay.rows * lay.row_len for lay in self.layers], dtype=torch.float32)
+        self.layer_numel = counts.to(device)
+
+    def tokenize(self, flat: torch.Tensor) -> torch.Tensor:
+        """(K, T) tokens of ``flat`` (>= numel elements, 1-D), in flat's dtype; padding is 0. One gather."""
+        self._check_flat(flat)
+        return flat[self.gather_index] * self.mask
+
+    def detokenize(self, tokens: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Scatter (K, T) ``tokens`` into ``out`` (1-D, >= numel elements) in place (padding ignored); returns out.
+        Elements of ``out`` past ``numel`` are left as they are."""
+        self._check_flat(out)
+        if tuple(tokens.shape) != (self.num_tokens, self.token_size):
+            raise ValueError(f"tokens must be ({self.num_tokens}, {self.token_size}), got {tuple(tokens.shape)}")
+        out[self.index[self.mask]] = tokens[self.mask].to(out.dtype)
+        return out
+
+    def layer_rms(self, tokens: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
+        """(L,) float32 root-mean-square of every layer's values (bias included) from its (K, T) tokens, floored
+        at ``eps``: a zero layer (a norm bias at initialisation) then normalises to zeros, not NaNs, and a tiny
+        one is not blown up to unit scale (the zoo's weights are O(0.01..1))."""
+        sq = (tokens.float() ** 2).sum(dim=1)
+        total = torch.zeros(len(self.layers), dtype=torch.float32, device=tokens.device)
+        total.index_add_(0, self.token_layer, sq)
+        return (total / self.layer_numel).sqrt().clamp(min=eps)
+
+    def layer_rms_of_params(self, params: Sequence[torch.Tensor], eps: float = 1e-2) -> torch.Tensor:
+        """Same as :meth:`layer_rms`, from the parameters themselves (one multi-tensor norm, no gather)."""
+        if len(params) != len(self.param_layer):
+            raise ValueError(f"expected {len(self.param_layer)} parameters, got {len(params)}")
+        keep = [i for i, layer in enumerate(self.param_layer) if layer >= 0]
+        norms = torch.stack(torch._foreach_norm([params[i].detach().float() for i in keep]))
+        total = torch.zeros(len(self.layers), dtype=torch.float32, device=norms.device)
+        total.index_add_(0, torch.tensor([self.param_layer[i] for i in keep], device=norms.device), norms ** 2)
+        return (total / self.layer_numel).sqrt().clamp(min=eps)
+
+    def _check_flat(self, flat: torch.Tensor) -> None:
+        if flat.dim() != 1 or flat.numel() < self.numel:
+            raise ValueError(f"the flat buffer must be 1-D with at least {self.numel} elements, got shape "
+                             f"{tuple(flat.shape)}")
+        if flat.device != self.index.device:
+            raise ValueError(f"the flat buffer is on {flat.device}, the tokeniser's maps on {self.index.device}")

@@ -1,0 +1,74 @@
+"""``weightcast zoo build|info``: build the default (or quick) zoo, and summarise a zoo directory."""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ..data.mnist import ENV_VAR
+from .spec import HELD_OUT, default_spec, quick_spec
+
+
+def add_subparser(subparsers) -> None:
+    """Add ``zoo`` with ``build`` and ``info`` to an argparse subparsers object; each sets ``func``."""
+    zoo = subparsers.add_parser("zoo", help="build and inspect model zoos of training trajectories")
+    commands = zoo.add_subparsers(dest="zoo_command", required=True)
+    build = commands.add_parser("build", help="build (or resume) the default zoo in a directory")
+    build.add_argument("--out", required=True, help="zoo directory (created; an existing zoo is resumed)")
+    build.add_argument("--data-dir", default=None,
+                       help=f"directory with MNIST (or its mnist/ folder); default ${ENV_VAR}; "
+                            "without either, the zoo has no MNIST runs")
+    build.add_argument("--quick", action="store_true", help="a tiny zoo for tests (a few seconds)")
+    build.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs")
+    build.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    build.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    build.set_defaults(func=run_build)
+    info = commands.add_parser("info", help="summarise a zoo: runs per task and arch, metrics, size")
+    info.add_argument("zoo_dir")
+    info.set_defaults(func=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import torch
+
+    from .build import build_zoo
+
+    torch.set_num_threads(args.threads)
+    data_dir = args.data_dir or os.environ.get(ENV_VAR)
+    specs = quick_spec() if args.quick else default_spec(mnist=bool(data_dir))
+    if not args.quick and not data_dir:
+        print(f"note: no --data-dir and no ${ENV_VAR}: building without MNIST runs", file=sys.stderr)
+    start = time.perf_counter()
+    manifest = build_zoo(args.out, specs, data_dir, max_runs=args.max_runs, progress=not args.no_progress)
+    done = {spec.run_id for spec in specs} & {entry["id"] for entry in manifest["runs"]}
+    print(f"{args.out}: {len(done)}/{len(specs)} runs of this spec done "
+          f"({time.perf_counter() - start:.0f} s in this call)")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .store import MANIFEST, read_manifest
+
+    root = Path(args.zoo_dir)
+    if not (root / MANIFEST).exists():
+        print(f"{root} has no {MANIFEST}; build one with: weightcast zoo build --out {root}", file=sys.stderr)
+        return 1
+    runs = read_manifest(root)["runs"]
+    groups = defaultdict(list)
+    for entry in runs:
+        groups[entry["spec"]["task"], entry["spec"]["arch"]].append(entry)
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    print(f"{root}: {len(runs)} runs, {size / 2**20:.1f} MiB")
+    print(f"{'task':8} {'arch':8} {'runs':>4} {'params':>15} {'records':>7} {'val_acc median':>14} {'diverged':>8}")
+    for (task, arch), entries in sorted(groups.items()):
+        params = sorted({e["num_params"] for e in entries})
+        accs = [e["final"]["val_acc"] for e in entries if e["final"]["val_acc"] is not None]
+        acc = f"{statistics.median(accs):.3f}" if accs else "-"
+        print(f"{task:8} {arch:8} {len(entries):4d} {f'{params[0]}..{params[-1]}':>15} "
+              f"{entries[0]['num_records']:7d} {acc:>14} {sum(e['diverged'] for e in entries):8d}")
+    print("held out (never in a zoo):", "; ".join(f"{h['task']}/{h['arch']} {h['model_kwargs']}" for h in HELD_OUT))
+    return 0
