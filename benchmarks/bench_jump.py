@@ -110,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="CSV path (default results/jump_<device>.csv)")
     parser.add_argument("--forecasters", nargs="+", default=["linear"],
                         help="linear (the op benchmark above) and/or learned ones: farcast wnn")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="real models (lenet5 resnet18 gpt): every registered forecaster's jump (latent included) "
+                             "against one training step, and history memory; see bench_latent_jump.py")
     args = parser.parse_args(argv)
+    if args.models:
+        import bench_latent_jump
+
+        return bench_latent_jump.main(["--device", args.device, "--models", *args.models])
     learned = [f for f in args.forecasters if f != "linear"]
     if learned:
         return main_learned(args, learned)

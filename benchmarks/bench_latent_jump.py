@@ -99,8 +99,14 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
         for t in range(5):
             opt.step()
         ready = list(engine.buckets)
-        record = lambda: [b.record(engine.step_count) for _, b in ready]  # noqa: E731
-        forecast = lambda: engine._forecast_all(ready, engine.step_count + 5)  # noqa: E731
+        clock = [engine.step_count]
+
+        def record():  # one more snapshot, one step later (the ring keeps the last 5)
+            clock[0] += 1
+            for _, b in ready:
+                b.record(clock[0])
+
+        forecast = lambda: engine._forecast_all(ready, clock[0] + 5)  # noqa: E731
         with torch.no_grad():
             record_ms = timed(record, device, repeats)
             forecast_ms = timed(forecast, device, repeats)

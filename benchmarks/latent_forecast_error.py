@@ -7,6 +7,8 @@ every horizon h (in snapshots), each method forecasts the snapshot h after the w
 * ``linear``: the per-element least-squares line (the linear forecaster);
 * ``linear-half``: a control, the linear forecast's move halved (``last + (linear - last) / 2``): does the latent
   forecaster help by what it models, or only because it shrinks the move?
+* ``farcast`` / ``wnn`` (other registered forecasters, ``--others``) when this checkout has them, through the
+  same buckets;
 * ``latent-residual[AE]`` / ``latent-direct[AE]``: :class:`weightcast.forecasters.latent.LatentForecaster` with
   that autoencoder, run through a real :class:`weightcast.history.Bucket` (record = tokenise + encode, jump =
   forecast + decode_overwrite), residual and direct forms.
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from weightcast import forecasters as wc_forecasters
 from weightcast.forecasters import least_squares_line_coefficients
 from weightcast.forecasters.latent import LatentForecaster
 from weightcast.history import Bucket
@@ -87,7 +90,12 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
             damped = last + 0.5 * (lin - last)
             errors[f"linear-half@{h}"].append(float((damped - target).norm()) / denom)
             for name, b in buckets.items():
-                out = forecasters[name].forecast(b, list(b.slot_steps), tstep)[:n]
+                f = forecasters[name]
+                if f.forecasts_are_linear():  # e.g. farcast: its coefficients over the raw window
+                    coeffs = f.coefficients(list(b.slot_steps), tstep).to(torch.float32)
+                    out = (coeffs[:, None] * b.history.float()).sum(0)[:n]
+                else:
+                    out = f.forecast(b, list(b.slot_steps), tstep)[:n]
                 errors[f"{name}@{h}"].append(float((out - target).norm()) / denom)
                 errors[f"cos:{name}@{h}"].append(float(torch.nn.functional.cosine_similarity(out - last, true_move,
                                                                                              0)))
@@ -99,6 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--zoo", type=Path, required=True)
     parser.add_argument("--heldout", type=Path, default=None, help="a zoo of held-out runs (all used)")
     parser.add_argument("--ae", type=Path, nargs="+", required=True)
+    parser.add_argument("--others", nargs="*", default=["farcast", "wnn"],
+                        help="other registered forecasters to compare, when they exist")
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--stride", type=int, default=5)
@@ -111,6 +121,11 @@ def main(argv=None) -> int:
         tag = f"T{ae.token_size}/d{ae.latent}"
         forecasters[f"latent-residual[{tag}]"] = LatentForecaster(ae, residual=True)
         forecasters[f"latent-direct[{tag}]"] = LatentForecaster(ae, residual=False)
+    for name in args.others:
+        if name in wc_forecasters.names():
+            forecasters[name] = wc_forecasters.get(name)
+        else:
+            print(f"forecaster {name!r} is not registered in this checkout: left out", file=sys.stderr)
     sources = [("val", args.zoo, "val")] + ([("held-out", args.heldout, None)] if args.heldout else [])
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for split_name, zoo, split in sources:
@@ -134,20 +149,67 @@ def main(argv=None) -> int:
          "summary": summary}, indent=1) + "\n")
     methods = sorted({k.rsplit("@", 1)[0] for m in summary.values() for k in m},
                      key=lambda s: (s.startswith("cos:"), "latent" in s, s))
-    lines = []
-    for h in args.horizons:
-        lines.append(f"\n### horizon {h} snapshots\n")
-        lines.append("| group | " + " | ".join(methods) + " |")
-        lines.append("|---" * (len(methods) + 1) + "|")
-        for g, m in summary.items():
-            lines.append(f"| {g} | " + " | ".join(f"{m[f'{x}@{h}']['median']:.3f}" if f"{x}@{h}" in m else "-"
-                                                   for x in methods) + " |")
-    (args.out / "forecast_error.md").write_text(
-        "# Forecast error, latent vs linear\n\nmedian of ||forecast - target|| / ||target - last|| over windows "
-        f"(window {args.window}, stride {args.stride}); 1.0 = no better than not jumping\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    text = markdown(summary, methods, args.horizons, args.window, args.stride)
+    (args.out / "forecast_error.md").write_text(text)
+    print(text)
     _plot(summary, methods, args.horizons, args.out / "forecast_error.png")
+    _plot_sweep(summary, args.horizons[-1], args.out / "forecast_error_sweep.png")
     return 0
+
+
+def markdown(summary: dict, methods: list[str], horizons: list[int], window: int, stride: int) -> str:
+    """Per horizon: a table of median relative errors and one of median cosines (groups x methods)."""
+    lines = ["# Forecast error, latent vs linear (and farcast / wnn where present)", "",
+             f"Windows of {window} consecutive snapshots, one every {stride} snapshots. Error: median over windows "
+             "of ||forecast - target|| / ||target - last|| (1.0 = no better than not jumping). cos: median cosine "
+             "between the forecast move and the true move. Groups: val = zoo validation runs (split by run), "
+             "held-out = runs of a configuration no zoo contains.", ""]
+    for h in horizons:
+        for kind, label in (("err", "relative error"), ("cos", "cosine with the true move")):
+            cols = [m for m in methods if m.startswith("cos:") == (kind == "cos")]
+            lines += [f"### horizon {h} snapshots: {label}", "",
+                      "| group | " + " | ".join(c.removeprefix("cos:") for c in cols) + " |",
+                      "|---" * (len(cols) + 1) + "|"]
+            for g, m in summary.items():
+                lines.append(f"| {g} | " + " | ".join(f"{m[f'{c}@{h}']['median']:.3f}" if f"{c}@{h}" in m else "-"
+                                                       for c in cols) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _plot_sweep(summary, h: int, path) -> None:
+    """Residual latent forecaster against the compression T/d: error and cosine per group (solid), with the
+    linear forecaster (dashed) and, for the error, linear-half (dotted) at the same horizon."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (g, m) in enumerate(summary.items()):
+        color = f"C{i}"
+        pts = sorted((int(k.split("T")[1].split("/")[0]) / int(k.split("/d")[1].split("]")[0]), k)
+                     for k in m if k.startswith("latent-residual[") and k.endswith(f"@{h}"))
+        if not pts:
+            continue
+        xs = [x for x, _ in pts]
+        axes[0].plot(xs, [m[k]["median"] for _, k in pts], "o-", color=color, label=g)
+        axes[0].axhline(m[f"linear@{h}"]["median"], color=color, ls="--", lw=0.8)
+        axes[0].axhline(m[f"linear-half@{h}"]["median"], color=color, ls=":", lw=0.8)
+        axes[1].plot(xs, [m["cos:" + k]["median"] for _, k in pts], "o-", color=color, label=g)
+        axes[1].axhline(m[f"cos:linear@{h}"]["median"], color=color, ls="--", lw=0.8)
+    for ax, label in zip(axes, ("median relative error (1 = no jump)", "median cosine with the true move")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("compression T/d")
+        ax.set_ylabel(label)
+    axes[0].set_title(f"latent-residual (solid) vs linear (dashed), linear-half (dotted); horizon {h}", fontsize=9)
+    axes[1].set_title("direction of the forecast move", fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
 
 
 def _plot(summary, methods, horizons, path) -> None:

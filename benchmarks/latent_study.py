@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sgd-lrs", type=float, nargs="+", default=None,
+                        help="override the SGD learning-rate grid (one value: no tuning, one lr for every method)")
+    parser.add_argument("--budget", type=int, default=None, help="override the tasks' step budgets")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = register_autoencoders(args.ae)
@@ -52,7 +55,9 @@ def main(argv=None) -> int:
     for key in args.tasks:
         study = STUDY_TASKS[key]
         start = time.perf_counter()
-        results = run_study(study, methods=methods, seeds=args.seeds, data_dir=args.data_dir, progress=False)
+        lrs = {"sgd": tuple(args.sgd_lrs)} if args.sgd_lrs else None
+        results = run_study(study, methods=methods, seeds=args.seeds, data_dir=args.data_dir, lrs=lrs,
+                            budget=args.budget, progress=False)
         title = f"{key}{' (held out)' if study.held_out else ''}"
         table = markdown_table(summarise(results, study.goal), study.goal, title)
         print(table, flush=True)
@@ -60,7 +65,8 @@ def main(argv=None) -> int:
         write_csv(results, args.out / f"tta_{key}.csv", key)
         plot(results, study.goal, args.out / f"tta_{key}.png", title)
         (args.out / f"tta_{key}.json").write_text(json.dumps(
-            {"task": key, "methods": methods, "seeds": args.seeds, "wall_s": round(time.perf_counter() - start, 1),
+            {"task": key, "methods": methods, "seeds": args.seeds, "sgd_lrs": args.sgd_lrs, "budget": args.budget,
+             "wall_s": round(time.perf_counter() - start, 1),
              "summary": summarise(results, study.goal)}, indent=1, default=str) + "\n")
     return 0
 

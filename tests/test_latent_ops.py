@@ -12,6 +12,8 @@ LAYOUTS = [
     [(1, 1)],
     [(4, 300), (4,), (65,), (2, 3, 7)],
 ]
+# (layout, token size T, hidden H): odd and power-of-two sizes, one token to a few hundred
+CASES = [(LAYOUTS[0], 16, 24), (LAYOUTS[1], 5, 7), (LAYOUTS[2], 64, 128), (LAYOUTS[0], 5, 7), (LAYOUTS[2], 16, 24)]
 
 
 def backends():
@@ -37,8 +39,7 @@ def _split(backend):
 
 
 @pytest.mark.parametrize("backend", backends())
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("token_size,hidden", [(16, 24), (5, 7), (64, 128)])
+@pytest.mark.parametrize("layout,token_size,hidden", CASES)
 def test_tokenize_encode_matches_reference(backend, layout, token_size, hidden):
     device, name = _split(backend)
     tok, flat, scale, rand = _setup(layout, token_size, hidden, device)
@@ -51,9 +52,8 @@ def test_tokenize_encode_matches_reference(backend, layout, token_size, hidden):
 
 
 @pytest.mark.parametrize("backend", backends())
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("token_size,hidden", [(16, 24), (5, 7), (64, 128)])
-@pytest.mark.parametrize("accumulate,with_bias", [(True, False), (False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("layout,token_size,hidden", CASES)
+@pytest.mark.parametrize("accumulate,with_bias", [(True, False), (False, True), (True, True)])
 def test_decode_overwrite_matches_reference(backend, layout, token_size, hidden, accumulate, with_bias):
     device, name = _split(backend)
     tok, flat, scale, rand = _setup(layout, token_size, hidden, device, seed=1)

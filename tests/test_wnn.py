@@ -157,3 +157,22 @@ def test_state_dict_roundtrip_keeps_weights():
     assert all(torch.equal(g.tensors[k], f.tensors[k]) for k in f.tensors)
     with pytest.raises(ValueError):
         g.load_state_dict({"name": "farcast"})
+
+
+def test_native_meta_and_limits():
+    from weightcast import _extension
+
+    if not _extension.extension_loaded() or not hasattr(torch.ops.weightcast_C, "wnn"):
+        pytest.skip("weightcast._C with the wnn kernel is not built")
+    history, order, offsets, stats, kinds, mlp = _inputs([3, 4], 5, 16, "cpu", torch.float32, 2)
+    meta = [t.to("meta") for t in (torch.empty(7), history, order, offsets, stats, kinds, mlp)]
+    torch.ops.weightcast_C.wnn(*meta, 16)  # shapes checked without data
+    with pytest.raises(RuntimeError, match="hidden"):
+        torch.ops.weightcast_C.wnn(torch.empty(7), history, order, offsets, stats, kinds,
+                                   torch.zeros(mlp_numel(5, 33)), 33)
+    # wider MLPs than the kernels hold run on the reference
+    wide = torch.randn(mlp_numel(5, 40)) * 0.1
+    out, expected = torch.empty(7), torch.empty(7)
+    wnn_forecast(out, history, order, offsets, stats, kinds, wide, 40)
+    reference(expected, history, order, offsets, stats, kinds, wide, 40)
+    torch.testing.assert_close(out, expected)

@@ -4,9 +4,8 @@ The flagship is :class:`ForecastSGD`, a drop-in for ``torch.optim.SGD`` that per
 forward along their forecast trajectory; :class:`Forecast` adds the same jumps to any torch optimizer.
 """
 from . import forecasters, ops
+from ._version import __version__  # the release; build_info()["version"] carries the local tag (+cpu, +cu130)
 from .optim import Forecast, ForecastSGD
-
-__version__ = "0.1.0"
 
 
 def build_info() -> dict:

@@ -8,8 +8,9 @@ views; if any parameter of the bucket is like that, or the user later re-binds a
 it and the parameters with torch's multi-tensor copies (never one launch per parameter).
 
 ``flat`` and the rows of ``history`` have N rounded up to a multiple of 64 elements (zeros past the parameters),
-so that every history row is aligned for vector loads. The window ``history`` (W, N) is stored in ``storage_dtype``; ``slot_steps[k]`` is the step recorded in slot k
-and ``slot_absmax[k]`` (float32, on the device) its ``max |value|``.
+so that every history row is aligned for vector loads. The window ``history`` (W, N) is stored in
+``storage_dtype``; ``slot_steps[k]`` is the step recorded in slot k and ``slot_absmax[k]`` (float32, on the
+device) its ``max |value|``.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 // CUDA kernel of weightcast_C::wnn (contract in wnn.cuh). One thread per
 // element (grid-stride); each block copies the packed MLP into shared memory
 // once; the hidden layer (at most 32 values) lives in registers: the loops run
-// to the compile-time bound HMAX (8, 16 or 32, the smallest >= hidden) and are
-// unrolled, so every array index is a constant. The segment of an element is
+// to the compile-time bound kMaxH and are unrolled (guarded by j < hidden), so
+// every array index is a constant. One instantiation per (history, out) dtype
+// pair keeps the compile-check short. The segment of an element is
 // found by a binary search of offsets (read-only cache).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -38,7 +39,7 @@ __device__ __forceinline__ __half store_as<__half>(float x) { return __float2hal
 template <>
 __device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
-template <typename H, typename O, int HMAX>
+template <typename H, typename O>
 __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, const H* __restrict__ history,
                                                        int64_t n, int w, const int64_t* __restrict__ order,
                                                        const int64_t* __restrict__ offsets, int64_t segments,
@@ -69,9 +70,9 @@ __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, cons
     const float a = __ldg(stats + 4 * lo), c = __ldg(stats + 4 * lo + 1);
     const float e = __ldg(stats + 4 * lo + 2), g = __ldg(stats + 4 * lo + 3);
     const float* bias1 = b1 + __ldg(kinds + lo) * hidden;
-    float z1[HMAX];
+    float z1[kMaxH];
 #pragma unroll
-    for (int j = 0; j < HMAX; ++j) z1[j] = j < hidden ? bias1[j] : 0.0f;
+    for (int j = 0; j < kMaxH; ++j) z1[j] = j < hidden ? bias1[j] : 0.0f;
     float prev = 0.0f;
 #pragma unroll
     for (int k = 0; k < kMaxW; ++k) {
@@ -80,7 +81,7 @@ __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, cons
         const float x = fmaf(v, a, c);
         const float d = (v - prev) * e;
 #pragma unroll
-        for (int j = 0; j < HMAX; ++j) {
+        for (int j = 0; j < kMaxH; ++j) {
           if (j < hidden) {
             z1[j] = fmaf(w1[j * f + k], x, z1[j]);
             if (k > 0) z1[j] = fmaf(w1[j * f + w + k - 1], d, z1[j]);
@@ -91,11 +92,11 @@ __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, cons
     }
     float acc = b3;
 #pragma unroll
-    for (int j = 0; j < HMAX; ++j) {
+    for (int j = 0; j < kMaxH; ++j) {
       if (j < hidden) {
         float z = b2[j];
 #pragma unroll
-        for (int q = 0; q < HMAX; ++q) {
+        for (int q = 0; q < kMaxH; ++q) {
           if (q < hidden) z = fmaf(w2[j * hidden + q], fmaxf(z1[q], 0.0f), z);
         }
         acc = fmaf(w3[j], fmaxf(z, 0.0f), acc);
@@ -120,7 +121,7 @@ cudaError_t with_type(DType t, F&& f) {
   return cudaErrorInvalidValue;
 }
 
-template <int HMAX, typename H, typename O>
+template <typename H, typename O>
 cudaError_t launch(O* out, const H* history, int64_t n, int w, const int64_t* order, const int64_t* offsets,
                    int64_t segments, const float* stats, const int32_t* kinds, const float* mlp, int hidden,
                    cudaStream_t stream) {
@@ -131,7 +132,7 @@ cudaError_t launch(O* out, const H* history, int64_t n, int w, const int64_t* or
   const int64_t needed = (n + kThreads - 1) / kThreads;
   const int64_t cap = static_cast<int64_t>(sms) * 8;
   const unsigned blocks = static_cast<unsigned>(needed < cap ? needed : cap);
-  wnn_kernel<H, O, HMAX><<<blocks, kThreads, 0, stream>>>(out, history, n, w, order, offsets, segments, stats,
+  wnn_kernel<H, O><<<blocks, kThreads, 0, stream>>>(out, history, n, w, order, offsets, segments, stats,
                                                            kinds, mlp, hidden);
   return cudaGetLastError();
 }
@@ -150,9 +151,7 @@ cudaError_t launch_wnn(void* out, DType out_type, const void* history, DType his
       O* o = static_cast<O*>(out);
       const H* h = static_cast<const H*>(history);
       const int wi = static_cast<int>(w), hi = static_cast<int>(hidden);
-      if (hidden <= 8) return launch<8>(o, h, n, wi, order, offsets, segments, stats, kinds, mlp, hi, stream);
-      if (hidden <= 16) return launch<16>(o, h, n, wi, order, offsets, segments, stats, kinds, mlp, hi, stream);
-      return launch<32>(o, h, n, wi, order, offsets, segments, stats, kinds, mlp, hi, stream);
+      return launch(o, h, n, wi, order, offsets, segments, stats, kinds, mlp, hi, stream);
     });
   });
 }

@@ -189,8 +189,8 @@ class ForecastEngine:
 
         keep: unchanged. reset: SGD's buffer is dropped (re-initialised from the next gradient, as at the first
         step); Adam's exp_avg is zeroed. scale: multiplied by ``beta ** horizon`` (beta = SGD momentum or Adam
-        beta1, horizon the one the jump used): the decay the buffer would see over the horizon steps the jump skipped, since the forecast has
-        already spent the velocity that carried the trajectory there.
+        beta1, horizon the one the jump used): the decay the buffer would see over the steps the jump skipped,
+        since the forecast has already spent the velocity that carried the trajectory there.
         """
         if self.after_jump == "keep":
             return

@@ -60,8 +60,10 @@ class Tokenizer:
     """Gather/scatter maps of one parameter layout (see the module docstring).
 
     shapes: the parameter shapes in flat-buffer order. token_size: values per token (T). device: where the maps
-    live (that of the flat buffer). Attributes: ``index`` (K, T) int64, ``mask`` (K, T) bool, ``token_layer`` (K,)
-    int64, ``positions`` (K, POSITION_FEATURES) float32, ``layers``, ``numel``.
+    live (that of the flat buffer). Attributes: ``index`` (K, T) int64, ``token_layer`` (K,) int64, ``positions``
+    (K, POSITION_FEATURES) float32, ``layers``, ``numel``, ``param_layer``; ``mask`` and ``gather_index`` are
+    derived from ``index`` when asked for. Memory: 8 bytes per token slot for ``index`` (about 9 bytes per
+    parameter with T = 64), the largest map.
     """
 
     def __init__(self, shapes: Sequence[Sequence[int]], token_size: int = 64,
@@ -138,12 +140,25 @@ class Tokenizer:
             pos[:, 3 + len(KINDS)] = math.log2(layer.rows) / 16
             pos[:, 4 + len(KINDS)] = math.log2(layer.row_len) / 16
         self.index = index.to(device)
-        self.mask = self.index >= 0
-        self.gather_index = self.index.clamp(min=0)
         self.token_layer = token_layer.to(device)
         self.positions = positions.to(device)
         counts = torch.tensor([lay.rows * lay.row_len for lay in self.layers], dtype=torch.float32)
         self.layer_numel = counts.to(device)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(K, T) bool, True where a token slot holds a parameter (computed on demand: not kept in memory)."""
+        return self.index >= 0
+
+    @property
+    def gather_index(self) -> torch.Tensor:
+        """(K, T) int64 index with padding clamped to 0 (computed on demand)."""
+        return self.index.clamp(min=0)
+
+    def map_bytes(self) -> int:
+        """Bytes of the maps this tokeniser keeps on its device (index, token_layer, positions, layer_numel)."""
+        return sum(t.numel() * t.element_size() for t in (self.index, self.token_layer, self.positions,
+                                                           self.layer_numel))
 
     def tokenize(self, flat: torch.Tensor) -> torch.Tensor:
         """(K, T) tokens of ``flat`` (>= numel elements, 1-D), in flat's dtype; padding is 0. One gather."""
@@ -156,7 +171,8 @@ class Tokenizer:
         self._check_flat(out)
         if tuple(tokens.shape) != (self.num_tokens, self.token_size):
             raise ValueError(f"tokens must be ({self.num_tokens}, {self.token_size}), got {tuple(tokens.shape)}")
-        out[self.index[self.mask]] = tokens[self.mask].to(out.dtype)
+        mask = self.mask
+        out[self.index[mask]] = tokens[mask].to(out.dtype)
         return out
 
     def layer_rms(self, tokens: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
