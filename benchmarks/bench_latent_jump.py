@@ -129,13 +129,55 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
     return rows
 
 
+def bench_ops(name: str, device: str, repeats: int) -> list[dict]:
+    """The two fused ops alone on the model's tokens with the shipped autoencoder's sizes, on every backend that
+    runs here (the reference is the unfused PyTorch composition: gather, matmul, scatter)."""
+    from weightcast.wsl import Tokenizer, load_autoencoder
+
+    model, _ = build(name, device)
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    ae = load_autoencoder().to(device)
+    tok = Tokenizer.for_params(params, ae.token_size)
+    K = tok.num_tokens
+    scale = torch.ones(K, device=device)
+    bias = ae.first_layer_bias(tok.positions).detach().contiguous()
+    hidden = torch.randn(K, ae.hidden, device=device)
+    rows = []
+    backends = [b for b in wc.ops.available_backends(device, "tokenize_encode") if not (device == "cpu" and
+                                                                                           b == "triton")]
+    for backend in backends:
+        with wc.ops.use_backend(backend), torch.no_grad():
+            enc = timed(lambda: wc.ops.tokenize_encode(flat, tok.index, scale, ae.enc_w, bias), device, repeats)
+            out = flat.clone()
+            dec = timed(lambda: wc.ops.decode_overwrite(out, hidden, ae.dec_w, None, tok.index, scale, True), device,
+                        repeats)
+        rows.append({"model": name, "tokens": K, "backend": backend, "tokenize_encode_ms": round(enc, 3),
+                     "decode_overwrite_ms": round(dec, 3)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", default=["lenet5", "resnet18", "gpt"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--ops-only", action="store_true",
+                        help="time the two fused ops per backend instead (writes ops_<device>.md)")
     args = parser.parse_args(argv)
+    if args.ops_only:
+        rows = [r for m in args.models for r in bench_ops(m, args.device, args.repeats)]
+        out = args.out or RESULTS / "latent" / f"ops_{device_slug(args.device)}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cols = list(rows[0])
+        out.write_text("\n".join([f"# Fused latent ops on {device_name(args.device)} ({args.device}, torch threads "
+                                   f"{torch.get_num_threads()}); shipped autoencoder (T 64, hidden 128)", "",
+                                   "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"] +
+                                  ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n")
+        print(f"wrote {out}")
+        return 0
     forecasters = [f for f in ("linear", "farcast", "wnn", "latent") if f in wc.forecasters.names()]
     rows = [r for m in args.models for r in bench_model(m, args.device, forecasters, args.repeats)]
     out = args.out or RESULTS / "latent" / f"jump_{device_slug(args.device)}.csv"

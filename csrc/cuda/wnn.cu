@@ -57,9 +57,6 @@ __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, cons
   const float* b2 = w2 + hidden * hidden;
   const float* w3 = b2 + hidden;
   const float b3 = w3[hidden];
-  int64_t rows[kMaxW];
-#pragma unroll
-  for (int k = 0; k < kMaxW; ++k) rows[k] = k < w ? __ldg(order + k) * n : 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     int64_t lo = 0, hi = segments - 1;  // largest s with offsets[s] <= i
@@ -73,22 +70,21 @@ __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, cons
     float z1[kMaxH];
 #pragma unroll
     for (int j = 0; j < kMaxH; ++j) z1[j] = j < hidden ? bias1[j] : 0.0f;
-    float prev = 0.0f;
+    float prev = load_float<H>(history + __ldg(order) * n + i);
 #pragma unroll
-    for (int k = 0; k < kMaxW; ++k) {
-      if (k < w) {
-        const float v = load_float<H>(history + rows[k] + i);
-        const float x = fmaf(v, a, c);
-        const float d = (v - prev) * e;
+    for (int j = 0; j < kMaxH; ++j) {
+      if (j < hidden) z1[j] = fmaf(w1[j * f], fmaf(prev, a, c), z1[j]);
+    }
+#pragma unroll 1
+    for (int k = 1; k < w; ++k) {  // not unrolled: w is a run-time value and the body is large
+      const float v = load_float<H>(history + __ldg(order + k) * n + i);
+      const float x = fmaf(v, a, c);
+      const float d = (v - prev) * e;
 #pragma unroll
-        for (int j = 0; j < kMaxH; ++j) {
-          if (j < hidden) {
-            z1[j] = fmaf(w1[j * f + k], x, z1[j]);
-            if (k > 0) z1[j] = fmaf(w1[j * f + w + k - 1], d, z1[j]);
-          }
-        }
-        prev = v;
+      for (int j = 0; j < kMaxH; ++j) {
+        if (j < hidden) z1[j] = fmaf(w1[j * f + w + k - 1], d, fmaf(w1[j * f + k], x, z1[j]));
       }
+      prev = v;
     }
     float acc = b3;
 #pragma unroll

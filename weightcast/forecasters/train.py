@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from ..zoo.dataset import TrajectoryDataset
 from . import io
-from .farcast import KIND as FARCAST, farcast_shapes, feature_weights
-from .wnn import HORIZON_SCALE, KIND as WNN, init_wnn, kind_of, segment_stats, wnn_shapes
+from .farcast import KIND as FARCAST, farcast_shapes
+from .wnn import HORIZON_SCALE, KIND as WNN, init_wnn, kind_of, segment_stats
 from ..ops.wnn_forecast import mlp_residual, wnn_features
 
 

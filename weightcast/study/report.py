@@ -105,7 +105,7 @@ def plot(results: dict[str, dict], goal: Goal, path: Path, title: str) -> bool:
     ax.set_ylabel(f"validation {goal.metric}")
     if goal.metric == "acc":
         ax.set_ylim(max(0.0, goal.target - 0.15), 1.0)
-    ax.set_title(f"{title} (mean of seeds; jumps of the first seed: before→after)")
+    ax.set_title(f"{title}\n(mean of seeds; jumps of the first seed: before→after)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
