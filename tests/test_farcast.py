@@ -151,3 +151,11 @@ def test_train_cli_on_a_quick_zoo(tmp_path):
         assert card["zoo_runs"]["train"] >= 1 and card["zoo_runs"]["val"] >= 1 and len(card["curve"]) == 2
         f = wc.forecasters.get(kind, path=out)
         assert f.name == kind
+    from weightcast.forecasters.evaluate import evaluate
+    from weightcast.forecasters.train import ZooWindows
+
+    forecasters = {k: wc.forecasters.get(k, **({} if k == "linear" else {"path": tmp_path / f"{k}.safetensors"}))
+                   for k in ("linear", "farcast", "wnn")}
+    rows = evaluate({"val": ZooWindows(zoo, "val", 5, 2, strides=(1,))}, forecasters, every=2)
+    assert {r["forecaster"] for r in rows} == set(forecasters)
+    assert all(r["rel_l2"] > 0 and r["windows"] > 0 for r in rows)

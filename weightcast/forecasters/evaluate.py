@@ -8,7 +8,11 @@ newest one (horizon ``offset / stride`` record intervals). Reported per (group, 
 * ``rel_l2``: mean over windows of ``||w_hat - w*|| / ||w*||`` over all the model's parameters;
 * ``vs_persistence``: mean of ``||w_hat - w*|| / ||w_t - w*||`` (below 1: better than not moving at all).
 
-    python -m weightcast.forecasters.evaluate --zoo /work/zoo-default --held-out DIR --out benchmarks/results/learned
+    python -m weightcast.forecasters.evaluate --zoo /work/zoo-default --held-out DIR --build-held-out \
+        --data-dir ../shared/data --out benchmarks/results/learned
+
+``--build-held-out`` first trains the runs of :func:`held_out_specs` into DIR (resumable; about 25 min on one
+busy CPU core), with ``allow_held_out=True``: they must never go into a training zoo.
 """
 from __future__ import annotations
 
@@ -23,7 +27,25 @@ from ..history import Bucket
 from . import get
 from .train import ZooWindows
 
-HORIZONS = ((1, 1), (2, 5), (1, 5))  # (stride, offset): h = 1, 2.5 (the study's schedule), 5 record intervals
+HORIZONS = ((1, 1), (2, 5), (1, 5))
+
+
+def held_out_specs() -> list:
+    """Runs of the held-out tasks (weightcast.zoo.spec.HELD_OUT) used to judge forecasters: LeNet-5 width 4 on
+    MNIST, ResNet-18 width 0.125 on MNIST, a 4-layer GPT on chars; one SGD (momentum 0.9) and one AdamW run each."""
+    from ..zoo.spec import RunSpec
+
+    sgd, adamw = ("sgd", {"momentum": 0.9}), ("adamw", {"weight_decay": 0.01})
+    image = dict(steps=600, record_every=10, eval_every=100, eval_size=1000, seed=100)
+    specs = [RunSpec("mnist", "lenet5", {"width": 4}, name, lr, kw, **image)
+             for (name, kw), lr in ((sgd, 0.05), (adamw, 1e-3))]
+    specs += [RunSpec("chars", "gpt", {"n_layer": 4, "n_head": 4, "n_embd": 48}, name, lr, kw, seed=100,
+                      batch_size=16, steps=600, record_every=10, eval_every=100, eval_size=64)
+              for (name, kw), lr in ((sgd, 0.2), (adamw, 3e-3))]
+    specs += [RunSpec("mnist", "resnet18", {"width": 0.125}, name, lr, kw, seed=100, batch_size=32, steps=300,
+                      record_every=10, eval_every=100, eval_size=500)
+              for (name, kw), lr in ((sgd, 0.05), (adamw, 1e-3))]
+    return specs  # (stride, offset): h = 1, 2.5 (the study's schedule), 5 record intervals
 
 
 def run_errors(flat: torch.Tensor, steps: torch.Tensor, shapes, forecasters: dict, window: int, stride: int,
@@ -100,10 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", default=None, help="a zoo of held-out tasks (all its runs are used)")
     parser.add_argument("--forecasters", nargs="+", default=["linear", "farcast", "wnn"],
                         help="names, or name=FILE for a learned forecaster file")
+    parser.add_argument("--build-held-out", action="store_true", help="train the held-out runs into --held-out first")
+    parser.add_argument("--data-dir", default=None, help="MNIST folder, for --build-held-out")
     parser.add_argument("--every", type=int, default=4, help="use every n-th window start")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.build_held_out:
+        from ..zoo import build_zoo
+
+        if not args.held_out or not args.data_dir:
+            parser.error("--build-held-out needs --held-out DIR and --data-dir (MNIST)")
+        build_zoo(args.held_out, held_out_specs(), data_dir=args.data_dir, allow_held_out=True)
     forecasters = {}
     for item in args.forecasters:
         name, _, path = item.partition("=")
