@@ -151,3 +151,11 @@ def test_shipped_autoencoder_on_reference_models(name, kwargs):
     for _ in range(3):
         opt.step()
     assert opt.num_jumps == 1 and all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_latent_history_never_allocates_raw_snapshots():
+    """The raw (W, N) window is allocated lazily: a forecaster with its own history never pays for it."""
+    model = torch.nn.Sequential(torch.nn.Linear(40, 30), torch.nn.ReLU(), torch.nn.Linear(30, 10))
+    opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="latent")
+    (_, bucket), = opt._engine.buckets
+    assert bucket._history is not None and bucket._history.shape[1] != bucket.padded

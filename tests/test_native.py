@@ -238,6 +238,7 @@ def test_opcheck(device):
                           test_utils=utils)
 
 
+@pytest.mark.slow  # ~75 s; .ci/run runs tools/check_cuda.sh itself as a separate step
 def test_cuda_sources_compile_without_a_gpu():
     """tools/check_cuda.sh: nvcc -c of csrc/cuda/*.cu for sm_80 and sm_90, and a syntax check of the torch glue."""
     if shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"):

@@ -53,7 +53,8 @@ class Bucket:
             for p, view in zip(params, self.views):
                 p.data = view
         self.bound_ptrs = [p.data_ptr() for p in params]
-        self.history = torch.zeros(window, padded, dtype=self.storage_dtype, device=self.device)
+        self.padded = padded
+        self._history: torch.Tensor | None = None  # allocated on first use, see the history property
         self.slot_absmax = torch.zeros(window, dtype=torch.float32, device=self.device)
         self.slot_steps: list[int] = [0] * window
         self.filled = 0
@@ -61,6 +62,18 @@ class Bucket:
         # a forecaster's attach() may keep something else than raw snapshots (e.g. latents): it then replaces
         # ``history`` (W, M) and sets ``recorder(bucket, slot) -> float32 0-dim absmax of the new slot``
         self.recorder = None
+
+    @property
+    def history(self) -> torch.Tensor:
+        """The window (W, padded N) of raw snapshots in ``storage_dtype``, allocated on first use, so that a
+        forecaster whose ``attach`` installs a history of its own (latents) never allocates this one."""
+        if self._history is None:
+            self._history = torch.zeros(self.window, self.padded, dtype=self.storage_dtype, device=self.device)
+        return self._history
+
+    @history.setter
+    def history(self, value: torch.Tensor) -> None:
+        self._history = value
 
     def _make_views(self) -> list[torch.Tensor]:
         views, offset = [], 0

@@ -86,8 +86,7 @@ class FarcastForecaster(Forecaster):
         """Give ``bucket`` a history of window + 1 rows; the last holds the initial weights w_0 (step 0)."""
         if bucket.window < self.lags:
             raise ValueError(f"farcast uses the {self.lags} newest snapshots; the window is {bucket.window}")
-        rows = torch.zeros(bucket.window + 1, bucket.history.shape[1], dtype=bucket.history.dtype,
-                           device=bucket.history.device)
+        rows = torch.zeros(bucket.window + 1, bucket.padded, dtype=bucket.storage_dtype, device=bucket.device)
         rows[-1].copy_(bucket.flat)
         bucket.history = rows
         absmax = torch.zeros(bucket.window + 1, dtype=torch.float32, device=bucket.slot_absmax.device)
