@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "dtype_dispatch.cuh"
 #include "kernels.cuh"
 
 namespace weightcast_c {
@@ -156,22 +157,6 @@ unsigned grid_for(int64_t work_items) {
 }
 
 bool aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-// Calls f(Tag<T>{}) with the C++ type of `t`.
-template <typename F>
-cudaError_t with_type(DType t, F&& f) {
-  switch (t) {
-    case DType::kFloat32: return f(Tag<float>{});
-    case DType::kFloat16: return f(Tag<__half>{});
-    case DType::kBFloat16: return f(Tag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
-}
 
 template <typename S, typename D>
 cudaError_t record_typed(const S* src, D* dst, int64_t n, int* absmax_bits, cudaStream_t stream) {

@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "dtype_dispatch.cuh"
 #include "wnn.cuh"
 
 namespace weightcast_c {
@@ -100,21 +101,6 @@ __global__ void __launch_bounds__(kThreads) wnn_kernel(O* __restrict__ out, cons
     }
     out[i] = store_as<O>(fmaf(g, acc, prev));
   }
-}
-
-template <typename T>
-struct Tag {
-  using type = T;
-};
-
-template <typename F>
-cudaError_t with_type(DType t, F&& f) {
-  switch (t) {
-    case DType::kFloat32: return f(Tag<float>{});
-    case DType::kFloat16: return f(Tag<__half>{});
-    case DType::kBFloat16: return f(Tag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
 }
 
 template <typename H, typename O>
