@@ -15,4 +15,4 @@ def build_info() -> dict:
 
     return _build_info()
 
-__all__ = ["Forecast", "ForecastSGD", "build_info", "forecasters", "ops"]
+__all__ = ["Forecast", "ForecastSGD", "__version__", "build_info", "forecasters", "ops"]

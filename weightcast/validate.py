@@ -20,15 +20,14 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import torch
 
 from . import build_info, ops
 from .forecasters import least_squares_line_coefficients
+from .timing import median_ms
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SIZES = (1, 7, 1023, 278011)
@@ -93,20 +92,6 @@ def check_backend(backend: str, device: str, sizes: tuple[int, ...] = SIZES, see
     return rows
 
 
-def _time_ms(fn, device: str, repeats: int = 20) -> float:
-    if device.startswith("cuda"):
-        from triton.testing import do_bench
-
-        return float(do_bench(fn, warmup=25, rep=200))
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def time_jump(backend: str, n: int, device: str, window: int = 5) -> dict:
     """One jump (record + lincomb_forecast) against one SGD(momentum=0.9) step, fp32, n parameters."""
     flat = torch.randn(n, device=device)
@@ -119,10 +104,10 @@ def time_jump(backend: str, n: int, device: str, window: int = 5) -> dict:
     sgd.step()
     src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
     with ops.use_backend(backend):
-        record_ms = _time_ms(lambda: ops.record(flat, history, 0), device)
-        lincomb_ms = _time_ms(lambda: ops.lincomb_forecast(flat, history, coeffs, absmax), device)
-    sgd_ms = _time_ms(sgd.step, device)
-    copy_ms = _time_ms(lambda: dst.copy_(src), device)
+        record_ms = median_ms(lambda: ops.record(flat, history, 0), device)[0]
+        lincomb_ms = median_ms(lambda: ops.lincomb_forecast(flat, history, coeffs, absmax), device)[0]
+    sgd_ms = median_ms(sgd.step, device)[0]
+    copy_ms = median_ms(lambda: dst.copy_(src), device)[0]
     lincomb_gbps = (window + 1) * n * 4 / (lincomb_ms * 1e-3) / 1e9
     copy_gbps = 2 * n * 4 / (copy_ms * 1e-3) / 1e9
     return {"backend": backend, "n": n, "sgd_step_ms": sgd_ms, "record_ms": record_ms, "lincomb_ms": lincomb_ms,
