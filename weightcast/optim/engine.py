@@ -138,6 +138,12 @@ class ForecastEngine:
                 bucket.write(out)
             return True
         plans = [(b, self._coefficients(b, target)) for _, b in ready]
+        if len(plans) == 1:  # the op alone is all-or-nothing for one buffer: no second finiteness proof
+            bucket, coeffs = plans[0]
+            if not bool(ops.lincomb_forecast(bucket.flat, bucket.history, coeffs, bucket.slot_absmax)):
+                return False
+            bucket.sync_params()
+            return True
         if all(ops.forecast_is_provably_finite(b.flat, c, b.slot_absmax) for b, c in plans):
             for bucket, coeffs in plans:
                 ops.lincomb_forecast(bucket.flat, bucket.history, coeffs, bucket.slot_absmax)
