@@ -148,9 +148,9 @@ def bench_ops(name: str, device: str, repeats: int) -> list[dict]:
                                                                                            b == "triton")]
     for backend in backends:
         with wc.ops.use_backend(backend), torch.no_grad():
-            enc = timed(lambda: wc.ops.tokenize_encode(flat, tok.index, scale, ae.enc_w, bias), device, repeats)
+            enc = timed(lambda: wc.ops.tokenize_encode(flat, tok.spans, scale, ae.enc_w, bias), device, repeats)
             out = flat.clone()
-            dec = timed(lambda: wc.ops.decode_overwrite(out, hidden, ae.dec_w, None, tok.index, scale, True), device,
+            dec = timed(lambda: wc.ops.decode_overwrite(out, hidden, ae.dec_w, None, tok.spans, scale, True), device,
                         repeats)
         rows.append({"model": name, "tokens": K, "backend": backend, "tokenize_encode_ms": round(enc, 3),
                      "decode_overwrite_ms": round(dec, 3)})

@@ -55,8 +55,8 @@ TORCH_LIBRARY(weightcast_C, m) {
   m.def("wnn(Tensor(a!) out, Tensor history, Tensor order, Tensor offsets, Tensor stats, Tensor kinds, "
         "Tensor mlp, int hidden) -> ()");  // cpu/wnn.cpp, cuda/wnn.cu
   // the latent forecaster's fused ops (numerics in latent.h)
-  m.def("tokenize_encode(Tensor flat, Tensor index, Tensor scale, Tensor weight, Tensor bias) -> Tensor");
-  m.def("decode_overwrite(Tensor(a!) out, Tensor hidden, Tensor weight, Tensor? bias, Tensor index, Tensor scale, "
+  m.def("tokenize_encode(Tensor flat, Tensor spans, Tensor scale, Tensor weight, Tensor bias) -> Tensor");
+  m.def("decode_overwrite(Tensor(a!) out, Tensor hidden, Tensor weight, Tensor? bias, Tensor spans, Tensor scale, "
         "bool accumulate) -> ()");
 }
 

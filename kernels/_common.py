@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -24,6 +26,19 @@ def check_device(op: str, kernel, *tensors: torch.Tensor) -> None:
                 "(or another weightcast backend: WEIGHTCAST_BACKEND=reference|cpp)")
         return
     raise ValueError(f"{op}: Triton kernels run on cuda tensors (or cpu under TRITON_INTERPRET=1), got {device.type}")
+
+
+@triton.jit
+def token_slots(spans_ptr, rows, cols, row_ok):
+    """(BLOCK_K, BLOCK_T) int64 flat offsets of slots ``cols`` of tokens ``rows``, -1 for padding: the token layout
+    of :mod:`weightcast.wsl.tokenizer` (span = start, count, bias; slot j < count -> start + j, slot count ->
+    bias when >= 0)."""
+    start = tl.load(spans_ptr + rows * 3, mask=row_ok, other=0)
+    count = tl.load(spans_ptr + rows * 3 + 1, mask=row_ok, other=0)
+    bias = tl.load(spans_ptr + rows * 3 + 2, mask=row_ok, other=-1)
+    j = cols.to(tl.int64)[None, :]
+    idx = tl.where(j < count[:, None], start[:, None] + j, -1)
+    return tl.where(j == count[:, None], bias[:, None], idx)
 
 
 def check_flat(op: str, name: str, t: torch.Tensor, ndim: int = 1) -> None:

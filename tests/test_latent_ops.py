@@ -11,9 +11,11 @@ LAYOUTS = [
     [(7, 5), (7,), (3, 2, 3, 3), (11,), ()],
     [(1, 1)],
     [(4, 300), (4,), (65,), (2, 3, 7)],
+    [(3, 20), (3,), (6, 16), (6,), (5, 3), (5,)],  # at T = 16: bias appended, bias of its own, packed rows
 ]
 # (layout, token size T, hidden H): odd and power-of-two sizes, one token to a few hundred
-CASES = [(LAYOUTS[0], 16, 24), (LAYOUTS[1], 5, 7), (LAYOUTS[2], 64, 128), (LAYOUTS[0], 5, 7), (LAYOUTS[2], 16, 24)]
+CASES = [(LAYOUTS[0], 16, 24), (LAYOUTS[1], 5, 7), (LAYOUTS[2], 64, 128), (LAYOUTS[0], 5, 7), (LAYOUTS[2], 16, 24),
+         (LAYOUTS[3], 16, 24)]
 
 
 def backends():
@@ -44,9 +46,9 @@ def test_tokenize_encode_matches_reference(backend, layout, token_size, hidden):
     device, name = _split(backend)
     tok, flat, scale, rand = _setup(layout, token_size, hidden, device)
     weight, bias = rand(hidden, token_size), rand(tok.num_tokens, hidden)
-    expected = reference.tokenize_encode(flat, tok.index, scale, weight, bias)
+    expected = reference.tokenize_encode(flat, tok.spans, scale, weight, bias)
     with ops.use_backend(name):
-        got = ops.tokenize_encode(flat, tok.index, scale, weight, bias)
+        got = ops.tokenize_encode(flat, tok.spans, scale, weight, bias)
     assert got.shape == (tok.num_tokens, hidden) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
 
@@ -60,10 +62,10 @@ def test_decode_overwrite_matches_reference(backend, layout, token_size, hidden,
     hid, weight = rand(tok.num_tokens, hidden), rand(token_size, hidden)
     bias = rand(token_size) if with_bias else None
     expected = flat.clone()
-    reference.decode_overwrite(expected, hid, weight, bias, tok.index, scale, accumulate)
+    reference.decode_overwrite(expected, hid, weight, bias, tok.spans, scale, accumulate)
     got = flat.clone()
     with ops.use_backend(name):
-        ops.decode_overwrite(got, hid, weight, bias, tok.index, scale, accumulate)
+        ops.decode_overwrite(got, hid, weight, bias, tok.spans, scale, accumulate)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(got[tok.numel:], flat[tok.numel:])  # past the parameters: untouched
 
@@ -73,10 +75,10 @@ def test_reference_is_the_unfused_composition():
     tok, flat, scale, rand = _setup(LAYOUTS[0], 8, 12, "cpu", seed=2)
     weight, bias = rand(12, 8), rand(tok.num_tokens, 12)
     x = tok.tokenize(flat) * scale[:, None]
-    torch.testing.assert_close(ops.tokenize_encode(flat, tok.index, scale, weight, bias), bias + x @ weight.t())
+    torch.testing.assert_close(ops.tokenize_encode(flat, tok.spans, scale, weight, bias), bias + x @ weight.t())
     hid, w2 = rand(tok.num_tokens, 12), rand(8, 12)
     out = flat.clone()
-    ops.decode_overwrite(out, hid, w2, None, tok.index, scale, False)
+    ops.decode_overwrite(out, hid, w2, None, tok.spans, scale, False)
     expected = tok.detokenize((hid @ w2.t()) * scale[:, None], flat.clone())
     torch.testing.assert_close(out, expected)
 
@@ -85,26 +87,31 @@ def test_half_parameters_run_the_reference():
     tok, flat, scale, rand = _setup(LAYOUTS[0], 8, 12, "cpu", seed=3)
     half = flat.half()
     weight, bias = rand(12, 8), rand(tok.num_tokens, 12)
-    torch.testing.assert_close(ops.tokenize_encode(half, tok.index, scale, weight, bias),
-                               reference.tokenize_encode(half, tok.index, scale, weight, bias))
+    torch.testing.assert_close(ops.tokenize_encode(half, tok.spans, scale, weight, bias),
+                               reference.tokenize_encode(half, tok.spans, scale, weight, bias))
     out = half.clone()
-    ops.decode_overwrite(out, rand(tok.num_tokens, 12), rand(8, 12), None, tok.index, scale, True)
+    ops.decode_overwrite(out, rand(tok.num_tokens, 12), rand(8, 12), None, tok.spans, scale, True)
     assert out.dtype == torch.float16 and bool(torch.isfinite(out).all())
 
 
 def test_errors_are_clear():
     tok, flat, scale, rand = _setup(LAYOUTS[0], 8, 12, "cpu")
     with pytest.raises(ValueError, match="weight must be"):
-        ops.tokenize_encode(flat, tok.index, scale, rand(12, 9), rand(tok.num_tokens, 12))
-    with pytest.raises(ValueError, match="index must be"):
-        ops.tokenize_encode(flat, tok.index.int(), scale, rand(12, 8), rand(tok.num_tokens, 12))
+        ops.tokenize_encode(flat, tok.spans, scale, rand(12, 8, 1), rand(tok.num_tokens, 12))
+    with pytest.raises(ValueError, match="spans do not fit"):  # tokens of 8 values, a weight for tokens of 5
+        ops.tokenize_encode(flat, tok.spans, scale, rand(12, 5), rand(tok.num_tokens, 12))
+    with pytest.raises(ValueError, match="spans do not fit"):  # a buffer shorter than the parameters
+        ops.decode_overwrite(flat[:tok.numel - 1], rand(tok.num_tokens, 12), rand(8, 12), None, tok.spans, scale,
+                             True)
+    with pytest.raises(ValueError, match="spans must be"):
+        ops.tokenize_encode(flat, tok.spans.int(), scale, rand(12, 8), rand(tok.num_tokens, 12))
     with pytest.raises(ValueError, match="scale must be"):
-        ops.decode_overwrite(flat, rand(tok.num_tokens, 12), rand(8, 12), None, tok.index, scale[:-1], True)
+        ops.decode_overwrite(flat, rand(tok.num_tokens, 12), rand(8, 12), None, tok.spans, scale[:-1], True)
 
 
 def test_opcheck():
     tok, flat, scale, rand = _setup(LAYOUTS[0], 8, 12, "cpu")
-    torch.library.opcheck(ops.tokenize_encode, (flat, tok.index, scale, rand(12, 8), rand(tok.num_tokens, 12)),
+    torch.library.opcheck(ops.tokenize_encode, (flat, tok.spans, scale, rand(12, 8), rand(tok.num_tokens, 12)),
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(ops.decode_overwrite, (flat.clone(), rand(tok.num_tokens, 12), rand(8, 12), None,
-                                                 tok.index, scale, True), test_utils=("test_schema", "test_faketensor"))
+                                                 tok.spans, scale, True), test_utils=("test_schema", "test_faketensor"))

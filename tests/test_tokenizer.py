@@ -49,24 +49,48 @@ def test_round_trip_is_exact_for_every_kind(token_size):
 
 
 def test_layout_bias_appended_and_kinds():
-    lin = nn.Linear(4, 3)
+    lin = nn.Linear(10, 3)      # rows of 10 >= T = 8: a row per token pair, the bias appended (11 values)
+    exact = nn.Linear(8, 3)     # rows of exactly T: the bias would need a token of its own per row -> a vector
+    short = nn.Linear(4, 3)     # rows shorter than T: packed (12 values in 2 tokens), the bias a vector
     conv = nn.Conv2d(2, 5, 3)
     ln = nn.LayerNorm(6)
-    params = [lin.weight, lin.bias, conv.weight, conv.bias, ln.weight, ln.bias]
+    params = [lin.weight, lin.bias, exact.weight, exact.bias, short.weight, short.bias, conv.weight, conv.bias,
+              ln.weight, ln.bias]
     tok = Tokenizer.for_params(params, token_size=8)
     kinds = [layer.kind for layer in tok.layers]
-    assert kinds == ["matrix", "conv2d+", "vector", "vector"]
-    assert tok.param_layer == [0, 0, 1, 1, 2, 3]
+    assert kinds == ["matrix", "matrix", "vector", "matrix", "vector", "conv2d+", "vector", "vector"]
+    assert tok.param_layer == [0, 0, 1, 2, 3, 4, 5, 5, 6, 7]
+    assert [(lay.rows, lay.row_len, lay.chunks) for lay in tok.layers[:5]] == \
+        [(3, 11, 2), (3, 8, 1), (1, 3, 1), (1, 12, 2), (1, 3, 1)]
     flat = flat_of(params)
     tokens = tok.tokenize(flat)
-    # first token of the Linear: row 0 of its weight, then its bias[0], then padding
-    assert torch.equal(tokens[0, :5], torch.cat([lin.weight[0], lin.bias[:1]]).detach())
-    assert bool((tokens[0, 5:] == 0).all())
+    # the Linear's row 0: 8 weights, then 2 weights + bias[0] + padding
+    assert torch.equal(tokens[0], lin.weight[0, :8].detach())
+    assert torch.equal(tokens[1, :3], torch.cat([lin.weight[0, 8:], lin.bias[:1]]).detach())
+    assert bool((tokens[1, 3:] == 0).all())
+    assert tuple(tok.spans[1].tolist()) == (8, 2, 30)  # start, count, bias offset (after the 3 x 10 weight)
+    # the packed Linear: its 12 weights in order over two tokens, no bias inside
+    first = tok.layers[3].first_token
+    assert torch.equal(tokens[first:first + 2].reshape(-1)[:12], short.weight.detach().reshape(-1))
     # the conv rows are 2*3*3 + 1 = 19 values: 3 chunks of 8
-    conv_layer = tok.layers[1]
+    conv_layer = tok.layers[5]
     assert (conv_layer.rows, conv_layer.row_len, conv_layer.chunks) == (5, 19, 3)
     row1 = torch.cat([tokens[conv_layer.first_token + 3 + c] for c in range(3)])[:19]
     assert torch.equal(row1, torch.cat([conv.weight[1].reshape(-1), conv.bias[1:2]]).detach())
+
+
+def test_reference_models_fill_their_tokens():
+    """At T = 64 the reference models' tokens are >= 89% full, so a window of 5 latents of d = 8 plus the maps
+    stays below one float32 copy of the parameters."""
+    from weightcast import models
+
+    for name, kwargs in [("lenet5", {}), ("mlp", {}), ("gpt", {"vocab_size": 96}),
+                         ("gpt", {"vocab_size": 50, "n_layer": 1, "n_embd": 32, "n_head": 2})]:
+        params = list(models.get(name, **kwargs).parameters())
+        tok = Tokenizer.for_params(params, 64)
+        numel = sum(p.numel() for p in params)
+        assert numel / (tok.num_tokens * 64) > 0.89, name
+        assert 5 * tok.num_tokens * 8 * 4 + tok.map_bytes() < 4 * numel, name
 
 
 def test_positions_are_normalised():

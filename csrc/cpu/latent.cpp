@@ -1,4 +1,5 @@
 // CPU kernels of weightcast_C::tokenize_encode and weightcast_C::decode_overwrite (numerics in ../latent.h).
+// Tokens are read through their spans (start, count, bias): padding slots are skipped, not multiplied by 0.
 // Threads: at::parallel_for over blocks of tokens. Per token, the products are accumulated in float32 in index
 // order (j for the encoder, h for the decoder) with the loop over the outputs innermost, on the transposed
 // weight, so that the compiler vectorises it without reordering any sum.
@@ -15,26 +16,27 @@ namespace {
 
 constexpr int64_t kGrainTokens = 64;
 
-at::Tensor tokenize_encode_cpu(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& scale,
+at::Tensor tokenize_encode_cpu(const at::Tensor& flat, const at::Tensor& spans, const at::Tensor& scale,
                                const at::Tensor& weight, const at::Tensor& bias) {
-  check_tokenize_encode(flat, index, scale, weight, bias);
-  const int64_t K = index.size(0), T = index.size(1), H = weight.size(0);
+  check_tokenize_encode(flat, spans, scale, weight, bias);
+  const int64_t K = spans.size(0), H = weight.size(0);
   at::Tensor out = at::empty({K, H}, flat.options());
   const at::Tensor weight_t = weight.t().contiguous();  // (T, H): the inner loop runs over h, contiguous
   const float* f = flat.const_data_ptr<float>();
-  const int64_t* idx = index.const_data_ptr<int64_t>();
+  const int64_t* sp = spans.const_data_ptr<int64_t>();
   const float* s = scale.const_data_ptr<float>();
   const float* __restrict__ w = weight_t.const_data_ptr<float>();
   const float* b = bias.const_data_ptr<float>();
   float* o = out.mutable_data_ptr<float>();
   at::parallel_for(0, K, kGrainTokens, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
-      const int64_t* row = idx + k * T;
+      const int64_t start = sp[3 * k], count = sp[3 * k + 1], bias_at = sp[3 * k + 2];
       float* __restrict__ acc = o + k * H;
       for (int64_t h = 0; h < H; ++h) acc[h] = 0.0f;
-      for (int64_t j = 0; j < T; ++j) {  // acc[h] = sum_j w[h, j] x[j], j in order, vectorised over h
-        if (row[j] < 0) continue;
-        const float x = f[row[j]] * s[k];
+      // acc[h] = sum_j w[h, j] x[j] over the token's slots in order (padding skipped), vectorised over h
+      const int64_t filled = count + (bias_at >= 0);
+      for (int64_t j = 0; j < filled; ++j) {
+        const float x = f[token_slot(start, count, bias_at, j)] * s[k];
         const float* __restrict__ wj = w + j * H;
         for (int64_t h = 0; h < H; ++h) acc[h] += wj[h] * x;
       }
@@ -46,16 +48,16 @@ at::Tensor tokenize_encode_cpu(const at::Tensor& flat, const at::Tensor& index, 
 }
 
 void decode_overwrite_cpu(const at::Tensor& out, const at::Tensor& hidden, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias, const at::Tensor& index, const at::Tensor& scale,
+                          const std::optional<at::Tensor>& bias, const at::Tensor& spans, const at::Tensor& scale,
                           bool accumulate) {
-  check_decode_overwrite(out, hidden, weight, bias, index, scale);
-  const int64_t K = index.size(0), T = index.size(1), H = hidden.size(1);
+  check_decode_overwrite(out, hidden, weight, bias, spans, scale);
+  const int64_t K = spans.size(0), T = weight.size(0), H = hidden.size(1);
   const at::Tensor weight_t = weight.t().contiguous();  // (H, T): the inner loop runs over j, contiguous
   float* o = out.mutable_data_ptr<float>();
   const float* g = hidden.const_data_ptr<float>();
   const float* __restrict__ w = weight_t.const_data_ptr<float>();
   const float* b = bias.has_value() ? bias->const_data_ptr<float>() : nullptr;
-  const int64_t* idx = index.const_data_ptr<int64_t>();
+  const int64_t* sp = spans.const_data_ptr<int64_t>();
   const float* s = scale.const_data_ptr<float>();
   at::parallel_for(0, K, kGrainTokens, [&](int64_t k0, int64_t k1) {
     std::vector<float> y(T);
@@ -68,11 +70,12 @@ void decode_overwrite_cpu(const at::Tensor& out, const at::Tensor& hidden, const
         const float* __restrict__ wh = w + h * T;
         for (int64_t j = 0; j < T; ++j) acc[j] += wh[j] * gh;
       }
-      const int64_t* row = idx + k * T;
-      for (int64_t j = 0; j < T; ++j) {
-        if (row[j] < 0) continue;
+      const int64_t start = sp[3 * k], count = sp[3 * k + 1], bias_at = sp[3 * k + 2];
+      const int64_t filled = count + (bias_at >= 0);
+      for (int64_t j = 0; j < filled; ++j) {
+        const int64_t i = token_slot(start, count, bias_at, j);
         const float v = (acc[j] + (b ? b[j] : 0.0f)) * s[k];
-        o[row[j]] = accumulate ? o[row[j]] + v : v;
+        o[i] = accumulate ? o[i] + v : v;
       }
     }
   });

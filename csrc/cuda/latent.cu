@@ -13,7 +13,7 @@ namespace {
 constexpr int kTile = 16;      // tokens per block
 constexpr int kThreads = 256;  // threads per block
 
-__global__ void tokenize_encode_kernel(const float* __restrict__ flat, const int64_t* __restrict__ index,
+__global__ void tokenize_encode_kernel(const float* __restrict__ flat, const int64_t* __restrict__ spans,
                                        const float* __restrict__ scale, const float* __restrict__ weight_t,
                                        const float* __restrict__ bias, float* __restrict__ out, int64_t K,
                                        int64_t T, int64_t H) {
@@ -22,7 +22,8 @@ __global__ void tokenize_encode_kernel(const float* __restrict__ flat, const int
   const int64_t tiles = (K - k0) < kTile ? (K - k0) : kTile;
   for (int64_t e = threadIdx.x; e < tiles * T; e += blockDim.x) {
     const int64_t kk = e / T, j = e % T;
-    const int64_t i = index[(k0 + kk) * T + j];
+    const int64_t* span = spans + 3 * (k0 + kk);
+    const int64_t i = token_slot(span[0], span[1], span[2], j);
     x[e] = i >= 0 ? flat[i] * scale[k0 + kk] : 0.0f;
   }
   __syncthreads();
@@ -37,7 +38,7 @@ __global__ void tokenize_encode_kernel(const float* __restrict__ flat, const int
 
 __global__ void decode_overwrite_kernel(float* __restrict__ out, const float* __restrict__ hidden,
                                         const float* __restrict__ weight_t, const float* __restrict__ bias,
-                                        const int64_t* __restrict__ index, const float* __restrict__ scale,
+                                        const int64_t* __restrict__ spans, const float* __restrict__ scale,
                                         int64_t K, int64_t T, int64_t H, bool accumulate) {
   extern __shared__ float g[];  // (kTile, H)
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTile;
@@ -46,7 +47,8 @@ __global__ void decode_overwrite_kernel(float* __restrict__ out, const float* __
   __syncthreads();
   for (int64_t e = threadIdx.x; e < tiles * T; e += blockDim.x) {
     const int64_t kk = e / T, j = e % T;
-    const int64_t i = index[(k0 + kk) * T + j];
+    const int64_t* span = spans + 3 * (k0 + kk);
+    const int64_t i = token_slot(span[0], span[1], span[2], j);
     if (i < 0) continue;
     const float* gk = g + kk * H;
     float acc = 0.0f;
@@ -60,24 +62,24 @@ unsigned blocks_for(int64_t K) { return static_cast<unsigned>((K + kTile - 1) / 
 
 }  // namespace
 
-cudaError_t launch_tokenize_encode(const float* flat, const int64_t* index, const float* scale,
+cudaError_t launch_tokenize_encode(const float* flat, const int64_t* spans, const float* scale,
                                    const float* weight_t, const float* bias, float* out, int64_t K, int64_t T,
                                    int64_t H, cudaStream_t stream) {
   if (K == 0 || H == 0) return cudaSuccess;
   const size_t shared = sizeof(float) * kTile * T;
   if (shared > 48 * 1024) return cudaErrorInvalidValue;  // T > 768: more than the default shared memory
-  tokenize_encode_kernel<<<blocks_for(K), kThreads, shared, stream>>>(flat, index, scale, weight_t, bias, out, K,
+  tokenize_encode_kernel<<<blocks_for(K), kThreads, shared, stream>>>(flat, spans, scale, weight_t, bias, out, K,
                                                                       T, H);
   return cudaGetLastError();
 }
 
 cudaError_t launch_decode_overwrite(float* out, const float* hidden, const float* weight_t, const float* bias,
-                                    const int64_t* index, const float* scale, int64_t K, int64_t T, int64_t H,
+                                    const int64_t* spans, const float* scale, int64_t K, int64_t T, int64_t H,
                                     bool accumulate, cudaStream_t stream) {
   if (K == 0 || T == 0) return cudaSuccess;
   const size_t shared = sizeof(float) * kTile * H;
   if (shared > 48 * 1024) return cudaErrorInvalidValue;  // H > 768
-  decode_overwrite_kernel<<<blocks_for(K), kThreads, shared, stream>>>(out, hidden, weight_t, bias, index, scale,
+  decode_overwrite_kernel<<<blocks_for(K), kThreads, shared, stream>>>(out, hidden, weight_t, bias, spans, scale,
                                                                        K, T, H, accumulate);
   return cudaGetLastError();
 }

@@ -14,26 +14,26 @@
 namespace weightcast_c {
 namespace {
 
-at::Tensor tokenize_encode_cuda(const at::Tensor& flat, const at::Tensor& index, const at::Tensor& scale,
+at::Tensor tokenize_encode_cuda(const at::Tensor& flat, const at::Tensor& spans, const at::Tensor& scale,
                                 const at::Tensor& weight, const at::Tensor& bias) {
-  check_tokenize_encode(flat, index, scale, weight, bias);
-  TORCH_CHECK(index.size(1) <= 768, "weightcast_C::tokenize_encode (CUDA): token size ", index.size(1),
+  check_tokenize_encode(flat, spans, scale, weight, bias);
+  TORCH_CHECK(weight.size(1) <= 768, "weightcast_C::tokenize_encode (CUDA): token size ", weight.size(1),
               " > 768 does not fit the kernel's shared memory");
   const c10::cuda::CUDAGuard guard(flat.device());
   const at::Tensor weight_t = weight.t().contiguous();
-  at::Tensor out = at::empty({index.size(0), weight.size(0)}, flat.options());
-  C10_CUDA_CHECK(cuda::launch_tokenize_encode(flat.const_data_ptr<float>(), index.const_data_ptr<int64_t>(),
+  at::Tensor out = at::empty({spans.size(0), weight.size(0)}, flat.options());
+  C10_CUDA_CHECK(cuda::launch_tokenize_encode(flat.const_data_ptr<float>(), spans.const_data_ptr<int64_t>(),
                                               scale.const_data_ptr<float>(), weight_t.const_data_ptr<float>(),
                                               bias.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
-                                              index.size(0), index.size(1), weight.size(0),
+                                              spans.size(0), weight.size(1), weight.size(0),
                                               c10::cuda::getCurrentCUDAStream().stream()));
   return out;
 }
 
 void decode_overwrite_cuda(const at::Tensor& out, const at::Tensor& hidden, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias, const at::Tensor& index, const at::Tensor& scale,
+                           const std::optional<at::Tensor>& bias, const at::Tensor& spans, const at::Tensor& scale,
                            bool accumulate) {
-  check_decode_overwrite(out, hidden, weight, bias, index, scale);
+  check_decode_overwrite(out, hidden, weight, bias, spans, scale);
   TORCH_CHECK(hidden.size(1) <= 768, "weightcast_C::decode_overwrite (CUDA): hidden size ", hidden.size(1),
               " > 768 does not fit the kernel's shared memory");
   const c10::cuda::CUDAGuard guard(out.device());
@@ -41,8 +41,8 @@ void decode_overwrite_cuda(const at::Tensor& out, const at::Tensor& hidden, cons
   C10_CUDA_CHECK(cuda::launch_decode_overwrite(out.mutable_data_ptr<float>(), hidden.const_data_ptr<float>(),
                                                weight_t.const_data_ptr<float>(),
                                                bias.has_value() ? bias->const_data_ptr<float>() : nullptr,
-                                               index.const_data_ptr<int64_t>(), scale.const_data_ptr<float>(),
-                                               index.size(0), index.size(1), hidden.size(1), accumulate,
+                                               spans.const_data_ptr<int64_t>(), scale.const_data_ptr<float>(),
+                                               spans.size(0), weight.size(0), hidden.size(1), accumulate,
                                                c10::cuda::getCurrentCUDAStream().stream()));
 }
 

@@ -4,27 +4,31 @@ Per bucket (:class:`weightcast.history.Bucket`), at :meth:`LatentForecaster.atta
 
 * the parameters are tokenised from their shapes alone (:class:`weightcast.wsl.Tokenizer`; the optimizer receives
   parameters, not modules, so no model is needed: ``ForecastSGD(model.parameters(), forecaster="latent")``);
-* the bucket's raw history is replaced by a (W, K * d) float32 latent history (K tokens, latent size d).
+* the bucket's raw history is replaced by a (W, K * d) float32 latent history (K tokens, latent size d), plus one
+  row for the latents of the initial weights with ``trajectory="farcast"``.
 
-Record (every ``record_every`` steps): at the first record of a window the per-layer scales (RMS of each layer,
-bias included) are taken from the parameters and kept for the whole window; then the fused op
+Record (every ``record_every`` steps): the per-layer scales (RMS of each layer, bias included) are taken from the
+parameters at the first record of a window and kept for the whole window (``trajectory="farcast"``: taken once,
+at attach, and kept for the run, so that the initial weights' latents stay comparable); then the fused op
 ``tokenize_encode`` (gather + normalise + first encoder layer) and the rest of the encoder turn the parameters
 into latents z (K, d), stored in the slot. No copy of the parameters is kept.
 
-Jump: ``z_f = sum_k c_k z_k`` with the per-element least-squares line coefficients of the linear forecaster
-(applied to every latent coordinate), then, in the default **residual** form,
-``params <- params + decode(z_f) - decode(z_now)`` (z_now = the newest slot, recorded at the jump step), so that
-the autoencoder's reconstruction error cancels and only its error on the *difference* lands in the weights;
+Jump: ``z_f = sum_k c_k z_k`` with, per latent coordinate, either the least-squares line through the window
+(``trajectory="linear"``, default) or the 1-layer farcast model's weights over the window and the initial
+weights' latents (``"farcast"``, :mod:`weightcast.forecasters.farcast`). Then, in the default **residual**
+form, ``params <- params + decode(z_f) - decode(z_now)`` (z_now = the newest slot, recorded at the jump step), so
+that the autoencoder's reconstruction error cancels and only its error on the *difference* lands in the weights;
 the decoder's last layer is linear, so the fused op ``decode_overwrite`` gets the difference of the two last
 hidden activations and adds ``scale * (dec_w @ (g_f - g_now))`` into the parameters. ``residual=False`` writes
 ``scale * decode(z_f)`` instead (the direct form; reconstruction error lands in the weights). The forecast is
 written into a copy of the parameter buffer that the optimizer checks for finiteness before committing it.
 
-Memory per bucket: the latent history (W * K * d float32), plus maps fixed per model: the tokeniser's gather map
-(K, T) int64 (about 9 bytes per parameter with T = 64, i.e. 2.2x the float32 parameters: the largest item), the
-positions (K, 9) float32 and the token scales. Rows of length T + 1 (a width-T layer with its bias appended) take
-two tokens, the second nearly empty: for such layers (the GPT's n_embd = 64 projections) the latent window of 5
-is about as large as the parameters.
+Encoding and decoding run over blocks of ``block_tokens`` tokens, so the transient (tokens, hidden) activations
+stay bounded (about ``block_tokens * hidden * 4`` bytes each) whatever the model's size.
+
+Memory per bucket, kept: the latent history (W * K * d float32: 2.5 bytes per parameter with W = 5, T = 64,
+d = 8, when tokens are full) and the tokeniser's maps (spans and token layers, 28 bytes per token, 0.44 bytes
+per parameter at T = 64) -- together less than one float32 copy of the parameters for the reference models.
 """
 from __future__ import annotations
 
@@ -37,17 +41,22 @@ from .. import ops
 from .base import Forecaster
 from .linear import least_squares_line_coefficients
 
+TRAJECTORIES = ("linear", "farcast")
+
 
 class _BucketCodec:
-    """The tokeniser, the autoencoder copy and the current window's token scales of one bucket."""
+    """The tokeniser, the autoencoder copy and the per-layer scales (L,) of one bucket."""
 
     def __init__(self, bucket, ae):
         from ..wsl.tokenizer import Tokenizer
 
         self.tok = Tokenizer.for_params(bucket.params, ae.token_size)
         self.ae = ae
-        self.scale = torch.ones(self.tok.num_tokens, dtype=torch.float32, device=bucket.device)
-        self.inv_scale = torch.ones_like(self.scale)
+        self.layer_scale = torch.ones(len(self.tok.layers), dtype=torch.float32, device=bucket.device)
+
+    def token_scale(self, sl: slice) -> torch.Tensor:
+        """(tokens in sl,) float32 scale of each token of the block ``sl`` (its layer's)."""
+        return self.layer_scale[self.tok.token_layer[sl]].contiguous()
 
 
 class LatentForecaster(Forecaster):
@@ -55,12 +64,15 @@ class LatentForecaster(Forecaster):
 
     autoencoder: a :class:`weightcast.wsl.WeightAutoencoder`, a path to saved weights, or None for the weights
     shipped with the package. residual: jump with ``params + decode(z_f) - decode(z_now)`` (True, default) or
-    write ``decode(z_f)`` (False).
+    write ``decode(z_f)`` (False). trajectory: "linear" or "farcast" (module docstring); farcast: the farcast
+    model (a :class:`weightcast.forecasters.farcast.FarcastForecaster` or a path; None: the shipped one).
+    block_tokens: tokens encoded/decoded at once (rounded down to a multiple of the autoencoder's window).
     """
 
     name = "latent"
 
-    def __init__(self, autoencoder=None, residual: bool = True):
+    def __init__(self, autoencoder=None, residual: bool = True, trajectory: str = "linear", farcast=None,
+                 block_tokens: int = 16384):
         super().__init__(history_dtype=None)
         from ..wsl.autoencoder import WeightAutoencoder, load_autoencoder
 
@@ -68,16 +80,29 @@ class LatentForecaster(Forecaster):
             autoencoder = load_autoencoder(autoencoder)
         if not isinstance(autoencoder, WeightAutoencoder):
             raise TypeError(f"autoencoder must be a WeightAutoencoder, a path or None, got {type(autoencoder)}")
+        if trajectory not in TRAJECTORIES:
+            raise ValueError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
+        multiple = autoencoder.token_block_multiple
+        if block_tokens < multiple:
+            raise ValueError(f"block_tokens must be >= {multiple} (the autoencoder's token window), got {block_tokens}")
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.residual = bool(residual)
+        self.trajectory = trajectory
+        self.farcast = None
+        if trajectory == "farcast":
+            from .farcast import FarcastForecaster
+
+            self.farcast = farcast if isinstance(farcast, FarcastForecaster) else FarcastForecaster(farcast)
+        elif farcast is not None:
+            raise ValueError("farcast= is only used with trajectory='farcast'")
+        self.block_tokens = block_tokens - block_tokens % multiple
         self._codecs: dict[int, _BucketCodec] = {}
         self._order: list[int] = []
         self._per_device: dict[torch.device, Any] = {}
 
     def _ae_on(self, device: torch.device):
         if device not in self._per_device:
-            self._per_device[device] = self.autoencoder if device.type == "cpu" else \
-                self._copy_to(device)
+            self._per_device[device] = self.autoencoder if device.type == "cpu" else self._copy_to(device)
         return self._per_device[device]
 
     def _copy_to(self, device: torch.device):
@@ -87,73 +112,105 @@ class LatentForecaster(Forecaster):
         ae.load_state_dict(self.autoencoder.state_dict())
         return ae.eval().requires_grad_(False)
 
+    def _blocks(self, num_tokens: int):
+        return [slice(k0, min(k0 + self.block_tokens, num_tokens))
+                for k0 in range(0, num_tokens, self.block_tokens)]
+
     def attach(self, bucket) -> None:
         codec = _BucketCodec(bucket, self._ae_on(bucket.device))
         self._codecs[id(bucket)] = codec
         self._order.append(id(bucket))
-        bucket.history = torch.zeros(bucket.window, codec.tok.num_tokens * codec.ae.latent, dtype=torch.float32,
-                                     device=bucket.device)
+        if self.trajectory == "farcast" and bucket.window < self.farcast.lags:
+            raise ValueError(f"farcast uses the {self.farcast.lags} newest snapshots; the window is {bucket.window}")
+        extra = 1 if self.trajectory == "farcast" else 0
+        bucket.history = torch.zeros(bucket.window + extra, codec.tok.num_tokens * codec.ae.latent,
+                                     dtype=torch.float32, device=bucket.device)
         bucket.recorder = self._record
+        if extra:  # the run's scales and the initial weights' latents, in the last row
+            codec.layer_scale = codec.tok.layer_rms_of_params(bucket.views)
+            self._encode_into(bucket, codec, bucket.history[-1])
 
     @torch.no_grad()
-    def encode(self, bucket, codec: _BucketCodec) -> torch.Tensor:
-        """Latents (K, d) of the bucket's current parameters with the window's scales."""
+    def _encode_into(self, bucket, codec: _BucketCodec, row: torch.Tensor) -> None:
+        """Latents of the bucket's current parameters with the current scales, written into ``row`` (K * d,)."""
         tok, ae = codec.tok, codec.ae
-        h1 = ops.tokenize_encode(bucket.flat, tok.index, codec.inv_scale, ae.enc_w,
-                                 ae.first_layer_bias(tok.positions))
-        return ae.encode_hidden(h1)
+        z = row.view(tok.num_tokens, ae.latent)
+        positions = tok.positions
+        for sl in self._blocks(tok.num_tokens):
+            h1 = ops.tokenize_encode(bucket.flat, tok.spans[sl], 1.0 / codec.token_scale(sl), ae.enc_w,
+                                     ae.first_layer_bias(positions[sl]))
+            z[sl] = ae.encode_hidden(h1)
+
+    @torch.no_grad()
+    def encode(self, bucket) -> torch.Tensor:
+        """Latents (K, d) of the bucket's current parameters with the current scales."""
+        codec = self._codecs[id(bucket)]
+        row = torch.empty(codec.tok.num_tokens * codec.ae.latent, dtype=torch.float32, device=bucket.device)
+        self._encode_into(bucket, codec, row)
+        return row.view(codec.tok.num_tokens, codec.ae.latent)
 
     @torch.no_grad()
     def _record(self, bucket, slot: int) -> torch.Tensor:
         codec = self._codecs[id(bucket)]
-        if bucket.filled == 0:  # a new window: fix its normalisation
-            rms = codec.tok.layer_rms_of_params(bucket.views)
-            codec.scale = rms[codec.tok.token_layer].contiguous()
-            codec.inv_scale = (1.0 / codec.scale).contiguous()
-        z = self.encode(bucket, codec)
-        bucket.history[slot].copy_(z.reshape(-1))
-        return z.abs().amax()
+        if bucket.filled == 0 and self.trajectory == "linear":  # a new window: fix its normalisation
+            codec.layer_scale = codec.tok.layer_rms_of_params(bucket.views)
+        self._encode_into(bucket, codec, bucket.history[slot])
+        return bucket.history[slot].abs().amax()
+
+    def latent_coefficients(self, steps: list[int], target: int) -> torch.Tensor:
+        """Weights (rows of the latent history,) float64 of the latent forecast ``z_f``: the line through the
+        window, or farcast's weights over the window and the initial latents (last row)."""
+        if self.trajectory == "farcast":
+            return self.farcast.coefficients(steps, target)
+        return least_squares_line_coefficients(steps, target)
 
     @torch.no_grad()
     def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
         codec = self._codecs[id(bucket)]
         tok, ae = codec.tok, codec.ae
-        Z = bucket.history.view(bucket.window, tok.num_tokens, ae.latent)
-        c = least_squares_line_coefficients(steps, target).to(torch.float32).to(bucket.device)
-        z_f = torch.einsum("w,wkd->kd", c, Z)
-        position_term = ae.decoder_position_term(tok.positions)
-        g_f = ae.decode_hidden(z_f, tok.positions, position_term)
+        Z = bucket.history.view(-1, tok.num_tokens, ae.latent)
+        c = self.latent_coefficients(steps, target).to(torch.float32).to(bucket.device)
+        newest = (bucket.head - 1) % bucket.window
+        positions = tok.positions
         out = bucket.flat.clone()
-        if self.residual:
-            g_now = ae.decode_hidden(Z[(bucket.head - 1) % bucket.window], tok.positions, position_term)
-            ops.decode_overwrite(out, (g_f - g_now).contiguous(), ae.dec_w, None, tok.index, codec.scale, True)
-        else:
-            ops.decode_overwrite(out, g_f.contiguous(), ae.dec_w, ae.dec_b, tok.index, codec.scale, False)
+        for sl in self._blocks(tok.num_tokens):
+            pos = positions[sl]
+            position_term = ae.decoder_position_term(pos)
+            g_f = ae.decode_hidden(torch.einsum("w,wkd->kd", c, Z[:, sl]), pos, position_term)
+            if self.residual:
+                g_now = ae.decode_hidden(Z[newest, sl], pos, position_term)
+                ops.decode_overwrite(out, (g_f - g_now).contiguous(), ae.dec_w, None, tok.spans[sl],
+                                     codec.token_scale(sl), True)
+            else:
+                ops.decode_overwrite(out, g_f.contiguous(), ae.dec_w, ae.dec_b, tok.spans[sl],
+                                     codec.token_scale(sl), False)
         return out
 
     def history_bytes(self, bucket) -> int:
-        """Bytes of the latent history of ``bucket`` (the window)."""
+        """Bytes of the latent history of ``bucket`` (the window, and the initial latents with farcast)."""
         return bucket.history.numel() * bucket.history.element_size()
 
     def map_bytes(self, bucket) -> int:
-        """Bytes of the fixed per-model maps of ``bucket`` (the tokeniser's maps and the token scales)."""
+        """Bytes of the fixed per-model maps of ``bucket`` (the tokeniser's maps and the layer scales)."""
         codec = self._codecs[id(bucket)]
-        return codec.tok.map_bytes() + 2 * 4 * codec.tok.num_tokens
+        return codec.tok.map_bytes() + codec.layer_scale.numel() * 4
 
     def state_dict(self) -> dict[str, Any]:
-        """Name, form and the current window's token scales of every bucket (the latents live in the buckets'
+        """Name, form, trajectory and the per-layer scales of every bucket (the latents live in the buckets'
         histories, which the optimizer saves)."""
-        return {"name": self.name, "residual": self.residual,
-                "scales": [self._codecs[key].scale for key in self._order]}
+        return {"name": self.name, "residual": self.residual, "trajectory": self.trajectory,
+                "layer_scales": [self._codecs[key].layer_scale for key in self._order]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        scales = state["scales"]
+        if state.get("trajectory", "linear") != self.trajectory:
+            raise ValueError(f"saved latent state uses trajectory {state.get('trajectory')!r}, this forecaster "
+                             f"{self.trajectory!r}")
+        scales = state["layer_scales"]
         if len(scales) != len(self._order):
             raise ValueError(f"saved latent state has {len(scales)} buckets, this optimizer {len(self._order)}")
         for key, scale in zip(self._order, scales):
             codec = self._codecs[key]
-            if scale.shape != codec.scale.shape:
-                raise ValueError(f"saved token scales {tuple(scale.shape)} do not fit {tuple(codec.scale.shape)}")
-            codec.scale = scale.to(codec.scale.device, torch.float32).contiguous()
-            codec.inv_scale = (1.0 / codec.scale).contiguous()
+            if scale.shape != codec.layer_scale.shape:
+                raise ValueError(f"saved layer scales {tuple(scale.shape)} do not fit {tuple(codec.layer_scale.shape)}")
+            codec.layer_scale = scale.to(codec.layer_scale.device, torch.float32).contiguous()

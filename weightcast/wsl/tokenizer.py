@@ -1,23 +1,31 @@
-"""Weight tokeniser: the parameters of a model as fixed-size tokens, with gather/scatter maps into one flat buffer.
+"""Weight tokeniser: the parameters of a model as fixed-size tokens, described by spans of one flat buffer.
 
 Layout (decided from the parameter shapes alone, so that it works on what an optimizer receives -- a list of
 parameters, in order -- without the module):
 
-* a parameter with 2 or more dimensions is a layer: its weight is reshaped to (rows = shape[0], row_len =
-  prod(shape[1:])); if the *next* parameter is 1-D with ``shape[0]`` elements it is taken as that layer's bias and
-  appended to every row (row_len + 1). This covers Linear, Conv1d/2d/3d, Embedding and attention projections
-  (``qkv``: (3E, E) + bias (3E,)).
+* a parameter with 2 or more dimensions is a layer: its weight is reshaped to (rows = shape[0], w_len =
+  prod(shape[1:])). If its rows are at least a token long (``w_len >= token_size``), each row is tokenised on its
+  own, and if the *next* parameter is 1-D with ``shape[0]`` elements it is that layer's bias: appended to every
+  row (row_len = w_len + 1) when that costs no extra token per row (``w_len % token_size != 0``), otherwise
+  tokenised as a vector layer of its own -- so a 64-wide Linear with its bias takes one token per row at T = 64,
+  not two (the second nearly empty). Rows shorter than a token are **packed**: the weight is one row of all its
+  values (rows concatenated), cut into tokens, and a bias is a vector layer of its own -- so tokens stay full
+  (a 32-wide Linear does not fill half of every token with padding). This covers Linear, Conv1d/2d/3d,
+  Embedding and attention projections (``qkv``: (3E, E) + bias (3E,)).
 * any other parameter (norm weights and biases, a lone bias, a scalar) is a "vector" layer with one row of all its
   elements.
 * each row is cut into chunks of ``token_size`` values; the last chunk is zero-padded and masked.
 
-One token per (layer, row, chunk). Its position is ``POSITION_FEATURES`` float32 values, normalised so that one
-autoencoder serves models of any size: layer index / (layers - 1), row / (rows - 1), chunk / (chunks - 1), the
-layer kind one-hot (vector, matrix, conv1d, conv2d or more), log2(rows) / 16 and log2(row_len) / 16.
+One token per (layer, row, chunk). Every token is one **span**: ``count`` consecutive values of the flat buffer
+(the parameters concatenated in order, as :class:`weightcast.history.Bucket` lays them out) from ``start``,
+followed, in the last chunk of a row with an appended bias, by the bias value at ``bias_offset`` (slot ``count``),
+then padding. ``spans`` (K, 3) int64 holds (start, count, bias_offset or -1): 24 bytes per token, 0.375 bytes per
+parameter at T = 64 -- the kernels compute the offsets from it, no (K, T) map is kept. Every flat offset below
+``numel`` lies in exactly one token slot, so tokenise and detokenise are exact inverses.
 
-``index`` (tokens, token_size) int64 holds the offset of every token value in the flat buffer (the parameters
-concatenated in order, as :class:`weightcast.history.Bucket` lays them out), -1 for padding. Every flat offset
-below ``numel`` appears exactly once, so tokenise (one gather) and detokenise (one scatter) are exact inverses.
+Its position is ``POSITION_FEATURES`` float32 values, normalised so that one autoencoder serves models of any
+size: layer index / (layers - 1), row / (rows - 1), chunk / (chunks - 1), the layer kind one-hot (vector, matrix,
+conv1d, conv2d or more), log2(rows) / 16 and log2(row_len) / 16; computed on demand from the layer table.
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ def kind_of(ndim: int) -> str:
 @dataclass(frozen=True)
 class Layer:
     """One tokenised layer: ``offset``/``shape`` of its weight in the flat buffer, ``bias_offset`` (or None),
-    ``rows`` x ``row_len`` values (bias included), ``chunks`` tokens per row, ``first_token``."""
+    ``rows`` x ``row_len`` values (an appended bias included), ``chunks`` tokens per row, ``first_token``."""
 
     kind: str
     shape: tuple[int, ...]
@@ -55,15 +63,19 @@ class Layer:
     def num_tokens(self) -> int:
         return self.rows * self.chunks
 
+    @property
+    def weight_len(self) -> int:
+        """Values per row that come from the weight (row_len without the appended bias)."""
+        return self.row_len - (self.bias_offset is not None)
+
 
 class Tokenizer:
-    """Gather/scatter maps of one parameter layout (see the module docstring).
+    """Token layout of one parameter list (see the module docstring).
 
     shapes: the parameter shapes in flat-buffer order. token_size: values per token (T). device: where the maps
-    live (that of the flat buffer). Attributes: ``index`` (K, T) int64, ``token_layer`` (K,) int64, ``positions``
-    (K, POSITION_FEATURES) float32, ``layers``, ``numel``, ``param_layer``; ``mask`` and ``gather_index`` are
-    derived from ``index`` when asked for. Memory: 8 bytes per token slot for ``index`` (about 9 bytes per
-    parameter with T = 64), the largest map.
+    live (that of the flat buffer). Kept: ``spans`` (K, 3) int64 and ``token_layer`` (K,) int32 (28 bytes per
+    token, 0.44 bytes per parameter at T = 64), ``layer_numel`` (L,), ``layers``, ``numel``, ``param_layer``.
+    ``positions``, ``index`` and ``mask`` are computed when asked for (not kept).
     """
 
     def __init__(self, shapes: Sequence[Sequence[int]], token_size: int = 64,
@@ -83,17 +95,17 @@ class Tokenizer:
         i, tokens = 0, 0
         while i < len(shapes):
             shape = shapes[i]
-            if len(shape) >= 2 and shape[0] > 0:
-                rows, row_len = shape[0], math.prod(shape[1:])
+            rows, row_len = (shape[0], math.prod(shape[1:])) if len(shape) >= 2 else (1, math.prod(shape))
+            if len(shape) >= 2 and row_len >= token_size:  # one token (or more) per row
                 bias = None
-                if i + 1 < len(shapes) and shapes[i + 1] == (rows,):
+                if i + 1 < len(shapes) and shapes[i + 1] == (rows,) and row_len % token_size != 0:
                     bias, row_len = offsets[i + 1], row_len + 1
                 layer = Layer(kind_of(len(shape)), shape, offsets[i], bias, rows, row_len,
-                              max(1, -(-row_len // token_size)), tokens)
+                              -(-row_len // token_size), tokens)
                 members = 2 if bias is not None else 1
-            else:
+            else:  # a vector, or a packed layer (rows shorter than a token): one row of all its values
                 n = math.prod(shape)
-                layer = Layer("vector", shape, offsets[i], None, 1, n, max(1, -(-n // token_size)), tokens)
+                layer = Layer(kind_of(len(shape)), shape, offsets[i], None, 1, n, max(1, -(-n // token_size)), tokens)
                 members = 1
             if layer.rows * layer.row_len > 0:
                 self.param_layer += [len(self.layers)] * members
@@ -114,40 +126,54 @@ class Tokenizer:
         return cls([p.shape for p in params], token_size, params[0].device)
 
     def _build_maps(self, device: torch.device) -> None:
-        T, n_layers = self.token_size, len(self.layers)
-        index = torch.full((self.num_tokens, T), -1, dtype=torch.int64)
-        token_layer = torch.empty(self.num_tokens, dtype=torch.int64)
-        positions = torch.zeros(self.num_tokens, POSITION_FEATURES, dtype=torch.float32)
+        T = self.token_size
+        spans = torch.empty(self.num_tokens, 3, dtype=torch.int64)
+        token_layer = torch.empty(self.num_tokens, dtype=torch.int32)
         for li, layer in enumerate(self.layers):
-            w_len = layer.row_len - (layer.bias_offset is not None)
+            w_len = layer.weight_len
+            first = torch.arange(layer.chunks, dtype=torch.int64) * T                 # chunk starts in a row
             rows = torch.arange(layer.rows, dtype=torch.int64)
-            cols = torch.arange(layer.row_len, dtype=torch.int64)
-            flat = layer.offset + rows[:, None] * w_len + cols[None, :]       # (rows, row_len)
-            if layer.bias_offset is not None:
-                flat[:, -1] = layer.bias_offset + rows
-            padded = torch.full((layer.rows, layer.chunks * T), -1, dtype=torch.int64)
-            padded[:, :layer.row_len] = flat
             sl = slice(layer.first_token, layer.first_token + layer.num_tokens)
-            index[sl] = padded.view(layer.num_tokens, T)
+            block = spans[sl].view(layer.rows, layer.chunks, 3)
+            block[..., 0] = layer.offset + rows[:, None] * w_len + first[None, :]
+            block[..., 1] = (w_len - first).clamp(0, T)[None, :]
+            block[..., 2] = -1
+            if layer.bias_offset is not None:  # the bias sits right after the weight, in the last chunk
+                block[:, -1, 2] = layer.bias_offset + rows
             token_layer[sl] = li
-            row = rows.repeat_interleave(layer.chunks).float()
-            chunk = torch.arange(layer.chunks).repeat(layer.rows).float()
-            pos = positions[sl]
-            pos[:, 0] = li / max(n_layers - 1, 1)
-            pos[:, 1] = row / max(layer.rows - 1, 1)
-            pos[:, 2] = chunk / max(layer.chunks - 1, 1)
-            pos[:, 3 + KINDS.index(layer.kind)] = 1.0
-            pos[:, 3 + len(KINDS)] = math.log2(layer.rows) / 16
-            pos[:, 4 + len(KINDS)] = math.log2(layer.row_len) / 16
-        self.index = index.to(device)
+        self.spans = spans.to(device)
         self.token_layer = token_layer.to(device)
-        self.positions = positions.to(device)
         counts = torch.tensor([lay.rows * lay.row_len for lay in self.layers], dtype=torch.float32)
         self.layer_numel = counts.to(device)
 
     @property
+    def device(self) -> torch.device:
+        return self.spans.device
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """(K, POSITION_FEATURES) float32 position of every token (module docstring), on the maps' device."""
+        n_layers = len(self.layers)
+        positions = torch.zeros(self.num_tokens, POSITION_FEATURES, dtype=torch.float32)
+        for li, layer in enumerate(self.layers):
+            pos = positions[layer.first_token:layer.first_token + layer.num_tokens]
+            pos[:, 0] = li / max(n_layers - 1, 1)
+            pos[:, 1] = torch.arange(layer.rows).repeat_interleave(layer.chunks) / max(layer.rows - 1, 1)
+            pos[:, 2] = torch.arange(layer.chunks).repeat(layer.rows) / max(layer.chunks - 1, 1)
+            pos[:, 3 + KINDS.index(layer.kind)] = 1.0
+            pos[:, 3 + len(KINDS)] = math.log2(layer.rows) / 16
+            pos[:, 4 + len(KINDS)] = math.log2(layer.row_len) / 16
+        return positions.to(self.device)
+
+    @property
+    def index(self) -> torch.Tensor:
+        """(K, T) int64 flat offset of every token slot, -1 for padding (computed on demand from ``spans``:
+        8 bytes per slot, for training and tests; the kernels read ``spans``)."""
+        return spans_to_index(self.spans, self.token_size)
+
+    @property
     def mask(self) -> torch.Tensor:
-        """(K, T) bool, True where a token slot holds a parameter (computed on demand: not kept in memory)."""
+        """(K, T) bool, True where a token slot holds a parameter (computed on demand)."""
         return self.index >= 0
 
     @property
@@ -156,14 +182,14 @@ class Tokenizer:
         return self.index.clamp(min=0)
 
     def map_bytes(self) -> int:
-        """Bytes of the maps this tokeniser keeps on its device (index, token_layer, positions, layer_numel)."""
-        return sum(t.numel() * t.element_size() for t in (self.index, self.token_layer, self.positions,
-                                                           self.layer_numel))
+        """Bytes of the maps this tokeniser keeps on its device (spans, token_layer, layer_numel)."""
+        return sum(t.numel() * t.element_size() for t in (self.spans, self.token_layer, self.layer_numel))
 
     def tokenize(self, flat: torch.Tensor) -> torch.Tensor:
         """(K, T) tokens of ``flat`` (>= numel elements, 1-D), in flat's dtype; padding is 0. One gather."""
         self._check_flat(flat)
-        return flat[self.gather_index] * self.mask
+        index = self.index
+        return flat[index.clamp(min=0)] * (index >= 0)
 
     def detokenize(self, tokens: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Scatter (K, T) ``tokens`` into ``out`` (1-D, >= numel elements) in place (padding ignored); returns out.
@@ -171,8 +197,9 @@ class Tokenizer:
         self._check_flat(out)
         if tuple(tokens.shape) != (self.num_tokens, self.token_size):
             raise ValueError(f"tokens must be ({self.num_tokens}, {self.token_size}), got {tuple(tokens.shape)}")
-        mask = self.mask
-        out[self.index[mask]] = tokens[mask].to(out.dtype)
+        index = self.index
+        mask = index >= 0
+        out[index[mask]] = tokens[mask].to(out.dtype)
         return out
 
     def layer_rms(self, tokens: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
@@ -198,5 +225,14 @@ class Tokenizer:
         if flat.dim() != 1 or flat.numel() < self.numel:
             raise ValueError(f"the flat buffer must be 1-D with at least {self.numel} elements, got shape "
                              f"{tuple(flat.shape)}")
-        if flat.device != self.index.device:
-            raise ValueError(f"the flat buffer is on {flat.device}, the tokeniser's maps on {self.index.device}")
+        if flat.device != self.device:
+            raise ValueError(f"the flat buffer is on {flat.device}, the tokeniser's maps on {self.device}")
+
+
+def spans_to_index(spans: torch.Tensor, token_size: int) -> torch.Tensor:
+    """(K, T) int64 flat offsets of the token slots described by ``spans`` (K, 3) = (start, count, bias_offset):
+    slot j < count -> start + j; slot count -> bias_offset when that is >= 0; -1 elsewhere (padding)."""
+    j = torch.arange(token_size, device=spans.device)
+    start, count, bias = spans[:, :1], spans[:, 1:2], spans[:, 2:3]
+    index = torch.where(j < count, start + j, torch.full_like(start, -1).expand(-1, token_size))
+    return torch.where((j == count) & (bias >= 0), bias.expand(-1, token_size), index)
