@@ -9,9 +9,13 @@ every horizon h (in snapshots), each method forecasts the snapshot h after the w
   forecaster help by what it models, or only because it shrinks the move?
 * ``farcast`` / ``wnn`` (other registered forecasters, ``--others``) when this checkout has them, through the
   same buckets;
-* ``latent-residual[AE]`` / ``latent-direct[AE]``: :class:`weightcast.forecasters.latent.LatentForecaster` with
-  that autoencoder, run through a real :class:`weightcast.history.Bucket` (record = tokenise + encode, jump =
-  forecast + decode_overwrite), residual and direct forms.
+* ``latent-residual[AE]`` / ``latent-direct[AE]`` / ``latent-farcast[AE]``:
+  :class:`weightcast.forecasters.latent.LatentForecaster` with that autoencoder, run through a real
+  :class:`weightcast.history.Bucket` (record = tokenise + encode, jump = forecast + decode_overwrite): residual
+  and direct forms with the latent line, and the residual form with farcast's weights in latent space
+  (``--direct`` / ``--farcast`` add the last two).
+
+Every bucket starts from the run's first snapshot (step 0), which farcast keeps as its initial weights.
 
 Error: ``||forecast - target|| / ||target - last||`` over all parameters (1.0 = as far off as not jumping at all,
 below 1 = the jump helps; the relative error of the forecast *move*), and ``cos:`` the cosine between the
@@ -20,6 +24,9 @@ forecast move ``forecast - last`` and the true move ``target - last``. Reported 
 
     python benchmarks/latent_forecast_error.py --zoo /work/zoo-default --heldout DIR \\
         --ae AE1.safetensors AE2.safetensors ... --out benchmarks/results/latent
+
+``--heldout DIR`` names a zoo of held-out runs; when DIR has no manifest it is built first (``HELDOUT_SPECS``:
+configurations in :data:`weightcast.zoo.HELD_OUT`, which no training zoo contains; MNIST needs ``--data-dir``).
 """
 from __future__ import annotations
 
@@ -37,8 +44,16 @@ from weightcast.forecasters import least_squares_line_coefficients
 from weightcast.forecasters.latent import LatentForecaster
 from weightcast.history import Bucket
 from weightcast.wsl import load_autoencoder
+from weightcast.zoo import RunSpec, build_zoo
 from weightcast.zoo.dataset import split_runs
 from weightcast.zoo.store import load_trajectory, read_manifest
+
+# held-out trajectories (never in a training zoo): the wide LeNet-5 on MNIST at the zoo's two SGD learning rates,
+# and the 4-layer, 64-wide GPT (the zoo's GPTs have 2 layers, 32 or 48 wide)
+HELDOUT_SPECS = [RunSpec("mnist", "lenet5", {"width": 4}, "sgd", lr, {"momentum": 0.9}, steps=600, record_every=10,
+                         eval_every=100, eval_size=1000) for lr in (0.01, 0.05)] + \
+                [RunSpec("chars", "gpt", {"n_layer": 4, "n_head": 4, "n_embd": 64}, "sgd", 0.05, {"momentum": 0.9},
+                         batch_size=16, steps=600, record_every=10, eval_every=100, eval_size=64)]
 
 
 def runs_of(zoo: Path, split: str | None) -> list[tuple[dict, dict, torch.Tensor]]:
@@ -56,22 +71,24 @@ def runs_of(zoo: Path, split: str | None) -> list[tuple[dict, dict, torch.Tensor
 def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: list[int], stride: int,
                     forecasters: dict) -> dict[str, list[float]]:
     """{method@h: [relative errors]} over the windows of one run."""
-    shapes = [t.shape[1:] for t in snaps.values()]
     flat_traj = torch.cat([t.reshape(t.shape[0], -1) for t in snaps.values()], dim=1)
     S = flat_traj.shape[0]
-    params = [torch.zeros(s) for s in shapes]
+    params = [t[0].clone() for t in snaps.values()]  # the run's first snapshot (farcast's initial weights)
+    if int(steps[0]) != 0:
+        raise ValueError(f"the trajectory starts at step {int(steps[0])}, not at the initial weights (step 0)")
     buckets = {}
-    for name, f in forecasters.items():
+    for name, factory in forecasters.items():
+        f = factory()
         b = Bucket([torch.nn.Parameter(p.clone()) for p in params], window)
         f.attach(b)
-        buckets[name] = b
+        buckets[name] = (f, b)
     errors = defaultdict(list)
     n = flat_traj.shape[1]
     for start in range(0, S - window - max(horizons) + 1, stride):
         rows = flat_traj[start:start + window]
         ws = [int(s) for s in steps[start:start + window]]
         last = rows[-1]
-        for name, b in buckets.items():
+        for name, (_, b) in buckets.items():
             b.clear()
             for k in range(window):
                 b.flat[:n].copy_(rows[k])
@@ -89,11 +106,10 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
             errors[f"cos:linear@{h}"].append(float(torch.nn.functional.cosine_similarity(lin - last, true_move, 0)))
             damped = last + 0.5 * (lin - last)
             errors[f"linear-half@{h}"].append(float((damped - target).norm()) / denom)
-            for name, b in buckets.items():
-                f = forecasters[name]
+            for name, (f, b) in buckets.items():
                 if f.forecasts_are_linear():  # e.g. farcast: its coefficients over the raw window
                     coeffs = f.coefficients(list(b.slot_steps), tstep).to(torch.float32)
-                    out = (coeffs[:, None] * b.history.float()).sum(0)[:n]
+                    out = (coeffs[:, None] * b.history.float()).sum(0)[:n]  # farcast: w_0 is the last row
                 else:
                     out = f.forecast(b, list(b.slot_steps), tstep)[:n]
                 errors[f"{name}@{h}"].append(float((out - target).norm()) / denom)
@@ -113,17 +129,26 @@ def main(argv=None) -> int:
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--stride", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data-dir", default=None, help="MNIST, to build the held-out zoo")
+    parser.add_argument("--direct", type=Path, nargs="*", default=[], help="autoencoders to run in direct form too")
+    parser.add_argument("--farcast", type=Path, nargs="*", default=[],
+                        help="autoencoders to run with farcast's weights in latent space too")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    forecasters = {}
+    if args.heldout is not None and not (args.heldout / "manifest.json").is_file():
+        build_zoo(args.heldout, HELDOUT_SPECS, args.data_dir, allow_held_out=True)
+    forecasters = {}  # name -> factory (one forecaster per run: farcast keeps the run's initial weights)
     for path in args.ae:
         ae = load_autoencoder(path)
-        tag = f"T{ae.token_size}/d{ae.latent}"
-        forecasters[f"latent-residual[{tag}]"] = LatentForecaster(ae, residual=True)
-        forecasters[f"latent-direct[{tag}]"] = LatentForecaster(ae, residual=False)
+        tag = f"T{ae.token_size}/d{ae.latent}" + ("/tf" if ae.config().get("mixer") == "transformer" else "")
+        forecasters[f"latent-residual[{tag}]"] = lambda ae=ae: LatentForecaster(ae)
+        if path in args.direct:
+            forecasters[f"latent-direct[{tag}]"] = lambda ae=ae: LatentForecaster(ae, residual=False)
+        if path in args.farcast:
+            forecasters[f"latent-farcast[{tag}]"] = lambda ae=ae: LatentForecaster(ae, trajectory="farcast")
     for name in args.others:
         if name in wc_forecasters.names():
-            forecasters[name] = wc_forecasters.get(name)
+            forecasters[name] = lambda name=name: wc_forecasters.get(name)
         else:
             print(f"forecaster {name!r} is not registered in this checkout: left out", file=sys.stderr)
     sources = [("val", args.zoo, "val")] + ([("held-out", args.heldout, None)] if args.heldout else [])
@@ -133,7 +158,7 @@ def main(argv=None) -> int:
             spec = entry["spec"]
             group = f"{split_name}:{spec['task']}-{spec['arch']}"
             if split_name == "held-out":
-                group += f"-w{spec['model_kwargs'].get('width', '')}"
+                group += "-" + "-".join(f"{k}{v}" for k, v in sorted(spec["model_kwargs"].items()))
             errs = forecast_errors(snaps, steps, args.window, args.horizons, args.stride, forecasters)
             for key, values in errs.items():
                 table[group][key] += values
@@ -191,7 +216,7 @@ def _plot_sweep(summary, h: int, path) -> None:
     for i, (g, m) in enumerate(summary.items()):
         color = f"C{i}"
         pts = sorted((int(k.split("T")[1].split("/")[0]) / int(k.split("/d")[1].split("]")[0]), k)
-                     for k in m if k.startswith("latent-residual[") and k.endswith(f"@{h}"))
+                     for k in m if k.startswith("latent-residual[") and k.endswith(f"@{h}") and "/tf" not in k)
         if not pts:
             continue
         xs = [x for x, _ in pts]

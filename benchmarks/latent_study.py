@@ -23,18 +23,23 @@ from weightcast.study import STUDY_TASKS, markdown_table, plot, run_study, summa
 from weightcast.wsl import load_autoencoder
 
 
-def register_autoencoders(paths: list[Path], direct: bool = False) -> list[str]:
-    """Register every autoencoder as forecaster ``latent-d<d>`` (and ``latent-d<d>-direct``, the direct form,
-    when ``direct``); return the names."""
+def register_autoencoders(paths: list[Path], direct: bool = False, farcast: bool = False) -> list[str]:
+    """Register every autoencoder as forecaster ``latent-d<d>`` (``latent-d<d>-tf`` for a transformer mixer), and
+    ``<name>-direct`` (the direct form) when ``direct``, ``<name>-farcast`` (farcast trajectory in latent space)
+    when ``farcast``; return the names."""
     names = []
     for path in paths:
         ae = load_autoencoder(path)
-        name = f"latent-d{ae.latent}"
-        wc.forecasters.register(name, lambda ae=ae, **kw: LatentForecaster(ae, **kw))
-        names.append(name)
+        name = f"latent-d{ae.latent}" + ("-tf" if ae.config().get("mixer") == "transformer" else "")
+        variants = {name: {}}
         if direct:
-            wc.forecasters.register(name + "-direct", lambda ae=ae, **kw: LatentForecaster(ae, residual=False, **kw))
-            names.append(name + "-direct")
+            variants[name + "-direct"] = {"residual": False}
+        if farcast:
+            variants[name + "-farcast"] = {"trajectory": "farcast"}
+        for variant, options in variants.items():
+            wc.forecasters.register(variant, lambda ae=ae, options=options, **kw: LatentForecaster(ae, **options,
+                                                                                                    **kw))
+            names.append(variant)
     return names
 
 
@@ -45,6 +50,8 @@ def main(argv=None) -> int:
                         help="default: sgd, forecast-sgd:linear and forecast-sgd:<each registered --ae>")
     parser.add_argument("--ae", type=Path, nargs="*", default=[])
     parser.add_argument("--direct", action="store_true", help="also run the direct form of each autoencoder")
+    parser.add_argument("--farcast", action="store_true",
+                        help="also run each autoencoder with the farcast trajectory in latent space")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", type=Path, required=True)
@@ -54,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=int, default=None, help="override the tasks' step budgets")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    names = register_autoencoders(args.ae, args.direct)
+    names = register_autoencoders(args.ae, args.direct, args.farcast)
     methods = args.methods or ["sgd", "forecast-sgd:linear"] + [f"forecast-sgd:{n}" for n in names]
     args.out.mkdir(parents=True, exist_ok=True)
     for key in args.tasks:

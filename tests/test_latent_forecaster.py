@@ -161,3 +161,61 @@ def test_latent_history_never_allocates_raw_snapshots():
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="latent")
     (_, bucket), = opt._engine.buckets
     assert bucket._history is not None and bucket._history.shape[1] != bucket.padded
+
+
+def test_farcast_trajectory_keeps_the_initial_latents_and_uses_farcast_weights():
+    """trajectory="farcast": one more history row with the initial weights' latents (run-wide scales fixed at
+    attach), and the jump's latent forecast is farcast's combination of the window and that row."""
+    model = small_model()
+    initial = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    forecaster = LatentForecaster(tiny_ae(), trajectory="farcast")
+    opt = wc.ForecastSGD(model.parameters(), lr=0.05, momentum=0.9, forecaster=forecaster, window=5,
+                         record_every=2, jump_every=10, horizon=4)
+    engine = engine_of(opt)
+    (_, bucket), = engine.buckets
+    codec = forecaster._codecs[id(bucket)]
+    tok, ae = codec.tok, codec.ae
+    assert tuple(bucket.history.shape) == (6, tok.num_tokens * 4)
+    z0 = ae.encode(tok.tokenize(initial) / codec.token_scale(slice(None))[:, None], tok.positions)
+    torch.testing.assert_close(bucket.history[5].view(-1, 4), z0, rtol=1e-5, atol=1e-5)
+    scales = codec.layer_scale.clone()
+    seen = {}
+    engine.jump_pre_hooks.append(lambda o, t: seen.setdefault("before", bucket.flat.clone()))
+    train(model, opt, 10)  # records at 2..10, jumps at 10 to step 14
+    assert opt.num_jumps == 1 and torch.equal(codec.layer_scale, scales)  # scales fixed for the run
+    c = forecaster.latent_coefficients(bucket.slot_steps, 14).float()
+    assert c.shape == (6,) and not torch.allclose(c, torch.zeros(6))
+    Z = bucket.history.view(6, tok.num_tokens, 4)
+    newest = (bucket.head - 1) % bucket.window
+    delta = ae.decode(torch.einsum("w,wkd->kd", c, Z), tok.positions) - ae.decode(Z[newest], tok.positions)
+    scale = codec.token_scale(slice(None))
+    expected = tok.detokenize(tok.tokenize(seen["before"]) + delta * scale[:, None], seen["before"].clone())
+    torch.testing.assert_close(bucket.flat, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_block_size_does_not_change_the_jump():
+    """Encoding and decoding in blocks of 7 tokens gives the jump of one block of all tokens."""
+    results = []
+    for block in (7, 1 << 20):
+        model = small_model()
+        forecaster = LatentForecaster(tiny_ae(), block_tokens=block)
+        opt = wc.ForecastSGD(model.parameters(), lr=0.05, momentum=0.9, forecaster=forecaster, window=3,
+                             record_every=2, jump_every=6, horizon=4)
+        train(model, opt, 6)
+        assert opt.num_jumps == 1
+        results.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="trajectory must be"):
+        LatentForecaster(tiny_ae(), trajectory="quadratic")
+    with pytest.raises(ValueError, match="only used with trajectory='farcast'"):
+        LatentForecaster(tiny_ae(), farcast="x.safetensors")
+    with pytest.raises(ValueError, match="block_tokens"):
+        LatentForecaster(tiny_ae(), block_tokens=0)
+    model = small_model()
+    with pytest.raises(ValueError, match="window is 2"):
+        wc.ForecastSGD(model.parameters(), lr=0.1, forecaster=LatentForecaster(tiny_ae(), trajectory="farcast"),
+                       window=2)

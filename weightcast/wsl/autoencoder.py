@@ -12,6 +12,15 @@ act is SiLU; H the hidden width. The position term ``enc_pos @ p + enc_b`` is a 
 it is precomputed once (:meth:`WeightAutoencoder.first_layer_bias`) and the first layer of the encoder reads the
 raw weights only.
 
+Mixer (the middle layer of encoder and decoder): ``mixer="mlp"`` (default) is the per-token Linear(H, H) above
+(enc_mid, dec_mid); every token is coded on its own. ``mixer="transformer"`` replaces each of them by one pre-norm
+transformer encoder block (:class:`WindowBlock`) over windows of ``window`` consecutive tokens of the model (the
+tokeniser's order: layer by layer, row by row, chunk by chunk; a window may span a layer boundary, the positions
+tell the layers apart). The first and last layers stay per token, so the fused ops are unchanged. A token's latent
+then depends on the other tokens of its window: whoever codes the tokens of a model in blocks must cut them into
+blocks of :attr:`WeightAutoencoder.token_block_multiple` tokens (1 for the MLP, ``window`` for the transformer)
+counted from token 0 (the latent forecaster rounds its ``block_tokens`` down to a multiple of it).
+
 Training (:func:`train_autoencoder`) samples pairs of snapshots (s_t, s_{t+k}) of one zoo run, k in 1..max_gap,
 normalises both with the layer scales of s_t (as the latent forecaster does over one window) and minimises the
 relative reconstruction error of both plus ``diff_weight`` times the relative error on the *difference*
@@ -36,35 +45,117 @@ from .tokenizer import POSITION_FEATURES, Tokenizer
 DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "latent_ae.safetensors"
 
 
-class WeightAutoencoder(nn.Module):
-    """Per-token MLP autoencoder (module docstring). token_size T, latent d, hidden H."""
+MIXERS = ("mlp", "transformer")
 
-    def __init__(self, token_size: int = 64, latent: int = 8, hidden: int = 128):
+
+class WindowBlock(nn.Module):
+    """One pre-norm transformer encoder block applied to windows of ``window`` consecutive rows.
+
+    forward: x (K, H) float32 -> (K, H). The rows are zero-padded to n = ceil(K / window) windows, viewed as
+    (n, window, H) and mixed by
+
+        y = x + proj(attention(norm1(x)))        multi-head self-attention within each window (``heads`` heads of
+                                                  H / heads, scaled dot product, no dropout)
+        y = y + ff_out(silu(ff_in(norm2(y))))    per row, H -> 2H -> H
+
+    then the padding rows are dropped. The padding rows are masked out as keys, so a real row's output depends only
+    on the real rows of its window (the same as a window of fewer rows); LayerNorms are per row.
+    """
+
+    def __init__(self, width: int, window: int, heads: int):
+        super().__init__()
+        self.window, self.heads = window, heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.ff_in = nn.Linear(width, 2 * width)
+        self.ff_out = nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K, H = x.shape
+        w = self.window
+        n = -(-K // w)
+        pad = n * w - K
+        x = F.pad(x, (0, 0, 0, pad)).view(n, w, H)
+        mask = None
+        if pad:  # (n, 1, 1, w): True = a key that takes part; only the last window has padding
+            mask = torch.ones(n, 1, 1, w, dtype=torch.bool, device=x.device)
+            mask[-1, :, :, w - pad:] = False
+        q, k, v = self.qkv(self.norm1(x)).view(n, w, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, heads, w, H / heads)
+        x = x + self.proj(attn.transpose(1, 2).reshape(n, w, H))
+        x = x + self.ff_out(F.silu(self.ff_in(self.norm2(x))))
+        return x.reshape(n * w, H)[:K]
+
+
+class WeightAutoencoder(nn.Module):
+    """Token autoencoder (module docstring): token_size T, latent d, hidden H.
+
+    mixer: "mlp" (the middle layers are per-token Linear(H, H)) or "transformer" (each is a :class:`WindowBlock`
+    over windows of ``window`` consecutive tokens, ``heads`` attention heads; H must be a multiple of ``heads``).
+    ``window`` (>= 1) and ``heads`` are ignored by the MLP. Every method maps K tokens to K rows.
+    """
+
+    def __init__(self, token_size: int = 64, latent: int = 8, hidden: int = 128, mixer: str = "mlp",
+                 window: int = 16, heads: int = 4):
         super().__init__()
         if min(token_size, latent, hidden) < 1:
             raise ValueError(f"token_size, latent and hidden must be >= 1, got {token_size}, {latent}, {hidden}")
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 token, got {window}")
+        if mixer == "transformer":
+            if heads < 1 or hidden % heads:
+                raise ValueError(f"the transformer mixer needs hidden ({hidden}) to be a multiple of heads ({heads})")
         self.token_size, self.latent, self.hidden = token_size, latent, hidden
+        self.mixer, self.window, self.heads = mixer, window, heads
         P = POSITION_FEATURES
         self.enc_w = nn.Parameter(torch.randn(hidden, token_size) / math.sqrt(token_size))
         self.enc_pos = nn.Parameter(torch.randn(hidden, P) / math.sqrt(P))
         self.enc_b = nn.Parameter(torch.zeros(hidden))
-        self.enc_mid = nn.Linear(hidden, hidden)
+        if mixer == "mlp":
+            self.enc_mid = nn.Linear(hidden, hidden)
+        else:
+            self.enc_mix = WindowBlock(hidden, window, heads)
         self.enc_out = nn.Linear(hidden, latent)
         self.dec_in = nn.Linear(latent + P, hidden)
-        self.dec_mid = nn.Linear(hidden, hidden)
+        if mixer == "mlp":
+            self.dec_mid = nn.Linear(hidden, hidden)
+        else:
+            self.dec_mix = WindowBlock(hidden, window, heads)
         self.dec_w = nn.Parameter(torch.randn(token_size, hidden) / math.sqrt(hidden))
         self.dec_b = nn.Parameter(torch.zeros(token_size))
 
+    @property
+    def token_block_multiple(self) -> int:
+        """Tokens of a model may be coded in separate calls only in blocks of a multiple of this many tokens,
+        counted from token 0 (1 for the MLP; ``window`` for the transformer, whose windows must stay whole)."""
+        return 1 if self.mixer == "mlp" else self.window
+
     def config(self) -> dict:
-        return {"token_size": self.token_size, "latent": self.latent, "hidden": self.hidden}
+        """Constructor arguments: token_size, latent, hidden, plus mixer, window and heads for the transformer
+        (an MLP's config has the three keys only, as files saved before the mixer option have)."""
+        config = {"token_size": self.token_size, "latent": self.latent, "hidden": self.hidden}
+        if self.mixer != "mlp":
+            config.update(mixer=self.mixer, window=self.window, heads=self.heads)
+        return config
 
     def first_layer_bias(self, positions: torch.Tensor) -> torch.Tensor:
         """(K, H) position term of the first encoder layer for positions (K, P)."""
         return positions @ self.enc_pos.t() + self.enc_b
 
+    def _enc_middle(self, h: torch.Tensor) -> torch.Tensor:
+        return self.enc_mid(h) if self.mixer == "mlp" else self.enc_mix(h)
+
+    def _dec_middle(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dec_mid(h) if self.mixer == "mlp" else self.dec_mix(h)
+
     def encode_hidden(self, h1: torch.Tensor) -> torch.Tensor:
-        """Latents (K, d) from the first layer's pre-activation h1 (K, H)."""
-        return self.enc_out(F.silu(self.enc_mid(F.silu(h1))))
+        """Latents (K, d) from the first layer's pre-activation h1 (K, H) of tokens 0..K-1 of a model (or of a
+        block of them starting at a multiple of :attr:`token_block_multiple`)."""
+        return self.enc_out(F.silu(self._enc_middle(F.silu(h1))))
 
     def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Latents (K, d) of normalised tokens (K, T) at positions (K, P)."""
@@ -76,11 +167,12 @@ class WeightAutoencoder(nn.Module):
 
     def decode_hidden(self, z: torch.Tensor, positions: torch.Tensor,
                       position_term: torch.Tensor | None = None) -> torch.Tensor:
-        """Last hidden activations (K, H) of the decoder for latents (K, d); ``position_term``
-        (:meth:`decoder_position_term`) may be passed when several latents of one model are decoded."""
+        """Last hidden activations (K, H) of the decoder for latents (K, d) of consecutive tokens (as for
+        :meth:`encode_hidden`); ``position_term`` (:meth:`decoder_position_term`) may be passed when several latents
+        of one model are decoded."""
         if position_term is None:
             position_term = self.decoder_position_term(positions)
-        return F.silu(self.dec_mid(F.silu(z @ self.dec_in.weight[:, :self.latent].t() + position_term)))
+        return F.silu(self._dec_middle(F.silu(z @ self.dec_in.weight[:, :self.latent].t() + position_term)))
 
     def decode(self, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Normalised tokens (K, T) for latents (K, d)."""
@@ -99,7 +191,8 @@ def save_autoencoder(model: WeightAutoencoder, path: str | os.PathLike, card: di
 
 
 def load_autoencoder(path: str | os.PathLike | None = None) -> WeightAutoencoder:
-    """The autoencoder saved at ``path`` (default: the weights shipped with the package), in eval mode."""
+    """The autoencoder saved at ``path`` (default: the weights shipped with the package), in eval mode. A config
+    without ``mixer`` (every file saved before the option existed) is an MLP."""
     from safetensors import safe_open
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
@@ -185,18 +278,31 @@ def evaluate(model: WeightAutoencoder, runs: list[_RunTokens], gaps=(1, 5, 10), 
     return {"overall": overall, "groups": groups}
 
 
+def _sample_tokens(num_tokens: int, count: int, block: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of about ``count`` tokens of a model of ``num_tokens``: random whole blocks of ``block`` consecutive
+    tokens counted from token 0 (block 1: ``count`` random tokens). Blocks > 1 come in ascending order, so that
+    the selection, cut into blocks from its start, gives the model's own blocks (the last one may be short)."""
+    blocks = torch.randperm(-(-num_tokens // block), generator=gen)[:max(1, count // block)]
+    if block == 1:
+        return blocks
+    tokens = (blocks.sort().values[:, None] * block + torch.arange(block)).flatten()
+    return tokens[tokens < num_tokens]
+
+
 def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: int = 8, hidden: int = 128,
                       steps: int = 1500, batch_tokens: int = 4096, pairs_per_batch: int = 8, lr: float = 2e-3,
-                      diff_weight: float = 1.0, max_gap: int = 10, seed: int = 0, progress: bool = True
-                      ) -> tuple[WeightAutoencoder, dict]:
-    """Train a :class:`WeightAutoencoder` on the zoo's train split (module docstring); validate on its val split
-    (split by run). Returns the model (eval mode) and a card: config, training settings, wall time, final
-    training losses and :func:`evaluate` on the val split."""
+                      diff_weight: float = 1.0, max_gap: int = 10, seed: int = 0, progress: bool = True,
+                      mixer: str = "mlp", window: int = 16, heads: int = 4) -> tuple[WeightAutoencoder, dict]:
+    """Train a :class:`WeightAutoencoder` (``mixer``, ``window``, ``heads`` as in its constructor) on the zoo's
+    train split (module docstring); validate on its val split (split by run). Each snapshot pair contributes
+    ``batch_tokens / pairs_per_batch`` tokens: random tokens for the MLP, random whole windows for the
+    transformer. Returns the model (eval mode) and a card: config, training settings, wall time, final training
+    losses and :func:`evaluate` on the val split."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     train_runs = _load_runs(zoo_dir, "train", token_size, seed)
     val_runs = _load_runs(zoo_dir, "val", token_size, seed)
-    model = WeightAutoencoder(token_size, latent, hidden)
+    model = WeightAutoencoder(token_size, latent, hidden, mixer=mixer, window=window, heads=heads)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     per_pair = max(1, batch_tokens // pairs_per_batch)
@@ -211,7 +317,7 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
             S, K = run.tokens.shape[:2]
             k = int(torch.randint(1, min(max_gap, S - 1) + 1, (), generator=gen))
             t0 = int(torch.randint(0, S - k, (), generator=gen))
-            sel = torch.randperm(K, generator=gen)[:per_pair]
+            sel = _sample_tokens(K, per_pair, model.token_block_multiple, gen)
             recon, diff = _losses(model, *_pair(run, t0, t0 + k, sel))
             ((recon + diff_weight * diff) / pairs_per_batch).backward()
             recon_sum += recon.item() / pairs_per_batch

@@ -15,6 +15,10 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--token-size", type=int, default=64)
     train.add_argument("--latent", type=int, default=8, help="latent size d per token (compression T/d)")
     train.add_argument("--hidden", type=int, default=128)
+    train.add_argument("--mixer", choices=("mlp", "transformer"), default="mlp",
+                       help="middle layers: per-token MLP, or a transformer block over windows of tokens")
+    train.add_argument("--window", type=int, default=16, help="tokens per attention window (transformer)")
+    train.add_argument("--heads", type=int, default=4, help="attention heads (transformer; divides --hidden)")
     train.add_argument("--steps", type=int, default=1500)
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--diff-weight", type=float, default=1.0, help="weight of the snapshot-difference loss")
@@ -32,7 +36,8 @@ def run_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model, card = train_autoencoder(args.zoo, token_size=args.token_size, latent=args.latent, hidden=args.hidden,
                                     steps=args.steps, lr=args.lr, diff_weight=args.diff_weight, seed=args.seed,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, mixer=args.mixer, window=args.window,
+                                    heads=args.heads)
     save_autoencoder(model, args.out, card)
     print(json.dumps(card["val"]["overall"], indent=2))
     print(f"saved {args.out} and its card")
