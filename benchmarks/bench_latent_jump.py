@@ -12,8 +12,8 @@ For LeNet-5 (MNIST shape), ResNet-18 (CIFAR shape, 11.2M parameters) and the sma
   batch (128 images, or 32 x 64 characters for the GPT);
 * ``jump_over_train`` = jump_ms / train_step_ms, and ``overhead_per_step`` = (record_ms / record_every +
   forecast_ms / jump_every) / train_step_ms for the study's schedule (record every 10, jump every 50);
-* ``history_MB`` (the window) and ``maps_MB`` (latent: the tokeniser's gather map and positions), against
-  ``params_MB``.
+* ``history_MB`` (the window) and ``maps_MB`` (latent: the tokeniser's spans and token layers, and the layer
+  scales), against ``params_MB``.
 
     python benchmarks/bench_latent_jump.py [--device cpu|cuda] [--models lenet5 resnet18 gpt] [--repeats 5]
 

@@ -74,3 +74,24 @@ def test_training_reduces_difference_error_and_cli(quick_zoo, tmp_path):
     assert main(["ae", "train", "--zoo", str(quick_zoo), "--out", str(out), "--token-size", "16", "--latent", "4",
                  "--hidden", "16", "--steps", "3", "--no-progress"]) == 0
     assert load_autoencoder(out).config() == {"token_size": 16, "latent": 4, "hidden": 16}
+
+
+def test_eval_cli_on_all_runs_of_a_zoo(quick_zoo, tmp_path):
+    """`weightcast ae eval`: the errors of saved autoencoders on every run of a zoo (e.g. held-out runs)."""
+    import json
+
+    from weightcast.cli import main
+    from weightcast.wsl.autoencoder import _load_runs, evaluate
+
+    torch.manual_seed(0)
+    ae = WeightAutoencoder(token_size=16, latent=4, hidden=16)
+    path = tmp_path / "ae.safetensors"
+    save_autoencoder(ae, path, {"note": "untrained"})
+    out = tmp_path / "eval.json"
+    assert main(["ae", "eval", str(path), "--zoo", str(quick_zoo), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["autoencoders"]["ae.safetensors"]
+    expected = evaluate(ae, _load_runs(quick_zoo, "train", 16, 0) + _load_runs(quick_zoo, "val", 16, 0))
+    assert result["overall"] == pytest.approx(expected["overall"])
+    assert set(result["groups"]) == {"digits-mlp"}  # the quick zoo's first three runs
+    with pytest.raises(ValueError, match="split must be"):
+        _load_runs(quick_zoo, "test", 16, 0)

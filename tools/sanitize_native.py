@@ -1,12 +1,15 @@
-"""Exercise every path of the CUDA kernels once, small, for compute-sanitizer (tools/gpu_check.sh): each dtype
-pair, vector and scalar paths (aligned, misaligned, odd lengths), W from 1 to 32, empty tensors. Also checks the
-results against the reference, so a run under the sanitizer is a correctness run too."""
+"""Exercise every path of the CUDA kernels once, small, for compute-sanitizer (tools/gpu_check.sh): record and
+lincomb with each dtype pair, vector and scalar paths (aligned, misaligned, odd lengths), W from 1 to 32, empty
+tensors; tokenize_encode and decode_overwrite over token layouts with appended biases, biases of their own and
+packed rows, odd token and hidden sizes. Also checks the results against the reference, so a run under the
+sanitizer is a correctness run too."""
 import sys
 
 import torch
 
 import weightcast  # noqa: F401  (loads weightcast._C)
-from weightcast.ops import reference
+from weightcast.ops import latent_reference, reference
+from weightcast.wsl import Tokenizer
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -34,9 +37,34 @@ def main() -> int:
                         reference.lincomb(ref, hist, coeffs)
                         tol = 1e-5 if dout == torch.float32 else 1e-2
                         bad += not torch.allclose(out.float(), ref.float(), rtol=tol, atol=tol * w)
+    bad += check_latent_ops(ops, dev)
     torch.cuda.synchronize()
     print(f"sanitize_native: {'all results match the reference' if not bad else f'{bad} mismatches'}")
     return 1 if bad else 0
+
+
+def check_latent_ops(ops, dev: str) -> int:
+    """Mismatches of the latent ops against their reference over a few layouts (odd T and H included)."""
+    bad = 0
+    layouts = [[(7, 5), (7,), (3, 2, 3, 3), (11,), ()], [(4, 300), (4,), (65,)], [(3, 20), (3,), (6, 16), (6,)]]
+    for layout in layouts:
+        for T, H in [(5, 7), (16, 24), (64, 128)]:
+            tok = Tokenizer(layout, T, dev)
+            K = tok.num_tokens
+            flat = torch.randn(tok.numel + 3, device=dev)
+            scale = torch.rand(K, device=dev) + 0.5
+            weight, bias = torch.randn(H, T, device=dev), torch.randn(K, H, device=dev)
+            got = ops.tokenize_encode(flat, tok.spans, scale, weight, bias)
+            want = latent_reference.tokenize_encode(flat, tok.spans, scale, weight, bias)
+            bad += not torch.allclose(got, want, rtol=1e-4, atol=1e-3)
+            hidden, dec_w = torch.randn(K, H, device=dev), torch.randn(T, H, device=dev)
+            dec_b = torch.randn(T, device=dev)
+            for accumulate, b in [(True, None), (False, dec_b)]:
+                got, want = flat.clone(), flat.clone()
+                ops.decode_overwrite(got, hidden, dec_w, b, tok.spans, scale, accumulate)
+                latent_reference.decode_overwrite(want, hidden, dec_w, b, tok.spans, scale, accumulate)
+                bad += not torch.allclose(got, want, rtol=1e-4, atol=1e-3)
+    return bad
 
 
 if __name__ == "__main__":

@@ -220,18 +220,27 @@ class _RunTokens:
 
 
 def _load_runs(zoo_dir, split: str, token_size: int, seed: int) -> list[_RunTokens]:
+    """The usable (finite, not diverged) runs of ``split``: "train" or "val" (split by run), or "all"."""
     from ..zoo.dataset import TrajectoryDataset
 
-    ds = TrajectoryDataset(zoo_dir, split=split, window=1, horizon=1, granularity="model", seed=seed)
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     runs = []
-    for entry, flat in zip(ds.runs, ds.flat):
-        if entry.get("diverged") or not torch.isfinite(flat).all():
-            continue
-        runs.append(_RunTokens(flat, [t["shape"] for t in entry["tensors"]], token_size,
-                               f"{entry['spec']['task']}-{entry['spec']['arch']}"))
+    for part in (("train", "val") if split == "all" else (split,)):
+        ds = TrajectoryDataset(zoo_dir, split=part, window=1, horizon=1, granularity="model", seed=seed)
+        for entry, flat in zip(ds.runs, ds.flat):
+            if entry.get("diverged") or not torch.isfinite(flat).all():
+                continue
+            runs.append(_RunTokens(flat, [t["shape"] for t in entry["tensors"]], token_size,
+                                   f"{entry['spec']['task']}-{entry['spec']['arch']}"))
     if not runs:
         raise ValueError(f"the {split} split of {zoo_dir} has no usable runs")
     return runs
+
+
+def evaluate_on_zoo(model: WeightAutoencoder, zoo_dir: str | os.PathLike, split: str = "all", seed: int = 0) -> dict:
+    """:func:`evaluate` on the runs of ``split`` ("train", "val" or "all") of a zoo, e.g. a zoo of held-out runs."""
+    return evaluate(model, _load_runs(zoo_dir, split, model.token_size, seed))
 
 
 def _pair(run: _RunTokens, t0: int, t1: int, tokens: torch.Tensor | None = None):

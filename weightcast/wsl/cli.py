@@ -1,4 +1,5 @@
-"""``weightcast ae train``: train the weight autoencoder of the latent forecaster on a zoo."""
+"""``weightcast ae train`` / ``ae eval``: train the weight autoencoder of the latent forecaster on a zoo, evaluate
+autoencoders on a zoo's runs."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import json
 
 
 def add_subparser(subparsers) -> None:
-    """Add ``ae`` with ``train`` to an argparse subparsers object (sets ``func``)."""
+    """Add ``ae`` with ``train`` and ``eval`` to an argparse subparsers object (sets ``func``)."""
     ae = subparsers.add_parser("ae", help="weight autoencoder of the latent forecaster")
     commands = ae.add_subparsers(dest="ae_command", required=True)
     train = commands.add_parser("train", help="train on a zoo's trajectories (validation split by run)")
@@ -26,6 +27,12 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=run_train)
+    ev = commands.add_parser("eval", help="reconstruction and snapshot-difference errors on a zoo's runs")
+    ev.add_argument("autoencoders", nargs="+", help="weights files (.safetensors)")
+    ev.add_argument("--zoo", required=True, help="zoo directory, e.g. of held-out runs")
+    ev.add_argument("--split", choices=("all", "val", "train"), default="all")
+    ev.add_argument("--out", default=None, help="write the results as JSON here")
+    ev.set_defaults(func=run_eval)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -41,4 +48,21 @@ def run_train(args: argparse.Namespace) -> int:
     save_autoencoder(model, args.out, card)
     print(json.dumps(card["val"]["overall"], indent=2))
     print(f"saved {args.out} and its card")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .autoencoder import evaluate_on_zoo, load_autoencoder
+
+    results = {"zoo": str(args.zoo), "split": args.split,
+               "metrics": "relative L2 errors in the normalised space; diff@k: on the difference of two "
+                          "snapshots k records apart",
+               "autoencoders": {Path(p).name: evaluate_on_zoo(load_autoencoder(p), args.zoo, args.split)
+                                for p in args.autoencoders}}
+    text = json.dumps(results, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
     return 0
