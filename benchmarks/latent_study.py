@@ -24,13 +24,14 @@ from weightcast.wsl import load_autoencoder
 
 
 def register_autoencoders(paths: list[Path], direct: bool = False, farcast: bool = False) -> list[str]:
-    """Register every autoencoder as forecaster ``latent-d<d>`` (``latent-d<d>-tf`` for a transformer mixer), and
-    ``<name>-direct`` (the direct form) when ``direct``, ``<name>-farcast`` (farcast trajectory in latent space)
-    when ``farcast``; return the names."""
+    """Register every autoencoder as forecaster ``latent-d<d>`` (``-h<hidden>`` added for a hidden width other than
+    128, ``-tf`` for a transformer mixer), and ``<name>-direct`` (the direct form) when ``direct``,
+    ``<name>-farcast`` (farcast trajectory in latent space) when ``farcast``; return the names."""
     names = []
     for path in paths:
         ae = load_autoencoder(path)
-        name = f"latent-d{ae.latent}" + ("-tf" if ae.config().get("mixer") == "transformer" else "")
+        name = f"latent-d{ae.latent}" + ("" if ae.hidden == 128 else f"-h{ae.hidden}") + \
+            ("-tf" if ae.config().get("mixer") == "transformer" else "")
         variants = {name: {}}
         if direct:
             variants[name + "-direct"] = {"residual": False}

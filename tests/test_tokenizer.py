@@ -1,4 +1,6 @@
 """The weight tokeniser: exact round trip over every supported layer kind and odd shapes, layout and positions."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -122,3 +124,23 @@ def test_errors():
         tok.tokenize(torch.zeros(5))
     with pytest.raises(ValueError, match="tokens must be"):
         tok.detokenize(torch.zeros(3, 4), torch.zeros(6))
+
+
+def test_positions_of_blocks_match_the_per_layer_definition():
+    """Positions computed from the per-layer tables (any block of tokens) equal the definition of the module
+    docstring, written out layer by layer."""
+    from weightcast.wsl.tokenizer import KINDS
+
+    params = list(EveryKind().parameters())
+    tok = Tokenizer.for_params(params, 5)
+    expected = torch.zeros(tok.num_tokens, POSITION_FEATURES)
+    for li, layer in enumerate(tok.layers):
+        pos = expected[layer.first_token:layer.first_token + layer.num_tokens]
+        pos[:, 0] = li / (len(tok.layers) - 1)
+        pos[:, 1] = torch.arange(layer.rows).repeat_interleave(layer.chunks) / max(layer.rows - 1, 1)
+        pos[:, 2] = torch.arange(layer.chunks).repeat(layer.rows) / max(layer.chunks - 1, 1)
+        pos[:, 3 + KINDS.index(layer.kind)] = 1.0
+        pos[:, 7] = math.log2(layer.rows) / 16
+        pos[:, 8] = math.log2(layer.row_len) / 16
+    assert torch.equal(tok.positions, expected)
+    assert torch.equal(tok.positions_of(slice(7, 30)), expected[7:30])

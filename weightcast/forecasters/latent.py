@@ -135,10 +135,9 @@ class LatentForecaster(Forecaster):
         """Latents of the bucket's current parameters with the current scales, written into ``row`` (K * d,)."""
         tok, ae = codec.tok, codec.ae
         z = row.view(tok.num_tokens, ae.latent)
-        positions = tok.positions
         for sl in self._blocks(tok.num_tokens):
             h1 = ops.tokenize_encode(bucket.flat, tok.spans[sl], 1.0 / codec.token_scale(sl), ae.enc_w,
-                                     ae.first_layer_bias(positions[sl]))
+                                     ae.first_layer_bias(tok.positions_of(sl)))
             z[sl] = ae.encode_hidden(h1)
 
     @torch.no_grad()
@@ -171,10 +170,9 @@ class LatentForecaster(Forecaster):
         Z = bucket.history.view(-1, tok.num_tokens, ae.latent)
         c = self.latent_coefficients(steps, target).to(torch.float32).to(bucket.device)
         newest = (bucket.head - 1) % bucket.window
-        positions = tok.positions
         out = bucket.flat.clone()
         for sl in self._blocks(tok.num_tokens):
-            pos = positions[sl]
+            pos = tok.positions_of(sl)
             position_term = ae.decoder_position_term(pos)
             g_f = ae.decode_hidden(torch.einsum("w,wkd->kd", c, Z[:, sl]), pos, position_term)
             if self.residual:

@@ -145,6 +145,13 @@ class Tokenizer:
         self.token_layer = token_layer.to(device)
         counts = torch.tensor([lay.rows * lay.row_len for lay in self.layers], dtype=torch.float32)
         self.layer_numel = counts.to(device)
+        # per layer, for positions: (first token, rows, chunks, kind) and the float features (layer, log sizes)
+        self._layer_ints = torch.tensor([[lay.first_token, lay.rows, lay.chunks, KINDS.index(lay.kind)]
+                                         for lay in self.layers], dtype=torch.int64).to(device)
+        n_layers = len(self.layers)
+        self._layer_floats = torch.tensor([[li / max(n_layers - 1, 1), math.log2(lay.rows) / 16,
+                                            math.log2(lay.row_len) / 16] for li, lay in enumerate(self.layers)],
+                                          dtype=torch.float32).to(device)
 
     @property
     def device(self) -> torch.device:
@@ -153,17 +160,24 @@ class Tokenizer:
     @property
     def positions(self) -> torch.Tensor:
         """(K, POSITION_FEATURES) float32 position of every token (module docstring), on the maps' device."""
-        n_layers = len(self.layers)
-        positions = torch.zeros(self.num_tokens, POSITION_FEATURES, dtype=torch.float32)
-        for li, layer in enumerate(self.layers):
-            pos = positions[layer.first_token:layer.first_token + layer.num_tokens]
-            pos[:, 0] = li / max(n_layers - 1, 1)
-            pos[:, 1] = torch.arange(layer.rows).repeat_interleave(layer.chunks) / max(layer.rows - 1, 1)
-            pos[:, 2] = torch.arange(layer.chunks).repeat(layer.rows) / max(layer.chunks - 1, 1)
-            pos[:, 3 + KINDS.index(layer.kind)] = 1.0
-            pos[:, 3 + len(KINDS)] = math.log2(layer.rows) / 16
-            pos[:, 4 + len(KINDS)] = math.log2(layer.row_len) / 16
-        return positions.to(self.device)
+        return self.positions_of(slice(0, self.num_tokens))
+
+    def positions_of(self, tokens: slice) -> torch.Tensor:
+        """(tokens in the slice, POSITION_FEATURES) float32 positions of a block of tokens, computed on the maps'
+        device from the per-layer tables (a few vector ops; nothing per token is kept)."""
+        start, stop, _ = tokens.indices(self.num_tokens)
+        k = torch.arange(start, stop, device=self.device)
+        layer = self.token_layer[start:stop].long()
+        first, rows, chunks, kind = self._layer_ints[layer].unbind(1)
+        local = k - first
+        positions = torch.zeros(len(k), POSITION_FEATURES, dtype=torch.float32, device=self.device)
+        floats = self._layer_floats[layer]
+        positions[:, 0] = floats[:, 0]
+        positions[:, 1] = torch.div(local, chunks, rounding_mode="floor") / (rows - 1).clamp(min=1)
+        positions[:, 2] = local % chunks / (chunks - 1).clamp(min=1)
+        positions[:, 3:3 + len(KINDS)] = torch.nn.functional.one_hot(kind, len(KINDS)).float()
+        positions[:, 3 + len(KINDS):] = floats[:, 1:]
+        return positions
 
     @property
     def index(self) -> torch.Tensor:
@@ -182,8 +196,9 @@ class Tokenizer:
         return self.index.clamp(min=0)
 
     def map_bytes(self) -> int:
-        """Bytes of the maps this tokeniser keeps on its device (spans, token_layer, layer_numel)."""
-        return sum(t.numel() * t.element_size() for t in (self.spans, self.token_layer, self.layer_numel))
+        """Bytes of the maps this tokeniser keeps on its device (spans, token layers and the per-layer tables)."""
+        return sum(t.numel() * t.element_size() for t in (self.spans, self.token_layer, self.layer_numel,
+                                                           self._layer_ints, self._layer_floats))
 
     def tokenize(self, flat: torch.Tensor) -> torch.Tensor:
         """(K, T) tokens of ``flat`` (>= numel elements, 1-D), in flat's dtype; padding is 0. One gather."""
