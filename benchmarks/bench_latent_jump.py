@@ -172,8 +172,9 @@ def main(argv=None) -> int:
         out = args.out or RESULTS / "latent" / f"ops_{device_slug(args.device)}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
         cols = list(rows[0])
+        config = ", ".join(f"{k} {v}" for k, v in wc.wsl.load_autoencoder().config().items())
         out.write_text("\n".join([f"# Fused latent ops on {device_name(args.device)} ({args.device}, torch threads "
-                                   f"{torch.get_num_threads()}); shipped autoencoder (T 64, hidden 128)", "",
+                                   f"{torch.get_num_threads()}); shipped autoencoder ({config})", "",
                                    "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"] +
                                   ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n")
         print(f"wrote {out}")

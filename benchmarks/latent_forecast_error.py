@@ -140,7 +140,8 @@ def main(argv=None) -> int:
     forecasters = {}  # name -> factory (one forecaster per run: farcast keeps the run's initial weights)
     for path in args.ae:
         ae = load_autoencoder(path)
-        tag = f"T{ae.token_size}/d{ae.latent}" + ("/tf" if ae.config().get("mixer") == "transformer" else "")
+        tag = f"T{ae.token_size}/d{ae.latent}" + ("" if ae.hidden == 128 else f"/h{ae.hidden}") + \
+            ("/tf" if ae.config().get("mixer") == "transformer" else "")
         forecasters[f"latent-residual[{tag}]"] = lambda ae=ae: LatentForecaster(ae)
         if path in args.direct:
             forecasters[f"latent-direct[{tag}]"] = lambda ae=ae: LatentForecaster(ae, residual=False)
@@ -216,7 +217,7 @@ def _plot_sweep(summary, h: int, path) -> None:
     for i, (g, m) in enumerate(summary.items()):
         color = f"C{i}"
         pts = sorted((int(k.split("T")[1].split("/")[0]) / int(k.split("/d")[1].split("]")[0]), k)
-                     for k in m if k.startswith("latent-residual[") and k.endswith(f"@{h}") and "/tf" not in k)
+                     for k in m if k.startswith("latent-residual[") and k.endswith(f"@{h}") and k.count("/") == 1)
         if not pts:
             continue
         xs = [x for x, _ in pts]

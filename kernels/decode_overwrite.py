@@ -3,9 +3,9 @@ and scattered into the parameter buffer in place.
 
 Numerics (as :mod:`weightcast.ops.latent_reference`): ``y[k, j] = scale[k] * (sum_h weight[j, h] * hidden[k, h] +
 bias[j])`` (float32, ``tl.dot`` in IEEE float32), then ``out[slot(k, j)] = (out[...] if accumulate else 0) +
-y[k, j]`` for every non-padding slot (slots from ``spans``, see ``_common.token_slots``). Each program takes BLOCK_K tokens: one (BLOCK_K, H) x (H, T) product, and one
-scatter (read-modify-write when accumulating); the tokens partition the parameters, so no two programs write the
-same element.
+y[k, j]`` for every non-padding slot (slots from ``spans``, see ``_common.token_slots``). Each program takes
+BLOCK_K tokens: one (BLOCK_K, H) x (H, T) product, and one scatter (read-modify-write when accumulating); the
+tokens partition the parameters, so no two programs write the same element.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """tokenize_encode(flat, spans, scale, weight, bias) -> (K, H): gather + normalise + the encoder's first layer.
 
 Numerics (as :mod:`weightcast.ops.latent_reference`): ``out[k, h] = bias[k, h] + sum_j weight[h, j] * x[k, j]``,
-``x[k, j] = flat[slot(k, j)] * scale[k]`` (0 in padding; slots from ``spans``, see ``_common.token_slots``), float32 throughout (the product is a ``tl.dot``
-in IEEE float32, no TF32). Each program takes BLOCK_K tokens: one gather of their (BLOCK_K, T) values from the
-parameter buffer, one (BLOCK_K, T) x (T, H) product with the weight (padded to powers of two, masked), one store.
+``x[k, j] = flat[slot(k, j)] * scale[k]`` (0 in padding; slots from ``spans``, see ``_common.token_slots``),
+float32 throughout (the product is a ``tl.dot`` in IEEE float32, no TF32). Each program takes BLOCK_K tokens:
+one gather of their (BLOCK_K, T) values from the parameter buffer, one (BLOCK_K, T) x (T, H) product with the
+weight (padded to powers of two, masked), one store.
 """
 from __future__ import annotations
 
