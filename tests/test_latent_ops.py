@@ -115,3 +115,20 @@ def test_opcheck():
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(ops.decode_overwrite, (flat.clone(), rand(tok.num_tokens, 12), rand(8, 12), None,
                                                  tok.spans, scale, True), test_utils=("test_schema", "test_faketensor"))
+
+
+def test_spans_are_checked_once_per_table_and_again_after_a_change():
+    """Blocks of a checked spans table are trusted; an in-place change of the table is caught at the next call."""
+    from weightcast.ops import latent as latent_ops
+
+    tok, flat, scale, rand = _setup(LAYOUTS[2], 16, 12, "cpu")
+    weight, bias = rand(12, 16), rand(tok.num_tokens, 12)
+    ops.tokenize_encode(flat, tok.spans, scale, weight, bias)
+    assert getattr(tok.spans, latent_ops.CHECKED_ATTR)[:2] == (16, flat.numel())
+    block = slice(2, 7)
+    view = tok.spans[block]
+    ops.tokenize_encode(flat, view, scale[block], weight, bias[block])  # a block of the checked table
+    assert not hasattr(view, latent_ops.CHECKED_ATTR)
+    tok.spans[3, 1] = 17  # a count longer than a token, written through the table
+    with pytest.raises(ValueError, match="spans do not fit"):
+        ops.tokenize_encode(flat, tok.spans[block], scale[block], weight, bias[block])

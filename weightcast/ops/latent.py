@@ -32,17 +32,32 @@ def _check_common(name: str, flat: torch.Tensor, spans: torch.Tensor, scale: tor
     return K
 
 
+# attribute of a spans table whose every row was checked: (token_size, numel, the table's version at the check);
+# views (the blocks a forecaster passes) are looked up through their base, so one check serves every block until
+# the table is modified in place
+CHECKED_ATTR = "_weightcast_spans_checked"
+
+
 def _check_spans_fit(name: str, spans: torch.Tensor, token_size: int, numel: int) -> None:
-    """Every span lies inside the buffer and fits a token of ``token_size`` slots (one reduction, one host sync):
-    the kernels read and write through the spans without bounds checks."""
+    """Every span lies inside the buffer and fits a token of ``token_size`` slots: the kernels read and write
+    through the spans without bounds checks. One reduction and one host sync per spans tensor (and after each
+    in-place change of it), not per call."""
     if spans.numel() == 0:
         return
-    start, count, bias = spans.unbind(1)
+    whole = spans if spans._base is None else spans._base
+    rows_of_whole = (whole.dim() == 2 and whole.shape[1] == 3 and whole.is_contiguous()
+                     and (spans.storage_offset() - whole.storage_offset()) % 3 == 0)
+    if not rows_of_whole:  # a view that is not a block of rows of a spans table: check the view itself
+        whole = spans
+    if getattr(whole, CHECKED_ATTR, None) == (token_size, numel, whole._version):
+        return
+    start, count, bias = whole.unbind(1)
     bad = (start < 0) | (count < 0) | (start + count > numel) | (bias >= numel) | \
           (count + (bias >= 0).long() > token_size)
     if bool(bad.any()):
         raise ValueError(f"{name}: spans do not fit a buffer of {numel} values and tokens of {token_size} slots; "
                          "build them with a weightcast.wsl.Tokenizer of this token size for these parameters")
+    setattr(whole, CHECKED_ATTR, (token_size, numel, whole._version))
 
 
 def _check_f32(name: str, label: str, t: torch.Tensor, shape: tuple, device: torch.device) -> None:
