@@ -219,3 +219,28 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="window is 2"):
         wc.ForecastSGD(model.parameters(), lr=0.1, forecaster=LatentForecaster(tiny_ae(), trajectory="farcast"),
                        window=2)
+
+
+def test_farcast_trajectory_resumes_exactly():
+    """The initial latents (a history row) and the run-wide scales come back with the optimizer's state_dict."""
+    ae = tiny_ae()
+
+    def make(model):
+        return wc.ForecastSGD(model.parameters(), lr=0.05, momentum=0.9, window=5, record_every=2, jump_every=10,
+                              horizon=4, forecaster=LatentForecaster(ae, trajectory="farcast"))
+
+    m1 = small_model()
+    o1 = make(m1)
+    train(m1, o1, 12)
+    buffer = io.BytesIO()
+    torch.save(o1.state_dict(), buffer)
+    buffer.seek(0)
+    m2 = small_model(seed=5)  # other initial weights: the resumed run must not use its own
+    m2.load_state_dict(m1.state_dict())
+    o2 = make(m2)
+    o2.load_state_dict(torch.load(buffer, weights_only=True))
+    train(m1, o1, 10, start=12)
+    train(m2, o2, 10, start=12)
+    assert o1.num_jumps == o2.num_jumps == 2
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
