@@ -15,12 +15,13 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--out", required=True, help="weights file (.safetensors); the card goes next to it (.json)")
     train.add_argument("--token-size", type=int, default=64)
     train.add_argument("--latent", type=int, default=8, help="latent size d per token (compression T/d)")
-    train.add_argument("--hidden", type=int, default=128)
+    train.add_argument("--hidden", type=int, default=64,
+                       help="hidden width (default 64; the defaults reproduce the shipped autoencoder)")
     train.add_argument("--mixer", choices=("mlp", "transformer"), default="mlp",
                        help="middle layers: per-token MLP, or a transformer block over windows of tokens")
     train.add_argument("--window", type=int, default=16, help="tokens per attention window (transformer)")
     train.add_argument("--heads", type=int, default=4, help="attention heads (transformer; divides --hidden)")
-    train.add_argument("--steps", type=int, default=1500)
+    train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--diff-weight", type=float, default=1.0, help="weight of the snapshot-difference loss")
     train.add_argument("--seed", type=int, default=0)
