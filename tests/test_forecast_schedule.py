@@ -240,6 +240,25 @@ def test_guard_rejection_restores_the_jump_step_exactly():
         assert torch.equal(a, b)
 
 
+def test_guard_with_several_criteria_needs_all_of_them_not_to_rise():
+    """loss_fn returning (loss, error): a jump that lowers the first criterion but raises the second is shrunk,
+    then rejected; with the second criterion flat it passes."""
+    from weightcast.optim.guard import JumpGuard
+
+    guard = JumpGuard(lambda: (0.0, 0.0), tolerance=0.1)
+    assert guard.accepts((1.0, 0.5), (0.9, 0.55)) and not guard.accepts((1.0, 0.5), (0.9, 0.56))
+    assert not guard.accepts((1.0, 0.5), (0.9, float("nan")))
+    with pytest.raises(ValueError, match="criteria"):
+        guard.accepts((1.0, 0.5), (0.9,))
+    for error_rises, jumps in ((True, 0), (False, 2)):
+        params = odd_params()
+        calls = iter(range(10**6))
+        opt = wc.ForecastSGD(params, lr=0.05, momentum=0.9, forecaster="linear", window=3)
+        opt.guard_jumps(lambda: (-float(next(calls)), float(next(calls)) if error_rises else 0.0), tries=2)
+        run(opt, params, 7)
+        assert opt.num_jumps == jumps and opt.num_rejected_jumps == 2 - jumps
+
+
 def test_guard_arguments_are_checked():
     opt = wc.ForecastSGD(odd_params(), lr=0.1, forecaster="linear")
     with pytest.raises(ValueError, match="shrink"):

@@ -7,21 +7,26 @@ the jump is judged on) before the jump and after writing the forecast; if the lo
 ``tolerance`` (relative), the horizon is multiplied by ``shrink`` and the forecast rewritten from the same
 window, at most ``tries`` forecasts in all; if none passes, the parameters of the jump step are put back and the
 jump counts in ``num_rejected_jumps``. Each try costs one evaluation of the loss.
+
+``loss_fn`` may also return several criteria (a tuple or list of scalars, e.g. the loss and the error rate on the
+guard's batch): a jump passes only when none of them rises by more than the tolerance. The loss alone can fall
+while the accuracy drops (early in training, when few examples sit near the decision boundary).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 
 @dataclass
 class JumpGuard:
-    """loss_fn() -> scalar loss (tensor or float) of the model with its current parameters."""
+    """loss_fn() -> scalar loss (tensor or float) of the model with its current parameters, or a tuple/list of
+    such criteria (module docstring)."""
 
-    loss_fn: Callable[[], torch.Tensor | float]
+    loss_fn: Callable[[], torch.Tensor | float | Sequence[torch.Tensor | float]]
     tolerance: float = 0.0
     shrink: float = 0.5
     tries: int = 3
@@ -34,9 +39,14 @@ class JumpGuard:
                              f"shrink={self.shrink}, tries={self.tries}")
 
     @torch.no_grad()
-    def loss(self) -> float:
-        return float(self.loss_fn())
+    def loss(self) -> tuple[float, ...]:
+        """The criteria of the model as it is now, as a tuple of floats (one for a scalar ``loss_fn``)."""
+        value = self.loss_fn()
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        return tuple(float(v) for v in values)
 
-    def accepts(self, before: float, after: float) -> bool:
-        """True when ``after`` is finite and at most ``before`` plus the relative tolerance."""
-        return math.isfinite(after) and after <= before + self.tolerance * abs(before)
+    def accepts(self, before: tuple[float, ...], after: tuple[float, ...]) -> bool:
+        """True when every criterion ``after`` is finite and at most its ``before`` plus the relative tolerance."""
+        if len(before) != len(after):
+            raise ValueError(f"loss_fn returned {len(before)} criteria before the jump and {len(after)} after")
+        return all(math.isfinite(a) and a <= b + self.tolerance * abs(b) for b, a in zip(before, after))

@@ -51,7 +51,8 @@ def forecaster_of(method: str) -> str | None:
 
 def make_optimizer(method: str, params, lr: float, schedule: Schedule) -> torch.optim.Optimizer:
     """Build ``method``: "sgd", "lookahead-sgd", "adamw", "forecast-sgd:<forecaster>", "forecast-adamw:<forecaster>"
-    (a "+guard" suffix on a forecasting method makes the training loop add a jump guard, see run.py)."""
+    (a "+guard" or "+guard-err" suffix on a forecasting method makes the training loop add a jump guard, see
+    run.py)."""
     params = list(params)
     forecaster = forecaster_of(method)
     jump = dict(window=schedule.window, record_every=schedule.record_every, jump_every=schedule.jump_every,

@@ -14,17 +14,27 @@ import torch
 from .methods import Schedule, is_forecasting, make_optimizer
 
 
-GUARD_SUFFIX = "+guard"
+# a suffix on a forecasting method adds a jump guard; its criteria on the guard batch: the loss ("+guard"), or the
+# loss and the error rate ("+guard-err": a jump must lower neither, see weightcast.optim.guard)
+GUARD_SUFFIXES = {"+guard": False, "+guard-err": True}
 GUARD_BATCH = 512  # training examples (fixed per run, never validation data) the jump guard evaluates
 
 
+def guard_of(method: str) -> bool | None:
+    """None without a guard suffix; else whether the guard also watches the error rate."""
+    return next((with_error for suffix, with_error in GUARD_SUFFIXES.items() if method.endswith(suffix)), None)
+
+
 @torch.no_grad()
-def _eval_loss(task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Loss of ``model`` in eval mode (batch norm statistics untouched) on a fixed batch."""
+def _eval_guard(task, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, with_error: bool):
+    """Loss of ``model`` in eval mode (batch norm statistics untouched) on a fixed batch; with ``with_error``,
+    (loss, error rate of the arg-max prediction: per example, or per token for the GPT)."""
     was_training = model.training
     model.eval()
     try:
-        return float(task.loss(model(x), y))
+        logits = model(x)
+        loss = float(task.loss(logits, y))
+        return (loss, float((logits.argmax(-1) != y).float().mean())) if with_error else loss
     finally:
         model.train(was_training)
 
@@ -78,9 +88,10 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
         eval_seconds[0] += time.perf_counter() - start
         return value
 
-    if is_forecasting(method) and method.endswith(GUARD_SUFFIX):
+    with_error = guard_of(method)
+    if is_forecasting(method) and with_error is not None:
         gx, gy = next(task.batches(GUARD_BATCH, generator=seed + 7919))
-        opt.guard_jumps(lambda: _eval_loss(task, model, gx, gy))
+        opt.guard_jumps(lambda: _eval_guard(task, model, gx, gy, with_error))
     if is_forecasting(method):
         before: list[float] = []
         opt.register_jump_hooks(before=lambda o, t: before.append(measure()),
