@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import weightcast as wc  # noqa: E402
 from weightcast import models  # noqa: E402
-from common import RESULTS, device_name, device_slug  # noqa: E402
+from common import RESULTS, device_name, device_slug, median_ms  # noqa: E402
 
 FIELDS = ["device", "model", "params", "forecaster", "backend", "record_ms", "forecast_ms", "jump_ms", "sgd_step_ms",
           "train_step_ms", "jump_over_sgd", "jump_over_train", "overhead_per_step", "params_MB", "history_MB",
@@ -62,21 +61,6 @@ def build(name: str, device: str):
     return model, loss
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    """Median milliseconds of fn() over ``repeats`` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
-
-
 def bench_model(name: str, device: str, forecasters: list[str], repeats: int) -> list[dict]:
     torch.manual_seed(0)
     model, loss = build(name, device)
@@ -89,8 +73,8 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
         loss().backward()
         sgd.step()
 
-    train_ms = timed(train_step, device, repeats)
-    sgd_ms = timed(sgd.step, device, repeats)
+    train_ms = median_ms(train_step, device, repeats, warmup=1)[0]
+    sgd_ms = median_ms(sgd.step, device, repeats, warmup=1)[0]
     rows = []
     for fname in forecasters:
         opt = wc.ForecastSGD(params, lr=1e-3, momentum=0.9, forecaster=fname, window=5, record_every=1,
@@ -108,8 +92,8 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
 
         forecast = lambda: engine._forecast_all(ready, clock[0] + 5)  # noqa: E731
         with torch.no_grad():
-            record_ms = timed(record, device, repeats)
-            forecast_ms = timed(forecast, device, repeats)
+            record_ms = median_ms(record, device, repeats, warmup=1)[0]
+            forecast_ms = median_ms(forecast, device, repeats, warmup=1)[0]
         f = engine.forecaster
         hist = sum(b.history.numel() * b.history.element_size() for _, b in ready)
         maps = sum(f.map_bytes(b) for _, b in ready) if hasattr(f, "map_bytes") else 0
@@ -148,10 +132,11 @@ def bench_ops(name: str, device: str, repeats: int) -> list[dict]:
                                                                                            b == "triton")]
     for backend in backends:
         with wc.ops.use_backend(backend), torch.no_grad():
-            enc = timed(lambda: wc.ops.tokenize_encode(flat, tok.spans, scale, ae.enc_w, bias), device, repeats)
+            encode = lambda: wc.ops.tokenize_encode(flat, tok.spans, scale, ae.enc_w, bias)  # noqa: E731
             out = flat.clone()
-            dec = timed(lambda: wc.ops.decode_overwrite(out, hidden, ae.dec_w, None, tok.spans, scale, True), device,
-                        repeats)
+            decode = lambda: wc.ops.decode_overwrite(out, hidden, ae.dec_w, None, tok.spans, scale, True)  # noqa: E731
+            enc = median_ms(encode, device, repeats, warmup=1)[0]
+            dec = median_ms(decode, device, repeats, warmup=1)[0]
         rows.append({"model": name, "tokens": K, "backend": backend, "tokenize_encode_ms": round(enc, 3),
                      "decode_overwrite_ms": round(dec, 3)})
         print(rows[-1], flush=True)
