@@ -32,6 +32,7 @@ per parameter at T = 64) -- together less than one float32 copy of the parameter
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -101,16 +102,11 @@ class LatentForecaster(Forecaster):
         self._per_device: dict[torch.device, Any] = {}
 
     def _ae_on(self, device: torch.device):
+        """The autoencoder on ``device`` (one copy per device; the CPU one is the original)."""
         if device not in self._per_device:
-            self._per_device[device] = self.autoencoder if device.type == "cpu" else self._copy_to(device)
+            self._per_device[device] = self.autoencoder if device.type == "cpu" else \
+                copy.deepcopy(self.autoencoder).to(device)
         return self._per_device[device]
-
-    def _copy_to(self, device: torch.device):
-        from ..wsl.autoencoder import WeightAutoencoder
-
-        ae = WeightAutoencoder(**self.autoencoder.config()).to(device)
-        ae.load_state_dict(self.autoencoder.state_dict())
-        return ae.eval().requires_grad_(False)
 
     def _blocks(self, num_tokens: int):
         return [slice(k0, min(k0 + self.block_tokens, num_tokens))
@@ -139,14 +135,6 @@ class LatentForecaster(Forecaster):
             h1 = ops.tokenize_encode(bucket.flat, tok.spans[sl], 1.0 / codec.token_scale(sl), ae.enc_w,
                                      ae.first_layer_bias(tok.positions_of(sl)))
             z[sl] = ae.encode_hidden(h1)
-
-    @torch.no_grad()
-    def encode(self, bucket) -> torch.Tensor:
-        """Latents (K, d) of the bucket's current parameters with the current scales."""
-        codec = self._codecs[id(bucket)]
-        row = torch.empty(codec.tok.num_tokens * codec.ae.latent, dtype=torch.float32, device=bucket.device)
-        self._encode_into(bucket, codec, row)
-        return row.view(codec.tok.num_tokens, codec.ae.latent)
 
     @torch.no_grad()
     def _record(self, bucket, slot: int) -> torch.Tensor:

@@ -115,16 +115,11 @@ class WeightAutoencoder(nn.Module):
         self.enc_w = nn.Parameter(torch.randn(hidden, token_size) / math.sqrt(token_size))
         self.enc_pos = nn.Parameter(torch.randn(hidden, P) / math.sqrt(P))
         self.enc_b = nn.Parameter(torch.zeros(hidden))
-        if mixer == "mlp":
-            self.enc_mid = nn.Linear(hidden, hidden)
-        else:
-            self.enc_mix = WindowBlock(hidden, window, heads)
+        # the middle layers: per token (Linear) or over token windows (WindowBlock), (K, H) -> (K, H) either way
+        self.enc_mid = nn.Linear(hidden, hidden) if mixer == "mlp" else WindowBlock(hidden, window, heads)
         self.enc_out = nn.Linear(hidden, latent)
         self.dec_in = nn.Linear(latent + P, hidden)
-        if mixer == "mlp":
-            self.dec_mid = nn.Linear(hidden, hidden)
-        else:
-            self.dec_mix = WindowBlock(hidden, window, heads)
+        self.dec_mid = nn.Linear(hidden, hidden) if mixer == "mlp" else WindowBlock(hidden, window, heads)
         self.dec_w = nn.Parameter(torch.randn(token_size, hidden) / math.sqrt(hidden))
         self.dec_b = nn.Parameter(torch.zeros(token_size))
 
@@ -146,16 +141,10 @@ class WeightAutoencoder(nn.Module):
         """(K, H) position term of the first encoder layer for positions (K, P)."""
         return positions @ self.enc_pos.t() + self.enc_b
 
-    def _enc_middle(self, h: torch.Tensor) -> torch.Tensor:
-        return self.enc_mid(h) if self.mixer == "mlp" else self.enc_mix(h)
-
-    def _dec_middle(self, h: torch.Tensor) -> torch.Tensor:
-        return self.dec_mid(h) if self.mixer == "mlp" else self.dec_mix(h)
-
     def encode_hidden(self, h1: torch.Tensor) -> torch.Tensor:
         """Latents (K, d) from the first layer's pre-activation h1 (K, H) of tokens 0..K-1 of a model (or of a
         block of them starting at a multiple of :attr:`token_block_multiple`)."""
-        return self.enc_out(F.silu(self._enc_middle(F.silu(h1))))
+        return self.enc_out(F.silu(self.enc_mid(F.silu(h1))))
 
     def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Latents (K, d) of normalised tokens (K, T) at positions (K, P)."""
@@ -172,7 +161,7 @@ class WeightAutoencoder(nn.Module):
         of one model are decoded."""
         if position_term is None:
             position_term = self.decoder_position_term(positions)
-        return F.silu(self._dec_middle(F.silu(z @ self.dec_in.weight[:, :self.latent].t() + position_term)))
+        return F.silu(self.dec_mid(F.silu(z @ self.dec_in.weight[:, :self.latent].t() + position_term)))
 
     def decode(self, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Normalised tokens (K, T) for latents (K, d)."""
@@ -215,7 +204,7 @@ class _RunTokens:
     def __init__(self, flat: torch.Tensor, shapes: list, token_size: int, group: str):
         tok = Tokenizer(shapes, token_size)
         self.tokenizer = tok
-        self.tokens = flat[:, tok.gather_index] * tok.mask  # (S, K, T)
+        self.tokens = tok.tokenize(flat)  # (S, K, T)
         self.positions, self.mask, self.group = tok.positions, tok.mask.float(), group
 
 

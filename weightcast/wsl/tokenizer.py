@@ -190,21 +190,20 @@ class Tokenizer:
         """(K, T) bool, True where a token slot holds a parameter (computed on demand)."""
         return self.index >= 0
 
-    @property
-    def gather_index(self) -> torch.Tensor:
-        """(K, T) int64 index with padding clamped to 0 (computed on demand)."""
-        return self.index.clamp(min=0)
-
     def map_bytes(self) -> int:
         """Bytes of the maps this tokeniser keeps on its device (spans, token layers and the per-layer tables)."""
         return sum(t.numel() * t.element_size() for t in (self.spans, self.token_layer, self.layer_numel,
                                                            self._layer_ints, self._layer_floats))
 
     def tokenize(self, flat: torch.Tensor) -> torch.Tensor:
-        """(K, T) tokens of ``flat`` (>= numel elements, 1-D), in flat's dtype; padding is 0. One gather."""
-        self._check_flat(flat)
+        """(..., K, T) tokens of ``flat`` (..., >= numel elements), e.g. one buffer (N,) or a trajectory (S, N), in
+        flat's dtype; padding is 0. One gather."""
+        if flat.dim() < 1 or flat.shape[-1] < self.numel:
+            raise ValueError(f"the flat buffer(s) must have at least {self.numel} elements in the last dimension, "
+                             f"got shape {tuple(flat.shape)}")
+        self._check_device(flat)
         index = self.index
-        return flat[index.clamp(min=0)] * (index >= 0)
+        return flat[..., index.clamp(min=0)] * (index >= 0)
 
     def detokenize(self, tokens: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Scatter (K, T) ``tokens`` into ``out`` (1-D, >= numel elements) in place (padding ignored); returns out.
@@ -240,6 +239,9 @@ class Tokenizer:
         if flat.dim() != 1 or flat.numel() < self.numel:
             raise ValueError(f"the flat buffer must be 1-D with at least {self.numel} elements, got shape "
                              f"{tuple(flat.shape)}")
+        self._check_device(flat)
+
+    def _check_device(self, flat: torch.Tensor) -> None:
         if flat.device != self.device:
             raise ValueError(f"the flat buffer is on {flat.device}, the tokeniser's maps on {self.device}")
 
