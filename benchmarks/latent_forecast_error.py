@@ -25,8 +25,9 @@ forecast move ``forecast - last`` and the true move ``target - last``. Reported 
     python benchmarks/latent_forecast_error.py --zoo /work/zoo-default --heldout DIR \\
         --ae AE1.safetensors AE2.safetensors ... --out benchmarks/results/latent
 
-``--heldout DIR`` names a zoo of held-out runs; when DIR has no manifest it is built first (``HELDOUT_SPECS``:
-configurations in :data:`weightcast.zoo.HELD_OUT`, which no training zoo contains; MNIST needs ``--data-dir``).
+``--heldout DIR`` names a zoo of held-out runs; when DIR has no manifest it is built first with the runs the learned
+forecasters are judged on (:func:`weightcast.forecasters.evaluate.held_out_specs`: configurations in
+:data:`weightcast.zoo.HELD_OUT`, which no training zoo contains; MNIST needs ``--data-dir``).
 """
 from __future__ import annotations
 
@@ -41,20 +42,13 @@ import torch
 
 from weightcast import forecasters as wc_forecasters
 from weightcast.forecasters import least_squares_line_coefficients
+from weightcast.forecasters.evaluate import held_out_specs
 from weightcast.forecasters.latent import LatentForecaster
 from weightcast.history import Bucket
 from weightcast.wsl import load_autoencoder
-from weightcast.zoo import RunSpec, build_zoo
+from weightcast.zoo import build_zoo
 from weightcast.zoo.dataset import split_runs
 from weightcast.zoo.store import load_trajectory, read_manifest
-
-# held-out trajectories (never in a training zoo): the wide LeNet-5 on MNIST at the zoo's two SGD learning rates,
-# and the 4-layer, 64-wide GPT (the zoo's GPTs have 2 layers, 32 or 48 wide)
-HELDOUT_SPECS = [RunSpec("mnist", "lenet5", {"width": 4}, "sgd", lr, {"momentum": 0.9}, steps=600, record_every=10,
-                         eval_every=100, eval_size=1000) for lr in (0.01, 0.05)] + \
-                [RunSpec("chars", "gpt", {"n_layer": 4, "n_head": 4, "n_embd": 64}, "sgd", 0.05, {"momentum": 0.9},
-                         batch_size=16, steps=600, record_every=10, eval_every=100, eval_size=64)]
-
 
 def runs_of(zoo: Path, split: str | None) -> list[tuple[dict, dict, torch.Tensor]]:
     """(entry, snapshots, steps) of the runs of ``split`` (None: all runs)."""
@@ -136,7 +130,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.heldout is not None and not (args.heldout / "manifest.json").is_file():
-        build_zoo(args.heldout, HELDOUT_SPECS, args.data_dir, allow_held_out=True)
+        build_zoo(args.heldout, held_out_specs(), args.data_dir, allow_held_out=True)
     forecasters = {}  # name -> factory (one forecaster per run: farcast keeps the run's initial weights)
     for path in args.ae:
         ae = load_autoencoder(path)
