@@ -1,28 +1,15 @@
-"""Helpers shared by the benchmarks: device names, result paths, and median timing (weightcast.timing)."""
+"""Helpers shared by the benchmarks: device names, result paths, the one results writer (weightcast.results) and
+median timing (weightcast.timing)."""
 from __future__ import annotations
 
-import platform
 import re
 from pathlib import Path
 
-import torch
 
+from weightcast.results import device_name, write_results  # noqa: F401  (re-exported for the scripts)
 from weightcast.timing import median_ms  # noqa: F401  (re-exported for the benchmark scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def device_name(device: str) -> str:
-    """Human name of the device: the GPU's name, or the CPU model."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def device_slug(device: str) -> str:
