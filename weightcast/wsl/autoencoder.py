@@ -29,7 +29,6 @@ differences, so that is the error that lands in the parameters with the residual
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -168,31 +167,33 @@ class WeightAutoencoder(nn.Module):
         return self.decode_hidden(z, positions) @ self.dec_w.t() + self.dec_b
 
 
-def save_autoencoder(model: WeightAutoencoder, path: str | os.PathLike, card: dict) -> None:
-    """Weights to ``path`` (safetensors, config in its metadata) and ``card`` (+ config) to ``path`` .json."""
-    from safetensors.torch import save_file
+KIND = "latent-ae"  # the kind of autoencoder weight files (weightcast.weights_io)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(model.config())})
-    path.with_suffix(".json").write_text(json.dumps(dict(card, config=model.config()), indent=2) + "\n")
+
+def _state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the state dict of ``WeightAutoencoder(**config)`` (built on the meta device)."""
+    with torch.device("meta"):
+        model = WeightAutoencoder(**config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def save_autoencoder(model: WeightAutoencoder, path: str | os.PathLike, card: dict) -> None:
+    """Weights to ``path`` and ``card`` (plus the config) beside it as ``.json``, both atomically, in the project's
+    weight-file format (:mod:`weightcast.weights_io`, kind ``"latent-ae"``). Non-finite weights raise
+    :class:`~weightcast.weights_io.WeightFileError` and nothing is written."""
+    from ..weights_io import save_weights
+
+    save_weights(path, model.state_dict(), kind=KIND, config=model.config(), card=dict(card, config=model.config()))
 
 
 def load_autoencoder(path: str | os.PathLike | None = None) -> WeightAutoencoder:
     """The autoencoder saved at ``path`` (default: the weights shipped with the package), in eval mode. A config
-    without ``mixer`` (every file saved before the option existed) is an MLP."""
-    from safetensors import safe_open
+    without ``mixer`` is an MLP. Raises :class:`~weightcast.weights_io.WeightFileError` (a ValueError) naming the
+    path for a missing, truncated, non-safetensors, wrong-kind, mis-shaped or non-finite file."""
+    from ..weights_io import load_weights
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no autoencoder weights at {path}; train some with `weightcast ae train --zoo DIR "
-                                "--out FILE`")
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads((f.metadata() or {}).get("config", "null") or "null")
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} has no autoencoder config in its metadata; was it saved by save_autoencoder?")
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    config, state = load_weights(path, KIND, _state_shapes, remake=f"weightcast ae train --zoo DIR --out {path}")
     model = WeightAutoencoder(**config)
     model.load_state_dict(state)
     return model.eval()
