@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..errors import InputError
 
 from .tokenizer import POSITION_FEATURES, Tokenizer
 
@@ -100,14 +102,14 @@ class WeightAutoencoder(nn.Module):
                  window: int = 16, heads: int = 4):
         super().__init__()
         if min(token_size, latent, hidden) < 1:
-            raise ValueError(f"token_size, latent and hidden must be >= 1, got {token_size}, {latent}, {hidden}")
+            raise InputError(f"token_size, latent and hidden must be >= 1, got {token_size}, {latent}, {hidden}")
         if mixer not in MIXERS:
-            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+            raise InputError(f"mixer must be one of {MIXERS}, got {mixer!r}")
         if window < 1:
-            raise ValueError(f"window must be >= 1 token, got {window}")
+            raise InputError(f"window must be >= 1 token, got {window}")
         if mixer == "transformer":
             if heads < 1 or hidden % heads:
-                raise ValueError(f"the transformer mixer needs hidden ({hidden}) to be a multiple of heads ({heads})")
+                raise InputError(f"the transformer mixer needs hidden ({hidden}) to be a multiple of heads ({heads})")
         self.token_size, self.latent, self.hidden = token_size, latent, hidden
         self.mixer, self.window, self.heads = mixer, window, heads
         P = POSITION_FEATURES
@@ -217,14 +219,14 @@ def _load_runs(zoo_dir, split: str, token_size: int, seed: int) -> list[_RunToke
         raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     runs = []
     for part in (("train", "val") if split == "all" else (split,)):
-        ds = TrajectoryDataset(zoo_dir, split=part, window=1, horizon=1, granularity="model", seed=seed)
+        ds = TrajectoryDataset(zoo_dir, split=part, window=1, horizon=1, granularity="model", seed=seed,
+                               usable_only=True)
         for entry, flat in zip(ds.runs, ds.flat):
-            if entry.get("diverged") or not torch.isfinite(flat).all():
-                continue
             runs.append(_RunTokens(flat, [t["shape"] for t in entry["tensors"]], token_size,
                                    f"{entry['spec']['task']}-{entry['spec']['arch']}"))
     if not runs:
-        raise ValueError(f"the {split} split of {zoo_dir} has no usable runs")
+        raise InputError(f"the {split} split of {zoo_dir} has no usable runs (finite, not diverged); build a zoo "
+                         "with more runs (weightcast zoo build)")
     return runs
 
 
@@ -306,8 +308,10 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     per_pair = max(1, batch_tokens // pairs_per_batch)
     start, last = time.perf_counter(), (float("nan"), float("nan"))
-    bar = _progress(steps, progress)
-    for step in range(steps):
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    bar = tqdm(range(steps), desc="train autoencoder", disable=not progress)
+    for step in bar:
         model.train()
         recon_sum, diff_sum = 0.0, 0.0
         opt.zero_grad(set_to_none=True)
@@ -325,8 +329,11 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
         opt.step()
         sched.step()
         last = (recon_sum, diff_sum)
-        bar(step, f"recon {recon_sum:.3g} diff {diff_sum:.3g}")
-    bar(steps, "")
+        if not math.isfinite(recon_sum + diff_sum):
+            raise InputError(f"the autoencoder training loss is non-finite at step {step}; nothing was written. "
+                             f"Lower --lr (now {lr}) and train again")
+        if step % 25 == 0:
+            bar.set_postfix(recon=f"{recon_sum:.3g}", diff=f"{diff_sum:.3g}")
     wall = time.perf_counter() - start
     card = {"format": "weightcast-latent-ae", "version": 1, "zoo": str(zoo_dir),
             "train_runs": len(train_runs), "val_runs": len(val_runs),
@@ -338,20 +345,3 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
                        "snapshot); diff@k: error on the difference of two snapshots k records apart"}
     return model.eval(), card
 
-
-def _progress(total: int, enabled: bool):
-    """A one-line progress bar on stderr: call ``bar(step, text)``."""
-    start = time.perf_counter()
-
-    def bar(step: int, text: str) -> None:
-        if not enabled or (step % 25 and step != total):
-            return
-        frac = step / max(total, 1)
-        filled = int(30 * frac)
-        eta = (time.perf_counter() - start) / max(step, 1) * (total - step)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total} {text} eta {eta:.0f}s ")
-        if step == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return bar
