@@ -80,3 +80,12 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
     with pytest.raises(WeightFileError, match="is a file"):
         check_out_path(tmp_path / "file" / "m.safetensors")
     assert check_out_path(tmp_path / "new" / "m.safetensors") == tmp_path / "new" / "m.safetensors"
+
+
+def test_files_of_the_earlier_forecaster_format_still_load(tmp_path):
+    from safetensors.torch import save
+
+    meta = {"format": "weightcast-forecaster", "version": "1", "kind": "toy", "config": json.dumps({"n": 1})}
+    (tmp_path / "old.safetensors").write_bytes(save({"w": torch.ones(1, 3), "b": torch.ones(1)}, metadata=meta))
+    config, tensors = load_weights(tmp_path / "old.safetensors", "toy", shapes)
+    assert config == {"n": 1} and torch.equal(tensors["w"], torch.ones(1, 3))

@@ -2,7 +2,8 @@
 
 A weight file ``NAME.safetensors`` holds the component's tensors and, in the safetensors header metadata:
 
-* ``format = "weightcast-weights"`` and ``version = "1"``;
+* ``format = "weightcast-weights"`` and ``version = "1"`` (files of the earlier ``weightcast-forecaster`` format,
+  version 1, which has the same fields, are read too);
 * ``kind``: which component it is ("farcast", "wnn", "latent-ae", ...), checked on load;
 * ``config``: the JSON of the component's constructor arguments, which fix every tensor's shape.
 
@@ -31,6 +32,8 @@ import torch
 from .errors import InputError
 
 FORMAT, VERSION = "weightcast-weights", 1
+# earlier formats with the same header fields, still read: (format, version)
+COMPATIBLE = {("weightcast-forecaster", "1")}
 SUFFIX = ".safetensors"
 
 
@@ -122,6 +125,8 @@ def load_weights(path: str | os.PathLike, kind: str,
             meta = f.metadata() or {}
             names = list(f.keys())
             got_shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+            if (meta.get("format"), meta.get("version")) in COMPATIBLE:
+                meta = {**meta, "format": FORMAT, "version": str(VERSION)}
             if meta.get("format") == FORMAT and meta.get("kind") == kind:
                 tensors = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
