@@ -50,6 +50,8 @@ def test_window_the_runs_cannot_supply_is_refused_at_once(quick_zoo, tmp_path, c
     err = run_error(train_args(quick_zoo, tmp_path / "f.safetensors", "--window", "1"), capsys)
     assert "at least 2 snapshots" in err
     assert not list(tmp_path.iterdir())
+    err = run_error(train_args(tmp_path, tmp_path / "f.safetensors"), capsys)  # a folder that is not a zoo
+    assert "is not a zoo: it has no manifest.json" in err
 
 
 def test_horizons_beyond_the_runs_are_refused_and_trained_ones_are_all_trained(quick_zoo, tmp_path, capsys):

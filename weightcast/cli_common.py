@@ -3,7 +3,7 @@ shown), and the top-level handling of user errors and Ctrl-C.
 
 Use :func:`positive_int` (and friends) as ``type=`` of every count, size or step option, so that a bad value is
 an argparse error before anything runs (``weightcast zoo build: error: argument --max-runs: -3 is out of range:
-pass a finite number >= 1``); build subparsers with ``formatter_class=HelpFormatter``.
+pass an integer >= 1``); build subparsers with ``formatter_class=HelpFormatter``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _number(text: str, parse, lowest: float, inclusive: bool):
             from None
     if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
         bound = f">= {lowest:g}" if inclusive else f"> {lowest:g}"
-        raise argparse.ArgumentTypeError(f"{text} is out of range: pass a finite number {bound}")
+        what = "an integer" if parse is int else "a finite number"
+        raise argparse.ArgumentTypeError(f"{text} is out of range: pass {what} {bound}")
     return value
 
 
@@ -70,9 +71,13 @@ def run_command(args: argparse.Namespace, prog: str = "weightcast") -> int:
     """Run ``args.func(args)``: a :class:`weightcast.errors.InputError` (bad input the user can fix) is printed
     as one line, exit status 1; Ctrl-C prints ``args.on_interrupt`` (if the subcommand set one), exit status 130.
     Other exceptions are bugs and keep their traceback (``WEIGHTCAST_TRACEBACK=1`` shows it for input errors
-    too)."""
+    too). Warnings (e.g. a skipped run) are printed as ``prog: warning: message``."""
+    import warnings
+
     from .errors import InputError
 
+    plain = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_, **__: f"{prog}: warning: {message}\n"
     try:
         return int(args.func(args) or 0)
     except InputError as exc:
@@ -83,3 +88,5 @@ def run_command(args: argparse.Namespace, prog: str = "weightcast") -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: {getattr(args, 'on_interrupt', 'interrupted')}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = plain

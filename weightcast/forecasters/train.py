@@ -54,7 +54,7 @@ class ZooWindows:
                              "build a zoo with more runs (weightcast zoo build)")
         snapshots = [len(steps) for steps in self.steps]
         if max(snapshots) < window + max_horizon:
-            spacing = sorted({e["spec"]["record_every"] for e in self.runs})
+            spacing = "/".join(str(k) for k in sorted({e["spec"]["record_every"] for e in self.runs}))
             raise InputError(
                 f"the {split} split of {zoo_dir} cannot supply a window of {window} snapshots with a horizon of "
                 f"{max_horizon} record intervals: that needs runs of at least {window + max_horizon} snapshots, and "
@@ -216,7 +216,7 @@ def train(zoo_dir, cfg: TrainConfig, progress: bool = True, command: str | None 
         pred = predict(b)
         loss = ((pred - b["target"]).abs() / b["scale"]).mean()
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the {cfg.kind} training loss is non-finite ({float(loss)}) at step {step}; "
+            raise TrainingDiverged(f"the {cfg.kind} training loss is non-finite ({float(loss.detach())}) at step {step}; "
                                    f"nothing was written. Lower --lr (now {cfg.lr}) and train again")
         total = loss
         if cfg.kind == FARCAST and cfg.reg > 0:

@@ -75,7 +75,7 @@ class TrajectoryDataset(Dataset):
         if window < 1 or horizon < 1:
             raise ValueError(f"window and horizon must be at least 1, got {window} and {horizon}")
         self.window, self.horizon, self.granularity = window, horizon, granularity
-        entries = read_manifest(zoo_dir)["runs"]
+        entries = read_manifest(zoo_dir, missing_ok=False)["runs"]
         train_ids, val_ids = split_runs(entries, val_fraction, seed)
         ids = set(val_ids if split == "val" else train_ids)
         tasks, archs = _selected(task), _selected(arch)
