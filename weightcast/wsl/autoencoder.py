@@ -230,9 +230,10 @@ def _load_runs(zoo_dir, split: str, token_size: int, seed: int) -> list[_RunToke
     return runs
 
 
-def evaluate_on_zoo(model: WeightAutoencoder, zoo_dir: str | os.PathLike, split: str = "all", seed: int = 0) -> dict:
+def evaluate_on_zoo(model: WeightAutoencoder, zoo_dir: str | os.PathLike, split: str = "all", seed: int = 0,
+                    progress: bool = False) -> dict:
     """:func:`evaluate` on the runs of ``split`` ("train", "val" or "all") of a zoo, e.g. a zoo of held-out runs."""
-    return evaluate(model, _load_runs(zoo_dir, split, model.token_size, seed))
+    return evaluate(model, _load_runs(zoo_dir, split, model.token_size, seed), progress=progress)
 
 
 def _pair(run: _RunTokens, t0: int, t1: int, tokens: torch.Tensor | None = None):
@@ -254,13 +255,14 @@ def _losses(model: WeightAutoencoder, a, b, pos, mask) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def evaluate(model: WeightAutoencoder, runs: list[_RunTokens], gaps=(1, 5, 10), stride: int = 5) -> dict:
+def evaluate(model: WeightAutoencoder, runs: list[_RunTokens], gaps=(1, 5, 10), stride: int = 5,
+             progress: bool = False) -> dict:
     """Relative L2 errors on whole snapshots: ``recon`` = ||x' - x|| / ||x||, ``diff@k`` = ||(b' - a') - (b - a)||
     / ||b - a|| for snapshot pairs k records apart (normalised space), averaged over runs, per (task, arch) group
     and overall."""
     model.eval()
     per_group: dict[str, dict[str, list[float]]] = {}
-    for run in runs:
+    for run in tqdm(runs, desc="evaluate", unit="run", disable=not progress, leave=False):
         S = run.tokens.shape[0]
         g = per_group.setdefault(run.group, {})
         for t0 in range(0, S - 1, stride):

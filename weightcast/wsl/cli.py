@@ -44,6 +44,7 @@ def add_subparser(subparsers) -> None:
     ev.add_argument("--zoo", required=True, type=existing_dir, help="zoo directory, e.g. of held-out runs")
     ev.add_argument("--split", choices=("all", "val", "train"), default="all", help="runs to evaluate on")
     ev.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ev.set_defaults(func=run_eval)
 
 
@@ -75,7 +76,7 @@ def run_eval(args: argparse.Namespace) -> int:
     results = {"zoo": str(args.zoo), "split": args.split,
                "metrics": "relative L2 errors in the normalised space; diff@k: on the difference of two "
                           "snapshots k records apart",
-               "autoencoders": {name: evaluate_on_zoo(model, args.zoo, args.split)
+               "autoencoders": {name: evaluate_on_zoo(model, args.zoo, args.split, progress=not args.no_progress)
                                 for name, model in autoencoders.items()}}
     text = json.dumps(results, indent=2)
     if args.out:
