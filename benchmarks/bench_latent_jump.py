@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import weightcast as wc  # noqa: E402
 from weightcast import models  # noqa: E402
 from common import RESULTS, device_name, device_slug, long_rows, median_ms, write_results  # noqa: E402
-from weightcast.cli_common import HelpFormatter, positive_int  # noqa: E402
+from weightcast.cli_common import DocstringHelpFormatter, positive_int  # noqa: E402
 
 MODELS = ("lenet5", "resnet18", "gpt")
 # metric -> unit of the jump rows and of the --ops-only rows
@@ -153,7 +153,7 @@ def markdown(title: str, rows: list[dict], cols: list[str]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="models to time")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per median")

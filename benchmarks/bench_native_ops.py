@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, device_name, device_slug, long_rows, median_ms, write_results
-from weightcast.cli_common import HelpFormatter, positive_int
+from weightcast.cli_common import DocstringHelpFormatter, positive_int
 
 PEAK_GBS = {"H200": 4800.0, "H100 80GB HBM3": 3350.0, "H100 SXM": 3350.0, "H100 PCIe": 2000.0, "H100 NVL": 3900.0,
             "A100-SXM4-80GB": 2039.0, "A100-SXM4-40GB": 1555.0}
@@ -38,7 +38,7 @@ def bandwidth_rows(benchmark: str, rows: list[dict], threads: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1_000_000, 11_000_000, 25_000_000],
                         help="elements per op")

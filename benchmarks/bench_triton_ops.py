@@ -21,7 +21,7 @@ import torch
 
 from common import RESULTS, device_slug, write_results
 from bench_native_ops import bandwidth_rows
-from weightcast.cli_common import HelpFormatter, positive_int
+from weightcast.cli_common import DocstringHelpFormatter, positive_int
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Nominal HBM bandwidth (GB/s) by device name, for the "% of peak" column.
@@ -56,7 +56,7 @@ def _time(fn) -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
     parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1_000_000, 11_000_000, 25_000_000],
                         help="elements per kernel")
     parser.add_argument("--window", type=positive_int, default=5, help="history rows of lincomb")

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from weightcast import forecasters as wc_forecasters
-from weightcast.cli_common import HelpFormatter, existing_dir, positive_int
+from weightcast.cli_common import DocstringHelpFormatter, existing_dir, positive_int
 from weightcast.forecasters import least_squares_line_coefficients
 from weightcast.forecasters.evaluate import held_out_specs
 from weightcast.forecasters.latent import LatentForecaster
@@ -116,7 +116,7 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
     parser.add_argument("--zoo", type=existing_dir, required=True, help="zoo whose validation runs are used")
     parser.add_argument("--heldout", type=Path, default=None, help="a zoo of held-out runs (all used)")
     parser.add_argument("--ae", type=Path, nargs="+", required=True, help="autoencoder weight files")

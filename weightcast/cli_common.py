@@ -3,7 +3,8 @@ shown), and the top-level handling of user errors and Ctrl-C.
 
 Use :func:`positive_int` (and friends) as ``type=`` of every count, size or step option, so that a bad value is
 an argparse error before anything runs (``weightcast zoo build: error: argument --max-runs: -3 is out of range:
-pass an integer >= 1``); build subparsers with ``formatter_class=HelpFormatter``.
+pass an integer >= 1``); build subparsers with ``formatter_class=HelpFormatter`` (``DocstringHelpFormatter`` for a module docstring as
+description).
 """
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ import sys
 from pathlib import Path
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default in ``--help`` and keeps descriptions as written."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default in ``--help`` (not for flags, nor for None, whose meaning the help text
+    gives)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class DocstringHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the description as written (for a module docstring)."""
 
 
 def _number(text: str, parse, lowest: float, inclusive: bool):

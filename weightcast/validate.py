@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import build_info, ops
-from .cli_common import HelpFormatter, positive_count
+from .cli_common import DocstringHelpFormatter, positive_count
 from .forecasters import least_squares_line_coefficients
 from .timing import median_ms
 
@@ -138,7 +138,7 @@ def short_study(device: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m weightcast.validate", description=__doc__,
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=DocstringHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device to validate")
     parser.add_argument("--out", type=Path, default=Path("weightcast-validate.json"), help="JSON report")

@@ -28,7 +28,8 @@ def add_subparser(subparsers) -> None:
     build.add_argument("--data-dir", type=existing_dir, default=None,
                        help=f"directory with MNIST (or its mnist/ folder); default ${ENV_VAR}; "
                             "without either, the zoo has no MNIST runs")
-    build.add_argument("--quick", action="store_true", help="a tiny zoo of digits runs for tests (a few seconds)")
+    build.add_argument("--quick", action="store_true",
+                       help="a tiny zoo for tests: 4 digits MLP runs and 1 tiny GPT run, no MNIST (a few seconds)")
     build.add_argument("--max-runs", type=positive_int, default=None, help="stop after this many new runs")
     build.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     build.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -48,7 +49,7 @@ def run_build(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir or os.environ.get(ENV_VAR)
     if args.quick and data_dir:
-        print(f"note: --quick builds digits runs only; the data directory {data_dir} is not used",
+        print(f"note: --quick builds no MNIST runs; the data directory {data_dir} is not used",
               file=sys.stderr)
     if not args.quick and data_dir and not Path(data_dir).is_dir():
         raise InputError(f"${ENV_VAR}={data_dir} is not a directory; point it (or --data-dir) at the folder with "
