@@ -65,6 +65,15 @@ def test_horizons_beyond_the_runs_are_refused_and_trained_ones_are_all_trained(q
     assert (f.A.abs().sum(1) > 0).all()  # every horizon the card claims moved from its zero initialisation
 
 
+def test_sampling_horizons_no_run_can_supply_fails_instead_of_hanging(quick_zoo):
+    from weightcast.forecasters.train import ZooWindows
+
+    windows = ZooWindows(quick_zoo, "train", window=5, max_horizon=4, strides=(1, 2))
+    assert len(windows.samples(torch.Generator().manual_seed(0), 8, horizons=(4,))) == 8
+    with pytest.raises(wc.errors.InputError, match="no run .* can supply"):
+        windows.samples(torch.Generator().manual_seed(0), 8, horizons=(2.5,))  # stride 2 needs 14 snapshots
+
+
 # --- non-finite snapshots and weights ------------------------------------------------------------------------------
 
 def poison(zoo, index=0):

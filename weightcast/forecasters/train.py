@@ -64,7 +64,14 @@ class ZooWindows:
 
     def samples(self, generator: torch.Generator, count: int, horizons=None) -> list[tuple[int, int, int, int]]:
         """``count`` random (run, start, stride, offset) with the whole window and target inside the run.
-        ``horizons``: the allowed h = offset / stride (default: every offset up to max_horizon * stride)."""
+        ``horizons``: the allowed h = offset / stride (default: every offset up to max_horizon * stride). Raises
+        InputError when no run can supply any of them (instead of drawing forever)."""
+        longest = max(len(steps) for steps in self.steps)
+        if not any(longest - 1 - j - (self.window - 1) * s >= 0 for s in self.strides
+                   for j in range(1, self.max_horizon * s + 1) if horizons is None or j / s in horizons):
+            raise InputError(f"no run of {len(self.runs)} (at most {longest} snapshots) can supply a window of "
+                             f"{self.window} snapshots {self.strides} records apart and a horizon in {horizons}; "
+                             "ask for shorter horizons or use a zoo with longer runs")
         out = []
         while len(out) < count:
             r = int(torch.randint(len(self.runs), (1,), generator=generator))
