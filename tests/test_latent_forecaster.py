@@ -73,7 +73,7 @@ def test_residual_jump_moves_params_by_the_decoded_latent_difference():
     (_, bucket), = engine.buckets
     codec = engine.forecaster._codecs[id(bucket)]
     seen = {}
-    engine.jump_pre_hooks.append(lambda o, t: seen.setdefault("before", bucket.flat.clone()))
+    opt.register_jump_hooks(before=lambda o, t: seen.setdefault("before", bucket.packed()))
     train(model, opt, 6)  # records at 2, 4, 6 and jumps at 6 to step 10
     assert opt.num_jumps == 1
     tok, ae = codec.tok, codec.ae
@@ -82,8 +82,8 @@ def test_residual_jump_moves_params_by_the_decoded_latent_difference():
     delta = (ae.decode(torch.einsum("w,wkd->kd", c, Z), tok.positions) - ae.decode(Z[2], tok.positions))
     scale = codec.token_scale(slice(None))
     expected = tok.detokenize(tok.tokenize(seen["before"]) + delta * scale[:, None], seen["before"].clone())
-    torch.testing.assert_close(bucket.flat, expected, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(bucket.flat, seen["before"])
+    torch.testing.assert_close(bucket.packed(), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(bucket.packed(), seen["before"])
 
 
 def test_frozen_trajectory_is_kept():
@@ -180,7 +180,7 @@ def test_farcast_trajectory_keeps_the_initial_latents_and_uses_farcast_weights()
     torch.testing.assert_close(bucket.history[5].view(-1, 4), z0, rtol=1e-5, atol=1e-5)
     scales = codec.layer_scale.clone()
     seen = {}
-    engine.jump_pre_hooks.append(lambda o, t: seen.setdefault("before", bucket.flat.clone()))
+    opt.register_jump_hooks(before=lambda o, t: seen.setdefault("before", bucket.packed()))
     train(model, opt, 10)  # records at 2..10, jumps at 10 to step 14
     assert opt.num_jumps == 1 and torch.equal(codec.layer_scale, scales)  # scales fixed for the run
     c = forecaster.latent_coefficients(bucket.slot_steps, 14).float()
@@ -190,7 +190,7 @@ def test_farcast_trajectory_keeps_the_initial_latents_and_uses_farcast_weights()
     delta = ae.decode(torch.einsum("w,wkd->kd", c, Z), tok.positions) - ae.decode(Z[newest], tok.positions)
     scale = codec.token_scale(slice(None))
     expected = tok.detokenize(tok.tokenize(seen["before"]) + delta * scale[:, None], seen["before"].clone())
-    torch.testing.assert_close(bucket.flat, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bucket.packed(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_block_size_does_not_change_the_jump():

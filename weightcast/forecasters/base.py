@@ -31,16 +31,21 @@ class Forecaster:
         history; ``steps[k]`` is the step at which slot k was recorded, ``target`` the step to forecast."""
         raise NotImplementedError(f"forecaster {self.name!r} is not linear in the history")
 
-    def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
-        """General path, for forecasters not linear in the history: the forecast (N,) of ``bucket``'s parameters
-        at step ``target`` from its window (``bucket.history``, ``bucket.slot_steps``), in a new buffer of the
-        bucket's dtype. The optimizer checks it is finite before writing it."""
+    def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
+        """General path, for forecasters not linear in the history: the forecast of ``bucket``'s parameters at
+        step ``target`` from its window (``bucket.history``, ``bucket.slot_steps``), as one 1-D tensor per
+        parameter (``bucket.numels[i]`` values, the bucket's dtype) in new memory. The optimizer checks the values
+        of the parameters it moves are finite before writing them."""
         raise NotImplementedError(f"forecaster {self.name!r} implements neither coefficients() nor forecast()")
 
     def attach(self, bucket) -> None:
         """Called once for each bucket the optimizer creates: e.g. keep the bucket's initial weights, or store
         something else than raw snapshots by replacing ``bucket.history`` and setting ``bucket.recorder``
         (see :class:`weightcast.history.Bucket`)."""
+
+    def detach(self, bucket) -> None:
+        """Called when the optimizer drops ``bucket`` (its parameters changed dtype or device and were given a
+        new bucket): forget what :meth:`attach` kept for it."""
 
     def forecasts_are_linear(self) -> bool:
         """True when :meth:`coefficients` defines the forecast (then jumps are one fused lincomb pass)."""
@@ -50,7 +55,11 @@ class Forecaster:
         """The forecaster's own state (saved inside the optimizer's state_dict)."""
         return {"name": self.name}
 
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ValueError unless :meth:`load_state_dict` can take ``state`` (nothing is changed)."""
+        if state.get("name") != self.name:
+            raise ValueError(f"saved with forecaster {state.get('name')!r}, this optimizer uses {self.name!r}")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; raises ValueError when it belongs to another forecaster."""
-        if state.get("name") != self.name:
-            raise ValueError(f"state of forecaster {state.get('name')!r} cannot load into {self.name!r}")
+        self.check_state(state)

@@ -1,6 +1,8 @@
 """What ForecastSGD and Forecast share on top of their engine: counters, the forecaster, jump hooks."""
 from __future__ import annotations
 
+from torch.utils.hooks import RemovableHandle
+
 from .engine import ForecastEngine
 from .guard import JumpGuard
 
@@ -39,12 +41,17 @@ class JumpCounters:
             raise ValueError("this optimizer has no forecaster, so it never jumps")
         self._engine.guard = None if loss_fn is None else JumpGuard(loss_fn, tolerance, shrink, tries)
 
-    def register_jump_hooks(self, before=None, after=None) -> None:
+    def register_jump_hooks(self, before=None, after=None) -> list[RemovableHandle]:
         """Call ``before(optimizer, step)`` just before a jump writes the parameters and ``after(optimizer, step)``
-        right after it was applied (not after a skipped one); e.g. to evaluate the model on both sides."""
+        right after it was applied (not after a skipped one); e.g. to evaluate the model on both sides.
+
+        Returns one ``torch.utils.hooks.RemovableHandle`` per hook given (``handle.remove()`` unregisters it)."""
         if self._engine is None:
             raise ValueError("this optimizer has no forecaster, so it never jumps")
-        if before is not None:
-            self._engine.jump_pre_hooks.append(before)
-        if after is not None:
-            self._engine.jump_post_hooks.append(after)
+        handles = []
+        for hook, table in ((before, self._engine.jump_pre_hooks), (after, self._engine.jump_post_hooks)):
+            if hook is not None:
+                handle = RemovableHandle(table)
+                table[handle.id] = hook
+                handles.append(handle)
+        return handles

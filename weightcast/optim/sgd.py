@@ -19,8 +19,8 @@ class ForecastSGD(JumpCounters, torch.optim.SGD):
     then refills. ``after_jump`` ("keep" | "reset" | "scale") says what happens to the momentum buffers, see
     :meth:`weightcast.optim.engine.ForecastEngine._adjust_momentum`.
 
-    Parameters of one param group, device and dtype are moved into one flat buffer (the parameters become views
-    into it), so that a record is one copy and a jump one kernel.
+    The parameters stay the user's tensors; the recorded window lives in the optimizer's own buffers, and record
+    and jump are multi-tensor kernels over the parameters (see :mod:`weightcast.history`).
     """
 
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, momentum: float = 0, dampening: float = 0,
@@ -42,7 +42,7 @@ class ForecastSGD(JumpCounters, torch.optim.SGD):
         super().add_param_group(param_group)
         engine = getattr(self, "_engine", None)
         if engine is not None:
-            engine.add_group(len(self.param_groups) - 1, self.param_groups[-1])
+            engine.refresh()
 
     def step(self, closure=None):
         if self._engine is not None:
@@ -61,9 +61,13 @@ class ForecastSGD(JumpCounters, torch.optim.SGD):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         forecast = state_dict.pop("forecast", None)
-        if (forecast is None) != (self._engine is None):
-            raise ValueError("this state_dict was saved " + ("without" if forecast is None else "with") +
-                             " a forecaster, but this optimizer has " + ("one" if self._engine else "none"))
+        if forecast is not None and self._engine is None:
+            raise ValueError(f"this state_dict was saved with forecaster {forecast['forecaster'].get('name')!r}, "
+                             "this optimizer has none (forecaster=None); build it with that forecaster")
+        if forecast is not None:
+            self._engine.check_state(forecast)
         super().load_state_dict(state_dict)
         if forecast is not None:
             self._engine.load_state_dict(forecast)
+        elif self._engine is not None:  # a plain SGD checkpoint: continue from it with an empty window
+            self._engine.reset()

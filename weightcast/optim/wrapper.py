@@ -50,7 +50,7 @@ class Forecast(JumpCounters, torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
-        self._engine.add_group(len(self.param_groups) - 1, self.param_groups[-1])
+        self._engine.refresh()
 
     def step(self, closure=None):
         self._engine.check_grads()
@@ -69,10 +69,13 @@ class Forecast(JumpCounters, torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         forecast = state_dict.pop("forecast", None)
-        if forecast is None:
-            raise ValueError("this state_dict has no 'forecast' entry: it was not saved by weightcast.Forecast")
+        if forecast is not None:
+            self._engine.check_state(forecast)
         self.optimizer.load_state_dict(state_dict)
-        self._engine.load_state_dict(forecast)
+        if forecast is None:  # a checkpoint of the plain optimizer: continue from it with an empty window
+            self._engine.reset()
+        else:
+            self._engine.load_state_dict(forecast)
 
     def __repr__(self) -> str:
         return f"Forecast({self.optimizer!r}, forecaster={self._engine.forecaster.name!r})"
