@@ -125,7 +125,8 @@ def test_after_jump_momentum_handling(after_jump):
 
 def test_forecast_adamw_scale_uses_beta1():
     p = torch.nn.Parameter(torch.randn(10))
-    opt = wc.Forecast(torch.optim.AdamW([p], lr=1e-2, betas=(0.8, 0.99)), window=2, horizon=3, after_jump="scale")
+    opt = wc.Forecast(torch.optim.AdamW([p], lr=1e-2, betas=(0.8, 0.99)), forecaster="linear", window=2, horizon=3,
+                      after_jump="scale")
     twin = torch.nn.Parameter(p.detach().clone())
     plain = torch.optim.AdamW([twin], lr=1e-2, betas=(0.8, 0.99))
     for t in range(2):
@@ -176,7 +177,7 @@ def test_bf16_history_storage():
     run(opt, params, 3)
     (_, bucket), = opt._engine.buckets
     assert bucket.history.dtype == torch.bfloat16
-    assert opt.state_dict()["forecast"]["buckets"][0]["history"].dtype == torch.bfloat16
+    assert opt.state_dict()["param_groups"][0]["forecast"]["buckets"][0]["history"].dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

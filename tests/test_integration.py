@@ -24,7 +24,7 @@ def test_lr_scheduler_drives_the_learning_rate_without_warnings(wrap):
     if wrap == "ForecastSGD":
         opt = wc.ForecastSGD(model.parameters(), lr=0.1, momentum=0.9, forecaster="linear")
     else:
-        opt = wc.Forecast(torch.optim.AdamW(model.parameters(), lr=0.1))
+        opt = wc.Forecast(torch.optim.AdamW(model.parameters(), lr=0.1), forecaster="linear")
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
     x, y = classifier_batch()
     with warnings.catch_warnings():

@@ -47,7 +47,7 @@ def test_latent_history_replaces_raw_snapshots():
     model = small_model()
     opt = make_opt(model)
     (_, bucket), = engine_of(opt).buckets
-    codec = engine_of(opt).forecaster._codecs[id(bucket)]
+    codec = engine_of(opt).forecaster._codecs[bucket]
     assert bucket.recorder is not None and bucket.history.dtype == torch.float32
     assert tuple(bucket.history.shape) == (3, codec.tok.num_tokens * 4)
     train(model, opt, 4)
@@ -71,7 +71,7 @@ def test_residual_jump_moves_params_by_the_decoded_latent_difference():
     opt = make_opt(model)
     engine = engine_of(opt)
     (_, bucket), = engine.buckets
-    codec = engine.forecaster._codecs[id(bucket)]
+    codec = engine.forecaster._codecs[bucket]
     seen = {}
     opt.register_jump_hooks(before=lambda o, t: seen.setdefault("before", bucket.packed()))
     train(model, opt, 6)  # records at 2, 4, 6 and jumps at 6 to step 10
@@ -173,7 +173,7 @@ def test_farcast_trajectory_keeps_the_initial_latents_and_uses_farcast_weights()
                          record_every=2, jump_every=10, horizon=4)
     engine = engine_of(opt)
     (_, bucket), = engine.buckets
-    codec = forecaster._codecs[id(bucket)]
+    codec = forecaster._codecs[bucket]
     tok, ae = codec.tok, codec.ae
     assert tuple(bucket.history.shape) == (6, tok.num_tokens * 4)
     z0 = ae.encode(tok.tokenize(initial) / codec.token_scale(slice(None))[:, None], tok.positions)

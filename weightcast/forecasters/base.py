@@ -11,6 +11,10 @@ from typing import Any
 import torch
 
 
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
 class Forecaster:
     """Base class. Subclasses set ``name`` and implement :meth:`jump_` (or :meth:`coefficients`).
 
@@ -43,6 +47,11 @@ class Forecaster:
         something else than raw snapshots by replacing ``bucket.history`` and setting ``bucket.recorder``
         (see :class:`weightcast.history.Bucket`)."""
 
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        """Raise ValueError when this forecaster cannot serve the schedule: ``window`` snapshots ``record_every``
+        steps apart and jumps of up to ``max_horizon`` steps (called when the optimizer is built, so that a
+        horizon outside what the forecaster supports is refused then, not at the first jump)."""
+
     def detach(self, bucket) -> None:
         """Called when the optimizer drops ``bucket`` (its parameters changed dtype or device and were given a
         new bucket): forget what :meth:`attach` kept for it."""
@@ -53,12 +62,16 @@ class Forecaster:
 
     def state_dict(self) -> dict[str, Any]:
         """The forecaster's own state (saved inside the optimizer's state_dict)."""
-        return {"name": self.name}
+        return {"name": self.name, "history_dtype": dtype_name(self.history_dtype)}
 
     def check_state(self, state: dict[str, Any]) -> None:
         """Raise ValueError unless :meth:`load_state_dict` can take ``state`` (nothing is changed)."""
         if state.get("name") != self.name:
             raise ValueError(f"saved with forecaster {state.get('name')!r}, this optimizer uses {self.name!r}")
+        saved = state.get("history_dtype", dtype_name(self.history_dtype))
+        if saved != dtype_name(self.history_dtype):
+            raise ValueError(f"saved with history_dtype {saved}, this optimizer uses "
+                             f"{dtype_name(self.history_dtype)}")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; raises ValueError when it belongs to another forecaster."""

@@ -94,6 +94,15 @@ class FarcastForecaster(Forecaster):
         bucket.history = rows
         bucket.slot_absmax = absmax
 
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        if window < self.lags:
+            raise ValueError(f"farcast uses the {self.lags} newest snapshots; the window is {window}")
+        if max_horizon > self.A.shape[0] * record_every:
+            raise ValueError(f"farcast was trained for horizons up to {self.A.shape[0]} record intervals "
+                             f"({self.A.shape[0] * record_every} steps at record_every={record_every}); the schedule "
+                             f"asks for {max_horizon} steps: use a shorter horizon or train with a larger "
+                             "--max-horizon")
+
     def coefficients(self, steps: list[int], target: int) -> torch.Tensor:
         """Weights (W + 1,) float64 over the W ring slots (in ring order) and w_0 (last)."""
         w = len(steps)
@@ -112,7 +121,7 @@ class FarcastForecaster(Forecaster):
         return coeffs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": dict(self.config), "A": self.A.clone()}
+        return dict(super().state_dict(), config=dict(self.config), A=self.A.clone())
 
     def check_state(self, state: dict[str, Any]) -> None:
         super().check_state(state)

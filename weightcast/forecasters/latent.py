@@ -97,8 +97,8 @@ class LatentForecaster(Forecaster):
         elif farcast is not None:
             raise ValueError("farcast= is only used with trajectory='farcast'")
         self.block_tokens = block_tokens - block_tokens % multiple
-        self._codecs: dict[int, _BucketCodec] = {}
-        self._order: list[int] = []
+        self._codecs: dict[Any, _BucketCodec] = {}  # per bucket (keyed by the object: survives deepcopy)
+        self._order: list = []
         self._per_device: dict[torch.device, Any] = {}
 
     def _ae_on(self, device: torch.device):
@@ -114,8 +114,8 @@ class LatentForecaster(Forecaster):
 
     def attach(self, bucket) -> None:
         codec = _BucketCodec(bucket, self._ae_on(bucket.device))
-        self._codecs[id(bucket)] = codec
-        self._order.append(id(bucket))
+        self._codecs[bucket] = codec
+        self._order.append(bucket)
         if self.trajectory == "farcast" and bucket.window < self.farcast.lags:
             raise ValueError(f"farcast uses the {self.farcast.lags} newest snapshots; the window is {bucket.window}")
         extra = 1 if self.trajectory == "farcast" else 0
@@ -126,10 +126,14 @@ class LatentForecaster(Forecaster):
             codec.layer_scale = codec.tok.layer_rms_of_params(bucket.tensors())
             self._encode_into(bucket, codec, bucket.history[-1])
 
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        if self.farcast is not None:
+            self.farcast.check_schedule(window, record_every, max_horizon)
+
     def detach(self, bucket) -> None:
-        if id(bucket) in self._codecs:
-            del self._codecs[id(bucket)]
-            self._order.remove(id(bucket))
+        if bucket in self._codecs:
+            del self._codecs[bucket]
+            self._order.remove(bucket)
 
     @torch.no_grad()
     def _encode_into(self, bucket, codec: _BucketCodec, row: torch.Tensor) -> None:
@@ -144,7 +148,7 @@ class LatentForecaster(Forecaster):
 
     @torch.no_grad()
     def _record(self, bucket, slot: int) -> torch.Tensor:
-        codec = self._codecs[id(bucket)]
+        codec = self._codecs[bucket]
         if bucket.filled == 0 and self.trajectory == "linear":  # a new window: fix its normalisation
             codec.layer_scale = codec.tok.layer_rms_of_params(bucket.tensors())
         self._encode_into(bucket, codec, bucket.history[slot])
@@ -159,7 +163,7 @@ class LatentForecaster(Forecaster):
 
     @torch.no_grad()
     def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
-        codec = self._codecs[id(bucket)]
+        codec = self._codecs[bucket]
         tok, ae = codec.tok, codec.ae
         Z = bucket.history.view(-1, tok.num_tokens, ae.latent)
         c = self.latent_coefficients(steps, target).to(torch.float32).to(bucket.device)
@@ -184,14 +188,14 @@ class LatentForecaster(Forecaster):
 
     def map_bytes(self, bucket) -> int:
         """Bytes of the fixed per-model maps of ``bucket`` (the tokeniser's maps and the layer scales)."""
-        codec = self._codecs[id(bucket)]
+        codec = self._codecs[bucket]
         return codec.tok.map_bytes() + codec.layer_scale.numel() * 4
 
     def state_dict(self) -> dict[str, Any]:
         """Name, form, trajectory and the per-layer scales of every bucket (the latents live in the buckets'
         histories, which the optimizer saves)."""
-        return {"name": self.name, "residual": self.residual, "trajectory": self.trajectory,
-                "layer_scales": [self._codecs[key].layer_scale for key in self._order]}
+        return dict(super().state_dict(), residual=self.residual, trajectory=self.trajectory,
+                    layer_scales=[self._codecs[key].layer_scale for key in self._order])
 
     def check_state(self, state: dict[str, Any]) -> None:
         super().check_state(state)

@@ -105,7 +105,7 @@ class WNNForecaster(Forecaster):
         self.tensors = {k: v.detach().to(torch.float32).clone() for k, v in tensors.items()}
         self.window = int(self.config["window"])
         self.hidden = int(self.config["hidden"])
-        self._segments: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._segments: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._mlp: dict[tuple[torch.device, float], torch.Tensor] = {}
 
     def attach(self, bucket) -> None:
@@ -120,11 +120,16 @@ class WNNForecaster(Forecaster):
             lengths += [n, end - start - n]
             kinds += [kind_of(shape), 2]
         offsets = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0)
-        self._segments[id(bucket)] = (offsets.to(bucket.device), torch.tensor(lengths, dtype=torch.int64),
+        self._segments[bucket] = (offsets.to(bucket.device), torch.tensor(lengths, dtype=torch.int64),
                                       torch.tensor(kinds, dtype=torch.int32, device=bucket.device))
 
     def detach(self, bucket) -> None:
-        self._segments.pop(id(bucket), None)
+        self._segments.pop(bucket, None)
+
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        if window != self.window:
+            raise ValueError(f"this wnn model was trained for a window of {self.window} snapshots; build the "
+                             f"optimizer with window={self.window} or train a model for window={window}")
 
     def packed_mlp(self, device: torch.device, h: float) -> torch.Tensor:
         """The op's packed MLP for horizon ``h`` on ``device`` (cached: built once per device and horizon)."""
@@ -135,9 +140,9 @@ class WNNForecaster(Forecaster):
 
     def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
         """The forecast of every parameter of ``bucket`` at step ``target`` (1-D, the bucket's dtype)."""
-        if id(bucket) not in self._segments:
+        if bucket not in self._segments:
             self.attach(bucket)
-        offsets, lengths, kinds = self._segments[id(bucket)]
+        offsets, lengths, kinds = self._segments[bucket]
         order = sorted(range(len(steps)), key=lambda k: steps[k])
         chrono = [steps[k] for k in order]
         dt = (chrono[-1] - chrono[0]) / (len(chrono) - 1)
@@ -153,8 +158,8 @@ class WNNForecaster(Forecaster):
         return [out[bucket.segment(i)] for i in range(len(bucket.params))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": dict(self.config), "tensors": {k: v.clone() for k, v in
-                                                                            self.tensors.items()}}
+        return dict(super().state_dict(), config=dict(self.config),
+                    tensors={k: v.clone() for k, v in self.tensors.items()})
 
     def check_state(self, state: dict[str, Any]) -> None:
         super().check_state(state)

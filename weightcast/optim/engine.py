@@ -1,10 +1,18 @@
-"""The forecast schedule shared by :class:`ForecastSGD` and :class:`Forecast`.
+"""The forecast engine shared by :class:`ForecastSGD` and :class:`Forecast`: schedule, history, jumps, state.
 
 Timing (t counts calls of ``step()`` from 1): at the end of step t, if ``t % record_every == 0`` the parameters
-are recorded; then if ``t % jump_every == 0`` and the window is full, every bucket is overwritten with the forecast
-for step ``t + horizon`` and its window is emptied (it refills before the next jump). A jump is all-or-nothing
-across buckets: if any forecast would hold a non-finite value, nothing is written, a warning is given once and
-``num_skipped_jumps`` counts it.
+are recorded; then if ``t % jump_every == 0`` and the window is full, the parameters that this step updated are
+overwritten with the forecast for step ``t + horizon`` (``horizon`` from the schedule, see
+:mod:`weightcast.schedules`) and every window is emptied (it refills before the next jump). A jump is
+all-or-nothing across buckets: if any forecast would hold a non-finite value, nothing is written, a warning is
+given once and ``num_skipped_jumps`` counts it.
+
+How parameters, history and kernels relate: see :mod:`weightcast.history` (the parameters stay the user's
+tensors; the engine owns the history; record and jump are multi-tensor ops over the parameters as they are).
+
+The engine's state travels in the optimizer's ``state_dict`` as ``state_dict["param_groups"][0]["forecast"]``:
+inside a param group, because that is what checkpoint tools that re-key optimizer state
+(``torch.distributed.checkpoint.state_dict``, Accelerate) carry over untouched.
 """
 from __future__ import annotations
 
@@ -17,32 +25,38 @@ import torch
 from .. import forecasters as forecaster_registry
 from .. import ops
 from ..history import Bucket, local_tensor
+from ..schedules import Schedule, as_int, as_schedule, from_spec
 from .guard import JumpGuard
 
 AFTER_JUMP = ("keep", "reset", "scale")
 
 
-def resolve_schedule(window: int, record_every: int, jump_every: int | None,
-                     horizon: int | None) -> tuple[int, int]:
-    """Validate the schedule and fill defaults: jump_every = window * record_every, horizon = jump_every."""
-    for name, value in (("window", window), ("record_every", record_every)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if window < 2:
-        raise ValueError(f"window must be >= 2 (a line needs two points), got {window}")
+def resolve_schedule(window, record_every, jump_every, horizon) -> tuple[int, int, int, Schedule]:
+    """Validate the schedule and fill defaults: jump_every = window * record_every, horizon = jump_every.
+
+    Returns (window, record_every, jump_every, horizon schedule); numpy and torch integers are accepted."""
+    window = as_int("window", window, 2)
     if window > ops.lincomb_forecast_max_window:
         raise ValueError(f"window must be <= {ops.lincomb_forecast_max_window}, got {window}")
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    jump_every = window * record_every if jump_every is None else jump_every
-    horizon = jump_every if horizon is None else horizon
-    for name, value in (("jump_every", jump_every), ("horizon", horizon)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    record_every = as_int("record_every", record_every, 1)
+    jump_every = window * record_every if jump_every is None else as_int("jump_every", jump_every, 1)
     if jump_every % record_every:
         raise ValueError(f"jump_every ({jump_every}) must be a multiple of record_every ({record_every}) so that "
                          "the snapshot of the jump step is in the window")
-    return jump_every, horizon
+    schedule = as_schedule(horizon, jump_every)
+    schedule.bind(record_every, jump_every)
+    return window, record_every, jump_every, schedule
+
+
+def is_no_op_step(optimizer: torch.optim.Optimizer) -> bool:
+    """True for a step that cannot move anything: every group's lr is 0 and every gradient is zero or None. Such a
+    step (e.g. the initialisation step of torch.distributed.checkpoint.state_dict) is not counted by the forecast
+    schedule and records nothing."""
+    for group in optimizer.param_groups:
+        lr = group.get("lr", None)
+        if lr is None or float(lr) != 0.0:
+            return False
+    return all(p.grad is None or not bool(p.grad.any()) for g in optimizer.param_groups for p in g["params"])
 
 
 def exact_history(bucket: Bucket) -> bool:
@@ -85,10 +99,10 @@ class ForecastEngine:
         if after_jump not in AFTER_JUMP:
             raise ValueError(f"after_jump must be one of {AFTER_JUMP}, got {after_jump!r}")
         self.optimizer = optimizer
+        self.window, self.record_every, self.jump_every, self.horizon = resolve_schedule(
+            window, record_every, jump_every, horizon)
         self.forecaster = forecaster_registry.get(forecaster)
-        self.window = window
-        self.record_every = record_every
-        self.jump_every, self.horizon = resolve_schedule(window, record_every, jump_every, horizon)
+        self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
         self.step_count = 0
         self.num_jumps = 0
@@ -99,8 +113,19 @@ class ForecastEngine:
         self.jump_pre_hooks: OrderedDict[int, Any] = OrderedDict()
         self.jump_post_hooks: OrderedDict[int, Any] = OrderedDict()
         self.buckets: list[tuple[int, Bucket]] = []
-        self._group_params: list[list[int]] = []
+        self._group_params: list[list[torch.Tensor]] = []
         self.refresh()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle / deepcopy: everything but the guard and the jump hooks (callables, as torch optimizers leave
+        their hooks out)."""
+        state = dict(self.__dict__)
+        state.update(guard=None, jump_pre_hooks=OrderedDict(), jump_post_hooks=OrderedDict())
+        return state
+
+    def horizon_at(self, t: int) -> int:
+        """Horizon (steps) of the jump at step ``t`` (a multiple of ``jump_every``)."""
+        return self.horizon.horizon(t // self.jump_every - 1)
 
     def _make_buckets(self, index: int, group: dict[str, Any]) -> list[Bucket]:
         by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
@@ -121,15 +146,17 @@ class ForecastEngine:
         or the group's list of parameters), carrying the recorded window over."""
         groups = self.optimizer.param_groups
         for index, group in enumerate(groups):
-            ids = [id(p) for p in group["params"]]
+            params = list(group["params"])
             if index >= len(self._group_params):
-                self._group_params.append(ids)
+                self._group_params.append(params)
                 self.buckets += [(index, b) for b in self._make_buckets(index, group)]
                 continue
             mine = [b for gi, b in self.buckets if gi == index]
-            if ids == self._group_params[index] and all(b.matches() for b in mine):
+            known = self._group_params[index]
+            if len(params) == len(known) and all(a is b for a, b in zip(params, known)) and \
+                    all(b.matches() for b in mine):
                 continue
-            self._group_params[index] = ids
+            self._group_params[index] = params
             fresh = self._make_buckets(index, group)
             for bucket in fresh:
                 carry_window(mine, bucket)
@@ -150,6 +177,8 @@ class ForecastEngine:
     @torch.compiler.disable
     def after_step(self) -> None:
         """Record and, on schedule, jump (call once at the end of every ``step()``)."""
+        if is_no_op_step(self.optimizer):
+            return
         self.step_count += 1
         t = self.step_count
         if t % self.record_every == 0 or t % self.jump_every == 0:
@@ -178,7 +207,8 @@ class ForecastEngine:
         for hook in list(self.jump_pre_hooks.values()):
             hook(self.optimizer, t)
         if self.guard is None:
-            horizon = self.horizon if self._forecast_all(ready, t + self.horizon) else None
+            horizon = self.horizon_at(t)
+            horizon = horizon if self._forecast_all(ready, t + horizon) else None
         else:
             horizon = self._guarded_forecast(ready, t)
         for _, bucket, _ in ready:
@@ -244,9 +274,9 @@ class ForecastEngine:
         guard = self.guard
         with torch.no_grad():
             backups = [None if exact_history(b) else [b.tensors()[i].clone() for i in idx] for _, b, idx in ready]
-        before = guard.loss()
-        horizon = self.horizon
+        horizon = self.horizon_at(t)
         try:
+            before = guard.loss()
             for _ in range(guard.tries):
                 if not self._forecast_all(ready, t + horizon):
                     self._restore(ready, backups)
@@ -309,7 +339,7 @@ class ForecastEngine:
 
     def schedule(self) -> dict[str, Any]:
         return {"window": self.window, "record_every": self.record_every, "jump_every": self.jump_every,
-                "horizon": self.horizon, "after_jump": self.after_jump}
+                "horizon": self.horizon.spec(), "after_jump": self.after_jump}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: counters, schedule, per-bucket history, forecaster state."""
@@ -330,8 +360,11 @@ class ForecastEngine:
         if saved_name != self.forecaster.name:
             raise ValueError(f"saved with forecaster {saved_name!r}, this optimizer uses {self.forecaster.name!r}")
         mine = self.schedule()
-        if state["schedule"] != mine:
-            diff = {k: (state["schedule"].get(k), v) for k, v in mine.items() if state["schedule"].get(k) != v}
+        saved = dict(state["schedule"])
+        if isinstance(saved.get("horizon"), int):  # saved before schedules were objects
+            saved["horizon"] = {"kind": "constant", "steps": saved["horizon"]}
+        if saved != mine:
+            diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError("saved forecast schedule differs from this optimizer's: " +
                              ", ".join(f"{k} saved {a!r}, this optimizer {b!r}" for k, (a, b) in diff.items()))
         self.refresh()
