@@ -83,7 +83,7 @@ def bench_learned(name: str, backend: str, n: int, device: str, window: int, ten
     write) on ``tensors`` equal parameters of n elements in all."""
     params = [torch.nn.Parameter(torch.randn(n // tensors, device=device) * 0.1) for _ in range(tensors)]
     opt = wc.ForecastSGD(params, lr=1e-3, forecaster=name, window=window, record_every=1, jump_every=10 ** 9)
-    engine = opt._engine
+    engine = opt.engine
     bucket = engine.buckets[0][1]
     clock = [0]
     for _ in range(window):

@@ -79,7 +79,7 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
     for fname in forecasters:
         opt = wc.ForecastSGD(params, lr=1e-3, momentum=0.9, forecaster=fname, window=5, record_every=1,
                              jump_every=10**9)
-        engine = opt._engine
+        engine = opt.engine
         for t in range(5):
             opt.step()
         ready = [(gi, b, list(range(len(b.params)))) for gi, b in engine.buckets]

@@ -31,7 +31,7 @@ def test_jump_equals_reference_math():
     w0 = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, momentum=0.9, forecaster=FarcastForecaster(A=A), window=5,
                          record_every=10, jump_every=50, horizon=25)
-    bucket = opt._engine.buckets[0][1]
+    bucket = opt.engine.buckets[0][1]
     x, y = torch.randn(16, 5), torch.randn(16, 3)
     for _ in range(50):
         opt.zero_grad()

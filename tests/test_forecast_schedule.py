@@ -175,7 +175,7 @@ def test_bf16_history_storage():
     params = odd_params()
     opt = wc.ForecastSGD(params, lr=0.01, forecaster=wc.forecasters.get("linear", history_dtype=torch.bfloat16))
     run(opt, params, 3)
-    (_, bucket), = opt._engine.buckets
+    (_, bucket), = opt.engine.buckets
     assert bucket.history.dtype == torch.bfloat16
     assert opt.state_dict()["param_groups"][0]["forecast"]["buckets"][0]["history"].dtype == torch.bfloat16
 

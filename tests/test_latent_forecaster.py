@@ -40,7 +40,7 @@ def make_opt(model, ae=None, residual=True, **kw):
 
 
 def engine_of(opt):
-    return opt._engine
+    return opt.engine
 
 
 def test_latent_history_replaces_raw_snapshots():
@@ -159,7 +159,7 @@ def test_latent_history_never_allocates_raw_snapshots():
     """The raw (W, N) window is allocated lazily: a forecaster with its own history never pays for it."""
     model = torch.nn.Sequential(torch.nn.Linear(40, 30), torch.nn.ReLU(), torch.nn.Linear(30, 10))
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="latent")
-    (_, bucket), = opt._engine.buckets
+    (_, bucket), = opt.engine.buckets
     assert bucket._history is not None and bucket._history.shape[1] != bucket.padded
 
 

@@ -84,7 +84,7 @@ def test_forecaster_matches_training_math():
     tensors = _trained_like()
     f = WNNForecaster(tensors=tensors, config={"window": 5, "hidden": 16})
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster=f, window=5, record_every=2, jump_every=1000)
-    bucket = opt._engine.buckets[0][1]
+    bucket = opt.engine.buckets[0][1]
     x = torch.randn(8, 1, 4, 4)
     for _ in range(10):
         opt.zero_grad()

@@ -3,7 +3,7 @@
 The flagship is :class:`ForecastSGD`, a drop-in for ``torch.optim.SGD`` that periodically jumps the parameters
 forward along their forecast trajectory; :class:`Forecast` adds the same jumps to any torch optimizer.
 """
-from . import forecasters, ops
+from . import forecasters, ops, schedules
 from ._version import __version__  # the release; build_info()["version"] carries the local tag (+cpu, +cu130)
 from .optim import Forecast, ForecastSGD
 
@@ -15,4 +15,4 @@ def build_info() -> dict:
 
     return _build_info()
 
-__all__ = ["Forecast", "ForecastSGD", "__version__", "build_info", "forecasters", "ops"]
+__all__ = ["Forecast", "ForecastSGD", "__version__", "build_info", "forecasters", "ops", "schedules"]

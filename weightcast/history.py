@@ -48,7 +48,7 @@ class Bucket:
 
     def __init__(self, params: list[torch.Tensor], window: int, storage_dtype: torch.dtype | None = None):
         self.params = list(params)
-        self._sharded = any(is_dtensor(p) for p in self.params)
+        self.sharded = any(is_dtensor(p) for p in self.params)  # DTensor parameters: the kernels see local shards
         tensors = self.tensors()
         self.device = tensors[0].device
         self.dtype = tensors[0].dtype
@@ -73,7 +73,7 @@ class Bucket:
     def tensors(self) -> list[torch.Tensor]:
         """The parameters as the kernels see them (the parameters themselves, or DTensors' local shards); write
         them only under ``torch.no_grad()``."""
-        return [local_tensor(p) for p in self.params] if self._sharded else self.params
+        return [local_tensor(p) for p in self.params] if self.sharded else self.params
 
     def layout(self) -> list[tuple[torch.device, torch.dtype, tuple[int, ...]]]:
         """(device, dtype, shape) of every parameter as it is now."""

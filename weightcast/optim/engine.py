@@ -137,6 +137,10 @@ class ForecastEngine:
         buckets = []
         for params in by_kind.values():
             bucket = Bucket(params, self.window, self.forecaster.history_dtype)
+            if bucket.sharded and not self.forecaster.forecasts_are_linear():
+                raise ValueError(f"forecaster {self.forecaster.name!r} uses whole tensors (per-tensor statistics or "
+                                 "tokens) and cannot forecast DTensor (FSDP2) shards element by element; use a "
+                                 "forecaster linear in the history ('linear', 'farcast')")
             self.forecaster.attach(bucket)
             buckets.append(bucket)
         return buckets
@@ -238,31 +242,47 @@ class ForecastEngine:
             outs = [self.forecaster.forecast(b, list(b.slot_steps), target) for _, b, _ in ready]
             picked = [[out[i] for i in idx] for out, (_, _, idx) in zip(outs, ready)]
             if not all(bool(torch.isfinite(v).all()) for values in picked for v in values):
-                return False
+                return False  # a forecaster of this path never serves DTensor shards (see _make_buckets)
             for (_, bucket, idx), values in zip(ready, picked):
                 bucket.write(values, idx)
             return True
         plans = [(b, idx, self._coefficients(b, target)) for _, b, idx in ready]
-        if len(plans) == 1:  # the op alone is all-or-nothing for one bucket: no second finiteness proof
+        sharded = any(b.sharded for b, _, _ in plans)
+        if len(plans) == 1 and not sharded:  # the op alone is all-or-nothing for one bucket
             bucket, idx, coeffs = plans[0]
             tensors = bucket.tensors()
             return bool(ops.lincomb_forecast([tensors[i] for i in idx], bucket.history,
                                              [bucket.offsets[i] for i in idx], coeffs, bucket.slot_absmax))
-        if all(ops.forecast_is_provably_finite(b.dtype, c, b.slot_absmax) for b, _, c in plans):
+        provable = all(ops.forecast_is_provably_finite(b.dtype, c, b.slot_absmax) for b, _, c in plans)
+        if self._agree(provable, plans):
             for bucket, idx, coeffs in plans:
                 tensors = bucket.tensors()
                 ops.lincomb_forecast([tensors[i] for i in idx], bucket.history, [bucket.offsets[i] for i in idx],
                                      coeffs, bucket.slot_absmax)
             return True
-        scratch = []
+        scratch, finite = [], True
         for bucket, idx, coeffs in plans:
             outs = [torch.empty(bucket.numels[i], dtype=bucket.dtype, device=bucket.device) for i in idx]
-            if not bool(ops.lincomb_forecast(outs, bucket.history, [bucket.offsets[i] for i in idx], coeffs, None)):
-                return False
+            finite = bool(ops.lincomb_forecast(outs, bucket.history, [bucket.offsets[i] for i in idx], coeffs, None))
+            if not finite:
+                break
             scratch.append(outs)
+        if not self._agree(finite, plans):
+            return False
         for (bucket, idx, _), outs in zip(plans, scratch):
             bucket.write(outs, idx)
         return True
+
+    @staticmethod
+    def _agree(flag: bool, plans) -> bool:
+        """For DTensor (FSDP2) parameters, every rank holds a shard: a jump happens on all ranks or on none, so
+        the local verdict is combined over the default process group (a minimum); otherwise ``flag`` itself."""
+        sharded = [b for b, _, _ in plans if b.sharded]
+        if not sharded:
+            return flag
+        verdict = torch.tensor([1 if flag else 0], dtype=torch.int32, device=sharded[0].device)
+        torch.distributed.all_reduce(verdict, op=torch.distributed.ReduceOp.MIN)
+        return bool(verdict.item())
 
     def _guarded_forecast(self, ready: list[tuple[int, Bucket, list[int]]], t: int) -> int | None:
         """Jump with the guard: shrink the horizon until the guard's loss does not rise; restore if none passes.
