@@ -4,6 +4,7 @@
     weightcast info                                     how weightcast was built and which backends run here
     weightcast zoo build|info ...                       model zoos of training trajectories
     weightcast ae train --zoo DIR --out FILE            weight autoencoder of the latent forecaster
+    weightcast slim study|finetune ...                  dynamic width from pretrained weights
 
 Subcommands come from modules exposing ``add_subparser(subparsers)``.
 """
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .wsl.cli import add_subparser as add_ae
 
     add_ae(sub)
+    from .slim.cli import add_subparser as add_slim
+
+    add_slim(sub)
     return parser
 
 
