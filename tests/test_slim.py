@@ -193,7 +193,7 @@ def test_residual_generator_starts_at_the_pretrained_weights(key):
             if getattr(layer, "generated", None) is not None:
                 assert torch.equal(layer.generated, layer.sliced_weight())
         assert torch.equal(model(x), sliced)
-    assert torch.equal(model(x), before) or torch.allclose(model(x), before, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)  # the pretrained network at width 1.0
     set_width(model, 1.0)
     generator.generate(model)
     dense = materialize(model, generator, 1.0)
@@ -242,3 +242,22 @@ def test_slimmable_finetune_runs_the_sandwich_and_recalibrates():
     assert not torch.equal(model.features[0].weight, before)
     bn = model.features[1]
     assert int(getattr(bn, f"num_batches_tracked_{width_tag(0.5)}")) == 2  # update_bn's plain average
+
+
+def test_cli_finetune_writes_a_slimmable_state_dict(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from weightcast.cli import main
+
+    task = get_task("digits")
+    model = get("lenet5", batch_norm=True, **task.model_kwargs())
+    save_file(model.state_dict(), str(tmp_path / "pre.safetensors"))
+    assert main(["slim", "finetune", "--model", "lenet5", "--model-kwargs", '{"batch_norm": true}', "--task",
+                 "digits", "--weights", str(tmp_path / "pre.safetensors"), "--out", str(tmp_path / "slim.safetensors"),
+                 "--steps", "2", "--widths", "0.5", "1.0"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report["widths"]) == {"0.5", "1.0"} and report["steps"] == 2
+    restored = make_slimmable(get("lenet5", batch_norm=True, **task.model_kwargs()), (0.5, 1.0), order=False)
+    restored.load_state_dict(load_file(str(tmp_path / "slim.safetensors")))
