@@ -57,7 +57,7 @@ class StudyConfig:
 
 CONFIGS = {
     "lenet5": StudyConfig("lenet5", {"batch_norm": True}),
-    "resnet18": StudyConfig("resnet18", {"width": 0.125}, scratch_steps=300, finetune_steps=150,
+    "resnet18": StudyConfig("resnet18", {"width": 0.125}, scratch_steps=300, finetune_steps=250,
                             generator_steps=100, eval_size=2000),
 }
 
