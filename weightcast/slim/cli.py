@@ -62,7 +62,7 @@ def add_subparser(sub) -> None:
     slim_sub = slim.add_subparsers(dest="slim_command", required=True)
     study = slim_sub.add_parser("study", help="accuracy per width: naive, generated (full/residual), fine-tuned, "
                                               "from scratch; results, table and plot")
-    study.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS, reverse=False))
+    study.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     study.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (or $WEIGHTCAST_DATA)")
     study.add_argument("--out", type=Path, default=Path("benchmarks/results/slim"))
     study.add_argument("--threads", type=int, default=1)

@@ -13,7 +13,6 @@ import itertools
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 

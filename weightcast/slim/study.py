@@ -186,7 +186,7 @@ def report(rows: list[dict], widths: tuple[float, ...]) -> str:
     gen_gap = _value(rows, "residual_gen", "accuracy", mid) - _value(rows, "full_gen", "accuracy", mid)
     verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
     lines += ["", "Targets (measured):", "",
-              f"- slimmable fine-tuning within 1 point of from-scratch at every width: "
+              "- slimmable fine-tuning within 1 point of from-scratch at every width: "
               + ", ".join(f"{w}: {g:+.2f}" for w, g in gaps.items()) + f" -> {verdict(min(gaps.values()) >= -1)}",
               f"- full width within 0.3 points of the pretrained network: {full_gap:+.2f} -> "
               f"{verdict(abs(full_gap) <= 0.3)}",
