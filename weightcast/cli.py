@@ -4,6 +4,7 @@
     weightcast info                                     how weightcast was built and which backends run here
     weightcast zoo build|info ...                       model zoos of training trajectories
     weightcast ae train --zoo DIR --out FILE            weight autoencoder of the latent forecaster
+    weightcast prune zoo|train|apply ...                one-shot pruning and the mask hypernetwork
 
 Subcommands come from modules exposing ``add_subparser(subparsers)``.
 """
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .wsl.cli import add_subparser as add_ae
 
     add_ae(sub)
+    from .prune.cli import add_subparser as add_prune
+
+    add_prune(sub)
     return parser
 
 
