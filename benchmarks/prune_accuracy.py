@@ -5,13 +5,14 @@
 Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's training zoo): the MLP
 784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
-Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS,
+Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS
+(each layer losing what global magnitude removes there; and "obs-uniform", OBC's uniform allocation),
 WoodFisher, CHITA; calibration: the first 1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98.
 For each: validation accuracy one-shot and after recovery (BatchNorm recalibration -- a no-op for these
 BN-free networks -- then ``--finetune-steps`` Adam steps on the masked model), the achieved sparsity, and the
 seconds the method took (its shared preparation -- Hessians and traces, gradients and inverses -- plus the
-per-sparsity step). Writes benchmarks/results/prune/prune_accuracy.csv (weightcast.results schema), one
-markdown table and one PNG per network, and summary.md (the done-means checks computed from the rows).
+per-sparsity step). Writes, per network, benchmarks/results/prune/prune_<network>.csv (weightcast.results
+schema), a markdown table and a PNG, and summary.md (the done-means checks computed from the rows).
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
 from weightcast.prune.fisher import Chita, WoodFisher, per_sample_grads
 from weightcast.prune.layers import prunable_layers, weight_of
-from weightcast.prune.obs import prepare as obs_prepare
+from weightcast.prune.obs import obs_prune, prepare as obs_prepare
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "woodfisher", "chita")
+METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-uniform", "woodfisher", "chita")
 NETWORKS = ("mlp", "lenet5", "mlp-seed101", "mlp-64-32", "lenet5-digits")  # held_out_specs() order
 OUT = RESULTS / "prune"
 
@@ -43,7 +44,7 @@ def method_pruner(method: str, model, data, net):
     if method in ("random", "magnitude", "magnitude-layer", "hypernet"):
         scope = "layer" if method == "magnitude-layer" else "global"
 
-        def run(s, seed=[0]):
+        def run(s):
             if method == "random":
                 g = torch.Generator().manual_seed(int(s * 1000))
                 scores = {f"{n}.weight": torch.rand(weight_of(m).shape, generator=g) for n, m in layers.items()}
@@ -54,10 +55,11 @@ def method_pruner(method: str, model, data, net):
             return keep_top(scores, s, scope), None
         return 0.0, run
     x, y = data
-    if method == "obs":
+    if method in ("obs", "obs-uniform"):
         state = obs_prepare(model, x)
         prep = time.perf_counter() - start
-        return prep, lambda s: _split({f"{n}.weight": st.prune(s) for n, st in state.items()})
+        allocation = "uniform" if method == "obs-uniform" else "magnitude"
+        return prep, lambda s: _split(obs_prune(model, s, x, allocation=allocation, state=state))
     G = per_sample_grads(model, x, y)
     pruner = WoodFisher(model, G) if method == "woodfisher" else Chita(model, G)
     prep = time.perf_counter() - start
@@ -73,8 +75,13 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
     dense = task.evaluate(model)["acc"]
     rows = [dict(benchmark=f"prune-{name}", name="dense", metric="acc", unit="fraction", x_name="sparsity",
                  x_value=0.0, value=dense, config={"stage": "dense", "run": entry["id"]})]
-    for method in METHODS:
-        prep, run = method_pruner(method, model, data, net)
+    for method in args.methods:
+        cached = args.cache / f"{name}-{method}.json" if args.cache else None
+        if cached is not None and cached.exists():
+            rows += json.loads(cached.read_text())
+            continue
+        start_rows = len(rows)
+        prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
         for s in SPARSITIES:
             pruned = copy.deepcopy(model)
             start = time.perf_counter()
@@ -95,6 +102,9 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
                      dict(common, metric="time", unit="s", value=seconds, config={**config, "prepare_s": prep})]
             print(f"{name} {method} s={s}: one-shot {one_shot:.4f} recovered {recovered:.4f} "
                   f"({seconds:.2f} s)", flush=True)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(rows[start_rows:]))
     return rows
 
 
@@ -104,16 +114,17 @@ def table(rows: list[dict], name: str) -> str:
     secs = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "time"}
     ach = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "achieved_sparsity"}
     dense = acc[("dense", 0.0, "dense")]
+    methods = present(rows)
     lines = [f"## {name} (dense {100 * dense:.2f}%)", ""]
     for stage in ("one-shot", "recovered"):
         lines += [f"Validation accuracy (%), {stage}:", "",
                   "| method | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | seconds at s=0.9 |",
                   "|---" * (len(SPARSITIES) + 2) + "|"]
-        for m in METHODS:
+        for m in methods:
             lines.append(f"| {m} | " + " | ".join(f"{100 * acc[(m, s, stage)]:.2f}" for s in SPARSITIES)
                          + f" | {secs[(m, 0.9)]:.2f} |")
         lines.append("")
-    worst = max(abs(ach[(m, s)] - s) for m in METHODS for s in SPARSITIES)
+    worst = max(abs(ach[(m, s)] - s) for m in methods for s in SPARSITIES)
     lines += [f"Achieved sparsity: every method within {worst:.2e} of the target (a kept weight may be 0).", ""]
     return "\n".join(lines)
 
@@ -126,6 +137,8 @@ def plot(rows: list[dict], name: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, m in enumerate(METHODS):
+        if m not in present(rows):
+            continue
         for stage, style in (("one-shot", "-"), ("recovered", ":")):
             pts = sorted((r["x_value"], r["value"]) for r in rows if r["name"] == m and r["metric"] == "acc"
                          and _stage(r) == stage)
@@ -141,6 +154,11 @@ def plot(rows: list[dict], name: str, path: Path) -> None:
     plt.close(fig)
 
 
+def present(rows: list[dict]) -> list[str]:
+    """The methods of METHODS that have rows."""
+    return [m for m in METHODS if any(r["name"] == m for r in rows)]
+
+
 def _stage(row):
     config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
     return config.get("stage")
@@ -151,8 +169,8 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
         return next(r["value"] for r in all_rows[name] if r["name"] == method and r["metric"] == "acc"
                     and r["x_value"] == s and _stage(r) == stage)
 
-    lines = ["# Done-means checks (computed from prune_accuracy.csv)", ""]
-    held = [n for n in NETWORKS if n in all_rows]
+    lines = ["# Done-means checks (computed from the prune_<network>.csv files)", ""]
+    held = [n for n in NETWORKS if n in all_rows and {"hypernet", "magnitude", "woodfisher"} <= set(present(all_rows[n]))]
     lines += ["Hypernetwork vs global magnitude on the held-out models, one-shot accuracy (points):", "",
               "| network | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | hypernet - WoodFisher at 0.9 |",
               "|---" * (len(SPARSITIES) + 2) + "|"]
@@ -161,11 +179,12 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
         wf = 100 * (acc(n, "hypernet", 0.9) - acc(n, "woodfisher", 0.9))
         lines.append(f"| {n} | " + " | ".join(f"{d:+.2f}" for d in diffs) + f" | {wf:+.2f} |")
     lines.append("")
-    if "mlp" in all_rows:
+    if "mlp" in all_rows and {"magnitude", "magnitude-layer", "obs", "obs-uniform", "woodfisher", "chita"} <= set(
+            present(all_rows["mlp"])):
         mag = max(acc("mlp", "magnitude", 0.9), acc("mlp", "magnitude-layer", 0.9))
         lines += ["MLP 784-40-20-10 at s=0.9, one-shot, against the better magnitude variant "
                   f"({100 * mag:.2f}%):", ""]
-        for m in ("obs", "woodfisher", "chita"):
+        for m in ("obs", "obs-uniform", "woodfisher", "chita"):
             lines.append(f"- {m}: {100 * acc('mlp', m, 0.9):.2f}% ({100 * (acc('mlp', m, 0.9) - mag):+.2f} points)")
         lines.append("")
     return "\n".join(lines)
@@ -179,6 +198,9 @@ def main() -> int:
     parser.add_argument("--calibration", type=int, default=1024)
     parser.add_argument("--finetune-steps", type=int, default=100)
     parser.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=NETWORKS)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--cache", type=Path, default=None, help="keep each (network, method)'s rows here and "
+                        "reuse them on the next run (to run the methods in parts); off by default")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,7 +208,7 @@ def main() -> int:
     specs = zoo.held_out_specs()
     zoo.build(root / "heldout", specs, args.data_dir, progress=False)
     loaded = dict(zip(NETWORKS, zoo.load_models(root / "heldout", specs)))
-    net = hypernet.load_default()
+    net = hypernet.load_default
     args.out.mkdir(parents=True, exist_ok=True)
     all_rows, tasks = {}, {}
     for name in args.networks:

@@ -5,7 +5,8 @@
 The layer's real problem: W (40, 784) of the benchmark MLP (the held-out zoo's first run), H = 2 X^T X / N from
 the first 1,024 MNIST training images, relative damping 0.01, the full greedy trace (784 steps per row). Each
 backend available here runs in the same process, side by side (median and 20/80 % quantiles of ``--repeats``
-calls, after one warm-up call); the load average is recorded with the rows. Writes
+calls after one warm-up call; the slow reference ``--reference-repeats`` calls, without warm-up); the
+load average is recorded with the rows. Writes
 benchmarks/results/prune/obs_kernel_cpu.csv (weightcast.results schema) and prints the speed-ups.
 """
 from __future__ import annotations
@@ -41,8 +42,9 @@ def problem(data_dir, root: Path, calibration: int = 1024, rel_damp: float = 0.0
     return W.float(), torch.cholesky_inverse(torch.linalg.cholesky(H)).float()
 
 
-def timed(fn, repeats: int) -> tuple[float, float, float]:
-    fn()
+def timed(fn, repeats: int, warmup: bool = True) -> tuple[float, float, float]:
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -56,7 +58,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--zoo", type=Path, default=None)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls of each kernel (after a warm-up call)")
+    parser.add_argument("--reference-repeats", type=int, default=1, help="timed calls of the slow reference "
+                        "(no warm-up: each call is hundreds of steps)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,11 +72,12 @@ def main() -> int:
     for backend in backends:
         with use_backend(backend):
             load_before = os.getloadavg()[0]
-            med, q20, q80 = timed(lambda: obs_trace(W, Hinv, steps), args.repeats)
+            repeats = args.reference_repeats if backend == "reference" else args.repeats
+            med, q20, q80 = timed(lambda: obs_trace(W, Hinv, steps), repeats, warmup=backend != "reference")
             load = (load_before + os.getloadavg()[0]) / 2
         results[backend] = med
         rows.append(dict(benchmark="obs_trace", name=backend, metric="time", unit="s", x_name="d", x_value=W.shape[1], value=med, q20=q20, q80=q80,
-                         config={"rows": W.shape[0], "steps": steps, "threads": args.threads, "repeats": args.repeats,
+                         config={"rows": W.shape[0], "steps": steps, "threads": args.threads, "repeats": repeats,
                                  "load_average_1min": round(load, 2)}))
         print(f"{backend}: median {med:.3f} s (q20 {q20:.3f}, q80 {q80:.3f}), load {load:.1f}", flush=True)
     for backend in backends[1:]:

@@ -44,7 +44,7 @@ def counts(masks):
     return {k: int((~m).sum()) for k, m in masks.items()}
 
 
-@pytest.mark.parametrize("method", ["random", "magnitude", "hypernet", "woodfisher", "chita"])
+@pytest.mark.parametrize("method", ["random", "magnitude", "hypernet", "obs", "woodfisher", "chita"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.77, 0.98])
 def test_global_methods_hit_the_sparsity_exactly(trained, task, method, sparsity):
     model = copy.deepcopy(trained)
@@ -56,7 +56,7 @@ def test_global_methods_hit_the_sparsity_exactly(trained, task, method, sparsity
 
 
 @pytest.mark.parametrize("method,kwargs", [("random", {"scope": "layer"}), ("magnitude", {"scope": "layer"}),
-                                           ("hypernet", {"scope": "layer"}), ("obs", {})])
+                                           ("hypernet", {"scope": "layer"}), ("obs", {"allocation": "uniform"})])
 def test_layer_wise_methods_hit_the_sparsity_in_every_layer(lenet, task, method, kwargs):
     model = copy.deepcopy(lenet)
     masks = prune(model, 0.83, method, data=task.eval_tensors("train", 64), hypernet=MaskHypernetwork(), **kwargs)

@@ -55,8 +55,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     the prunable weights: all of them for the global methods, each layer's for layer-wise ones).
     method: ``"random"``; ``"magnitude"`` (|w|; ``scope`` "global" or "layer"); ``"hypernet"`` (the mask
     hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
-    default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; every layer at
-    ``sparsity``; method_kwargs ``rel_damp``, ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
+    default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
+    ``allocation`` -- "magnitude": each layer loses what global magnitude would remove there, "uniform": every
+    layer at ``sparsity`` -- ``rel_damp``, ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
     global; method_kwargs ``block_size``/``rel_damp`` and ``rel_ridge``/``max_iter``).
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.

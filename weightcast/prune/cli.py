@@ -27,7 +27,8 @@ def add_subparser(subparsers) -> None:
     zoo.set_defaults(func=_zoo)
     train.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
     train.add_argument("--steps", type=int, default=1500)
-    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--max-shift", type=float, default=0.5)
     train.add_argument("--token-size", type=int, default=32)
     train.add_argument("--hidden", type=int, default=32)
     train.add_argument("--seed", type=int, default=0)
@@ -70,18 +71,23 @@ def _train(args) -> int:
     root = args.zoo or zoo.default_dir()
     loaded = zoo.load_models(root / "train", zoo.train_specs())
     tasks = {name: get_task(name, args.data_dir) for name in {e["spec"]["task"] for e, _ in loaded}}
-    pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded]
-    net = hypernet.MaskHypernetwork(args.token_size, args.hidden)
+    val_ids = set(zoo.validation_ids())
+    pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded if e["id"] not in val_ids]
+    val_pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded if e["id"] in val_ids]
+    net = hypernet.MaskHypernetwork(args.token_size, args.hidden, args.max_shift)
     start = time.perf_counter()
-    log = hypernet.train(net, pairs, steps=args.steps, lr=args.lr, seed=args.seed)
+    log = hypernet.train(net, pairs, steps=args.steps, lr=args.lr, seed=args.seed, val_zoo=val_pairs)
     seconds = time.perf_counter() - start
-    validation = hypernet.validate(net, pairs)
+    validation = hypernet.validate(net, val_pairs)
     print(json.dumps(validation, indent=1))
     out = args.out or hypernet.DEFAULT_FILE
     card = {"name": "weightcast mask hypernetwork", "method": "weightcast.prune.hypernet (module docstring)",
             "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
-            "data": {"zoo": "weightcast.prune.zoo.train_specs()", "runs": [e["id"] for e, _ in loaded],
-                     "tasks": sorted(tasks)},
+            "data": {"zoo": "weightcast.prune.zoo.train_specs()", "tasks": sorted(tasks),
+                     "train_runs": [e["id"] for e, _ in loaded if e["id"] not in val_ids],
+                     "validation_runs": sorted(val_ids)},
+            "validation_note": "mean validation accuracy of the validation runs (full validation split) under "
+                               "the hypernetwork's and global magnitude's masks, per sparsity",
             "steps": args.steps, "lr": args.lr, "seed": args.seed, "train_seconds": round(seconds, 1),
             "train_log": log, "validation": validation, "torch": torch.__version__}
     hypernet.save(net, out, card)

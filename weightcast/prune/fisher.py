@@ -117,7 +117,7 @@ class WoodFisher:
 class Chita:
     """CHITA's sparse ridge regression on the gradient matrix (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, G: torch.Tensor, rel_ridge: float = 1e-3, max_iter: int = 100,
+    def __init__(self, model: nn.Module, G: torch.Tensor, rel_ridge: float = 0.1, max_iter: int = 100,
                  tol: float = 1e-6):
         w0, self.shapes = _flat_weights(model)
         self.w0 = w0.float()

@@ -9,10 +9,12 @@ network uses the two neurons it connects), and the layer's size and place.
 
     token embedding  h_k = MLP([tokens_k / rms, position_k, s])                              (K, H)
     layer context    h_k += Linear(mean of h over the token's layer)
-    score per slot   score = log|w| + MLP(Linear(h_k) + Linear([features, s]))              (K, T)
+    score per slot   score = log|w| + max_shift * tanh(MLP(Linear(h_k) + Linear([features, s])))   (K, T)
+    anchored         each layer's scores shifted so that it loses as many weights as under global magnitude
 
-The last layer starts at zero, so an untrained hypernetwork is global magnitude pruning; training learns the
-correction. Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
+The last layer starts at zero, so an untrained hypernetwork is global magnitude pruning; training learns which
+weights of each layer to keep instead (:func:`anchor_to_magnitude`), moving a weight's log-magnitude score by
+at most ``max_shift`` (0.5: weights within a factor e^0.5 of the threshold can trade places). Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
 sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, a random s in
 [0.5, 0.98] per step, through the task loss of the masked network with a straight-through top-k mask
 (hard mask forward, sigmoid((score - threshold) / temperature) backward). Seed: "Learning to Prune Image
@@ -110,11 +112,11 @@ def prepare(model: nn.Module, token_size: int) -> Prepared:
 
 class MaskHypernetwork(nn.Module):
     """Weights + sparsity -> a score per weight (module docstring). ``token_size``: values per token;
-    ``hidden``: width of every hidden layer."""
+    ``hidden``: width of every hidden layer; ``max_shift``: bound of the learned change of a log|w| score."""
 
-    def __init__(self, token_size: int = 32, hidden: int = 32):
+    def __init__(self, token_size: int = 32, hidden: int = 32, max_shift: float = 0.5):
         super().__init__()
-        self.token_size, self.hidden = token_size, hidden
+        self.token_size, self.hidden, self.max_shift = token_size, hidden, max_shift
         self.embed = nn.Sequential(nn.Linear(token_size + POSITION_FEATURES + 1, hidden), nn.GELU(),
                                    nn.Linear(hidden, hidden))
         self.layer_context = nn.Linear(hidden, hidden)
@@ -125,7 +127,7 @@ class MaskHypernetwork(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
 
     def config(self) -> dict:
-        return {"token_size": self.token_size, "hidden": self.hidden}
+        return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift}
 
     def flat_scores(self, p: Prepared, sparsity: float) -> torch.Tensor:
         """(n,) float32 score of every weight of the prepared model (layer order)."""
@@ -137,10 +139,10 @@ class MaskHypernetwork(nn.Module):
         h = h + self.layer_context(sums / counts)[p.token_layer]
         slot_in = torch.cat([p.features, s[:, None, :].expand(K, self.token_size, 1)], dim=2)
         z = self.slot_token(h)[:, None, :] + self.slot_features(slot_in)
-        scores = p.log_abs + self.head(z).squeeze(-1)
+        scores = p.log_abs + self.max_shift * torch.tanh(self.head(z).squeeze(-1))
         valid = p.index >= 0
         out = torch.empty(len(p.flat), dtype=scores.dtype)
-        return out.index_put((p.index[valid],), scores[valid])
+        return anchor_to_magnitude(out.index_put((p.index[valid],), scores[valid]), p, sparsity)
 
     @torch.no_grad()
     def scores(self, model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
@@ -156,7 +158,32 @@ class MaskHypernetwork(nn.Module):
         return out
 
 
-def straight_through_mask(scores: torch.Tensor, sparsity: float, temperature: float = 0.05) -> torch.Tensor:
+def anchor_to_magnitude(scores: torch.Tensor, p: Prepared, sparsity: float) -> torch.Tensor:
+    """Shift each layer's scores so that a global top-k removes from every layer exactly as many weights as
+    global magnitude pruning does at ``sparsity`` (the midpoint between the layer's k_l-th and (k_l+1)-th
+    smallest score goes to 0). The hypernetwork thus chooses *which* weights of a layer go, not how many: a free
+    per-layer offset let training empty whole layers, where the straight-through gradient then vanishes."""
+    k = round(sparsity * len(p.flat))
+    removed = torch.zeros(len(p.flat), dtype=torch.bool)
+    if k:
+        removed[torch.topk(p.flat.abs(), k, largest=False).indices] = True
+    out, start = [], 0
+    for shape in p.shapes:
+        n = shape.numel()
+        layer, k_l = scores[start:start + n], int(removed[start:start + n].sum())
+        sorted_scores = layer.detach().sort().values
+        if k_l == 0:
+            mid = sorted_scores[0] - 1.0
+        elif k_l == n:
+            mid = sorted_scores[-1] + 1.0
+        else:
+            mid = (sorted_scores[k_l - 1] + sorted_scores[k_l]) / 2
+        out.append(layer - mid)
+        start += n
+    return torch.cat(out)
+
+
+def straight_through_mask(scores: torch.Tensor, sparsity: float, temperature: float = 0.1) -> torch.Tensor:
     """Hard top-k mask forward (``round(sparsity * n)`` removed), gradient of sigmoid((score - threshold) / t)
     backward, t = ``temperature`` x the scores' standard deviation."""
     k = round(sparsity * scores.numel())
@@ -176,12 +203,17 @@ def masked_forward(model: nn.Module, p: Prepared, mask: torch.Tensor, x: torch.T
     return functional_call(model, params, (x,))
 
 
-def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int = 1500, lr: float = 3e-3,
+def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int = 1500, lr: float = 3e-4,
           batch_size: int = 256, sparsity_range: tuple[float, float] = (0.5, 0.98), seed: int = 0,
+          temperature: float = 0.1, val_zoo: list[tuple[nn.Module, object]] | None = None, val_every: int = 250,
           log_every: int = 100, log=print) -> list[dict]:
     """Train ``net`` over ``zoo`` (pairs of a pretrained model and its :class:`weightcast.data.Task`) for
-    ``steps`` Adam steps: each step one model, one sparsity s ~ U(sparsity_range), one training batch, the
-    cross-entropy of the masked model. Returns the logged rows (step, mean loss, seconds)."""
+    ``steps`` Adam steps (gradient norm clipped at 1): each step one model, one sparsity s ~ U(sparsity_range),
+    one training batch, the cross-entropy of the masked model, straight-through mask with ``temperature`` (a
+    fraction of the scores' standard deviation). With ``val_zoo``, the mean validation accuracy of its models at
+    s = 0.7, 0.9, 0.95 (:func:`val_score`) is measured at step 0 (global magnitude) and every ``val_every``
+    steps, and ``net`` ends with the weights that scored best. Returns the logged rows (step, mean loss or
+    val_acc, seconds)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     prepared = [prepare(model, net.token_size) for model, _ in zoo]
@@ -190,24 +222,58 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
         model.eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    rows, running, start = [], 0.0, time.perf_counter()
+    rows, running, count, start = [], 0.0, 0, time.perf_counter()
+    best = None
+
+    def checkpoint(step):
+        nonlocal best
+        score = val_score(net, val_zoo)
+        rows.append({"step": step, "val_acc": round(score, 5), "seconds": round(time.perf_counter() - start, 1)})
+        log(f"step {step}: validation accuracy {score:.4f}")
+        if best is None or score > best[0]:
+            best = (score, step, copy.deepcopy(net.state_dict()))
+
+    if val_zoo:
+        checkpoint(0)
     for step in range(1, steps + 1):
         i = rng.randrange(len(zoo))
         s = sparsity_range[0] + (sparsity_range[1] - sparsity_range[0]) * float(torch.rand((), generator=gen))
         x, y = next(batches[i])
-        mask = straight_through_mask(net.flat_scores(prepared[i], s), s)
+        mask = straight_through_mask(net.flat_scores(prepared[i], s), s, temperature)
         loss = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], mask, x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
-        running += loss.item()
+        running, count = running + loss.item(), count + 1
         if step % log_every == 0 or step == steps:
-            rows.append({"step": step, "loss": running / (step - (rows[-1]["step"] if rows else 0)),
-                         "seconds": round(time.perf_counter() - start, 1)})
-            running = 0.0
+            rows.append({"step": step, "loss": running / count, "seconds": round(time.perf_counter() - start, 1)})
+            running, count = 0.0, 0
             log(f"step {step}: loss {rows[-1]['loss']:.4f} ({rows[-1]['seconds']} s)")
+        if val_zoo and (step % val_every == 0 or step == steps):
+            checkpoint(step)
+    if best is not None:
+        net.load_state_dict(best[2])
+        rows.append({"selected_step": best[1], "val_acc": round(best[0], 5)})
+        log(f"kept the weights of step {best[1]} (validation accuracy {best[0]:.4f})")
     return rows
+
+
+@torch.no_grad()
+def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
+              sparsities: tuple[float, ...] = (0.7, 0.9, 0.95), limit: int = 2000) -> float:
+    """Mean accuracy of ``zoo``'s models under the hypernetwork's global masks at ``sparsities``, on the first
+    ``limit`` validation examples of each model's task."""
+    from .api import apply_masks, keep_top
+
+    accs = []
+    for model, task in zoo:
+        for s in sparsities:
+            pruned = copy.deepcopy(model)
+            apply_masks(pruned, keep_top(net.scores(pruned, s), s))
+            accs.append(task.evaluate(pruned, limit=limit)["acc"])
+    return sum(accs) / len(accs)
 
 
 def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:

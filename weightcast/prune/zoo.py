@@ -44,6 +44,13 @@ def train_specs() -> list[RunSpec]:
     return specs
 
 
+def validation_ids() -> list[str]:
+    """Runs of the training zoo kept out of the hypernetwork's gradient steps to choose its checkpoint: one
+    seed of each MNIST MLP width, one MNIST LeNet-5 and one digits MLP."""
+    specs = train_specs()
+    return [specs[i].run_id for i in (2, 5, 8, 12, 14)]
+
+
 def held_out_specs() -> list[RunSpec]:
     """The held-out zoo; its first run is the benchmark MLP 784-40-20-10, its fourth the benchmark LeNet-5."""
     return [_run("mnist", "mlp_nobias", BENCH_MLP, SGD, 100, MNIST),
