@@ -3,7 +3,8 @@
     python benchmarks/prune_obs_kernel.py --data-dir ../shared/data
 
 The layer's real problem: W (40, 784) of the benchmark MLP (the held-out zoo's first run), H = 2 X^T X / N from
-the first 1,024 MNIST training images, relative damping 0.01, the full greedy trace (784 steps per row). Each
+the first 1,024 MNIST training images, relative damping 0.01, the greedy trace (``--steps``, default all 784
+steps per row). Each
 backend available here runs in the same process, side by side (median and 20/80 % quantiles of ``--repeats``
 calls after one warm-up call; the slow reference ``--reference-repeats`` calls, without warm-up); the
 load average is recorded with the rows. Writes
@@ -61,11 +62,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each kernel (after a warm-up call)")
     parser.add_argument("--reference-repeats", type=int, default=1, help="timed calls of the slow reference "
                         "(no warm-up: each call is hundreds of steps)")
+    parser.add_argument("--steps", type=int, default=0, help="greedy steps per row (default 0: all d = 784); "
+                        "fewer steps keep the largest active sets, where the compact kernel gains least")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     W, Hinv = problem(args.data_dir, args.zoo or zoo.default_dir())
-    steps = W.shape[1]
+    steps = args.steps or W.shape[1]
     backends = ["reference"] + [b for b in ("cpp", "triton") if why_unavailable(b, W.device) is None
                                 and not (b == "triton" and W.device.type == "cpu")]
     results, rows = {}, []

@@ -9,7 +9,8 @@ network uses the two neurons it connects), and the layer's size and place.
 
     token embedding  h_k = MLP([tokens_k / rms, position_k, s])                              (K, H)
     layer context    h_k += Linear(mean of h over the token's layer)
-    score per slot   score = log|w| + max_shift * tanh(MLP(Linear(h_k) + Linear([features, s])))   (K, T)
+    change per slot  c = MLP(Linear(h_k) + Linear([features, s])), minus its mean over the layer   (K, T)
+    score per slot   score = log|w| + max_shift * tanh(c)
     anchored         each layer's scores shifted so that it loses as many weights as under global magnitude
 
 The last layer starts at zero, so an untrained hypernetwork is global magnitude pruning; training learns which
@@ -139,8 +140,14 @@ class MaskHypernetwork(nn.Module):
         h = h + self.layer_context(sums / counts)[p.token_layer]
         slot_in = torch.cat([p.features, s[:, None, :].expand(K, self.token_size, 1)], dim=2)
         z = self.slot_token(h)[:, None, :] + self.slot_features(slot_in)
-        scores = p.log_abs + self.max_shift * torch.tanh(self.head(z).squeeze(-1))
         valid = p.index >= 0
+        change = self.head(z).squeeze(-1) * valid
+        # centred per layer: a shift of a whole layer changes no mask (anchor_to_magnitude) and would only push
+        # tanh into saturation, where the gradient dies
+        sums = torch.zeros(p.num_layers).index_add_(0, p.token_layer, change.sum(1))
+        counts = torch.zeros(p.num_layers).index_add_(0, p.token_layer, valid.sum(1).float())
+        change = change - (sums / counts)[p.token_layer][:, None]
+        scores = p.log_abs + self.max_shift * torch.tanh(change)
         out = torch.empty(len(p.flat), dtype=scores.dtype)
         return anchor_to_magnitude(out.index_put((p.index[valid],), scores[valid]), p, sparsity)
 
