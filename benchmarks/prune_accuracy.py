@@ -33,7 +33,7 @@ from weightcast.prune.obs import obs_prune, prepare as obs_prepare
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-uniform", "woodfisher", "chita")
-NETWORKS = ("mlp", "lenet5", "mlp-seed101", "mlp-64-32", "lenet5-digits")  # held_out_specs() order
+NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
 OUT = RESULTS / "prune"
 
 

@@ -51,8 +51,12 @@ def validation_ids() -> list[str]:
     return [specs[i].run_id for i in (2, 5, 8, 12, 14)]
 
 
+HELD_OUT_NAMES = ("mlp", "mlp-seed101", "mlp-64-32", "lenet5", "lenet5-digits")
+
+
 def held_out_specs() -> list[RunSpec]:
-    """The held-out zoo; its first run is the benchmark MLP 784-40-20-10, its fourth the benchmark LeNet-5."""
+    """The held-out zoo, named by :data:`HELD_OUT_NAMES` in this order; its first run is the benchmark MLP
+    784-40-20-10, its fourth the benchmark LeNet-5."""
     return [_run("mnist", "mlp_nobias", BENCH_MLP, SGD, 100, MNIST),
             _run("mnist", "mlp_nobias", BENCH_MLP, ADAMW, 101, MNIST),
             _run("mnist", "mlp_nobias", {"widths": [64, 32]}, SGD, 102, MNIST),
