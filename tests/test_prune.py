@@ -10,7 +10,7 @@ from weightcast.data import get_task
 from weightcast.prune import (BiasFreeMLP, MaskHypernetwork, apply_masks, finetune, load_pruned, make_permanent,
                               prune, recalibrate_bn, sparsity_of)
 from weightcast.prune import hypernet
-from weightcast.prune.models import BiasFreeMLP as Registered
+from weightcast.prune.models import registered
 from weightcast.prune.obs import LayerOBS
 from weightcast import models
 
@@ -192,7 +192,9 @@ def test_shipped_hypernetwork_prunes_an_unseen_width(task):
     assert sum(counts(masks).values()) == round(0.9 * (64 * 40 + 40 * 20 + 20 * 10))
 
 
-def test_bias_free_mlp_is_registered():
-    model = models.get("mlp_nobias", in_shape=(1, 28, 28), num_classes=10)
-    assert isinstance(model, Registered)
+def test_bias_free_mlp_is_registered_inside_the_block_only():
+    with registered():
+        model = models.get("mlp_nobias", in_shape=(1, 28, 28), num_classes=10)
+    assert isinstance(model, BiasFreeMLP)
     assert [tuple(p.shape) for p in model.parameters()] == [(40, 784), (20, 40), (10, 20)]
+    assert "mlp_nobias" not in models.names()

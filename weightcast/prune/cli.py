@@ -100,11 +100,12 @@ def _apply(args) -> int:
 
     from .. import models
     from ..data import get_task
-    from . import models as _register  # noqa: F401
     from .api import DATA_BASED, prune, sparsity_of
+    from .models import registered
 
     task = get_task(args.task, args.data_dir)
-    model = models.get(args.model, **task.model_kwargs(), **json.loads(args.model_kwargs))
+    with registered():
+        model = models.get(args.model, **task.model_kwargs(), **json.loads(args.model_kwargs))
     model.load_state_dict(torch.load(args.state, map_location="cpu"))
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]

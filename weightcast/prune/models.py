@@ -1,13 +1,14 @@
 """The bias-free MLP of the pruning literature (784-40-20-10 on MNIST), registered with :mod:`weightcast.models`.
 
-The OBS/WoodFisher/CHITA papers prune "MLPNet": Linear layers without bias and ReLU between them. Importing
-this module adds it to the model registry as ``"mlp_nobias"`` so that zoo runs (:class:`weightcast.zoo.RunSpec`)
-can train it like any other model.
+The OBS/WoodFisher/CHITA papers prune "MLPNet": Linear layers without bias and ReLU between them. Zoo runs
+(:class:`weightcast.zoo.RunSpec`) name their model by its registry key, so :func:`registered` puts it in the
+model registry as ``"mlp_nobias"`` for the duration of a ``with`` block (the registry itself stays as it is).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -37,4 +38,17 @@ class BiasFreeMLP(nn.Module):
         return self.layers(x.flatten(1))
 
 
-models.MODELS.setdefault("mlp_nobias", BiasFreeMLP)
+NAME = "mlp_nobias"
+
+
+@contextlib.contextmanager
+def registered() -> Iterator[None]:
+    """``weightcast.models.get("mlp_nobias", ...)`` builds a :class:`BiasFreeMLP` inside the block."""
+    added = NAME not in models.MODELS
+    if added:
+        models.MODELS[NAME] = BiasFreeMLP
+    try:
+        yield
+    finally:
+        if added:
+            del models.MODELS[NAME]

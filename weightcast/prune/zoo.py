@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import models
 from ..zoo import RunSpec, build_zoo, load_trajectory, read_manifest
-from . import models as _register  # noqa: F401  (registers "mlp_nobias")
+from .models import registered
 
 SGD = ("sgd", 0.05, {"momentum": 0.9})
 ADAMW = ("adamw", 1e-3, {"weight_decay": 0.0})
@@ -35,6 +35,11 @@ def _run(task: str, arch: str, model_kwargs: dict, opt: tuple, seed: int, common
 
 def train_specs() -> list[RunSpec]:
     """The training zoo (see the module docstring); optimizers alternate SGD (momentum 0.9) / AdamW by seed."""
+    with registered():
+        return _train_specs()
+
+
+def _train_specs() -> list[RunSpec]:
     opts = (SGD, ADAMW)
     specs = [_run("mnist", "mlp_nobias", {"widths": w}, opts[s % 2], s, MNIST)
              for w in ([32, 16], [64, 32], [96, 48]) for s in range(3)]
@@ -57,17 +62,19 @@ HELD_OUT_NAMES = ("mlp", "mlp-seed101", "mlp-64-32", "lenet5", "lenet5-digits")
 def held_out_specs() -> list[RunSpec]:
     """The held-out zoo, named by :data:`HELD_OUT_NAMES` in this order; its first run is the benchmark MLP
     784-40-20-10, its fourth the benchmark LeNet-5."""
-    return [_run("mnist", "mlp_nobias", BENCH_MLP, SGD, 100, MNIST),
-            _run("mnist", "mlp_nobias", BENCH_MLP, ADAMW, 101, MNIST),
-            _run("mnist", "mlp_nobias", {"widths": [64, 32]}, SGD, 102, MNIST),
-            _run("mnist", "lenet5", {"width": 1.0}, SGD, 103, MNIST),
-            _run("digits", "lenet5", {"width": 1.0}, ADAMW, 104, DIGITS)]
+    with registered():
+        return [_run("mnist", "mlp_nobias", BENCH_MLP, SGD, 100, MNIST),
+                _run("mnist", "mlp_nobias", BENCH_MLP, ADAMW, 101, MNIST),
+                _run("mnist", "mlp_nobias", {"widths": [64, 32]}, SGD, 102, MNIST),
+                _run("mnist", "lenet5", {"width": 1.0}, SGD, 103, MNIST),
+                _run("digits", "lenet5", {"width": 1.0}, ADAMW, 104, DIGITS)]
 
 
 def build(out: str | os.PathLike, specs: list[RunSpec], data_dir: str | os.PathLike | None = None,
           progress: bool = True) -> dict:
     """Train the runs of ``specs`` missing from the zoo ``out`` (resumable); returns the manifest."""
-    return build_zoo(out, specs, data_dir=data_dir, progress=progress)
+    with registered():
+        return build_zoo(out, specs, data_dir=data_dir, progress=progress)
 
 
 def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) -> list[tuple[dict, nn.Module]]:
@@ -85,8 +92,9 @@ def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) 
         snapshots, _ = load_trajectory(zoo_dir, entry)
         spec = entry["spec"]
         info = entry["task_info"]
-        model = models.get(spec["arch"], in_shape=tuple(info["input_shape"]), num_classes=info["num_classes"],
-                           **spec["model_kwargs"])
+        with registered():
+            model = models.get(spec["arch"], in_shape=tuple(info["input_shape"]), num_classes=info["num_classes"],
+                               **spec["model_kwargs"])
         model.load_state_dict({name: t[-1] for name, t in snapshots.items()})
         out.append((entry, model.eval()))
     return out
