@@ -94,7 +94,8 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
             recovered = task.evaluate(pruned)["acc"]
             config = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps}
             common = dict(benchmark=f"prune-{name}", name=method, x_name="sparsity", x_value=s)
-            rows += [dict(common, metric="acc", unit="fraction", value=one_shot, config={**config, "stage": "one-shot"}),
+            rows += [dict(common, metric="acc", unit="fraction", value=one_shot,
+                          config={**config, "stage": "one-shot"}),
                      dict(common, metric="acc", unit="fraction", value=recovered,
                           config={**config, "stage": "recovered"}),
                      dict(common, metric="achieved_sparsity", unit="fraction", value=sparsity_of(pruned),
@@ -170,7 +171,8 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
                     and r["x_value"] == s and _stage(r) == stage)
 
     lines = ["# Done-means checks (computed from the prune_<network>.csv files)", ""]
-    held = [n for n in NETWORKS if n in all_rows and {"hypernet", "magnitude", "woodfisher"} <= set(present(all_rows[n]))]
+    held = [n for n in NETWORKS
+            if n in all_rows and {"hypernet", "magnitude", "woodfisher"} <= set(present(all_rows[n]))]
     lines += ["Hypernetwork vs global magnitude on the held-out models, one-shot accuracy (points):", "",
               "| network | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | hypernet - WoodFisher at 0.9 |",
               "|---" * (len(SPARSITIES) + 2) + "|"]
@@ -193,7 +195,8 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default weightcast.prune.zoo.default_dir())")
+    parser.add_argument("--zoo", type=Path, default=None,
+                        help="zoo folder (default weightcast.prune.zoo.default_dir())")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--calibration", type=int, default=1024)
     parser.add_argument("--finetune-steps", type=int, default=100)

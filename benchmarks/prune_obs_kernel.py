@@ -79,7 +79,8 @@ def main() -> int:
             med, q20, q80 = timed(lambda: obs_trace(W, Hinv, steps), repeats, warmup=backend != "reference")
             load = (load_before + os.getloadavg()[0]) / 2
         results[backend] = med
-        rows.append(dict(benchmark="obs_trace", name=backend, metric="time", unit="s", x_name="d", x_value=W.shape[1], value=med, q20=q20, q80=q80,
+        rows.append(dict(benchmark="obs_trace", name=backend, metric="time", unit="s", x_name="d",
+                         x_value=W.shape[1], value=med, q20=q20, q80=q80,
                          config={"rows": W.shape[0], "steps": steps, "threads": args.threads, "repeats": repeats,
                                  "load_average_1min": round(load, 2)}))
         print(f"{backend}: median {med:.3f} s (q20 {q20:.3f}, q80 {q80:.3f}), load {load:.1f}", flush=True)

@@ -110,7 +110,11 @@ def _apply(args) -> int:
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
     start = time.perf_counter()
-    prune(model, args.sparsity, args.method, data=data, scope=args.scope)
+    try:
+        prune(model, args.sparsity, args.method, data=data, scope=args.scope)
+    except ValueError as exc:
+        print(f"weightcast prune apply: {exc}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     torch.save(model.state_dict(), args.out)
     print(json.dumps({"method": args.method, "sparsity": sparsity_of(model), "acc_dense": before,

@@ -15,7 +15,10 @@ network uses the two neurons it connects), and the layer's size and place.
 
 The last layer starts at zero, so an untrained hypernetwork is global magnitude pruning; training learns which
 weights of each layer to keep instead (:func:`anchor_to_magnitude`), moving a weight's log-magnitude score by
-at most ``max_shift`` (0.5: weights within a factor e^0.5 of the threshold can trade places). Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
+at most ``max_shift`` (default 0.5: weights within a factor e^0.5 of the threshold can trade places; the
+shipped network was trained with 2).
+
+Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
 sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, a random s in
 [0.5, 0.98] per step, through the task loss of the masked network with a straight-through top-k mask
 (hard mask forward, sigmoid((score - threshold) / temperature) backward). Seed: "Learning to Prune Image

@@ -80,8 +80,8 @@ def obs_prune(model: nn.Module, sparsity: float, x: torch.Tensor, rel_damp: floa
     the MLP 784-40-20-10 it starves the 10 x 20 output layer: see benchmarks/results/prune). ``state``
     (from :func:`prepare`) reuses the traces across sparsities."""
     state = state if state is not None else prepare(model, x, rel_damp)
-    return {f"{name}.weight": layer.prune_count(k) for (name, layer), k in zip(state.items(),
-                                                                               layer_counts(state, sparsity, allocation))}
+    counts = layer_counts(state, sparsity, allocation)
+    return {f"{name}.weight": layer.prune_count(k) for (name, layer), k in zip(state.items(), counts)}
 
 
 ALLOCATIONS = ("uniform", "magnitude")
