@@ -6,6 +6,7 @@
     weightcast forecaster train|info ...                learned forecasters trained on a zoo
     weightcast ae train|eval ...                        weight autoencoder of the latent forecaster
     weightcast slim study|finetune ...                  dynamic width from pretrained weights
+    weightcast prune zoo|train|apply ...                one-shot pruning and the mask hypernetwork
 
 Each subcommand lives in a module exposing ``add_subparser(subparsers)``, listed in :data:`SUBCOMMANDS`; only the
 module of the subcommand being run is imported, so ``weightcast --help`` needs no torch. To add a subcommand, add
@@ -32,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                    "train learned forecasters (farcast, wnn) on a zoo"),
     "ae": ("weightcast.wsl.cli", "add_subparser", "weight autoencoder of the latent forecaster"),
     "slim": ("weightcast.slim.cli", "add_subparser", "dynamic width from pretrained weights"),
+    "prune": ("weightcast.prune.cli", "add_subparser", "one-shot pruning and the mask hypernetwork"),
 }
 
 

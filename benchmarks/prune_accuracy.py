@@ -1,0 +1,232 @@
+"""Accuracy vs sparsity of every pruning method on the benchmark networks and the held-out models.
+
+    python benchmarks/prune_accuracy.py --data-dir ../shared/data      (builds the zoos first when missing)
+
+Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's training zoo): the MLP
+784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
+MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
+Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS
+(each layer losing what global magnitude removes there; and "obs-uniform", OBC's uniform allocation),
+WoodFisher, CHITA; calibration: the first 1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98.
+For each: validation accuracy one-shot and after recovery (BatchNorm recalibration -- a no-op for these
+BN-free networks -- then ``--finetune-steps`` Adam steps on the masked model), the achieved sparsity, and the
+seconds the method took (its shared preparation -- Hessians and traces, gradients and inverses -- plus the
+per-sparsity step). Writes, per network, benchmarks/results/prune/prune_<network>.csv (weightcast.results
+schema), a markdown table and a PNG, and summary.md (the done-means checks computed from the rows).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, write_results
+from weightcast.data import get_task
+from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
+from weightcast.prune.fisher import Chita, WoodFisher, per_sample_grads
+from weightcast.prune.layers import prunable_layers, weight_of
+from weightcast.prune.obs import obs_prune, prepare as obs_prepare
+
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-uniform", "woodfisher", "chita")
+NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
+OUT = RESULTS / "prune"
+
+
+def method_pruner(method: str, model, data, net):
+    """(prepare seconds, function sparsity -> (masks, weights or None))."""
+    start = time.perf_counter()
+    layers = prunable_layers(model)
+    if method in ("random", "magnitude", "magnitude-layer", "hypernet"):
+        scope = "layer" if method == "magnitude-layer" else "global"
+
+        def run(s):
+            if method == "random":
+                g = torch.Generator().manual_seed(int(s * 1000))
+                scores = {f"{n}.weight": torch.rand(weight_of(m).shape, generator=g) for n, m in layers.items()}
+            elif method == "hypernet":
+                scores = net.scores(model, s)
+            else:
+                scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in layers.items()}
+            return keep_top(scores, s, scope), None
+        return 0.0, run
+    x, y = data
+    if method in ("obs", "obs-uniform"):
+        state = obs_prepare(model, x)
+        prep = time.perf_counter() - start
+        allocation = "uniform" if method == "obs-uniform" else "magnitude"
+        return prep, lambda s: _split(obs_prune(model, s, x, allocation=allocation, state=state))
+    G = per_sample_grads(model, x, y)
+    pruner = WoodFisher(model, G) if method == "woodfisher" else Chita(model, G)
+    prep = time.perf_counter() - start
+    return prep, lambda s: _split(pruner.prune(s))
+
+
+def _split(result):
+    return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
+
+
+def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
+    data = task.eval_tensors("train", args.calibration)
+    dense = task.evaluate(model)["acc"]
+    rows = [dict(benchmark=f"prune-{name}", name="dense", metric="acc", unit="fraction", x_name="sparsity",
+                 x_value=0.0, value=dense, config={"stage": "dense", "run": entry["id"]})]
+    for method in args.methods:
+        cached = args.cache / f"{name}-{method}.json" if args.cache else None
+        if cached is not None and cached.exists():
+            rows += json.loads(cached.read_text())
+            continue
+        start_rows = len(rows)
+        prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
+        for s in SPARSITIES:
+            pruned = copy.deepcopy(model)
+            start = time.perf_counter()
+            masks, weights = run(s)
+            apply_masks(pruned, masks, weights)
+            seconds = prep + time.perf_counter() - start
+            one_shot = task.evaluate(pruned)["acc"]
+            recalibrate_bn(pruned, [data[0]])
+            finetune(pruned, task.batches(128, 0), args.finetune_steps, lr=1e-3)
+            recovered = task.evaluate(pruned)["acc"]
+            config = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps}
+            common = dict(benchmark=f"prune-{name}", name=method, x_name="sparsity", x_value=s)
+            rows += [dict(common, metric="acc", unit="fraction", value=one_shot,
+                          config={**config, "stage": "one-shot"}),
+                     dict(common, metric="acc", unit="fraction", value=recovered,
+                          config={**config, "stage": "recovered"}),
+                     dict(common, metric="achieved_sparsity", unit="fraction", value=sparsity_of(pruned),
+                          config=config),
+                     dict(common, metric="time", unit="s", value=seconds, config={**config, "prepare_s": prep})]
+            print(f"{name} {method} s={s}: one-shot {one_shot:.4f} recovered {recovered:.4f} "
+                  f"({seconds:.2f} s)", flush=True)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(rows[start_rows:]))
+    return rows
+
+
+def table(rows: list[dict], name: str) -> str:
+    acc = {(r["name"], r["x_value"], json.loads(r["config"]) ["stage"] if isinstance(r["config"], str)
+            else r["config"]["stage"]): r["value"] for r in rows if r["metric"] == "acc"}
+    secs = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "time"}
+    ach = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "achieved_sparsity"}
+    dense = acc[("dense", 0.0, "dense")]
+    methods = present(rows)
+    lines = [f"## {name} (dense {100 * dense:.2f}%)", ""]
+    for stage in ("one-shot", "recovered"):
+        lines += [f"Validation accuracy (%), {stage}:", "",
+                  "| method | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | seconds at s=0.9 |",
+                  "|---" * (len(SPARSITIES) + 2) + "|"]
+        for m in methods:
+            lines.append(f"| {m} | " + " | ".join(f"{100 * acc[(m, s, stage)]:.2f}" for s in SPARSITIES)
+                         + f" | {secs[(m, 0.9)]:.2f} |")
+        lines.append("")
+    worst = max(abs(ach[(m, s)] - s) for m in methods for s in SPARSITIES)
+    lines += [f"Achieved sparsity: every method within {worst:.2e} of the target (a kept weight may be 0).", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, m in enumerate(METHODS):
+        if m not in present(rows):
+            continue
+        for stage, style in (("one-shot", "-"), ("recovered", ":")):
+            pts = sorted((r["x_value"], r["value"]) for r in rows if r["name"] == m and r["metric"] == "acc"
+                         and _stage(r) == stage)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, marker="o", ms=3, color=f"C{i}",
+                    label=m if stage == "one-shot" else None)
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{name}: one-shot (solid), after fine-tuning (dotted)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def present(rows: list[dict]) -> list[str]:
+    """The methods of METHODS that have rows."""
+    return [m for m in METHODS if any(r["name"] == m for r in rows)]
+
+
+def _stage(row):
+    config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+    return config.get("stage")
+
+
+def summary(all_rows: dict[str, list[dict]]) -> str:
+    def acc(name, method, s, stage="one-shot"):
+        return next(r["value"] for r in all_rows[name] if r["name"] == method and r["metric"] == "acc"
+                    and r["x_value"] == s and _stage(r) == stage)
+
+    lines = ["# Done-means checks (computed from the prune_<network>.csv files)", ""]
+    held = [n for n in NETWORKS
+            if n in all_rows and {"hypernet", "magnitude", "woodfisher"} <= set(present(all_rows[n]))]
+    lines += ["Hypernetwork vs global magnitude on the held-out models, one-shot accuracy (points):", "",
+              "| network | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | hypernet - WoodFisher at 0.9 |",
+              "|---" * (len(SPARSITIES) + 2) + "|"]
+    for n in held:
+        diffs = [100 * (acc(n, "hypernet", s) - acc(n, "magnitude", s)) for s in SPARSITIES]
+        wf = 100 * (acc(n, "hypernet", 0.9) - acc(n, "woodfisher", 0.9))
+        lines.append(f"| {n} | " + " | ".join(f"{d:+.2f}" for d in diffs) + f" | {wf:+.2f} |")
+    lines.append("")
+    if "mlp" in all_rows and {"magnitude", "magnitude-layer", "obs", "obs-uniform", "woodfisher", "chita"} <= set(
+            present(all_rows["mlp"])):
+        mag = max(acc("mlp", "magnitude", 0.9), acc("mlp", "magnitude-layer", 0.9))
+        lines += ["MLP 784-40-20-10 at s=0.9, one-shot, against the better magnitude variant "
+                  f"({100 * mag:.2f}%):", ""]
+        for m in ("obs", "obs-uniform", "woodfisher", "chita"):
+            lines.append(f"- {m}: {100 * acc('mlp', m, 0.9):.2f}% ({100 * (acc('mlp', m, 0.9) - mag):+.2f} points)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--zoo", type=Path, default=None,
+                        help="zoo folder (default weightcast.prune.zoo.default_dir())")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--calibration", type=int, default=1024)
+    parser.add_argument("--finetune-steps", type=int, default=100)
+    parser.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=NETWORKS)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--cache", type=Path, default=None, help="keep each (network, method)'s rows here and "
+                        "reuse them on the next run (to run the methods in parts); off by default")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    root = args.zoo or zoo.default_dir()
+    specs = zoo.held_out_specs()
+    zoo.build(root / "heldout", specs, args.data_dir, progress=False)
+    loaded = dict(zip(NETWORKS, zoo.load_models(root / "heldout", specs)))
+    net = hypernet.load_default
+    args.out.mkdir(parents=True, exist_ok=True)
+    all_rows, tasks = {}, {}
+    for name in args.networks:
+        entry, model = loaded[name]
+        task_name = entry["spec"]["task"]
+        tasks.setdefault(task_name, get_task(task_name, args.data_dir))
+        rows = run_network(name, entry, model, tasks[task_name], net, args)
+        all_rows[name] = rows
+        write_results(args.out / f"prune_{name}.csv", rows, device="cpu")
+        (args.out / f"prune_{name}.md").write_text(table(rows, name) + "\n")
+        plot(rows, name, args.out / f"prune_{name}.png")
+    (args.out / "summary.md").write_text(summary(all_rows))
+    print(summary(all_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""One interface for every pruner: ``prune(model, sparsity, method=..., data=None) -> masks``."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .layers import prunable_layers, weight_of
+
+DATA_FREE = ("random", "magnitude", "hypernet")
+DATA_BASED = ("obs", "woodfisher", "chita")
+METHODS = DATA_FREE + DATA_BASED
+SCOPES = ("global", "layer")
+
+
+def check_sparsity(sparsity: float) -> float:
+    """``sparsity`` as a float; ValueError unless it is a number in [0, 1)."""
+    try:
+        s = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+    if not 0.0 <= s < 1.0 or math.isnan(s):
+        raise ValueError(f"sparsity must be in [0, 1) (the fraction of weights removed; 0.9 keeps 10%), got {s}")
+    return s
+
+
+def keep_top(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "global") -> dict[str, torch.Tensor]:
+    """Bool masks keeping the highest scores: exactly ``round(sparsity * n)`` removed over all weights
+    (``scope="global"``) or in every layer (``"layer"``); ties broken by position."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "layer":
+        return {name: keep_top({name: s}, sparsity)[name] for name, s in scores.items()}
+    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
+    k = round(sparsity * flat.numel())
+    keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k:
+        keep[torch.topk(flat, k, largest=False, sorted=False).indices] = False
+    out, start = {}, 0
+    for name, s in scores.items():
+        out[name] = keep[start:start + s.numel()].reshape(s.shape)
+        start += s.numel()
+    return out
+
+
+def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=None, *, scope: str = "global",
+          apply: bool = True, update_weights: bool = True, generator: torch.Generator | None = None,
+          hypernet=None, **method_kwargs) -> dict[str, torch.Tensor]:
+    """Prune the weights of ``model``'s Linear/Conv layers one-shot; returns ``{"<layer>.weight": bool mask}``.
+
+    sparsity: fraction of weights removed, in [0, 1); every method removes exactly ``round(sparsity * n)`` (n
+    the prunable weights: all of them for the global methods, each layer's for layer-wise ones).
+    method: ``"random"``; ``"magnitude"`` (|w|; ``scope`` "global" or "layer"); ``"hypernet"`` (the mask
+    hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
+    default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
+    ``allocation`` -- "magnitude": each layer loses what global magnitude would remove there, "uniform": every
+    layer at ``sparsity`` -- ``rel_damp``, ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
+    global; method_kwargs ``block_size``/``rel_damp`` and ``rel_ridge``/``max_iter``).
+    data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
+    WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.
+    apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
+    update_weights: write the compensated weights of OBS/WoodFisher/CHITA into the model.
+    Raises ValueError for a sparsity outside [0, 1), an unknown method or scope, or a data-based method without
+    data; the model is left untouched then.
+    """
+    sparsity = check_sparsity(sparsity)
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if method in DATA_BASED:
+        x, y = _calibration(method, data)
+    layers = prunable_layers(model)
+    weights: dict[str, torch.Tensor] = {}
+    if method == "random":
+        masks = keep_top({f"{n}.weight": torch.rand(weight_of(m).shape, generator=generator).to(weight_of(m).device)
+                          for n, m in layers.items()}, sparsity, scope)
+    elif method == "magnitude":
+        masks = keep_top({f"{n}.weight": weight_of(m).detach().abs() for n, m in layers.items()}, sparsity, scope)
+    elif method == "hypernet":
+        from .hypernet import load_default
+
+        net = hypernet if hypernet is not None else load_default()
+        masks = keep_top(net.scores(model, sparsity), sparsity, scope)
+    else:
+        masks, weights = _data_based(method, model, sparsity, x, y, method_kwargs)
+    if apply:
+        apply_masks(model, masks, weights if update_weights else None)
+    return masks
+
+
+def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if data is None:
+        raise ValueError(f"method {method!r} needs calibration data: pass data=(x, y), a batch of about 1,024 "
+                         "training examples (e.g. task.eval_tensors('train', 1024)); the data-free methods are "
+                         f"{DATA_FREE}")
+    if isinstance(data, torch.Tensor):
+        data = (data, None)
+    x, y = data
+    if method != "obs" and y is None:
+        raise ValueError(f"method {method!r} needs labels: pass data=(x, y)")
+    if len(x) == 0:
+        raise ValueError("the calibration batch is empty")
+    return x, y
+
+
+def _data_based(method, model, sparsity, x, y, kwargs) -> tuple[dict, dict]:
+    if method == "obs":
+        from .obs import obs_prune
+
+        result = obs_prune(model, sparsity, x, **kwargs)
+    else:
+        from .fisher import Chita, WoodFisher, per_sample_grads
+
+        pruner = (WoodFisher if method == "woodfisher" else Chita)(model, per_sample_grads(model, x, y), **kwargs)
+        result = pruner.prune(sparsity)
+    return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor], weights: dict[str, torch.Tensor] | None = None
+                ) -> nn.Module:
+    """Apply ``masks`` (``"<layer>.weight"`` -> bool) with ``torch.nn.utils.prune.custom_from_mask``; first
+    write ``weights`` (same keys) into the layers when given. Returns the model."""
+    layers = prunable_layers(model)
+    for key, mask in masks.items():
+        name = key.removesuffix(".weight")
+        if name not in layers:
+            raise KeyError(f"no prunable layer {name!r} in the model; its layers are {list(layers)}")
+        layer = layers[name]
+        if weights is not None and key in weights:
+            with torch.no_grad():
+                weight_of(layer).copy_(weights[key].to(weight_of(layer).dtype))
+        torch_prune.custom_from_mask(layer, "weight", mask.to(weight_of(layer).device))
+    return model
+
+
+def sparsity_of(model: nn.Module) -> float:
+    """The fraction of zero weights over the model's prunable layers (masked or not)."""
+    zeros = total = 0
+    for layer in prunable_layers(model).values():
+        zeros += int((layer.weight == 0).sum())
+        total += layer.weight.numel()
+    return zeros / total
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every mask into its weight (``torch.nn.utils.prune.remove``): a plain model with zeros."""
+    for layer in prunable_layers(model).values():
+        if torch_prune.is_pruned(layer) and hasattr(layer, "weight_mask"):
+            torch_prune.remove(layer, "weight")
+    return model
+
+
+def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Load a pruned model's ``state_dict`` (with ``<layer>.weight_orig`` / ``weight_mask``) into a fresh model of
+    the same architecture: the masks are applied first, so they keep working after loading."""
+    masks = {k.removesuffix("_mask"): v.bool() for k, v in state_dict.items() if k.endswith(".weight_mask")}
+    if masks:
+        apply_masks(model, masks)
+    model.load_state_dict(state_dict)
+    return model
+
+
+def recalibrate_bn(model: nn.Module, batches) -> bool:
+    """Re-estimate BatchNorm running statistics after pruning (``torch.optim.swa_utils.update_bn`` over
+    ``batches``, an iterable of inputs or (input, target) pairs). Returns False when the model has no BatchNorm
+    (nothing to do)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return False
+    torch.optim.swa_utils.update_bn(batches, model)
+    return True
+
+
+def finetune(model: nn.Module, batches, steps: int, lr: float = 1e-3,
+             loss_fn: Callable | None = None) -> nn.Module:
+    """A few steps of Adam on the masked model (the masks stay: pruned weights get zero gradient through
+    ``weight_orig * weight_mask``). ``batches``: an iterator of (x, y). Returns the model in eval mode."""
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    model.train()
+    for _ in range(steps):
+        x, y = next(batches)
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return model.eval()

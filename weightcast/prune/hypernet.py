@@ -1,0 +1,339 @@
+"""The sparsity-conditioned mask hypernetwork: from a model's weights alone (no data), a score per weight.
+
+Input: the prunable weights (Linear/Conv, :mod:`.layers`) tokenised by the project's weight tokeniser
+(:class:`weightcast.wsl.Tokenizer`, ``token_size`` values per token, each layer divided by its RMS), the token
+positions, and the target sparsity s. Per weight it also reads data-free context from the weights: its
+normalised magnitude, the RMS of its output unit's row, of its input unit's column, of the next layer's
+weights leaving its output unit and of the previous layer's weights entering its input unit (how much the
+network uses the two neurons it connects), and the layer's size and place.
+
+    token embedding  h_k = MLP([tokens_k / rms, position_k, s])                              (K, H)
+    layer context    h_k += Linear(mean of h over the token's layer)
+    change per slot  c = MLP(Linear(h_k) + Linear([features, s])), minus its mean over the layer   (K, T)
+    score per slot   score = log|w| + max_shift * tanh(c)
+    anchored         each layer's scores shifted so that it loses as many weights as under global magnitude
+
+The last layer starts at zero, so an untrained hypernetwork is global magnitude pruning; training learns which
+weights of each layer to keep instead (:func:`anchor_to_magnitude`), moving a weight's log-magnitude score by
+at most ``max_shift`` (default 0.5: weights within a factor e^0.5 of the threshold can trade places; the
+shipped network was trained with 2).
+
+Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
+sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, a random s in
+[0.5, 0.98] per step, through the task loss of the masked network with a straight-through top-k mask
+(hard mask forward, sigmoid((score - threshold) / temperature) backward). Seed: "Learning to Prune Image
+Classifiers in Weight Space via Hypernetworks" (Petruzzella, Pisa 2026).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+
+from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
+from .layers import prunable_layers, weight_of
+
+NUM_FEATURES = 9
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
+
+
+@dataclass
+class Prepared:
+    """A model's weights in the hypernetwork's input form (computed once per model; only s changes)."""
+
+    names: list[str]
+    shapes: list[torch.Size]
+    flat: torch.Tensor            # (n,) float32 weights, layer order
+    tokens: torch.Tensor          # (K, T) weights / layer rms
+    positions: torch.Tensor       # (K, POSITION_FEATURES)
+    token_layer: torch.Tensor     # (K,) int64
+    num_layers: int
+    features: torch.Tensor        # (K, T, NUM_FEATURES)
+    log_abs: torch.Tensor         # (K, T) log|w|
+    index: torch.Tensor           # (K, T) flat offset, -1 padding
+
+
+def _rms(t: torch.Tensor, dims) -> torch.Tensor:
+    return t.pow(2).mean(dims).sqrt().clamp(min=1e-12)
+
+
+def weight_features(weights: list[torch.Tensor]) -> torch.Tensor:
+    """(NUM_FEATURES, n) float32 data-free features of every weight (layer order, flattened): log normalised
+    |w|, log RMS of its row (output unit), column (input unit), of the next layer's weights leaving its output
+    unit and of the previous layer's weights entering its input unit (each over its layer's RMS; 0 where there
+    is no such layer), log10 of the layer size, the layer's share of the weights, first/last-layer flags."""
+    w3 = [w.detach().float().reshape(w.shape[0], w.shape[1], -1) for w in weights]
+    rms = [_rms(w, (0, 1, 2)) for w in w3]
+    n_total = sum(w.numel() for w in w3)
+    out = []
+    for li, w in enumerate(w3):
+        o, i, _ = w.shape
+        row = (_rms(w, (1, 2)) / rms[li]).log()[:, None, None]
+        col = (_rms(w, (0, 2)) / rms[li]).log()[None, :, None]
+        nxt = torch.zeros(o, 1, 1)
+        if li + 1 < len(w3) and w3[li + 1].shape[1] % o == 0:
+            wn = w3[li + 1]
+            nxt = (_rms(wn.reshape(wn.shape[0], o, -1), (0, 2)) / rms[li + 1]).log()[:, None, None]
+        prv = torch.zeros(1, i, 1)
+        if li > 0 and i % w3[li - 1].shape[0] == 0:
+            rows_prev = _rms(w3[li - 1], (1, 2)) / rms[li - 1]
+            prv = rows_prev.repeat_interleave(i // w3[li - 1].shape[0]).log()[None, :, None]
+        shape = w.shape
+        feats = [(w.abs() / rms[li]).clamp(min=1e-8).log(), row.expand(shape), col.expand(shape), nxt.expand(shape),
+                 prv.expand(shape), torch.full(shape, math.log10(w.numel())), torch.full(shape, w.numel() / n_total),
+                 torch.full(shape, float(li == 0)), torch.full(shape, float(li == len(w3) - 1))]
+        out.append(torch.stack([f.reshape(-1) for f in feats]))
+    return torch.cat(out, dim=1)
+
+
+def prepare(model: nn.Module, token_size: int) -> Prepared:
+    """The hypernetwork's input for ``model`` (its prunable weights only)."""
+    layers = prunable_layers(model)
+    weights = [weight_of(m).detach().float().cpu() for m in layers.values()]
+    tok = Tokenizer([w.shape for w in weights], token_size)
+    flat = torch.cat([w.flatten() for w in weights])
+    index = tok.index
+    valid = index >= 0
+    rms = tok.layer_rms_of_params(weights, eps=1e-12)
+    token_layer = tok.token_layer.long()
+    tokens = tok.tokenize(flat) / rms[token_layer][:, None]
+    feats = weight_features(weights)[:, index.clamp(min=0)] * valid
+    log_abs = torch.where(valid, flat[index.clamp(min=0)].abs().clamp(min=1e-30).log(), 0.0)
+    return Prepared([f"{n}.weight" for n in layers], [w.shape for w in weights], flat, tokens, tok.positions,
+                    token_layer, len(weights), feats.permute(1, 2, 0).contiguous(), log_abs, index)
+
+
+class MaskHypernetwork(nn.Module):
+    """Weights + sparsity -> a score per weight (module docstring). ``token_size``: values per token;
+    ``hidden``: width of every hidden layer; ``max_shift``: bound of the learned change of a log|w| score."""
+
+    def __init__(self, token_size: int = 32, hidden: int = 32, max_shift: float = 0.5):
+        super().__init__()
+        self.token_size, self.hidden, self.max_shift = token_size, hidden, max_shift
+        self.embed = nn.Sequential(nn.Linear(token_size + POSITION_FEATURES + 1, hidden), nn.GELU(),
+                                   nn.Linear(hidden, hidden))
+        self.layer_context = nn.Linear(hidden, hidden)
+        self.slot_token = nn.Linear(hidden, hidden)
+        self.slot_features = nn.Linear(NUM_FEATURES + 1, hidden)
+        self.head = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def config(self) -> dict:
+        return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift}
+
+    def flat_scores(self, p: Prepared, sparsity: float) -> torch.Tensor:
+        """(n,) float32 score of every weight of the prepared model (layer order)."""
+        K = len(p.tokens)
+        s = torch.full((K, 1), float(sparsity))
+        h = self.embed(torch.cat([p.tokens, p.positions, s], dim=1))
+        sums = torch.zeros(p.num_layers, self.hidden).index_add_(0, p.token_layer, h)
+        counts = torch.bincount(p.token_layer, minlength=p.num_layers).clamp(min=1)[:, None]
+        h = h + self.layer_context(sums / counts)[p.token_layer]
+        slot_in = torch.cat([p.features, s[:, None, :].expand(K, self.token_size, 1)], dim=2)
+        z = self.slot_token(h)[:, None, :] + self.slot_features(slot_in)
+        valid = p.index >= 0
+        change = self.head(z).squeeze(-1) * valid
+        # centred per layer: a shift of a whole layer changes no mask (anchor_to_magnitude) and would only push
+        # tanh into saturation, where the gradient dies
+        sums = torch.zeros(p.num_layers).index_add_(0, p.token_layer, change.sum(1))
+        counts = torch.zeros(p.num_layers).index_add_(0, p.token_layer, valid.sum(1).float())
+        change = change - (sums / counts)[p.token_layer][:, None]
+        scores = p.log_abs + self.max_shift * torch.tanh(change)
+        out = torch.empty(len(p.flat), dtype=scores.dtype)
+        return anchor_to_magnitude(out.index_put((p.index[valid],), scores[valid]), p, sparsity)
+
+    @torch.no_grad()
+    def scores(self, model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
+        """``{"<layer>.weight": scores}`` (float32, the weight's shape and device) for ``model`` at ``sparsity``;
+        reads the weights only."""
+        p = prepare(model, self.token_size)
+        flat = self.flat_scores(p, sparsity)
+        out, start = {}, 0
+        devices = [weight_of(m).device for m in prunable_layers(model).values()]
+        for name, shape, device in zip(p.names, p.shapes, devices):
+            out[name] = flat[start:start + shape.numel()].reshape(shape).to(device)
+            start += shape.numel()
+        return out
+
+
+def anchor_to_magnitude(scores: torch.Tensor, p: Prepared, sparsity: float) -> torch.Tensor:
+    """Shift each layer's scores so that a global top-k removes from every layer exactly as many weights as
+    global magnitude pruning does at ``sparsity`` (the midpoint between the layer's k_l-th and (k_l+1)-th
+    smallest score goes to 0). The hypernetwork thus chooses *which* weights of a layer go, not how many: a free
+    per-layer offset let training empty whole layers, where the straight-through gradient then vanishes."""
+    k = round(sparsity * len(p.flat))
+    removed = torch.zeros(len(p.flat), dtype=torch.bool)
+    if k:
+        removed[torch.topk(p.flat.abs(), k, largest=False).indices] = True
+    out, start = [], 0
+    for shape in p.shapes:
+        n = shape.numel()
+        layer, k_l = scores[start:start + n], int(removed[start:start + n].sum())
+        sorted_scores = layer.detach().sort().values
+        if k_l == 0:
+            mid = sorted_scores[0] - 1.0
+        elif k_l == n:
+            mid = sorted_scores[-1] + 1.0
+        else:
+            mid = (sorted_scores[k_l - 1] + sorted_scores[k_l]) / 2
+        out.append(layer - mid)
+        start += n
+    return torch.cat(out)
+
+
+def straight_through_mask(scores: torch.Tensor, sparsity: float, temperature: float = 0.1) -> torch.Tensor:
+    """Hard top-k mask forward (``round(sparsity * n)`` removed), gradient of sigmoid((score - threshold) / t)
+    backward, t = ``temperature`` x the scores' standard deviation."""
+    k = round(sparsity * scores.numel())
+    thr = torch.kthvalue(scores.detach(), k).values if k else scores.detach().min() - 1
+    hard = (scores > thr).float()
+    soft = torch.sigmoid((scores - thr) / (temperature * scores.detach().std() + 1e-12))
+    return hard + soft - soft.detach()
+
+
+def masked_forward(model: nn.Module, p: Prepared, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` with its prunable weights replaced by flat * mask (differentiable in the mask)."""
+    params, start = {}, 0
+    masked = p.flat * mask
+    for name, shape in zip(p.names, p.shapes):
+        params[name] = masked[start:start + shape.numel()].reshape(shape)
+        start += shape.numel()
+    return functional_call(model, params, (x,))
+
+
+def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int = 1500, lr: float = 3e-4,
+          batch_size: int = 256, sparsity_range: tuple[float, float] = (0.5, 0.98), seed: int = 0,
+          temperature: float = 0.1, val_zoo: list[tuple[nn.Module, object]] | None = None, val_every: int = 250,
+          log_every: int = 100, log=print) -> list[dict]:
+    """Train ``net`` over ``zoo`` (pairs of a pretrained model and its :class:`weightcast.data.Task`) for
+    ``steps`` Adam steps (gradient norm clipped at 1): each step one model, one sparsity s ~ U(sparsity_range),
+    one training batch, the cross-entropy of the masked model, straight-through mask with ``temperature`` (a
+    fraction of the scores' standard deviation). With ``val_zoo``, the mean validation accuracy of its models at
+    s = 0.7, 0.9, 0.95 (:func:`val_score`) is measured at step 0 (global magnitude) and every ``val_every``
+    steps, and ``net`` ends with the weights that scored best. Returns the logged rows (step, mean loss or
+    val_acc, seconds)."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    prepared = [prepare(model, net.token_size) for model, _ in zoo]
+    batches = [task.batches(batch_size, seed + i) for i, (_, task) in enumerate(zoo)]
+    for model, _ in zoo:
+        model.eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rows, running, count, start = [], 0.0, 0, time.perf_counter()
+    best = None
+
+    def checkpoint(step):
+        nonlocal best
+        score = val_score(net, val_zoo)
+        rows.append({"step": step, "val_acc": round(score, 5), "seconds": round(time.perf_counter() - start, 1)})
+        log(f"step {step}: validation accuracy {score:.4f}")
+        if best is None or score > best[0]:
+            best = (score, step, copy.deepcopy(net.state_dict()))
+
+    if val_zoo:
+        checkpoint(0)
+    for step in range(1, steps + 1):
+        i = rng.randrange(len(zoo))
+        s = sparsity_range[0] + (sparsity_range[1] - sparsity_range[0]) * float(torch.rand((), generator=gen))
+        x, y = next(batches[i])
+        mask = straight_through_mask(net.flat_scores(prepared[i], s), s, temperature)
+        loss = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], mask, x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running, count = running + loss.item(), count + 1
+        if step % log_every == 0 or step == steps:
+            rows.append({"step": step, "loss": running / count, "seconds": round(time.perf_counter() - start, 1)})
+            running, count = 0.0, 0
+            log(f"step {step}: loss {rows[-1]['loss']:.4f} ({rows[-1]['seconds']} s)")
+        if val_zoo and (step % val_every == 0 or step == steps):
+            checkpoint(step)
+    if best is not None:
+        net.load_state_dict(best[2])
+        rows.append({"selected_step": best[1], "val_acc": round(best[0], 5)})
+        log(f"kept the weights of step {best[1]} (validation accuracy {best[0]:.4f})")
+    return rows
+
+
+@torch.no_grad()
+def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
+              sparsities: tuple[float, ...] = (0.7, 0.9, 0.95), limit: int = 2000) -> float:
+    """Mean accuracy of ``zoo``'s models under the hypernetwork's global masks at ``sparsities``, on the first
+    ``limit`` validation examples of each model's task."""
+    from .api import apply_masks, keep_top
+
+    accs = []
+    for model, task in zoo:
+        for s in sparsities:
+            pruned = copy.deepcopy(model)
+            apply_masks(pruned, keep_top(net.scores(pruned, s), s))
+            accs.append(task.evaluate(pruned, limit=limit)["acc"])
+    return sum(accs) / len(accs)
+
+
+def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
+    """Write the weights (safetensors, the config in its metadata) and ``card`` (JSON, beside it: same name
+    with .json) -- the card says how the weights were made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"config": json.dumps(net.config())})
+    path.with_suffix(".json").write_text(json.dumps({**card, "config": net.config()}, indent=2) + "\n")
+
+
+def load(path: str | Path) -> MaskHypernetwork:
+    """A saved hypernetwork (see :func:`save`). Raises FileNotFoundError saying how to train one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no mask hypernetwork at {path}; train one with `weightcast prune train --zoo DIR "
+                                "--out FILE`")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    net = MaskHypernetwork(**config)
+    net.load_state_dict(load_file(str(path)))
+    return net.eval()
+
+
+def load_default() -> MaskHypernetwork:
+    """The shipped hypernetwork (weightcast/prune/weights/mask_hypernet.safetensors; card beside it)."""
+    return load(DEFAULT_FILE)
+
+
+@torch.no_grad()
+def validate(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
+             sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)) -> dict:
+    """Mean validation accuracy over ``zoo``'s models (on their tasks' validation split) of the hypernetwork's
+    global masks and of global magnitude masks, per sparsity: ``{"hypernet": {s: acc}, "magnitude": {...}}``."""
+    from .api import apply_masks, keep_top
+
+    out = {"hypernet": {}, "magnitude": {}}
+    for s in sparsities:
+        accs = {"hypernet": [], "magnitude": []}
+        for model, task in zoo:
+            for method in accs:
+                pruned = copy.deepcopy(model)
+                layers = prunable_layers(pruned)
+                scores = (net.scores(pruned, s) if method == "hypernet" else
+                          {f"{n}.weight": weight_of(m).abs() for n, m in layers.items()})
+                apply_masks(pruned, keep_top(scores, s))
+                accs[method].append(task.evaluate(pruned)["acc"])
+        for method, values in accs.items():
+            out[method][str(s)] = round(sum(values) / len(values), 4)
+    return out

@@ -1,0 +1,61 @@
+"""What is pruned: the weights of a model's Linear and Conv layers, and the inputs those layers see."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Module name -> layer, for every Linear/Conv1d/Conv2d of ``model`` in definition order. Its ``weight``
+    (``<name>.weight`` in the masks) is pruned; biases are not. Raises ValueError when there is none."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv layer to prune")
+    return layers
+
+
+def weight_of(layer: nn.Module) -> torch.Tensor:
+    """The layer's current dense weight: ``weight_orig`` when a mask is already applied, else ``weight``."""
+    return getattr(layer, "weight_orig", layer.weight)
+
+
+def layer_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Name -> (samples, d) float64 inputs of every prunable layer on the calibration batch ``x``, as the
+    layer's weight sees them: a Linear's input rows (d = in_features; leading dims flattened), a Conv's unfolded
+    patches (d = in_channels * prod(kernel)). The model runs in eval mode without gradients (mode restored)."""
+    layers = prunable_layers(model)
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    hooks = [layer.register_forward_pre_hook(_recorder(layer, store[name])) for name, layer in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                model(x[i:i + batch_size])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {name: torch.cat(rows) for name, rows in store.items()}
+
+
+def _recorder(layer: nn.Module, out: list[torch.Tensor]):
+    def hook(module, args):
+        inp = args[0].detach()
+        if isinstance(layer, nn.Linear):
+            out.append(inp.reshape(-1, inp.shape[-1]).double())
+            return
+        if isinstance(layer, nn.Conv1d):
+            inp = inp.unsqueeze(-2)
+            kernel, dilation, padding, stride = ((1, layer.kernel_size[0]), (1, layer.dilation[0]),
+                                                 (0, layer.padding[0]), (1, layer.stride[0]))
+        else:
+            kernel, dilation, padding, stride = layer.kernel_size, layer.dilation, layer.padding, layer.stride
+        if isinstance(padding, str) or layer.groups != 1:
+            raise ValueError("data-based pruning supports Conv layers with numeric padding and groups=1")
+        patches = F.unfold(inp, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, d, L)
+        out.append(patches.transpose(1, 2).reshape(-1, patches.shape[1]).double())
+    return hook

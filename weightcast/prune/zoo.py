@@ -1,0 +1,105 @@
+"""The pretrained-model zoos the mask hypernetwork is trained and judged on, built with :mod:`weightcast.zoo`.
+
+* :func:`train_specs`: 17 runs -- bias-free MLPs on MNIST at widths (32, 16), (64, 32), (96, 48), 3 seeds
+  each; LeNet-5 on MNIST at widths 0.5 and 1, 2 seeds; on digits a bias-free MLP (32, 16) and LeNet-5, 2 seeds.
+* :func:`held_out_specs`: 5 runs the hypernetwork never sees -- the benchmark MLP 784-40-20-10 (a width not in
+  the training zoo; seeds 100, 101), a trained width with a new seed, LeNet-5 on MNIST with a new seed (the
+  LeNet-5 benchmark network) and LeNet-5 on digits with a new seed.
+
+Each run records its initial and final weights only (``record_every = steps``); :func:`load_models` rebuilds the
+trained models from a zoo directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import models
+from ..zoo import RunSpec, build_zoo, load_trajectory, read_manifest
+from .models import registered
+
+SGD = ("sgd", 0.05, {"momentum": 0.9})
+ADAMW = ("adamw", 1e-3, {"weight_decay": 0.0})
+MNIST = dict(steps=1800, record_every=1800, eval_every=1800, eval_size=10_000)
+DIGITS = dict(steps=600, record_every=600, eval_every=600)
+BENCH_MLP = {"widths": [40, 20]}
+
+
+def _run(task: str, arch: str, model_kwargs: dict, opt: tuple, seed: int, common: dict) -> RunSpec:
+    name, lr, kwargs = opt
+    return RunSpec(task, arch, model_kwargs, name, lr, kwargs, seed=seed, **common)
+
+
+def train_specs() -> list[RunSpec]:
+    """The training zoo (see the module docstring); optimizers alternate SGD (momentum 0.9) / AdamW by seed."""
+    with registered():
+        return _train_specs()
+
+
+def _train_specs() -> list[RunSpec]:
+    opts = (SGD, ADAMW)
+    specs = [_run("mnist", "mlp_nobias", {"widths": w}, opts[s % 2], s, MNIST)
+             for w in ([32, 16], [64, 32], [96, 48]) for s in range(3)]
+    specs += [_run("mnist", "lenet5", {"width": w}, opts[s % 2], s, MNIST) for w in (0.5, 1.0) for s in range(2)]
+    specs += [_run("digits", "mlp_nobias", {"widths": [32, 16]}, opts[s % 2], s, DIGITS) for s in range(2)]
+    specs += [_run("digits", "lenet5", {"width": 1.0}, opts[s % 2], s, DIGITS) for s in range(2)]
+    return specs
+
+
+def validation_ids() -> list[str]:
+    """Runs of the training zoo kept out of the hypernetwork's gradient steps to choose its checkpoint: one
+    seed of each MNIST MLP width, one MNIST LeNet-5 and one digits MLP."""
+    specs = train_specs()
+    return [specs[i].run_id for i in (2, 5, 8, 12, 14)]
+
+
+HELD_OUT_NAMES = ("mlp", "mlp-seed101", "mlp-64-32", "lenet5", "lenet5-digits")
+
+
+def held_out_specs() -> list[RunSpec]:
+    """The held-out zoo, named by :data:`HELD_OUT_NAMES` in this order; its first run is the benchmark MLP
+    784-40-20-10, its fourth the benchmark LeNet-5."""
+    with registered():
+        return [_run("mnist", "mlp_nobias", BENCH_MLP, SGD, 100, MNIST),
+                _run("mnist", "mlp_nobias", BENCH_MLP, ADAMW, 101, MNIST),
+                _run("mnist", "mlp_nobias", {"widths": [64, 32]}, SGD, 102, MNIST),
+                _run("mnist", "lenet5", {"width": 1.0}, SGD, 103, MNIST),
+                _run("digits", "lenet5", {"width": 1.0}, ADAMW, 104, DIGITS)]
+
+
+def build(out: str | os.PathLike, specs: list[RunSpec], data_dir: str | os.PathLike | None = None,
+          progress: bool = True) -> dict:
+    """Train the runs of ``specs`` missing from the zoo ``out`` (resumable); returns the manifest."""
+    with registered():
+        return build_zoo(out, specs, data_dir=data_dir, progress=progress)
+
+
+def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) -> list[tuple[dict, nn.Module]]:
+    """(manifest entry, trained model in eval mode) for every run of ``zoo_dir`` (only ``specs``' runs when
+    given, in their order). Raises FileNotFoundError naming the build command when a run is missing."""
+    entries = {e["id"]: e for e in read_manifest(zoo_dir)["runs"]}
+    ids = [s.run_id for s in specs] if specs is not None else list(entries)
+    missing = [i for i in ids if i not in entries]
+    if missing:
+        raise FileNotFoundError(f"zoo {zoo_dir} lacks runs {missing[:3]}...; build it with "
+                                "`weightcast prune zoo --out DIR --data-dir DATA`")
+    out = []
+    for run_id in ids:
+        entry = entries[run_id]
+        snapshots, _ = load_trajectory(zoo_dir, entry)
+        spec = entry["spec"]
+        info = entry["task_info"]
+        with registered():
+            model = models.get(spec["arch"], in_shape=tuple(info["input_shape"]), num_classes=info["num_classes"],
+                               **spec["model_kwargs"])
+        model.load_state_dict({name: t[-1] for name, t in snapshots.items()})
+        out.append((entry, model.eval()))
+    return out
+
+
+def default_dir() -> Path:
+    """Where the zoos live unless told otherwise: ``$WEIGHTCAST_PRUNE_ZOO`` or ``~/.cache/weightcast/prune-zoo``."""
+    return Path(os.environ.get("WEIGHTCAST_PRUNE_ZOO", Path.home() / ".cache" / "weightcast" / "prune-zoo"))
