@@ -18,6 +18,11 @@ from pathlib import Path
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    if args.kind == "nowcast":
+        from .nowcast_train import train_from_args
+
+        return train_from_args(args)
+
     from .train import TrainConfig, save_trained, train
 
     torch.set_num_threads(args.threads)
@@ -47,7 +52,7 @@ def add_subparser(subparsers) -> None:
     parser = subparsers.add_parser("forecaster", help="train learned forecasters (farcast, wnn) on a zoo")
     sub = parser.add_subparsers(dest="forecaster_command", required=True)
     tr = sub.add_parser("train", help="meta-train a forecaster on a zoo's trajectories")
-    tr.add_argument("--kind", required=True, choices=["farcast", "wnn"])
+    tr.add_argument("--kind", required=True, choices=["farcast", "wnn", "nowcast"])
     tr.add_argument("--zoo", required=True, type=Path, help="zoo directory (weightcast zoo build --out DIR)")
     tr.add_argument("--out", required=True, type=Path, help="weights file (.safetensors); the card goes beside it")
     tr.add_argument("--window", type=int, default=5, help="snapshots per window (the optimizer's window)")
@@ -59,6 +64,8 @@ def add_subparser(subparsers) -> None:
     tr.add_argument("--reg", type=float, default=0.1, help="farcast: weight of the first-order-optimality term")
     tr.add_argument("--hidden", type=int, default=16, help="wnn: hidden units per layer")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--k-max", type=int, default=32, help="nowcast: horizons 1..K record intervals, one output each")
+    tr.add_argument("--spacings", type=int, nargs="+", default=[10, 20, 40], help="nowcast: record spacings (steps)")
     tr.add_argument("--threads", type=int, default=1, help="torch threads")
     tr.add_argument("--no-progress", action="store_true")
     tr.add_argument("--no-record-command", dest="record_command", action="store_false",
