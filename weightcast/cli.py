@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .study import STUDY_TASKS, markdown_table, plot, run_study, summarise, write_csv
+    from .study.demo import run_demo
 
     torch.set_num_threads(args.threads)
-    study = STUDY_TASKS["digits-mlp"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    extra = dict(lrs={"sgd": (0.03,), "adamw": (3e-3,)}, budget=200) if args.quick else {}
-    results = run_study(study, seeds=1 if args.quick else args.seeds, **extra)
-    table = markdown_table(summarise(results, study.goal), study.goal, "digits-mlp (embedded scikit-learn digits)")
-    print(table)
-    write_csv(results, args.out / "tta_digits-mlp.csv", "digits-mlp")
-    (args.out / "tta_digits-mlp.md").write_text(table)
-    if plot(results, study.goal, args.out / "tta_digits-mlp.png", "digits-mlp"):
-        print(f"plot: {args.out / 'tta_digits-mlp.png'}")
-    print(f"done in {time.perf_counter() - start:.0f} s; results in {args.out}")
+    print(run_demo(args.out, seeds=args.seeds, quick=args.quick))
     return 0
 
 
@@ -48,11 +36,11 @@ def _info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="weightcast", description="cheaper training by treating weights as data")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compare SGD, ForecastSGD and baselines on the embedded digits task")
+    demo = sub.add_parser("demo", help="compare AdamW, its alternatives and Forecast(AdamW) on the embedded digits task")
     demo.add_argument("--out", type=Path, default=Path("weightcast-demo"), help="folder for table, CSV and plot")
-    demo.add_argument("--seeds", type=int, default=3)
+    demo.add_argument("--seeds", type=int, default=1)
     demo.add_argument("--threads", type=int, default=1)
-    demo.add_argument("--quick", action="store_true", help="one seed, one learning rate, 200 steps")
+    demo.add_argument("--quick", action="store_true", help="300 steps")
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="build and backend information")
     info.set_defaults(func=_info)

@@ -93,15 +93,20 @@ def features(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.cat([d.T, z[-1:].T, torch.log(s).expand(z.shape[1], 1)], dim=1)
 
 
-def mlp_forward(tensors: dict[str, torch.Tensor], feats: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-    """m (n, K) from features (n, F) and parameter-type indices (n,) int64 (or a 0-dim index for all rows)."""
+def mlp_forward(tensors: dict[str, torch.Tensor], feats: torch.Tensor, types: torch.Tensor,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+    """m (n, K) from features (n, F) and parameter-type indices (n,) int64 (or a 0-dim index for all rows);
+    with ``rows`` (int64 indices k - 1), only those horizons' outputs (n, len(rows)), at less cost."""
     emb = tensors["type_embed"][types]
     if emb.dim() == 1:
         emb = emb.expand(feats.shape[0], -1)
     x = torch.cat([feats, emb], dim=1)
     hidden = torch.relu(x @ tensors["w1"].T + tensors["b1"])
     hidden = torch.relu(hidden @ tensors["w2"].T + tensors["b2"])
-    return hidden @ tensors["w3"].T + tensors["b3"] + feats @ tensors["skip"].T
+    w3, b3, skip = tensors["w3"], tensors["b3"], tensors["skip"]
+    if rows is not None:
+        w3, b3, skip = w3[rows], b3[rows], skip[rows]
+    return hidden @ w3.T + b3 + feats @ skip.T
 
 
 @torch.no_grad()
@@ -109,17 +114,18 @@ def predict_tensor(tensors: dict[str, torch.Tensor], window: torch.Tensor, ptype
                    ks: Sequence[int]) -> list[torch.Tensor]:
     """Forecasts of one parameter tensor ``ks[j]`` record intervals ahead (each k in 0..K; 0 = the last state),
     from its chronological window (W, *shape), all from one forward. Returns a list of tensors of ``shape`` in the
-    window's dtype."""
+    window's dtype. Only the requested horizons' output rows are computed."""
     shape, dtype = window.shape[1:], window.dtype
     flat = window.reshape(window.shape[0], -1).float()
     z, mu, sigma, s = window_stats(flat)
-    m = mlp_forward(tensors, features(z, s), torch.tensor(ptype))
+    ahead = sorted({k for k in ks if k > 0})
+    m = mlp_forward(tensors, features(z, s), torch.tensor(ptype), torch.tensor([k - 1 for k in ahead]))
     out = []
     for k in ks:
         if k == 0:
             out.append(window[-1].clone())
         else:
-            out.append((mu + sigma * (z[-1] + s * m[:, k - 1])).reshape(shape).to(dtype))
+            out.append((mu + sigma * (z[-1] + s * m[:, ahead.index(k)])).reshape(shape).to(dtype))
     return out
 
 

@@ -41,7 +41,7 @@ class StudyTask:
 LONG = Schedule(window=5, record_every=10, k_max=32)
 
 STUDY_TASKS = {
-    "digits-mlp-deep": StudyTask("digits", "mlp", Goal("acc", 0.975), budget=1500, eval_every=25, batch_size=32,
+    "digits-mlp-deep": StudyTask("digits", "mlp", Goal("acc", 0.97), budget=1500, eval_every=25, batch_size=32,
                                  schedule=LONG, model_kwargs={"widths": (48, 48, 48)}, held_out=True),
     "digits-mlp": StudyTask("digits", "mlp", Goal("acc", 0.98), budget=1500, eval_every=25, batch_size=32,
                             schedule=LONG, model_kwargs={"widths": (64,)}),
