@@ -90,3 +90,13 @@ def test_study_methods_run(method):
         assert [j[0] for j in result.jumps] == [50, 100, 150]
         assert all(not math.isnan(j[3]) for j in result.jumps if j[0] + AFTER_STEPS <= budget)
         assert len(result.horizons) == 3 and all(h in (0, 1, 2, 4, 8, 5, 3) for h in result.horizons)
+
+
+def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):
+    from weightcast.study.demo import DEMO_METHODS, run_demo
+
+    text = run_demo(tmp_path, seeds=1, quick=True)
+    assert all(m in text for m in DEMO_METHODS)
+    assert (tmp_path / "tta_digits-mlp.md").exists() and (tmp_path / "tta_digits-mlp.png").exists()
+    header = (tmp_path / "tta_digits-mlp.csv").read_text().splitlines()[0]
+    assert header.startswith("benchmark,name,metric,unit")
