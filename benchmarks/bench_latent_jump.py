@@ -17,12 +17,12 @@ For LeNet-5 (MNIST shape), ResNet-18 (CIFAR shape, 11.2M parameters) and the sma
 
     python benchmarks/bench_latent_jump.py [--device cpu|cuda] [--models lenet5 resnet18 gpt] [--repeats 5]
 
-writes ``benchmarks/results/latent/jump_<device>.csv`` and .md.
+writes ``benchmarks/results/latent/jump_<device>.csv`` (weightcast.results schema: one row per metric, x = model) and
+a markdown table beside it (.md); ``--ops-only`` writes ``ops_<device>.csv`` and .md.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -31,11 +31,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import weightcast as wc  # noqa: E402
 from weightcast import models  # noqa: E402
-from common import RESULTS, device_name, device_slug, median_ms  # noqa: E402
+from common import RESULTS, device_name, device_slug, long_rows, median_ms, write_results  # noqa: E402
+from weightcast.cli_common import DocstringHelpFormatter, positive_int  # noqa: E402
 
-FIELDS = ["device", "model", "params", "forecaster", "backend", "record_ms", "forecast_ms", "jump_ms", "sgd_step_ms",
-          "train_step_ms", "jump_over_sgd", "jump_over_train", "overhead_per_step", "params_MB", "history_MB",
-          "maps_MB", "history_over_params"]
+MODELS = ("lenet5", "resnet18", "gpt")
+# metric -> unit of the jump rows and of the --ops-only rows
+JUMP_METRICS = {"record_ms": "ms", "forecast_ms": "ms", "jump_ms": "ms", "sgd_step_ms": "ms", "train_step_ms": "ms",
+                "jump_over_sgd": "ratio", "jump_over_train": "ratio", "overhead_per_step": "ratio",
+                "params_MB": "MiB", "history_MB": "MiB", "maps_MB": "MiB", "history_over_params": "ratio"}
+OPS_METRICS = {"tokenize_encode_ms": "ms", "decode_overwrite_ms": "ms"}
 
 
 def build(name: str, device: str):
@@ -99,7 +103,7 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
         maps = sum(f.map_bytes(b) for _, b in ready) if hasattr(f, "map_bytes") else 0
         kernel = "tokenize_encode" if fname.startswith("latent") else "lincomb"
         jump = record_ms + forecast_ms
-        rows.append({"device": device_name(device), "model": name, "params": n, "forecaster": fname,
+        rows.append({"model": name, "params": n, "forecaster": fname,
                      "backend": wc.ops.select_backend(kernel, torch.device(device)),
                      "record_ms": round(record_ms, 3), "forecast_ms": round(forecast_ms, 3),
                      "jump_ms": round(jump, 3), "sgd_step_ms": round(sgd_ms, 3), "train_step_ms": round(train_ms, 3),
@@ -107,7 +111,7 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
                      "overhead_per_step": round((record_ms / 10 + forecast_ms / 50) / train_ms, 5),
                      "params_MB": round(n * 4 / 2**20, 2), "history_MB": round(hist / 2**20, 2),
                      "maps_MB": round(maps / 2**20, 2), "history_over_params": round(hist / (n * 4), 3)})
-        print(" ".join(f"{k}={v}" for k, v in rows[-1].items() if k != "device"), flush=True)
+        print(" ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
         # give the parameters back their own storage for the next optimizer
         del opt, engine, ready
     return rows
@@ -143,42 +147,43 @@ def bench_ops(name: str, device: str, repeats: int) -> list[dict]:
     return rows
 
 
+def markdown(title: str, rows: list[dict], cols: list[str]) -> str:
+    return "\n".join([title, "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"] +
+                     ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n"
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", nargs="+", default=["lenet5", "resnet18", "gpt"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--ops-only", action="store_true",
-                        help="time the two fused ops per backend instead (writes ops_<device>.md)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, help="models to time")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed calls per median")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results CSV (default: benchmarks/results/latent/jump_<device>.csv, or ops_<device>.csv "
+                             "with --ops-only); the markdown table goes beside it")
+    parser.add_argument("--ops-only", action="store_true", help="time the two fused ops per backend instead")
     args = parser.parse_args(argv)
+    if args.repeats < 2:
+        parser.error("--repeats must be at least 2 (the quantiles need two timings)")
+    where = f"{device_name(args.device)} ({args.device}, torch threads {torch.get_num_threads()})"
     if args.ops_only:
         rows = [r for m in args.models for r in bench_ops(m, args.device, args.repeats)]
-        out = args.out or RESULTS / "latent" / f"ops_{device_slug(args.device)}.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cols = list(rows[0])
+        out = args.out or RESULTS / "latent" / f"ops_{device_slug(args.device)}.csv"
+        write_results(out, long_rows("latent_ops", rows, "{backend}", "model", "model", OPS_METRICS,
+                                     config_keys=("tokens",)), device=args.device)
         config = ", ".join(f"{k} {v}" for k, v in wc.wsl.load_autoencoder().config().items())
-        out.write_text("\n".join([f"# Fused latent ops on {device_name(args.device)} ({args.device}, torch threads "
-                                   f"{torch.get_num_threads()}); shipped autoencoder ({config})", "",
-                                   "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"] +
-                                  ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n")
-        print(f"wrote {out}")
+        out.with_suffix(".md").write_text(markdown(f"# Fused latent ops on {where}; shipped autoencoder ({config})",
+                                                   rows, list(rows[0])))
+        print(f"wrote {out} and {out.with_suffix('.md').name}")
         return 0
     forecasters = [f for f in ("linear", "farcast", "wnn", "latent") if f in wc.forecasters.names()]
     rows = [r for m in args.models for r in bench_model(m, args.device, forecasters, args.repeats)]
     out = args.out or RESULTS / "latent" / f"jump_{device_slug(args.device)}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(out, long_rows("latent_jump", rows, "{forecaster}/{backend}", "model", "model", JUMP_METRICS,
+                                 config_keys=("params",)), device=args.device)
     cols = ["model", "params", "forecaster", "backend", "record_ms", "forecast_ms", "jump_ms", "train_step_ms",
             "jump_over_train", "overhead_per_step", "jump_over_sgd", "params_MB", "history_MB", "maps_MB"]
-    md = [f"# Jump cost on {device_name(args.device)} ({args.device}, torch threads {torch.get_num_threads()})", "",
-          "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print(f"wrote {out}")
+    out.with_suffix(".md").write_text(markdown(f"# Jump cost on {where}", rows, cols))
+    print(f"wrote {out} and {out.with_suffix('.md').name}")
     return 0
 
 

@@ -2,36 +2,51 @@
 achieved memory bandwidth against torch's own copy_ of the same bytes.
 
     python benchmarks/bench_native_ops.py [--device cpu|cuda] [--sizes 1000000 11000000 25000000] [--window 5]
-                                          [--no-save]
+                                          [--out FILE | --no-save]
 
 Bytes counted: record reads src and writes dst; lincomb reads the W history rows once and writes out once.
 Times are the median (and 20/80% quantiles) of triton's do_bench on CUDA, of timed calls on CPU
 (benchmarks/common.py). The target on a GPU is >= 70% of the device's HBM bandwidth. Results go to
-benchmarks/results/bench_native_ops_<device>.json. Needs weightcast._C (and its CUDA kernels for --device cuda);
+benchmarks/results/bench_native_ops_<device>.csv (weightcast.results schema; ``--out`` to write elsewhere).
+Needs weightcast._C (and its CUDA kernels for --device cuda);
 without them it says so and exits 0.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
 import torch
 
-from common import RESULTS, device_name, device_slug, median_ms
+from common import RESULTS, device_name, device_slug, long_rows, median_ms, write_results
+from weightcast.cli_common import DocstringHelpFormatter, positive_int
 
 PEAK_GBS = {"H200": 4800.0, "H100 80GB HBM3": 3350.0, "H100 SXM": 3350.0, "H100 PCIe": 2000.0, "H100 NVL": 3900.0,
             "A100-SXM4-80GB": 2039.0, "A100-SXM4-40GB": 1555.0}
 NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 11_000_000, 25_000_000])
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
-    args = parser.parse_args()
+def bandwidth_rows(benchmark: str, rows: list[dict], threads: int | None = None, cpu_isa: str | None = None) -> list:
+    """Results rows (weightcast.results schema) of the ops' wide rows: time (median, q20, q80), GB/s, % of the
+    nominal peak and torch copy_'s GB/s, x = elements."""
+    for row in rows:
+        row.update(threads=threads, cpu_isa=cpu_isa)
+    return long_rows(benchmark, rows, "{op} {in}->{out}", "elements", "N",
+                     {"ms_median": "ms", "GBps": "GB/s", "pct_of_peak": "%", "copy_GBps": "GB/s"},
+                     config_keys=("W", "bytes", "threads", "cpu_isa"), quantiles={"ms_median": ("ms_q20", "ms_q80")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1_000_000, 11_000_000, 25_000_000],
+                        help="elements per op")
+    parser.add_argument("--window", type=positive_int, default=5, help="history rows of lincomb")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results CSV (default: benchmarks/results/bench_native_ops_<device>.csv)")
+    parser.add_argument("--no-save", action="store_true", help="print only; write no file")
+    args = parser.parse_args(argv)
 
     from weightcast import _extension
 
@@ -83,11 +98,9 @@ def main() -> int:
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     if not args.no_save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"bench_native_ops_{device_slug(args.device)}.json"
-        meta = {"device": name, "nominal_GBps": peak, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "cpu_isa": getattr(C, "cpu_isa", None), "cuda_version": C.cuda_version or None}
-        path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+        path = args.out or RESULTS / f"bench_native_ops_{device_slug(args.device)}.csv"
+        write_results(path, bandwidth_rows("native_ops", rows, torch.get_num_threads(),
+                                           getattr(C, "cpu_isa", None)), device=args.device)
         print(f"wrote {path}")
     return 0
 

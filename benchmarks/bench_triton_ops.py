@@ -1,11 +1,12 @@
 """Micro-benchmark of the Triton kernels record and lincomb: achieved memory bandwidth on one GPU.
 
-    python benchmarks/bench_triton_ops.py [--sizes 1000000 11000000 25000000] [--window 5] [--no-save]
+    python benchmarks/bench_triton_ops.py [--sizes 1000000 11000000 25000000] [--window 5] [--out FILE | --no-save]
 
 Times each kernel with ``triton.testing.do_bench`` (median and 20/80% quantiles) and prints GB/s, counting the
 bytes each kernel must move: record reads src and writes dst; lincomb reads the W history rows once and writes
 out once. ``torch copy_`` of the same number of bytes is timed as a practical bandwidth ceiling. The target is
->= 70% of the device's HBM bandwidth. Results go to ``benchmarks/results/bench_triton_ops_<device>.json``.
+>= 70% of the device's HBM bandwidth. Results go to ``benchmarks/results/bench_triton_ops_<device>.csv``
+(weightcast.results schema; ``--out`` to write elsewhere).
 Needs a CUDA GPU; on a machine without one it says so and exits 0.
 """
 from __future__ import annotations
@@ -13,11 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import pathlib
 import sys
 
 import torch
+
+from common import RESULTS, device_slug, write_results
+from bench_native_ops import bandwidth_rows
+from weightcast.cli_common import DocstringHelpFormatter, positive_int
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Nominal HBM bandwidth (GB/s) by device name, for the "% of peak" column.
@@ -51,12 +55,15 @@ def _time(fn) -> tuple[float, float, float]:
     return tuple(do_bench(fn, warmup=25, rep=200, quantiles=[0.5, 0.2, 0.8]))  # milliseconds
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 11_000_000, 25_000_000])
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[1_000_000, 11_000_000, 25_000_000],
+                        help="elements per kernel")
+    parser.add_argument("--window", type=positive_int, default=5, help="history rows of lincomb")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help="results CSV (default: benchmarks/results/bench_triton_ops_<device>.csv)")
+    parser.add_argument("--no-save", action="store_true", help="print only; write no file")
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_triton_ops: a CUDA GPU is required (Triton's interpreter on CPU is not a benchmark); skipping.")
         return 0
@@ -99,14 +106,9 @@ def main() -> int:
                   f"{row['copy_GBps']:>11.0f}")
             torch.cuda.empty_cache()
     if not args.no_save:
-        import triton
-
-        results = REPO / "benchmarks" / "results"
-        results.mkdir(parents=True, exist_ok=True)
-        path = results / f"bench_triton_ops_{name.replace(' ', '_')}.json"
-        meta = {"device": name, "nominal_GBps": peak, "torch": torch.__version__, "triton": triton.__version__}
-        path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-        print(f"wrote {path.relative_to(REPO)}")
+        path = args.out or RESULTS / f"bench_triton_ops_{device_slug('cuda')}.csv"
+        write_results(path, bandwidth_rows("triton_ops", rows), device="cuda")
+        print(f"wrote {path}")
     return 0
 
 

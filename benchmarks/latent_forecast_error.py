@@ -32,7 +32,6 @@ forecasters are judged on (:func:`weightcast.forecasters.evaluate.held_out_specs
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 
 from weightcast import forecasters as wc_forecasters
+from weightcast.cli_common import DocstringHelpFormatter, existing_dir, positive_int
 from weightcast.forecasters import least_squares_line_coefficients
 from weightcast.forecasters.evaluate import held_out_specs
 from weightcast.forecasters.latent import LatentForecaster
@@ -49,6 +49,9 @@ from weightcast.wsl import load_autoencoder
 from weightcast.zoo import build_zoo
 from weightcast.zoo.dataset import split_runs
 from weightcast.zoo.store import load_trajectory, read_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
 
 def runs_of(zoo: Path, split: str | None) -> list[tuple[dict, dict, torch.Tensor]]:
     """(entry, snapshots, steps) of the runs of ``split`` (None: all runs)."""
@@ -113,16 +116,17 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zoo", type=Path, required=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
+    parser.add_argument("--zoo", type=existing_dir, required=True, help="zoo whose validation runs are used")
     parser.add_argument("--heldout", type=Path, default=None, help="a zoo of held-out runs (all used)")
-    parser.add_argument("--ae", type=Path, nargs="+", required=True)
+    parser.add_argument("--ae", type=Path, nargs="+", required=True, help="autoencoder weight files")
     parser.add_argument("--others", nargs="*", default=["farcast", "wnn"],
                         help="other registered forecasters to compare, when they exist")
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5])
-    parser.add_argument("--stride", type=int, default=5)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--window", type=positive_int, default=5, help="snapshots per window")
+    parser.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 3, 5], help="horizons in snapshots")
+    parser.add_argument("--stride", type=positive_int, default=5, help="snapshots between window starts")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for forecast_error.csv (weightcast.results schema), .md and .png")
     parser.add_argument("--data-dir", default=None, help="MNIST, to build the held-out zoo")
     parser.add_argument("--direct", type=Path, nargs="*", default=[], help="autoencoders to run in direct form too")
     parser.add_argument("--farcast", type=Path, nargs="*", default=[],
@@ -162,11 +166,7 @@ def main(argv=None) -> int:
                   flush=True)
     summary = {g: {k: {"median": statistics.median(v), "mean": statistics.fmean(v), "n": len(v)}
                    for k, v in sorted(m.items())} for g, m in sorted(table.items())}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "forecast_error.json").write_text(json.dumps(
-        {"window": args.window, "horizons_in_snapshots": args.horizons, "stride": args.stride,
-         "metric": "||forecast - target|| / ||target - last snapshot||, median over windows",
-         "summary": summary}, indent=1) + "\n")
+    write_results(args.out / "forecast_error.csv", results_rows(summary, args.window, args.stride), device="cpu")
     methods = sorted({k.rsplit("@", 1)[0] for m in summary.values() for k in m},
                      key=lambda s: (s.startswith("cos:"), "latent" in s, s))
     text = markdown(summary, methods, args.horizons, args.window, args.stride)
@@ -175,6 +175,22 @@ def main(argv=None) -> int:
     _plot(summary, methods, args.horizons, args.out / "forecast_error.png")
     _plot_sweep(summary, args.horizons[-1], args.out / "forecast_error_sweep.png")
     return 0
+
+
+def results_rows(summary: dict, window: int, stride: int) -> list[dict]:
+    """The summary in the weightcast.results schema: one row per (group, method, horizon); metric ``rel_error``
+    (||forecast - target|| / ||target - last||) or ``cosine`` (forecast move vs true move), value the median over
+    windows, x = horizon in snapshots; group, mean and window count in config."""
+    rows = []
+    for group, metrics in summary.items():
+        for key, stats in metrics.items():
+            method, h = key.rsplit("@", 1)
+            rows.append({"benchmark": "latent_forecast_error", "name": method.removeprefix("cos:"),
+                         "metric": "cosine" if method.startswith("cos:") else "rel_error", "unit": "ratio",
+                         "x_name": "horizon_snapshots", "x_value": int(h), "value": stats["median"],
+                         "config": {"group": group, "mean": stats["mean"], "windows": stats["n"],
+                                    "window": window, "stride": stride}})
+    return rows
 
 
 def markdown(summary: dict, methods: list[str], horizons: list[int], window: int, stride: int) -> str:

@@ -4,6 +4,8 @@ import json
 import pytest
 import torch
 
+import weightcast as wc
+
 from weightcast.wsl import POSITION_FEATURES, WeightAutoencoder, load_autoencoder, save_autoencoder
 from weightcast.wsl.autoencoder import DEFAULT_WEIGHTS
 
@@ -34,13 +36,28 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ae train"):
+    from weightcast.weights_io import WeightFileError
+
+    with pytest.raises(WeightFileError, match="ae train"):
         load_autoencoder(tmp_path / "missing.safetensors")
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "bare.safetensors"))
-    with pytest.raises(ValueError, match="no autoencoder config"):
+    with pytest.raises(WeightFileError, match="format"):
         load_autoencoder(tmp_path / "bare.safetensors")
+    good = tmp_path / "ae.safetensors"
+    save_autoencoder(WeightAutoencoder(token_size=8, latent=2, hidden=5), good, {})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:-7])
+    pickled = tmp_path / "pickle.safetensors"
+    torch.save(WeightAutoencoder(token_size=8, latent=2, hidden=5).state_dict(), pickled)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    for path in (cut, pickled, empty):
+        with pytest.raises(WeightFileError, match=f"{path.name}.*truncated"):
+            load_autoencoder(path)
+    with pytest.raises(WeightFileError, match="holds 'farcast' weights, not 'latent-ae'"):
+        load_autoencoder(wc.forecasters.io.default_path("farcast"))
 
 
 def test_shipped_weights_and_card():

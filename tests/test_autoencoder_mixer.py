@@ -87,13 +87,12 @@ def test_save_load_round_trip_keeps_config_and_outputs(tmp_path):
 
 def test_files_without_mixer_load_as_mlp(tmp_path):
     """A config of the three original keys (files saved before the mixer option) is the MLP."""
-    from safetensors.torch import save_file
+    from weightcast.weights_io import save_weights
 
     torch.manual_seed(0)
     ae = WeightAutoencoder(token_size=16, latent=4, hidden=24)
     path = tmp_path / "old.safetensors"
-    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(path),
-              metadata={"config": json.dumps({"token_size": 16, "latent": 4, "hidden": 24})})
+    save_weights(path, ae.state_dict(), kind="latent-ae", config={"token_size": 16, "latent": 4, "hidden": 24})
     loaded = load_autoencoder(path)
     assert loaded.mixer == "mlp" and loaded.token_block_multiple == 1
     assert loaded.config() == {"token_size": 16, "latent": 4, "hidden": 24}

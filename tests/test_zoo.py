@@ -189,5 +189,7 @@ def test_cli_build_and_info(tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "2 runs" in printed and "digits" in printed and "held out" in printed
-    args = parser.parse_args(["zoo", "info", str(tmp_path / "none")])
-    assert args.func(args) == 1
+    from weightcast.cli import main
+
+    assert main(["zoo", "info", str(tmp_path / "none")]) == 1
+    assert "has no manifest.json" in capsys.readouterr().err

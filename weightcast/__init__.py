@@ -2,10 +2,34 @@
 
 The flagship is :class:`ForecastSGD`, a drop-in for ``torch.optim.SGD`` that periodically jumps the parameters
 forward along their forecast trajectory; :class:`Forecast` adds the same jumps to any torch optimizer.
+
+Every public name is imported on first use (``wc.ForecastSGD``, ``wc.zoo``, ``wc.data``, ...), so that
+``import weightcast`` and ``weightcast --help`` stay fast and a subpackage costs only when it is used.
 """
-from . import forecasters, ops
+import importlib
+
 from ._version import __version__  # the release; build_info()["version"] carries the local tag (+cpu, +cu130)
-from .optim import Forecast, ForecastSGD
+
+# subpackages and modules reachable as attributes: wc.data, wc.zoo, ...
+_SUBMODULES = ("data", "errors", "forecasters", "history", "models", "ops", "optim", "results",
+               "study", "timing", "weights_io", "wsl", "zoo")
+# names re-exported from a submodule: name -> module
+_EXPORTS = {"Forecast": "optim", "ForecastSGD": "optim"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+    elif name in _EXPORTS:
+        module = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'weightcast' has no attribute {name!r}")
+    globals()[name] = module
+    return module
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES, *_EXPORTS})
 
 
 def build_info() -> dict:
@@ -14,5 +38,6 @@ def build_info() -> dict:
     from ._build import build_info as _build_info
 
     return _build_info()
+
 
 __all__ = ["Forecast", "ForecastSGD", "__version__", "build_info", "forecasters", "ops"]

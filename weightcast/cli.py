@@ -3,15 +3,33 @@
     weightcast demo [--out DIR] [--seeds N] [--quick]   time-to-accuracy comparison on the embedded digits task
     weightcast info                                     how weightcast was built and which backends run here
     weightcast zoo build|info ...                       model zoos of training trajectories
-    weightcast ae train --zoo DIR --out FILE            weight autoencoder of the latent forecaster
+    weightcast forecaster train|info ...                learned forecasters trained on a zoo
+    weightcast ae train|eval ...                        weight autoencoder of the latent forecaster
 
-Subcommands come from modules exposing ``add_subparser(subparsers)``.
+Each subcommand lives in a module exposing ``add_subparser(subparsers)``, listed in :data:`SUBCOMMANDS`; only the
+module of the subcommand being run is imported, so ``weightcast --help`` needs no torch. To add a subcommand, add
+one line there. Bad input (:class:`weightcast.errors.InputError`) is reported in one line, exit status 1.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import sys
 from pathlib import Path
+
+from .cli_common import HelpFormatter, positive_int, run_command
+from .errors import InputError
+
+# name: (module, function adding the subparser, one-line help shown by `weightcast --help`)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("weightcast.cli", "_add_demo", "AdamW, its alternatives and Forecast(AdamW) on the embedded digits task"),
+    "info": ("weightcast.cli", "_add_info", "build and backend information"),
+    "zoo": ("weightcast.zoo.cli", "add_subparser", "build and inspect model zoos of training trajectories"),
+    "forecaster": ("weightcast.forecasters.cli", "add_subparser",
+                   "train learned forecasters (farcast, wnn, nowcast) on a zoo"),
+    "ae": ("weightcast.wsl.cli", "add_subparser", "weight autoencoder of the latent forecaster"),
+}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -20,7 +38,9 @@ def _demo(args: argparse.Namespace) -> int:
     from .study.demo import run_demo
 
     torch.set_num_threads(args.threads)
-    print(run_demo(args.out, seeds=args.seeds, quick=args.quick))
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; pass a folder for the table, CSV and plot")
+    print(run_demo(args.out, seeds=args.seeds or 1, quick=args.quick))
     return 0
 
 
@@ -33,32 +53,42 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weightcast", description="cheaper training by treating weights as data")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compare AdamW, its alternatives and Forecast(AdamW) on the embedded digits task")
+def _add_demo(sub) -> None:
+    demo = sub.add_parser("demo", help=SUBCOMMANDS["demo"][2], formatter_class=HelpFormatter,
+                          description="Time to accuracy of AdamW, schedule-free AdamW, an EMA and Forecast(AdamW) "
+                                      "with the nowcaster on the embedded digits MLP task: a table, a CSV and a plot.")
     demo.add_argument("--out", type=Path, default=Path("weightcast-demo"), help="folder for table, CSV and plot")
-    demo.add_argument("--seeds", type=int, default=1)
-    demo.add_argument("--threads", type=int, default=1)
-    demo.add_argument("--quick", action="store_true", help="300 steps")
+    demo.add_argument("--seeds", type=positive_int, default=None,
+                      help="measured seeds per method (default: 1)")
+    demo.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    demo.add_argument("--quick", action="store_true", help="300 steps instead of 1500")
     demo.set_defaults(func=_demo)
-    info = sub.add_parser("info", help="build and backend information")
+
+
+def _add_info(sub) -> None:
+    info = sub.add_parser("info", help=SUBCOMMANDS["info"][2], formatter_class=HelpFormatter)
     info.set_defaults(func=_info)
-    from .zoo.cli import add_subparser as add_zoo
 
-    add_zoo(sub)
-    from .forecasters.cli import add_subparser as add_forecaster
 
-    add_forecaster(sub)
-    from .wsl.cli import add_subparser as add_ae
-
-    add_ae(sub)
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``weightcast`` parser with every subcommand in full, or, given ``command``, with that one in full and
+    the others as names only (their modules are not imported)."""
+    parser = argparse.ArgumentParser(prog="weightcast", description="cheaper training by treating weights as data",
+                                     formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, (module, function, help_text) in SUBCOMMANDS.items():
+        if command is None or name == command:
+            getattr(importlib.import_module(module), function)(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv[:1] if a in SUBCOMMANDS), "")
+    args = build_parser(command).parse_args(argv)
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,21 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..cli_common import (HelpFormatter, existing_dir, nonnegative_float, nonnegative_int, positive_float,
+                          positive_int)
+
 
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from ..weights_io import check_out_path
+    from .train import TrainConfig, save_trained, train
+
+    check_out_path(args.out)  # before the training, not after
     if args.kind == "nowcast":
         from .nowcast_train import train_from_args
 
         return train_from_args(args)
-
-    from .train import TrainConfig, save_trained, train
-
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(kind=args.kind, window=args.window, max_horizon=args.max_horizon, steps=args.steps,
                       samples_per_batch=args.samples, elements=args.elements, lr=args.lr, reg=args.reg,
@@ -37,40 +41,42 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .io import card_path
+    from ..weights_io import read_card
 
-    path = card_path(args.file)
-    if not path.exists():
-        print(f"{args.file}: no card at {path}", file=sys.stderr)
-        return 1
-    print(path.read_text())
+    print(json.dumps(read_card(args.file), indent=1, sort_keys=True))
     return 0
 
 
 def add_subparser(subparsers) -> None:
     """Add ``forecaster train`` and ``forecaster info`` to the ``weightcast`` command line."""
-    parser = subparsers.add_parser("forecaster", help="train learned forecasters (farcast, wnn) on a zoo")
+    parser = subparsers.add_parser("forecaster", help="train learned forecasters (farcast, wnn, nowcast) on a zoo",
+                                   formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="forecaster_command", required=True)
-    tr = sub.add_parser("train", help="meta-train a forecaster on a zoo's trajectories")
-    tr.add_argument("--kind", required=True, choices=["farcast", "wnn", "nowcast"])
-    tr.add_argument("--zoo", required=True, type=Path, help="zoo directory (weightcast zoo build --out DIR)")
+    tr = sub.add_parser("train", help="meta-train a forecaster on a zoo's trajectories", formatter_class=HelpFormatter,
+                        description="Meta-train a learned forecaster on the train split of a zoo (split by run) and "
+                                    "write its weights and card. The zoo's runs must hold at least window + "
+                                    "max-horizon snapshots; diverged runs are skipped.")
+    tr.add_argument("--kind", required=True, choices=["farcast", "wnn", "nowcast"], help="forecaster to train")
+    tr.add_argument("--zoo", required=True, type=existing_dir, help="zoo directory (weightcast zoo build --out DIR)")
     tr.add_argument("--out", required=True, type=Path, help="weights file (.safetensors); the card goes beside it")
-    tr.add_argument("--window", type=int, default=5, help="snapshots per window (the optimizer's window)")
-    tr.add_argument("--max-horizon", type=int, default=6, help="longest horizon, in record intervals")
-    tr.add_argument("--steps", type=int, default=600, help="optimizer steps of the meta-training")
-    tr.add_argument("--samples", type=int, default=16, help="(run, window, horizon) samples per batch")
-    tr.add_argument("--elements", type=int, default=2048, help="elements drawn per sample")
-    tr.add_argument("--lr", type=float, default=1e-2)
-    tr.add_argument("--reg", type=float, default=0.1, help="farcast: weight of the first-order-optimality term")
-    tr.add_argument("--hidden", type=int, default=16, help="wnn: hidden units per layer")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--k-max", type=int, default=32, help="nowcast: horizons 1..K record intervals, one output each")
-    tr.add_argument("--spacings", type=int, nargs="+", default=[10, 20, 40], help="nowcast: record spacings (steps)")
-    tr.add_argument("--threads", type=int, default=1, help="torch threads")
-    tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("--window", type=positive_int, default=5, help="snapshots per window (the optimizer's window)")
+    tr.add_argument("--max-horizon", type=positive_int, default=6, help="longest horizon, in record intervals")
+    tr.add_argument("--steps", type=positive_int, default=600, help="optimizer steps of the meta-training")
+    tr.add_argument("--samples", type=positive_int, default=16, help="(run, window, horizon) samples per batch")
+    tr.add_argument("--elements", type=positive_int, default=2048, help="elements drawn per sample")
+    tr.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (cosine schedule)")
+    tr.add_argument("--reg", type=nonnegative_float, default=0.1,
+                    help="farcast: weight of the first-order-optimality term")
+    tr.add_argument("--hidden", type=positive_int, default=16, help="wnn: hidden units per layer")
+    tr.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
+    tr.add_argument("--k-max", type=positive_int, default=32, help="nowcast: horizons 1..K record intervals")
+    tr.add_argument("--spacings", type=positive_int, nargs="+", default=[10, 20, 40],
+                    help="nowcast: record spacings (steps) the windows are sampled at")
+    tr.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     tr.add_argument("--no-record-command", dest="record_command", action="store_false",
                     help="leave the command line out of the card")
     tr.set_defaults(func=_train)
-    info = sub.add_parser("info", help="print the card of a forecaster file")
-    info.add_argument("file", type=Path)
+    info = sub.add_parser("info", help="print the card of a forecaster file", formatter_class=HelpFormatter)
+    info.add_argument("file", type=Path, help="weights file (.safetensors)")
     info.set_defaults(func=_info)

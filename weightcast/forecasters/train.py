@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from ..errors import InputError
 from ..zoo.dataset import TrajectoryDataset
 from . import io
 from .farcast import KIND as FARCAST, farcast_shapes
@@ -39,18 +40,38 @@ class ZooWindows:
 
     def __init__(self, zoo_dir, split: str, window: int, max_horizon: int, strides=(1, 2), task=None, arch=None,
                  val_fraction: float = 0.2):
+        if window < 2 or max_horizon < 1:
+            raise InputError(f"a window needs at least 2 snapshots (a trend needs two points) and the horizon at "
+                             f"least 1 record interval; got window {window}, max_horizon {max_horizon}")
         ds = TrajectoryDataset(zoo_dir, split, window=1, horizon=1, granularity="model", task=task, arch=arch,
-                               val_fraction=val_fraction)
+                               val_fraction=val_fraction, usable_only=True)
         self.runs, self.flat, self.steps = ds.runs, ds.flat, ds.steps
         self.lengths = [torch.tensor([math.prod(t["shape"]) for t in e["tensors"]]) for e in ds.runs]
         self.kinds = [torch.tensor([kind_of(t["shape"]) for t in e["tensors"]]) for e in ds.runs]
         self.window, self.max_horizon, self.strides = window, max_horizon, tuple(strides)
         if not self.runs:
-            raise ValueError(f"the {split} split of {zoo_dir} holds no runs (task={task}, arch={arch})")
+            raise InputError(f"the {split} split of {zoo_dir} holds no usable runs (task={task}, arch={arch}); "
+                             "build a zoo with more runs (weightcast zoo build)")
+        snapshots = [len(steps) for steps in self.steps]
+        if max(snapshots) < window + max_horizon:
+            spacing = "/".join(str(k) for k in sorted({e["spec"]["record_every"] for e in self.runs}))
+            raise InputError(
+                f"the {split} split of {zoo_dir} cannot supply a window of {window} snapshots with a horizon of "
+                f"{max_horizon} record intervals: that needs runs of at least {window + max_horizon} snapshots, and "
+                f"its {len(self.runs)} runs hold {min(snapshots)} to {max(snapshots)} (one every {spacing} steps). "
+                f"Lower --window or --max-horizon (window + max horizon <= {max(snapshots)}), or build a zoo with "
+                "longer runs")
 
     def samples(self, generator: torch.Generator, count: int, horizons=None) -> list[tuple[int, int, int, int]]:
         """``count`` random (run, start, stride, offset) with the whole window and target inside the run.
-        ``horizons``: the allowed h = offset / stride (default: every offset up to max_horizon * stride)."""
+        ``horizons``: the allowed h = offset / stride (default: every offset up to max_horizon * stride). Raises
+        InputError when no run can supply any of them (instead of drawing forever)."""
+        longest = max(len(steps) for steps in self.steps)
+        if not any(longest - 1 - j - (self.window - 1) * s >= 0 for s in self.strides
+                   for j in range(1, self.max_horizon * s + 1) if horizons is None or j / s in horizons):
+            raise InputError(f"no run of {len(self.runs)} (at most {longest} snapshots) can supply a window of "
+                             f"{self.window} snapshots {self.strides} records apart and a horizon in {horizons}; "
+                             "ask for shorter horizons or use a zoo with longer runs")
         out = []
         while len(out) < count:
             r = int(torch.randint(len(self.runs), (1,), generator=generator))
@@ -135,6 +156,10 @@ def linear_predict(b: dict[str, torch.Tensor]) -> torch.Tensor:
     return (coeffs * b["window"].double()).sum(1).float()
 
 
+class TrainingDiverged(InputError):
+    """Meta-training produced a non-finite loss or weights (nothing is saved)."""
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (recorded in the card)."""
@@ -161,7 +186,13 @@ def _val_loss(predict, val_batch) -> tuple[float, float]:
 
 
 def train(zoo_dir, cfg: TrainConfig, progress: bool = True, command: str | None = None):
-    """Train a ``cfg.kind`` forecaster on the train split of ``zoo_dir``; returns (config, tensors, card)."""
+    """Train a ``cfg.kind`` forecaster on the train split of ``zoo_dir``; returns (config, tensors, card).
+
+    Runs that diverged or hold non-finite snapshots are skipped (with a warning). Raises InputError when the zoo
+    cannot supply ``cfg.window`` snapshots plus ``cfg.max_horizon`` (every horizon the card claims is trained),
+    and :class:`TrainingDiverged` when the loss or the weights become non-finite."""
+    if min(cfg.steps, cfg.samples_per_batch, cfg.elements, cfg.val_samples) < 1 or not cfg.lr > 0:
+        raise ValueError(f"steps, samples_per_batch, elements, val_samples and lr must be positive: {cfg}")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set = ZooWindows(zoo_dir, "train", cfg.window, cfg.max_horizon)
@@ -191,6 +222,9 @@ def train(zoo_dir, cfg: TrainConfig, progress: bool = True, command: str | None 
         b = train_set.batch(train_set.samples(gen, cfg.samples_per_batch), gen, cfg.elements)
         pred = predict(b)
         loss = ((pred - b["target"]).abs() / b["scale"]).mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the {cfg.kind} training loss is non-finite ({float(loss.detach())}) at step {step}; "
+                                   f"nothing was written. Lower --lr (now {cfg.lr}) and train again")
         total = loss
         if cfg.kind == FARCAST and cfg.reg > 0:
             total = loss + cfg.reg * farcast_regulariser(pred, b).mean()
@@ -205,6 +239,9 @@ def train(zoo_dir, cfg: TrainConfig, progress: bool = True, command: str | None 
             bar.set_postfix(train=f"{float(loss):.4f}", val=f"{val:.4f}", linear=f"{lin:.4f}")
     val, lin = _val_loss(predict, val_batch)
     tensors = {k: v.detach().clone() for k, v in params.items()}
+    if not all(torch.isfinite(t).all() for t in tensors.values()) or not math.isfinite(val):
+        raise TrainingDiverged(f"the {cfg.kind} training ended with non-finite weights or validation loss ({val}); "
+                               f"nothing was written. Lower --lr (now {cfg.lr}) and train again")
     card = {
         "kind": cfg.kind, "config": config, "zoo": str(zoo_dir),
         "zoo_runs": {"train": len(train_set.runs), "val": len(val_set.runs)},

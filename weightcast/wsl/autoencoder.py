@@ -29,16 +29,17 @@ differences, so that is the error that lands in the parameters with the residual
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..errors import InputError
 
 from .tokenizer import POSITION_FEATURES, Tokenizer
 
@@ -101,14 +102,14 @@ class WeightAutoencoder(nn.Module):
                  window: int = 16, heads: int = 4):
         super().__init__()
         if min(token_size, latent, hidden) < 1:
-            raise ValueError(f"token_size, latent and hidden must be >= 1, got {token_size}, {latent}, {hidden}")
+            raise InputError(f"token_size, latent and hidden must be >= 1, got {token_size}, {latent}, {hidden}")
         if mixer not in MIXERS:
-            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+            raise InputError(f"mixer must be one of {MIXERS}, got {mixer!r}")
         if window < 1:
-            raise ValueError(f"window must be >= 1 token, got {window}")
+            raise InputError(f"window must be >= 1 token, got {window}")
         if mixer == "transformer":
             if heads < 1 or hidden % heads:
-                raise ValueError(f"the transformer mixer needs hidden ({hidden}) to be a multiple of heads ({heads})")
+                raise InputError(f"the transformer mixer needs hidden ({hidden}) to be a multiple of heads ({heads})")
         self.token_size, self.latent, self.hidden = token_size, latent, hidden
         self.mixer, self.window, self.heads = mixer, window, heads
         P = POSITION_FEATURES
@@ -168,31 +169,33 @@ class WeightAutoencoder(nn.Module):
         return self.decode_hidden(z, positions) @ self.dec_w.t() + self.dec_b
 
 
-def save_autoencoder(model: WeightAutoencoder, path: str | os.PathLike, card: dict) -> None:
-    """Weights to ``path`` (safetensors, config in its metadata) and ``card`` (+ config) to ``path`` .json."""
-    from safetensors.torch import save_file
+KIND = "latent-ae"  # the kind of autoencoder weight files (weightcast.weights_io)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(model.config())})
-    path.with_suffix(".json").write_text(json.dumps(dict(card, config=model.config()), indent=2) + "\n")
+
+def _state_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the state dict of ``WeightAutoencoder(**config)`` (built on the meta device)."""
+    with torch.device("meta"):
+        model = WeightAutoencoder(**config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def save_autoencoder(model: WeightAutoencoder, path: str | os.PathLike, card: dict) -> None:
+    """Weights to ``path`` and ``card`` (plus the config) beside it as ``.json``, both atomically, in the project's
+    weight-file format (:mod:`weightcast.weights_io`, kind ``"latent-ae"``). Non-finite weights raise
+    :class:`~weightcast.weights_io.WeightFileError` and nothing is written."""
+    from ..weights_io import save_weights
+
+    save_weights(path, model.state_dict(), kind=KIND, config=model.config(), card=dict(card, config=model.config()))
 
 
 def load_autoencoder(path: str | os.PathLike | None = None) -> WeightAutoencoder:
     """The autoencoder saved at ``path`` (default: the weights shipped with the package), in eval mode. A config
-    without ``mixer`` (every file saved before the option existed) is an MLP."""
-    from safetensors import safe_open
+    without ``mixer`` is an MLP. Raises :class:`~weightcast.weights_io.WeightFileError` (a ValueError) naming the
+    path for a missing, truncated, non-safetensors, wrong-kind, mis-shaped or non-finite file."""
+    from ..weights_io import load_weights
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no autoencoder weights at {path}; train some with `weightcast ae train --zoo DIR "
-                                "--out FILE`")
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads((f.metadata() or {}).get("config", "null") or "null")
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} has no autoencoder config in its metadata; was it saved by save_autoencoder?")
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    config, state = load_weights(path, KIND, _state_shapes, remake=f"weightcast ae train --zoo DIR --out {path}")
     model = WeightAutoencoder(**config)
     model.load_state_dict(state)
     return model.eval()
@@ -216,20 +219,21 @@ def _load_runs(zoo_dir, split: str, token_size: int, seed: int) -> list[_RunToke
         raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     runs = []
     for part in (("train", "val") if split == "all" else (split,)):
-        ds = TrajectoryDataset(zoo_dir, split=part, window=1, horizon=1, granularity="model", seed=seed)
+        ds = TrajectoryDataset(zoo_dir, split=part, window=1, horizon=1, granularity="model", seed=seed,
+                               usable_only=True)
         for entry, flat in zip(ds.runs, ds.flat):
-            if entry.get("diverged") or not torch.isfinite(flat).all():
-                continue
             runs.append(_RunTokens(flat, [t["shape"] for t in entry["tensors"]], token_size,
                                    f"{entry['spec']['task']}-{entry['spec']['arch']}"))
     if not runs:
-        raise ValueError(f"the {split} split of {zoo_dir} has no usable runs")
+        raise InputError(f"the {split} split of {zoo_dir} has no usable runs (finite, not diverged); build a zoo "
+                         "with more runs (weightcast zoo build)")
     return runs
 
 
-def evaluate_on_zoo(model: WeightAutoencoder, zoo_dir: str | os.PathLike, split: str = "all", seed: int = 0) -> dict:
+def evaluate_on_zoo(model: WeightAutoencoder, zoo_dir: str | os.PathLike, split: str = "all", seed: int = 0,
+                    progress: bool = False) -> dict:
     """:func:`evaluate` on the runs of ``split`` ("train", "val" or "all") of a zoo, e.g. a zoo of held-out runs."""
-    return evaluate(model, _load_runs(zoo_dir, split, model.token_size, seed))
+    return evaluate(model, _load_runs(zoo_dir, split, model.token_size, seed), progress=progress)
 
 
 def _pair(run: _RunTokens, t0: int, t1: int, tokens: torch.Tensor | None = None):
@@ -251,13 +255,14 @@ def _losses(model: WeightAutoencoder, a, b, pos, mask) -> tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def evaluate(model: WeightAutoencoder, runs: list[_RunTokens], gaps=(1, 5, 10), stride: int = 5) -> dict:
+def evaluate(model: WeightAutoencoder, runs: list[_RunTokens], gaps=(1, 5, 10), stride: int = 5,
+             progress: bool = False) -> dict:
     """Relative L2 errors on whole snapshots: ``recon`` = ||x' - x|| / ||x||, ``diff@k`` = ||(b' - a') - (b - a)||
     / ||b - a|| for snapshot pairs k records apart (normalised space), averaged over runs, per (task, arch) group
     and overall."""
     model.eval()
     per_group: dict[str, dict[str, list[float]]] = {}
-    for run in runs:
+    for run in tqdm(runs, desc="evaluate", unit="run", disable=not progress, leave=False):
         S = run.tokens.shape[0]
         g = per_group.setdefault(run.group, {})
         for t0 in range(0, S - 1, stride):
@@ -305,8 +310,10 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     per_pair = max(1, batch_tokens // pairs_per_batch)
     start, last = time.perf_counter(), (float("nan"), float("nan"))
-    bar = _progress(steps, progress)
-    for step in range(steps):
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    bar = tqdm(range(steps), desc="train autoencoder", disable=not progress)
+    for step in bar:
         model.train()
         recon_sum, diff_sum = 0.0, 0.0
         opt.zero_grad(set_to_none=True)
@@ -324,8 +331,11 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
         opt.step()
         sched.step()
         last = (recon_sum, diff_sum)
-        bar(step, f"recon {recon_sum:.3g} diff {diff_sum:.3g}")
-    bar(steps, "")
+        if not math.isfinite(recon_sum + diff_sum):
+            raise InputError(f"the autoencoder training loss is non-finite at step {step}; nothing was written. "
+                             f"Lower --lr (now {lr}) and train again")
+        if step % 25 == 0:
+            bar.set_postfix(recon=f"{recon_sum:.3g}", diff=f"{diff_sum:.3g}")
     wall = time.perf_counter() - start
     card = {"format": "weightcast-latent-ae", "version": 1, "zoo": str(zoo_dir),
             "train_runs": len(train_runs), "val_runs": len(val_runs),
@@ -337,20 +347,3 @@ def train_autoencoder(zoo_dir: str | os.PathLike, token_size: int = 64, latent: 
                        "snapshot); diff@k: error on the difference of two snapshots k records apart"}
     return model.eval(), card
 
-
-def _progress(total: int, enabled: bool):
-    """A one-line progress bar on stderr: call ``bar(step, text)``."""
-    start = time.perf_counter()
-
-    def bar(step: int, text: str) -> None:
-        if not enabled or (step % 25 and step != total):
-            return
-        frac = step / max(total, 1)
-        filled = int(30 * frac)
-        eta = (time.perf_counter() - start) / max(step, 1) * (total - step)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {step}/{total} {text} eta {eta:.0f}s ")
-        if step == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return bar

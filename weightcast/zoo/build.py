@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -15,8 +16,10 @@ from tqdm import tqdm
 
 from .. import models
 from ..data import Task, get_task
+from ..errors import InputError
 from .spec import RunSpec, is_held_out
-from .store import read_manifest, remove_stale_temps, save_trajectory, write_manifest
+from .store import (MANIFEST, ZooFileError, read_manifest, recover_manifest, remove_stale_temps, save_trajectory,
+                    verify_run, write_manifest)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: dict[str, OptimizerFactory] = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
@@ -126,9 +129,11 @@ def build_zoo(out: str | os.PathLike, specs: Sequence[RunSpec], data_dir: str | 
     """Train every spec whose run is not yet in ``out``'s manifest and return the updated manifest.
 
     Each finished run is saved (trajectory file, then manifest) before the next starts, so an interrupted build
-    loses only the run in progress and a second call resumes where the first stopped. ``max_runs`` caps the
-    runs trained by this call. Specs matching ``HELD_OUT`` are refused unless ``allow_held_out``. One process per
-    zoo directory at a time.
+    loses only the run in progress and a second call resumes where the first stopped; a run whose file is
+    missing, truncated or disagrees with the manifest is rebuilt, and a damaged manifest is rebuilt from the run
+    files. Every dataset is loaded before the first run trains (InputError if one cannot be read). ``max_runs``
+    (>= 0) caps the runs trained by this call. Specs matching ``HELD_OUT`` are refused unless ``allow_held_out``.
+    One process per zoo directory at a time.
     """
     ids = [spec.run_id for spec in specs]
     if len(set(ids)) != len(ids):
@@ -137,25 +142,68 @@ def build_zoo(out: str | os.PathLike, specs: Sequence[RunSpec], data_dir: str | 
     if held and not allow_held_out:
         raise ValueError(f"{len(held)} runs match HELD_OUT (e.g. {held[0]}); zoos must not contain them. "
                          "Remove them, or pass allow_held_out=True to build a held-out zoo on purpose.")
+    if max_runs is not None and max_runs < 0:
+        raise ValueError(f"max_runs must be None or >= 0, got {max_runs}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ZooFileError(f"{out} is a file, not a zoo directory; pass another --out")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
-    manifest = read_manifest(out)
-    manifest["runs"] = [e for e in manifest["runs"] if (out / e["file"]).exists()]
+    manifest = _resume_manifest(out)
+    write_manifest(out, manifest)  # the repaired manifest, even when nothing is left to train
     done = {entry["id"] for entry in manifest["runs"]}
     todo = [spec for spec in specs if spec.run_id not in done][:max_runs]
-    tasks: dict[tuple[str, str], Task] = {}
+    tasks = _load_tasks(todo, data_dir, device)  # every dataset is read before the first run trains
     with tqdm(total=len(todo), desc="zoo runs", unit="run", disable=not progress) as run_bar:
         for spec in todo:
-            key = (spec.task, json.dumps(spec.task_kwargs, sort_keys=True))
-            if key not in tasks:
-                tasks[key] = get_task(spec.task, data_dir, device, **spec.task_kwargs)
+            task = tasks[_task_key(spec)]
             with tqdm(total=spec.steps, desc=spec.run_id, unit="step", leave=False,
                       disable=not progress) as step_bar:
-                result = train_run(spec, tasks[key], optimizers, step_bar.update)
-            file = f"runs/{spec.run_id}.safetensors"
-            save_trajectory(out / file, result.snapshots, result.steps, spec.run_id)
-            manifest["runs"].append(run_entry(spec, tasks[key], result, file))
+                result = train_run(spec, task, optimizers, step_bar.update)
+            entry = run_entry(spec, task, result, f"runs/{spec.run_id}.safetensors")
+            save_trajectory(out / entry["file"], result.snapshots, result.steps, entry)
+            manifest["runs"].append(entry)
             write_manifest(out, manifest)
             run_bar.update()
+    return manifest
+
+
+def _task_key(spec: RunSpec) -> tuple[str, str]:
+    return spec.task, json.dumps(spec.task_kwargs, sort_keys=True)
+
+
+def _load_tasks(specs: Sequence[RunSpec], data_dir, device) -> dict[tuple[str, str], Task]:
+    """The task of every spec, loaded once each; a dataset that cannot be read raises InputError."""
+    tasks: dict[tuple[str, str], Task] = {}
+    for spec in specs:
+        key = _task_key(spec)
+        if key not in tasks:
+            try:
+                tasks[key] = get_task(spec.task, data_dir, device, **spec.task_kwargs)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot load the data of task {spec.task!r} (data_dir={data_dir}): {exc}") \
+                    from None
+    return tasks
+
+
+def _resume_manifest(out: Path) -> dict:
+    """The manifest to resume from, keeping only runs whose files are intact (the others are rebuilt, with a
+    warning); a damaged (or foreign) manifest is moved aside to ``manifest.json.damaged-<time>`` and rebuilt from
+    the entries stored in the run files."""
+    try:
+        manifest = read_manifest(out)
+    except ZooFileError as exc:  # moved aside, never deleted: nothing is lost
+        aside = out / f"{MANIFEST}.damaged-{int(time.time())}"
+        os.replace(out / MANIFEST, aside)
+        manifest, unusable = recover_manifest(out)
+        warnings.warn(f"{exc}\nmoved it to {aside.name}; recovered {len(manifest['runs'])} intact runs from their "
+                      f"files, rebuilding the others{f' (unusable: {unusable})' if unusable else ''}", stacklevel=3)
+    kept = []
+    for entry in manifest["runs"]:
+        problem = verify_run(out, entry)
+        if problem is None:
+            kept.append(entry)
+        else:
+            warnings.warn(f"run {entry['id']} ({out / entry['file']}): {problem}; rebuilding it", stacklevel=3)
+    manifest["runs"] = kept
     return manifest

@@ -11,6 +11,9 @@ record_every`` optimizer steps). Each item is a dict:
 * ``run``: () int64, an index into :attr:`TrajectoryDataset.runs`; ``unit``: () int64, the element index
   (element), the tensor index (tensor) or 0 (model).
 
+With ``usable_only=True`` the runs that diverged or hold a non-finite snapshot are left out, each with a warning
+(learned forecasters and autoencoders train on usable runs only).
+
 Runs, never steps, are split into train and validation: within each (task, arch) group the runs, sorted by id,
 are permuted by ``seed`` and the first ``round(val_fraction * n)`` (at least 1 when the group has 2 or more)
 form the validation split. The selected runs are held in memory as (T, P) float32 tensors.
@@ -18,6 +21,7 @@ form the validation split. The selected runs are held in memory as (T, P) float3
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from itertools import accumulate
 from typing import Iterable, Sequence
@@ -62,7 +66,8 @@ class TrajectoryDataset(Dataset):
 
     def __init__(self, zoo_dir: str | os.PathLike, split: str = "train", window: int = 5, horizon: int = 1,
                  granularity: str = "element", task: str | Iterable[str] | None = None,
-                 arch: str | Iterable[str] | None = None, val_fraction: float = 0.2, seed: int = 0):
+                 arch: str | Iterable[str] | None = None, val_fraction: float = 0.2, seed: int = 0,
+                 usable_only: bool = False):
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
         if split not in ("train", "val"):
@@ -70,21 +75,27 @@ class TrajectoryDataset(Dataset):
         if window < 1 or horizon < 1:
             raise ValueError(f"window and horizon must be at least 1, got {window} and {horizon}")
         self.window, self.horizon, self.granularity = window, horizon, granularity
-        entries = read_manifest(zoo_dir)["runs"]
+        entries = read_manifest(zoo_dir, missing_ok=False)["runs"]
         train_ids, val_ids = split_runs(entries, val_fraction, seed)
         ids = set(val_ids if split == "val" else train_ids)
         tasks, archs = _selected(task), _selected(arch)
-        self.runs = [e for e in sorted(entries, key=lambda e: e["id"]) if e["id"] in ids
-                     and (tasks is None or e["spec"]["task"] in tasks)
-                     and (archs is None or e["spec"]["arch"] in archs)]
+        selected = [e for e in sorted(entries, key=lambda e: e["id"]) if e["id"] in ids
+                    and (tasks is None or e["spec"]["task"] in tasks)
+                    and (archs is None or e["spec"]["arch"] in archs)]
+        self.runs: list[dict] = []
         self.flat: list[torch.Tensor] = []  # per run, (T, P) float32
         self.steps: list[torch.Tensor] = []  # per run, (T,) int64
         self.units: list[int] = []  # per run, items per window
         self.offsets: list[list[int]] = []  # per run, where each tensor starts in the flat vector, then P
         counts = []
-        for entry in self.runs:
+        for entry in selected:
             snapshots, steps = load_trajectory(zoo_dir, entry)
             flat = torch.cat([t.reshape(len(steps), -1) for t in snapshots.values()], dim=1)
+            if usable_only and (entry.get("diverged") or not torch.isfinite(flat).all()):
+                why = "diverged" if entry.get("diverged") else "holds non-finite snapshots"
+                warnings.warn(f"skipping run {entry['id']} of {zoo_dir}: it {why}", stacklevel=2)
+                continue
+            self.runs.append(entry)
             self.flat.append(flat)
             self.steps.append(steps)
             self.units.append({"element": flat.shape[1], "tensor": len(snapshots), "model": 1}[granularity])
