@@ -69,7 +69,8 @@ def markdown_table(rows: list[dict], goal: Goal, title: str) -> str:
 def write_csv(results: dict[str, dict], path: Path, task: str) -> None:
     """Every run (tuning runs included, config phase "tune") in the one results schema
     (:func:`weightcast.results.write_results`): per run steps and seconds to the goal, final metric, train seconds
-    and jumps; per jump the metric just before, just after and AFTER_STEPS steps after (x = the jump's step)."""
+    and jumps; the validation curve (metric "val_metric", x = step, train seconds in config); per jump the metric
+    just before, just after and AFTER_STEPS steps after (x = the jump's step)."""
     from ..results import write_results
 
     rows = []
@@ -85,6 +86,9 @@ def write_csv(results: dict[str, dict], path: Path, task: str) -> None:
                                             ("jumps", "count", len(r.jumps))):
                     rows.append({**base, "metric": metric, "unit": unit,
                                  "value": "" if value is None else value})
+                for step, seconds, value in r.curve:
+                    rows.append({**base, "metric": "val_metric", "unit": "metric", "x_name": "step",
+                                 "x_value": step, "value": value, "config": {**config, "train_seconds": seconds}})
                 for (step, before, after, later), k in zip(r.jumps, r.horizons or [None] * len(r.jumps)):
                     for metric, value in (("jump_before", before), ("jump_after", after),
                                           (f"jump_after_{AFTER_STEPS}", later)):
