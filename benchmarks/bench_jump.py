@@ -55,8 +55,8 @@ def bench_backend(backend: str, n: int, device: str, dtype: torch.dtype, history
     steps = list(range(1, window + 1))
     coeffs = least_squares_line_coefficients(steps, window + window)  # float64, as the optimizer passes them
     with wc.ops.use_backend(backend):
-        record = lambda: wc.ops.record(flat, history, window - 1)  # noqa: E731
-        lincomb = lambda: wc.ops.lincomb_forecast(flat, history, coeffs, absmax)  # noqa: E731
+        record = lambda: wc.ops.record([flat], history, window - 1, [0])  # noqa: E731
+        lincomb = lambda: wc.ops.lincomb_forecast([flat], history, [0], coeffs, absmax)  # noqa: E731
 
         def jump():
             absmax[window - 1] = record()
@@ -83,7 +83,7 @@ def bench_learned(name: str, backend: str, n: int, device: str, window: int, ten
     write) on ``tensors`` equal parameters of n elements in all."""
     params = [torch.nn.Parameter(torch.randn(n // tensors, device=device) * 0.1) for _ in range(tensors)]
     opt = wc.ForecastSGD(params, lr=1e-3, forecaster=name, window=window, record_every=1, jump_every=10 ** 9)
-    engine = opt._engine
+    engine = opt.engine
     bucket = engine.buckets[0][1]
     clock = [0]
     for _ in range(window):
@@ -93,7 +93,7 @@ def bench_learned(name: str, backend: str, n: int, device: str, window: int, ten
     def jump():  # the jump step's record, then the forecast 25 steps ahead (the study's schedule)
         clock[0] += 10
         bucket.record(clock[0])
-        engine._forecast_all([(0, bucket)], clock[0] + 25)
+        engine._forecast_all([(0, bucket, list(range(len(bucket.params))))], clock[0] + 25)
 
     with wc.ops.use_backend(backend):
         jump_ms, q20, q80 = median_ms(jump, device)

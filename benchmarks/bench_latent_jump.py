@@ -83,15 +83,15 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
     for fname in forecasters:
         opt = wc.ForecastSGD(params, lr=1e-3, momentum=0.9, forecaster=fname, window=5, record_every=1,
                              jump_every=10**9)
-        engine = opt._engine
+        engine = opt.engine
         for t in range(5):
             opt.step()
-        ready = list(engine.buckets)
+        ready = [(gi, b, list(range(len(b.params)))) for gi, b in engine.buckets]
         clock = [engine.step_count]
 
         def record():  # one more snapshot, one step later (the ring keeps the last 5)
             clock[0] += 1
-            for _, b in ready:
+            for _, b, _ in ready:
                 b.record(clock[0])
 
         forecast = lambda: engine._forecast_all(ready, clock[0] + 5)  # noqa: E731
@@ -99,8 +99,8 @@ def bench_model(name: str, device: str, forecasters: list[str], repeats: int) ->
             record_ms = median_ms(record, device, repeats, warmup=1)[0]
             forecast_ms = median_ms(forecast, device, repeats, warmup=1)[0]
         f = engine.forecaster
-        hist = sum(b.history.numel() * b.history.element_size() for _, b in ready)
-        maps = sum(f.map_bytes(b) for _, b in ready) if hasattr(f, "map_bytes") else 0
+        hist = sum(b.history.numel() * b.history.element_size() for _, b, _ in ready)
+        maps = sum(f.map_bytes(b) for _, b, _ in ready) if hasattr(f, "map_bytes") else 0
         kernel = "tokenize_encode" if fname.startswith("latent") else "lincomb"
         jump = record_ms + forecast_ms
         rows.append({"model": name, "params": n, "forecaster": fname,

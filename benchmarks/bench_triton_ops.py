@@ -12,8 +12,6 @@ Needs a CUDA GPU; on a machine without one it says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import pathlib
 import sys
 
@@ -31,18 +29,12 @@ NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def _kernels():
-    """The record and lincomb functions: installed weightcast.kernels, else the kernels/ folder of this checkout."""
-    try:
-        return (importlib.import_module("weightcast.kernels.record").record,
-                importlib.import_module("weightcast.kernels.lincomb").lincomb)
-    except ImportError:
-        name = "_weightcast_kernels_src"
-        spec = importlib.util.spec_from_file_location(name, REPO / "kernels" / "__init__.py",
-                                                      submodule_search_locations=[str(REPO / "kernels")])
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-        return (importlib.import_module(f"{name}.record").record,
-                importlib.import_module(f"{name}.lincomb").lincomb)
+    """The record and lincomb_forecast kernels of weightcast.kernels, on one tensor (a one-row history, segment 0)."""
+    from weightcast.kernels.lincomb_forecast import lincomb_forecast
+    from weightcast.kernels.record import record
+
+    return (lambda src, dst: record([src], dst.view(1, -1), 0, [0]),
+            lambda out, history, coeffs: lincomb_forecast([out], history, [0], coeffs))
 
 
 def _peak(device_name: str) -> float | None:

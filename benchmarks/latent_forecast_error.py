@@ -80,7 +80,6 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
         f.attach(b)
         buckets[name] = (f, b)
     errors = defaultdict(list)
-    n = flat_traj.shape[1]
     for start in range(0, S - window - max(horizons) + 1, stride):
         rows = flat_traj[start:start + window]
         ws = [int(s) for s in steps[start:start + window]]
@@ -88,7 +87,7 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
         for name, (_, b) in buckets.items():
             b.clear()
             for k in range(window):
-                b.flat[:n].copy_(rows[k])
+                torch._foreach_copy_([t.view(-1) for t in b.tensors()], list(rows[k].split(b.numels)))
                 b.record(ws[k])
         for h in horizons:
             target_i = start + window - 1 + h
@@ -106,9 +105,10 @@ def forecast_errors(snaps: dict, steps: torch.Tensor, window: int, horizons: lis
             for name, (f, b) in buckets.items():
                 if f.forecasts_are_linear():  # e.g. farcast: its coefficients over the raw window
                     coeffs = f.coefficients(list(b.slot_steps), tstep).to(torch.float32)
-                    out = (coeffs[:, None] * b.history.float()).sum(0)[:n]  # farcast: w_0 is the last row
+                    full = (coeffs[:, None] * b.history.float()).sum(0)  # farcast: w_0 is the last row
+                    out = torch.cat([full[b.segment(i)] for i in range(len(b.params))])
                 else:
-                    out = f.forecast(b, list(b.slot_steps), tstep)[:n]
+                    out = torch.cat(f.forecast(b, list(b.slot_steps), tstep))
                 errors[f"{name}@{h}"].append(float((out - target).norm()) / denom)
                 errors[f"cos:{name}@{h}"].append(float(torch.nn.functional.cosine_similarity(out - last, true_move,
                                                                                              0)))

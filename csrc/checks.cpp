@@ -34,37 +34,51 @@ bool overlap(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-void check_record(const at::Tensor& src, const at::Tensor& dst) {
-  check_flat("record", "src", src, 1);
-  check_flat("record", "dst", dst, 1);
-  TORCH_CHECK(src.numel() == dst.numel(), "weightcast_C::record: src and dst must have the same length, got ",
-              src.numel(), " and ", dst.numel());
-  TORCH_CHECK(src.device() == dst.device(), "weightcast_C::record: src is on ", src.device(), " but dst on ",
-              dst.device(), "; move them to one device");
-  const bool same = !src.is_meta() && src.data_ptr() == dst.data_ptr() && src.scalar_type() == dst.scalar_type();
-  TORCH_CHECK(same || !overlap(src, dst),
-              "weightcast_C::record: dst overlaps src; record into a separate buffer");
+// The parameter list of a multi-tensor op: one offset per tensor; every tensor
+// contiguous, of a kernel dtype, on the history's device, its segment inside a
+// history row, and not overlapping the history.
+void check_segments(const char* op, at::TensorList params, const at::Tensor& history, at::IntArrayRef offsets) {
+  TORCH_CHECK(params.size() == offsets.size(), "weightcast_C::", op, ": one offset per parameter, got ",
+              params.size(), " parameters and ", offsets.size(), " offsets");
+  const int64_t row = history.size(1);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    TORCH_CHECK(is_kernel_dtype(p.scalar_type()), "weightcast_C::", op, ": params[", i,
+                "] must be float32, float16 or bfloat16, got ", p.scalar_type(),
+                " (other dtypes run on the reference backend)");
+    TORCH_CHECK(p.is_contiguous(), "weightcast_C::", op, ": params[", i,
+                "] must be contiguous (the public op stages other layouts through a contiguous copy)");
+    TORCH_CHECK(p.device() == history.device(), "weightcast_C::", op, ": params[", i, "] is on ", p.device(),
+                " but the history on ", history.device(), "; move them to one device");
+    TORCH_CHECK(offsets[i] >= 0 && offsets[i] + p.numel() <= row, "weightcast_C::", op, ": the segment [",
+                offsets[i], ", ", offsets[i] + p.numel(), ") of params[", i, "] is outside a history row of ", row,
+                " elements");
+    TORCH_CHECK(!overlap(p, history), "weightcast_C::", op, ": params[", i,
+                "] overlaps the history; the history must be a buffer of its own");
+  }
 }
 
-void check_lincomb(const at::Tensor& out, const at::Tensor& history, const at::Tensor& coeffs) {
-  check_flat("lincomb", "out", out, 1);
-  check_flat("lincomb", "history", history, 2);
+void check_record(at::TensorList params, const at::Tensor& history, int64_t slot, at::IntArrayRef offsets) {
+  check_flat("record", "history", history, 2);
+  TORCH_CHECK(slot >= 0 && slot < history.size(0), "weightcast_C::record: slot ", slot,
+              " is outside the history window of ", history.size(0));
+  check_segments("record", params, history, offsets);
+}
+
+void check_lincomb_forecast(at::TensorList params, const at::Tensor& history, at::IntArrayRef offsets,
+                            const at::Tensor& coeffs) {
+  check_flat("lincomb_forecast", "history", history, 2);
   TORCH_CHECK(coeffs.scalar_type() == at::kFloat && coeffs.dim() == 1 && coeffs.is_contiguous(),
-              "weightcast_C::lincomb: coeffs must be a contiguous 1-D float32 tensor, got ", coeffs.scalar_type(),
-              " of shape ", coeffs.sizes());
+              "weightcast_C::lincomb_forecast: coeffs must be a contiguous 1-D float32 tensor, got ",
+              coeffs.scalar_type(), " of shape ", coeffs.sizes());
   const int64_t w = history.size(0);
-  const int64_t n = history.size(1);
-  TORCH_CHECK(w >= 1 && w <= kMaxWindow, "weightcast_C::lincomb: the window W = history.shape[0] must be in [1, ",
-              kMaxWindow, "], got ", w);
-  TORCH_CHECK(coeffs.numel() == w, "weightcast_C::lincomb: coeffs must have W = ", w,
+  TORCH_CHECK(w >= 1 && w <= kMaxWindow, "weightcast_C::lincomb_forecast: the window W = history.shape[0] must be "
+              "in [1, ", kMaxWindow, "], got ", w);
+  TORCH_CHECK(coeffs.numel() == w, "weightcast_C::lincomb_forecast: coeffs must have W = ", w,
               " elements (one per history row), got ", coeffs.numel());
-  TORCH_CHECK(out.numel() == n, "weightcast_C::lincomb: out must have N = ", n, " elements (history is ",
-              history.sizes(), "), got ", out.numel());
-  TORCH_CHECK(out.device() == history.device() && coeffs.device() == out.device(),
-              "weightcast_C::lincomb: out, history and coeffs must be on one device, got ", out.device(), ", ",
-              history.device(), " and ", coeffs.device());
-  TORCH_CHECK(!overlap(out, history),
-              "weightcast_C::lincomb: out overlaps history; write the result to a separate buffer");
+  TORCH_CHECK(coeffs.device() == history.device(), "weightcast_C::lincomb_forecast: coeffs is on ", coeffs.device(),
+              " but the history on ", history.device());
+  check_segments("lincomb_forecast", params, history, offsets);
 }
 
 }  // namespace weightcast_c

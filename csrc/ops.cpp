@@ -1,19 +1,20 @@
 // weightcast._C: the schemas of the native ops (namespace weightcast_C), their
 // Meta kernels, and the Python module object.
 //
-//   record(Tensor src, Tensor(a!) dst) -> Tensor
-//       dst[i] = src[i] converted to dst.dtype (round to nearest even, as
-//       copy_); returns max_i |float32(dst[i])| as a float32 0-dim tensor on
-//       dst's device: NaN if dst holds a NaN, +inf if it holds an inf and no
-//       NaN, 0 when empty.
-//   lincomb(Tensor(a!) out, Tensor history, Tensor coeffs) -> ()
-//       Difference form, with h_k = float32(history[k, i]):
-//       out[i] = convert(coeffs[0] * h_0 + sum_{k=1}^{W-1} coeffs[k] * (h_k - h_0)),
-//       accumulated in float32 in slot order (fused multiply-add allowed),
-//       converted to out.dtype (round to nearest even). Weights summing to 1
-//       give coeffs[0] == 1, so a parameter that never moved is kept bit for
-//       bit. Non-finite results are written as they come: the public op
-//       guards against them.
+//   record(Tensor[] params, Tensor(a!) history, int slot, int[] offsets) -> Tensor
+//       Multi-tensor: for every parameter i, history[slot, offsets[i] + j] =
+//       params[i].flatten()[j] converted to history.dtype (round to nearest
+//       even, as copy_); returns max |float32(history[slot, segments])| as a
+//       float32 0-dim tensor on history's device: NaN if a value is NaN, +inf
+//       if one is infinite and none is NaN, 0 when there is nothing.
+//   lincomb_forecast(Tensor(a!)[] params, Tensor history, int[] offsets, Tensor coeffs) -> ()
+//       Multi-tensor, difference form, with h_k = float32(history[k, offsets[i] + j]):
+//       params[i].flatten()[j] = convert(coeffs[0] * h_0 + sum_{k=1}^{W-1} coeffs[k] * (h_k - h_0)),
+//       accumulated in float32 in slot order (fused multiply-add allowed on
+//       CUDA), converted to the parameter's dtype (round to nearest even).
+//       Weights summing to 1 give coeffs[0] == 1, so a parameter that never
+//       moved is kept bit for bit. Non-finite results are written as they
+//       come: the public op guards against them.
 //
 // The public ops (weightcast::record, weightcast::lincomb_forecast in
 // weightcast/ops) call these through torch.ops.weightcast_C.
@@ -38,20 +39,21 @@
 namespace weightcast_c {
 namespace {
 
-at::Tensor record_meta(const at::Tensor& src, const at::Tensor& dst) {
-  check_record(src, dst);
-  return at::empty({}, dst.options().dtype(at::kFloat));
+at::Tensor record_meta(at::TensorList params, const at::Tensor& history, int64_t slot, at::IntArrayRef offsets) {
+  check_record(params, history, slot, offsets);
+  return at::empty({}, history.options().dtype(at::kFloat));
 }
 
-void lincomb_meta(const at::Tensor& out, const at::Tensor& history, const at::Tensor& coeffs) {
-  check_lincomb(out, history, coeffs);
+void lincomb_forecast_meta(at::TensorList params, const at::Tensor& history, at::IntArrayRef offsets,
+                           const at::Tensor& coeffs) {
+  check_lincomb_forecast(params, history, offsets, coeffs);
 }
 
 }  // namespace
 
 TORCH_LIBRARY(weightcast_C, m) {
-  m.def("record(Tensor src, Tensor(a!) dst) -> Tensor");
-  m.def("lincomb(Tensor(a!) out, Tensor history, Tensor coeffs) -> ()");
+  m.def("record(Tensor[] params, Tensor(a!) history, int slot, int[] offsets) -> Tensor");
+  m.def("lincomb_forecast(Tensor(a!)[] params, Tensor history, int[] offsets, Tensor coeffs) -> ()");
   m.def("wnn(Tensor(a!) out, Tensor history, Tensor order, Tensor offsets, Tensor stats, Tensor kinds, "
         "Tensor mlp, int hidden) -> ()");  // cpu/wnn.cpp, cuda/wnn.cu
   // the latent forecaster's fused ops (numerics in latent.h)
@@ -62,7 +64,7 @@ TORCH_LIBRARY(weightcast_C, m) {
 
 TORCH_LIBRARY_IMPL(weightcast_C, Meta, m) {
   m.impl("record", &record_meta);
-  m.impl("lincomb", &lincomb_meta);
+  m.impl("lincomb_forecast", &lincomb_forecast_meta);
 }
 
 }  // namespace weightcast_c

@@ -17,16 +17,17 @@ namespace weightcast_c {
 // coefficients on the stack / in shared memory.
 constexpr int64_t kMaxWindow = 32;
 
-// record(src, dst): src and dst 1-D contiguous float32/float16/bfloat16 of the
-// same length on one device (dtypes may differ); dst is src itself or does not
-// overlap it.
-void check_record(const at::Tensor& src, const at::Tensor& dst);
+// record(params, history, slot, offsets): history (W, M) contiguous, 0 <= slot
+// < W; params[i] contiguous, on history's device, its segment [offsets[i],
+// offsets[i] + numel) inside a row and not overlapping the history; all of
+// float32/float16/bfloat16 (dtypes may differ).
+void check_record(at::TensorList params, const at::Tensor& history, int64_t slot, at::IntArrayRef offsets);
 
-// lincomb(out, history, coeffs): history (W, N) contiguous with 1 <= W <= 32,
-// coeffs (W,) contiguous float32, out (N,) contiguous; out and history are
-// float32/float16/bfloat16 (dtypes may differ); one device; out does not
-// overlap history.
-void check_lincomb(const at::Tensor& out, const at::Tensor& history, const at::Tensor& coeffs);
+// lincomb_forecast(params, history, offsets, coeffs): as record for params,
+// history and offsets, with 1 <= W <= kMaxWindow and coeffs (W,) contiguous
+// float32 on history's device.
+void check_lincomb_forecast(at::TensorList params, const at::Tensor& history, at::IntArrayRef offsets,
+                            const at::Tensor& coeffs);
 
 }  // namespace weightcast_c
 

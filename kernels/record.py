@@ -1,8 +1,11 @@
-"""record(src, dst) -> absmax: copy a flat buffer with dtype conversion and return the NaN-aware absmax.
+"""record(params, history, slot, offsets) -> absmax: copy the parameters into their segments of one history row
+with dtype conversion and return the NaN-aware absmax.
 
-Numerics: ``dst[i] = src[i]`` converted to ``dst.dtype`` with round to nearest even (as ``Tensor.copy_``). The
-absmax is taken over the values *as stored*, ``max_i |float32(dst[i])|``, returned as a float32 0-dim tensor:
-NaN if any element of dst is NaN, +inf if any is infinite and none is NaN, 0.0 for N == 0.
+Numerics: ``history[slot, offsets[i] + j] = params[i].flatten()[j]`` converted to ``history.dtype`` with round to
+nearest even (as ``Tensor.copy_``). The absmax is taken over the values *as stored*, ``max |float32(dst)|``,
+returned as a float32 0-dim tensor: NaN if any stored element is NaN, +inf if any is infinite and none is NaN,
+0.0 when there is nothing to copy. One launch per parameter (the per-tensor kernel below); the partial maxima of
+all launches go to one buffer, reduced once.
 
 NaN-awareness for free: with the sign bit cleared, the int32 bit pattern of a float32 is monotone in its magnitude
 for finite values and +inf, and every NaN compares greater than +inf. So each program takes the max of those bits
@@ -32,26 +35,30 @@ def _record_kernel(src_ptr, dst_ptr, partial_ptr, N, BLOCK: tl.constexpr):
 
 
 def _record_launch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Launch over one tensor; returns the (programs,) int32 partial maxima (empty for an empty tensor)."""
     n = src.numel()
-    if n == 0:
-        return torch.zeros((), dtype=torch.float32, device=dst.device)
     block, num_warps = config(src.dtype, dst.dtype)
     grid = triton.cdiv(n, block)
-    partials = torch.empty(grid, dtype=torch.int32, device=dst.device)
-    _record_kernel[(grid,)](src, dst, partials, n, BLOCK=block, num_warps=num_warps,
-                        enable_fp_fusion=True)
-    return partials.amax().view(torch.float32)
+    partials = torch.zeros(grid, dtype=torch.int32, device=dst.device)
+    if n:
+        _record_kernel[(grid,)](src, dst, partials, n, BLOCK=block, num_warps=num_warps, enable_fp_fusion=True)
+    return partials
 
 
-def record(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Copy ``src`` (N,) into ``dst`` (N,) converting to ``dst.dtype``; return ``max |float32(dst)|`` (float32, 0-dim).
+def record(params: list[torch.Tensor], history: torch.Tensor, slot: int, offsets: list[int]) -> torch.Tensor:
+    """Copy every ``params[i]`` (contiguous, any shape) into ``history[slot, offsets[i]:offsets[i] + numel]``
+    converting to ``history.dtype``; return the float32 0-dim absmax of what was stored (module docstring).
 
-    Both are 1-D contiguous float32/float16/bfloat16 tensors on one device (cuda, or cpu under TRITON_INTERPRET=1);
-    their dtypes may differ. The result is NaN if dst holds a NaN, +inf if it holds an inf and no NaN, 0 if N == 0.
+    history: (W, M) contiguous; all float32/float16/bfloat16 on one device (cuda, or cpu under TRITON_INTERPRET=1);
+    dtypes may differ.
     """
-    check_flat("record", "src", src)
-    check_flat("record", "dst", dst)
-    if src.numel() != dst.numel():
-        raise ValueError(f"record: src and dst must have the same length, got {src.numel()} and {dst.numel()}")
-    check_device("record", _record_kernel, src, dst)
-    return _record_launch(src, dst)
+    check_flat("record", "history", history, ndim=2)
+    partials = [torch.zeros(1, dtype=torch.int32, device=history.device)]
+    for i, (p, offset) in enumerate(zip(params, offsets)):
+        src = p.view(-1)
+        check_flat("record", f"params[{i}]", src)
+        if offset < 0 or offset + src.numel() > history.shape[1]:
+            raise ValueError(f"record: params[{i}] does not fit its segment at {offset} of a row of {history.shape[1]}")
+        check_device("record", _record_kernel, src, history)
+        partials.append(_record_launch(src, history[slot, offset:offset + src.numel()]))
+    return torch.cat(partials).amax().view(torch.float32)

@@ -31,7 +31,7 @@ def test_jump_equals_reference_math():
     w0 = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, momentum=0.9, forecaster=FarcastForecaster(A=A), window=5,
                          record_every=10, jump_every=50, horizon=25)
-    bucket = opt._engine.buckets[0][1]
+    bucket = opt.engine.buckets[0][1]
     x, y = torch.randn(16, 5), torch.randn(16, 3)
     for _ in range(50):
         opt.zero_grad()
@@ -39,7 +39,8 @@ def test_jump_equals_reference_math():
         opt.step()
     assert opt.num_jumps == 1 and bucket.slot_steps == [10, 20, 30, 40, 50]
     n = bucket.numel
-    window = bucket.history[:5, :n].T  # (n, 5) chronological; the jump left the recorded window in place
+    # (n, 5) chronological; the jump left the recorded window in place
+    window = torch.cat([bucket.history[:5, bucket.segment(i)] for i in range(len(bucket.params))], 1).T
     batch = {"window": window.double(), "w0": w0.double(), "h": torch.full((n,), 2.5, dtype=torch.float64),
              "frac_dt": torch.full((n,), 10 / 50, dtype=torch.float64)}
     expected = farcast_predict(A, batch).float()

@@ -1,4 +1,5 @@
 """Timing, correctness and safety of the forecast jumps of ForecastSGD."""
+import copy
 import warnings
 
 import pytest
@@ -124,7 +125,8 @@ def test_after_jump_momentum_handling(after_jump):
 
 def test_forecast_adamw_scale_uses_beta1():
     p = torch.nn.Parameter(torch.randn(10))
-    opt = wc.Forecast(torch.optim.AdamW([p], lr=1e-2, betas=(0.8, 0.99)), window=2, horizon=3, after_jump="scale")
+    opt = wc.Forecast(torch.optim.AdamW([p], lr=1e-2, betas=(0.8, 0.99)), forecaster="linear", window=2, horizon=3,
+                      after_jump="scale")
     twin = torch.nn.Parameter(p.detach().clone())
     plain = torch.optim.AdamW([twin], lr=1e-2, betas=(0.8, 0.99))
     for t in range(2):
@@ -136,23 +138,33 @@ def test_forecast_adamw_scale_uses_beta1():
     torch.testing.assert_close(opt.state[p]["exp_avg"], plain.state[twin]["exp_avg"] * 0.8 ** 3)
 
 
-def test_parameters_become_views_of_one_flat_buffer_and_keep_their_layout():
+def test_parameters_stay_the_users_tensors_and_keep_their_layout():
+    """No re-binding: every parameter keeps its storage, and a channels_last weight its strides, through jumps."""
     conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
-    opt = wc.ForecastSGD(conv.parameters(), lr=0.1, forecaster="linear")
-    (bucket_group, bucket), = opt._engine.buckets
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    storage = bucket.flat.untyped_storage().data_ptr()
-    assert all(p.untyped_storage().data_ptr() == storage for p in conv.parameters())
+    twin = copy.deepcopy(conv).to(memory_format=torch.contiguous_format)
+    before = [(p.untyped_storage().data_ptr(), p.stride()) for p in conv.parameters()]
+    opt = wc.ForecastSGD(conv.parameters(), lr=0.1, forecaster="linear", window=3)
+    twin_opt = wc.ForecastSGD(twin.parameters(), lr=0.1, forecaster="linear", window=3)
+    for t in range(7):
+        for model in (conv, twin):
+            for i, p in enumerate(model.parameters()):
+                p.grad = torch.full_like(p, 0.01 * (t + 1) * (i + 1))
+        opt.step()
+        twin_opt.step()
+    assert opt.num_jumps == 2
+    assert [(p.untyped_storage().data_ptr(), p.stride()) for p in conv.parameters()] == before
+    for a, b in zip(conv.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
 
 
-def test_rebound_parameter_falls_back_to_staging_and_stays_correct():
+def test_rebound_parameter_is_followed():
+    """``p.data = ...`` (e.g. load_state_dict(assign=True)): the optimizer keeps using the parameter as it is now."""
     params = odd_params()
     twin = clone_params(params)
     opt = wc.ForecastSGD(params, lr=0.05, momentum=0.9, forecaster="linear", window=3)
     twin_opt = wc.ForecastSGD(twin, lr=0.05, momentum=0.9, forecaster="linear", window=3)
     params[1].data = params[1].data.clone()  # the user re-binds one parameter
-    with pytest.warns(RuntimeWarning, match="re-bound"):
-        run(opt, params, 7)
+    run(opt, params, 7)
     run(twin_opt, twin, 7)
     assert opt.num_jumps == twin_opt.num_jumps == 2
     for a, b in zip(params, twin):
@@ -163,9 +175,9 @@ def test_bf16_history_storage():
     params = odd_params()
     opt = wc.ForecastSGD(params, lr=0.01, forecaster=wc.forecasters.get("linear", history_dtype=torch.bfloat16))
     run(opt, params, 3)
-    (_, bucket), = opt._engine.buckets
+    (_, bucket), = opt.engine.buckets
     assert bucket.history.dtype == torch.bfloat16
-    assert opt.state_dict()["forecast"]["buckets"][0]["history"].dtype == torch.bfloat16
+    assert opt.state_dict()["param_groups"][0]["forecast"]["buckets"][0]["history"].dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("kwargs,error,match", [

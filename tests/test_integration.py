@@ -24,7 +24,7 @@ def test_lr_scheduler_drives_the_learning_rate_without_warnings(wrap):
     if wrap == "ForecastSGD":
         opt = wc.ForecastSGD(model.parameters(), lr=0.1, momentum=0.9, forecaster="linear")
     else:
-        opt = wc.Forecast(torch.optim.AdamW(model.parameters(), lr=0.1))
+        opt = wc.Forecast(torch.optim.AdamW(model.parameters(), lr=0.1), forecaster="linear")
     scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
     x, y = classifier_batch()
     with warnings.catch_warnings():
@@ -76,13 +76,13 @@ def test_add_param_group_after_construction():
     x, y = classifier_batch()
     train(model, opt, 3, x, y)
     opt.add_param_group({"params": head.parameters(), "lr": 0.01})
-    assert len(opt._engine.buckets) == 2
+    assert len(opt.engine.buckets) == 2
     for _ in range(4):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(head(model(x)), y).backward()
         opt.step()
     assert opt.num_jumps == 3
-    assert opt._engine.buckets[1][1].params[0] is head.weight
+    assert opt.engine.buckets[1][1].params[0] is head.weight
 
 
 def test_grad_scaler_skips_inf_steps_and_keeps_the_count_exact():
@@ -99,7 +99,7 @@ def test_grad_scaler_skips_inf_steps_and_keeps_the_count_exact():
             model[0].weight.grad[0, 0] = float("inf")  # this step must be skipped by the scaler
         scaler.step(opt)
         scaler.update()
-    assert opt._engine.step_count == 5
+    assert opt.engine.step_count == 5
     assert opt.num_jumps == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
 

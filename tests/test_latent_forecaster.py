@@ -40,14 +40,14 @@ def make_opt(model, ae=None, residual=True, **kw):
 
 
 def engine_of(opt):
-    return opt._engine
+    return opt.engine
 
 
 def test_latent_history_replaces_raw_snapshots():
     model = small_model()
     opt = make_opt(model)
     (_, bucket), = engine_of(opt).buckets
-    codec = engine_of(opt).forecaster._codecs[id(bucket)]
+    codec = engine_of(opt).forecaster._codecs[bucket]
     assert bucket.recorder is not None and bucket.history.dtype == torch.float32
     assert tuple(bucket.history.shape) == (3, codec.tok.num_tokens * 4)
     train(model, opt, 4)
@@ -71,9 +71,9 @@ def test_residual_jump_moves_params_by_the_decoded_latent_difference():
     opt = make_opt(model)
     engine = engine_of(opt)
     (_, bucket), = engine.buckets
-    codec = engine.forecaster._codecs[id(bucket)]
+    codec = engine.forecaster._codecs[bucket]
     seen = {}
-    engine.jump_pre_hooks.append(lambda o, t: seen.setdefault("before", bucket.flat.clone()))
+    opt.register_jump_hooks(before=lambda o, t: seen.setdefault("before", bucket.packed()))
     train(model, opt, 6)  # records at 2, 4, 6 and jumps at 6 to step 10
     assert opt.num_jumps == 1
     tok, ae = codec.tok, codec.ae
@@ -82,8 +82,8 @@ def test_residual_jump_moves_params_by_the_decoded_latent_difference():
     delta = (ae.decode(torch.einsum("w,wkd->kd", c, Z), tok.positions) - ae.decode(Z[2], tok.positions))
     scale = codec.token_scale(slice(None))
     expected = tok.detokenize(tok.tokenize(seen["before"]) + delta * scale[:, None], seen["before"].clone())
-    torch.testing.assert_close(bucket.flat, expected, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(bucket.flat, seen["before"])
+    torch.testing.assert_close(bucket.packed(), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(bucket.packed(), seen["before"])
 
 
 def test_frozen_trajectory_is_kept():
@@ -159,7 +159,7 @@ def test_latent_history_never_allocates_raw_snapshots():
     """The raw (W, N) window is allocated lazily: a forecaster with its own history never pays for it."""
     model = torch.nn.Sequential(torch.nn.Linear(40, 30), torch.nn.ReLU(), torch.nn.Linear(30, 10))
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="latent")
-    (_, bucket), = opt._engine.buckets
+    (_, bucket), = opt.engine.buckets
     assert bucket._history is not None and bucket._history.shape[1] != bucket.padded
 
 
@@ -173,14 +173,14 @@ def test_farcast_trajectory_keeps_the_initial_latents_and_uses_farcast_weights()
                          record_every=2, jump_every=10, horizon=4)
     engine = engine_of(opt)
     (_, bucket), = engine.buckets
-    codec = forecaster._codecs[id(bucket)]
+    codec = forecaster._codecs[bucket]
     tok, ae = codec.tok, codec.ae
     assert tuple(bucket.history.shape) == (6, tok.num_tokens * 4)
     z0 = ae.encode(tok.tokenize(initial) / codec.token_scale(slice(None))[:, None], tok.positions)
     torch.testing.assert_close(bucket.history[5].view(-1, 4), z0, rtol=1e-5, atol=1e-5)
     scales = codec.layer_scale.clone()
     seen = {}
-    engine.jump_pre_hooks.append(lambda o, t: seen.setdefault("before", bucket.flat.clone()))
+    opt.register_jump_hooks(before=lambda o, t: seen.setdefault("before", bucket.packed()))
     train(model, opt, 10)  # records at 2..10, jumps at 10 to step 14
     assert opt.num_jumps == 1 and torch.equal(codec.layer_scale, scales)  # scales fixed for the run
     c = forecaster.latent_coefficients(bucket.slot_steps, 14).float()
@@ -190,7 +190,7 @@ def test_farcast_trajectory_keeps_the_initial_latents_and_uses_farcast_weights()
     delta = ae.decode(torch.einsum("w,wkd->kd", c, Z), tok.positions) - ae.decode(Z[newest], tok.positions)
     scale = codec.token_scale(slice(None))
     expected = tok.detokenize(tok.tokenize(seen["before"]) + delta * scale[:, None], seen["before"].clone())
-    torch.testing.assert_close(bucket.flat, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bucket.packed(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_block_size_does_not_change_the_jump():

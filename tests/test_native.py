@@ -30,6 +30,19 @@ def ops():
     return torch.ops.weightcast_C
 
 
+class one:
+    """The multi-tensor ops on a single tensor: its segment is [0, n) of every history row (the kernels' edges
+    are the same for every tensor of a list; lists are tested below)."""
+
+    @staticmethod
+    def record(src, dst):
+        return ops().record([src], dst.view(1, -1), 0, [0])
+
+    @staticmethod
+    def lincomb(out, history, coeffs):
+        ops().lincomb_forecast([out], history, [0], coeffs)
+
+
 def lincomb_bound(history, coeffs, out_dtype):
     """Largest error allowed against the float64 value of the difference form c_0 h_0 + sum_k c_k (h_k - h_0):
     float32 accumulation (2W roundings of at most eps32 * |c_0 h_0| + sum|c_k| (|h_k| + |h_0|) each) plus the
@@ -44,9 +57,10 @@ def lincomb_bound(history, coeffs, out_dtype):
 
 @needs_ext
 def test_schemas():
-    assert str(ops().record.default._schema) == "weightcast_C::record(Tensor src, Tensor(a!) dst) -> Tensor"
-    assert str(ops().lincomb.default._schema) == \
-        "weightcast_C::lincomb(Tensor(a!) out, Tensor history, Tensor coeffs) -> ()"
+    assert str(ops().record.default._schema) == \
+        "weightcast_C::record(Tensor[] params, Tensor(a!) history, int slot, int[] offsets) -> Tensor"
+    assert str(ops().lincomb_forecast.default._schema) == \
+        "weightcast_C::lincomb_forecast(Tensor(a!)[] params, Tensor history, int[] offsets, Tensor coeffs) -> ()"
 
 
 @needs_ext
@@ -72,7 +86,7 @@ def test_record_is_copy_and_absmax(device, src_dtype, dst_dtype, n):
     g = torch.Generator().manual_seed(n)
     src = (torch.randn(n, generator=g) * 50).to(src_dtype).to(device)
     dst = torch.full((n,), 7.0, dtype=dst_dtype, device=device)
-    absmax = ops().record(src, dst)
+    absmax = one.record(src, dst)
     expected = src.to(dst_dtype)
     assert torch.equal(dst, expected)
     assert absmax.dtype == torch.float32 and absmax.dim() == 0 and absmax.device == dst.device
@@ -87,11 +101,11 @@ def test_record_absmax_nan_beats_inf_and_overflow_is_inf(device, dst_dtype):
     src = torch.randn(10_000, device=device)
     dst = torch.empty(10_000, dtype=dst_dtype, device=device)
     src[9_999] = float("inf")
-    assert float(ops().record(src, dst)) == float("inf")
+    assert float(one.record(src, dst)) == float("inf")
     src[17] = float("nan")
-    assert torch.isnan(ops().record(src, dst))
+    assert torch.isnan(one.record(src, dst))
     src = torch.full((33,), 1e5, device=device)  # above the float16 max
-    absmax = float(ops().record(src, dst[:33]))
+    absmax = float(one.record(src, dst[:33]))
     assert absmax == (float("inf") if dst_dtype == torch.float16 else float(torch.tensor(1e5).to(dst_dtype)))
 
 
@@ -103,7 +117,7 @@ def test_record_misaligned_views(device, offset):
     base_src = torch.randn(5000 + offset, device=device)
     base_dst = torch.zeros(5000 + offset, dtype=torch.float16, device=device)
     src, dst = base_src[offset:], base_dst[offset:]
-    absmax = ops().record(src, dst)
+    absmax = one.record(src, dst)
     assert torch.equal(dst, src.half())
     assert torch.count_nonzero(base_dst[:offset]) == 0
     assert float(absmax) == float(src.half().float().abs().max())
@@ -119,7 +133,7 @@ def test_lincomb_error_is_bounded_by_float32_accumulation(device, hist_dtype, ou
     history = torch.randn(window, n, generator=g).to(hist_dtype).to(device)
     coeffs = torch.randn(window, generator=g).to(device)
     out = torch.full((n,), float("nan"), dtype=out_dtype, device=device)
-    ops().lincomb(out, history, coeffs)
+    one.lincomb(out, history, coeffs)
     exact, bound = lincomb_bound(history, coeffs, out_dtype)
     err = (out.double() - exact).abs()
     assert bool((err <= bound).all()), f"max excess {float((err - bound).max())}"
@@ -135,7 +149,7 @@ def test_lincomb_cpu_matches_the_reference():
     history = torch.randn(5, 100_003)
     coeffs = torch.randn(5)
     out, ref = torch.empty(100_003), torch.empty(100_003)
-    ops().lincomb(out, history, coeffs)
+    one.lincomb(out, history, coeffs)
     reference.lincomb(ref, history, coeffs)
     torch.testing.assert_close(out, ref, rtol=2e-7, atol=0)
 
@@ -150,7 +164,7 @@ def test_lincomb_misaligned_and_odd_rows(device, offset):
     coeffs = torch.tensor([0.5, -1.0, 0.25, 1.25], device=device)
     base = torch.zeros(n + offset, device=device)
     out = base[offset:]
-    ops().lincomb(out, history, coeffs)
+    one.lincomb(out, history, coeffs)
     exact, bound = lincomb_bound(history, coeffs, torch.float32)
     assert bool(((out.double() - exact).abs() <= bound).all())
     assert torch.count_nonzero(base[:offset]) == 0
@@ -164,7 +178,7 @@ def test_lincomb_writes_non_finite_as_it_comes(device):
     history[1, 10] = float("inf")
     history[2, 20] = float("nan")
     out = torch.zeros(100, device=device)
-    ops().lincomb(out, history, torch.ones(3, device=device))
+    one.lincomb(out, history, torch.ones(3, device=device))
     assert out[10] == float("inf") and torch.isnan(out[20]) and out[0] == 1  # h_0 + 0 + 0
 
 
@@ -179,8 +193,8 @@ def test_cpu_results_do_not_depend_on_the_thread_count():
         for threads in (1, max(2, old)):
             torch.set_num_threads(threads)
             out, dst = torch.empty(300_001, dtype=torch.float16), torch.empty(300_001, dtype=torch.bfloat16)
-            ops().lincomb(out, history, coeffs)
-            results.append((out, dst, ops().record(src, dst)))
+            one.lincomb(out, history, coeffs)
+            results.append((out, dst, one.record(src, dst)))
     finally:
         torch.set_num_threads(old)
     (o1, d1, a1), (o2, d2, a2) = results
@@ -189,14 +203,18 @@ def test_cpu_results_do_not_depend_on_the_thread_count():
 
 @needs_ext
 @pytest.mark.parametrize("call,message", [
-    (lambda: ops().record(torch.zeros(4, dtype=torch.float64), torch.zeros(4)), "float32, float16 or bfloat16"),
-    (lambda: ops().record(torch.zeros(4), torch.zeros(5)), "same length"),
-    (lambda: ops().record(torch.zeros(2, 2), torch.zeros(4)), "1-D"),
-    (lambda: ops().record(torch.zeros(8)[::2], torch.zeros(4)), "contiguous"),
-    (lambda: ops().lincomb(torch.zeros(4), torch.zeros(33, 4), torch.zeros(33)), "[1, 32]"),
-    (lambda: ops().lincomb(torch.zeros(4), torch.zeros(3, 4), torch.zeros(2)), "one per history row"),
-    (lambda: ops().lincomb(torch.zeros(4), torch.zeros(3, 4), torch.zeros(3, dtype=torch.float64)), "float32"),
-    (lambda: ops().lincomb(torch.zeros(5), torch.zeros(3, 4), torch.zeros(3)), "N = 4"),
+    (lambda: ops().record([torch.zeros(4, dtype=torch.float64)], torch.zeros(1, 4), 0, [0]),
+     "float32, float16 or bfloat16"),
+    (lambda: ops().record([torch.zeros(4)], torch.zeros(1, 5), 0, [2]), "outside a history row"),
+    (lambda: ops().record([torch.zeros(4)], torch.zeros(2, 4), 2, [0]), "outside the history window"),
+    (lambda: ops().record([torch.zeros(4)], torch.zeros(4), 0, [0]), "2-D"),
+    (lambda: ops().record([torch.zeros(8)[::2]], torch.zeros(1, 4), 0, [0]), "contiguous"),
+    (lambda: ops().record([torch.zeros(4), torch.zeros(2)], torch.zeros(1, 8), 0, [0]), "one offset per parameter"),
+    (lambda: ops().lincomb_forecast([torch.zeros(4)], torch.zeros(33, 4), [0], torch.zeros(33)), "[1, 32]"),
+    (lambda: ops().lincomb_forecast([torch.zeros(4)], torch.zeros(3, 4), [0], torch.zeros(2)), "one per history row"),
+    (lambda: ops().lincomb_forecast([torch.zeros(4)], torch.zeros(3, 4), [0], torch.zeros(3, dtype=torch.float64)),
+     "float32"),
+    (lambda: ops().lincomb_forecast([torch.zeros(5)], torch.zeros(3, 4), [0], torch.zeros(3)), "outside a history row"),
 ])
 def test_bad_arguments_are_refused_with_a_message(call, message):
     with pytest.raises(RuntimeError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -207,20 +225,20 @@ def test_bad_arguments_are_refused_with_a_message(call, message):
 def test_overlapping_buffers_are_refused():
     buf = torch.zeros(3, 8)
     with pytest.raises(RuntimeError, match="overlap"):
-        ops().lincomb(buf[2], buf, torch.ones(3))
+        ops().lincomb_forecast([buf[2]], buf, [0], torch.ones(3))
     with pytest.raises(RuntimeError, match="overlap"):
-        ops().record(buf[0, :6], buf[0, 2:])
+        ops().record([buf[0, :6]], buf, 1, [0])
 
 
 @needs_ext
 def test_meta_kernels_shape_without_data():
     src = torch.empty(10, device="meta")
     dst = torch.empty(10, dtype=torch.float16, device="meta")
-    absmax = ops().record(src, dst)
+    absmax = one.record(src, dst)
     assert absmax.device.type == "meta" and absmax.shape == () and absmax.dtype == torch.float32
-    ops().lincomb(torch.empty(10, device="meta"), torch.empty(3, 10, device="meta"), torch.empty(3, device="meta"))
-    with pytest.raises(RuntimeError, match="N = 10"):
-        ops().lincomb(torch.empty(9, device="meta"), torch.empty(3, 10, device="meta"), torch.empty(3, device="meta"))
+    one.lincomb(torch.empty(10, device="meta"), torch.empty(3, 10, device="meta"), torch.empty(3, device="meta"))
+    with pytest.raises(RuntimeError, match="outside a history row"):
+        one.lincomb(torch.empty(11, device="meta"), torch.empty(3, 10, device="meta"), torch.empty(3, device="meta"))
 
 
 @needs_ext
@@ -231,11 +249,12 @@ def test_opcheck(device):
     and their Meta checks read concrete sizes."""
     utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     history = torch.randn(5, 1001, device=device)
-    torch.library.opcheck(ops().lincomb.default, (torch.empty(1001, device=device), history,
-                                                  torch.randn(5, device=device)), test_utils=utils)
-    torch.library.opcheck(ops().record.default, (torch.randn(1001, device=device),
-                                                 torch.empty(1001, dtype=torch.bfloat16, device=device)),
-                          test_utils=utils)
+    params = [torch.empty(1001, device=device), torch.empty(3, 7, device=device)]
+    torch.library.opcheck(ops().lincomb_forecast.default, (params, history, [0, 1024 - 64],
+                                                           torch.randn(5, device=device)), test_utils=utils)
+    torch.library.opcheck(ops().record.default, ([torch.randn(1001, device=device), torch.randn(3, 7, device=device)],
+                                                 torch.empty(2, 1100, dtype=torch.bfloat16, device=device), 1,
+                                                 [0, 1024]), test_utils=utils)
 
 
 @pytest.mark.slow  # ~75 s; .ci/run runs tools/check_cuda.sh itself as a separate step

@@ -10,6 +10,15 @@ CASES = [(d, b) for d in DEVICES for b in ops.available_backends(d)]
 INTERPRETED = {"triton"} if not torch.cuda.is_available() else set()
 
 
+def record_one(params, history, slot):
+    """The multi-tensor op on one tensor: its segment is [0, n) of every history row."""
+    return ops.record([params], history, slot, [0])
+
+
+def lincomb_one(params, history, coeffs, slot_absmax):
+    return ops.lincomb_forecast([params], history, [0], coeffs, slot_absmax)
+
+
 def dtypes_for(backend):
     """bf16 is kept out of the Triton interpreter."""
     return [torch.float32, torch.float16] + ([] if backend in INTERPRETED else [torch.bfloat16])
@@ -22,7 +31,7 @@ def test_record_copies_and_reports_absmax(device, backend, n):
         params = torch.randn(n, device=device) * 3
         history = torch.zeros(3, n, dtype=storage, device=device)
         with ops.use_backend(backend):
-            absmax = ops.record(params, history, 1)
+            absmax = record_one(params, history, 1)
         assert torch.equal(history[1], params.to(storage))
         assert torch.count_nonzero(history[0]) == 0 and torch.count_nonzero(history[2]) == 0
         assert absmax.dtype == torch.float32 and absmax.dim() == 0
@@ -35,9 +44,9 @@ def test_record_absmax_sees_nan_and_inf(device, backend):
     history = torch.zeros(2, 513, device=device)
     params[100] = float("inf")
     with ops.use_backend(backend):
-        assert float(ops.record(params, history, 0)) == float("inf")
+        assert float(record_one(params, history, 0)) == float("inf")
         params[400] = float("nan")
-        assert torch.isnan(ops.record(params, history, 1))
+        assert torch.isnan(record_one(params, history, 1))
 
 
 @pytest.mark.parametrize("device,backend", CASES)
@@ -50,7 +59,7 @@ def test_lincomb_forecast_matches_float64(device, backend, window, n):
     params = torch.empty(n, device=device)
     absmax = history.abs().amax(dim=1)
     with ops.use_backend(backend):
-        written = ops.lincomb_forecast(params, history, coeffs, absmax)
+        written = lincomb_one(params, history, coeffs, absmax)
     assert bool(written)
     expected = (coeffs.double()[:, None] * history.double()).sum(0)
     torch.testing.assert_close(params.double(), expected, rtol=1e-6, atol=1e-6 * float(coeffs.abs().sum()))
@@ -66,7 +75,7 @@ def test_lincomb_forecast_half_precision_error_is_bounded(device, backend):
         plain = (coeffs.to(dtype)[:, None] * history).sum(0)
         params = torch.empty(4097, dtype=dtype, device=device)
         with ops.use_backend(backend):
-            ops.lincomb_forecast(params, history, coeffs, None)
+            lincomb_one(params, history, coeffs, None)
         kernel_err = (params.double() - expected).abs().max()
         plain_err = (plain.double() - expected).abs().max()
         ulp = torch.finfo(dtype).eps * float(expected.abs().max())
@@ -81,7 +90,7 @@ def test_lincomb_forecast_never_writes_non_finite(device, backend):
     history[1, 17] = float("nan")
     absmax = history.abs().amax(dim=1)
     with ops.use_backend(backend):
-        assert not bool(ops.lincomb_forecast(params, history, torch.ones(3, device=device), absmax))
+        assert not bool(lincomb_one(params, history, torch.ones(3, device=device), absmax))
     assert torch.equal(params, before)
 
 
@@ -93,48 +102,50 @@ def test_lincomb_forecast_overflow_in_half_is_refused(device, backend):
     history[0, 5] = -60000.0
     coeffs = torch.tensor([-1.0, 2.0], device=device)
     absmax = history.float().abs().amax(dim=1)
-    assert not ops.forecast_is_provably_finite(params, coeffs, absmax)
+    assert not ops.forecast_is_provably_finite(params.dtype, coeffs, absmax)
     with ops.use_backend(backend):
-        assert not bool(ops.lincomb_forecast(params, history, coeffs, absmax))
+        assert not bool(lincomb_one(params, history, coeffs, absmax))
     assert torch.equal(params, torch.ones_like(params))
 
 
 def test_bound_check_accepts_ordinary_forecasts():
-    params = torch.zeros(4)
-    assert ops.forecast_is_provably_finite(params, torch.tensor([-1.0, 2.0]), torch.tensor([3.0, 4.0]))
-    assert not ops.forecast_is_provably_finite(params, torch.tensor([-1.0, 2.0]), torch.tensor([3.0, float("nan")]))
-    assert not ops.forecast_is_provably_finite(params, torch.tensor([-1.0, 2.0]), None)
+    f32 = torch.float32
+    assert ops.forecast_is_provably_finite(f32, torch.tensor([-1.0, 2.0]), torch.tensor([3.0, 4.0]))
+    assert not ops.forecast_is_provably_finite(f32, torch.tensor([-1.0, 2.0]), torch.tensor([3.0, float("nan")]))
+    assert not ops.forecast_is_provably_finite(f32, torch.tensor([-1.0, 2.0]), None)
 
 
 def test_bad_input_is_refused_with_a_message():
     history = torch.zeros(3, 10)
     with pytest.raises(ValueError, match="slot 3"):
-        ops.record(torch.zeros(10), history, 3)
-    with pytest.raises(ValueError, match="does not hold"):
-        ops.record(torch.zeros(11), history, 0)
+        record_one(torch.zeros(10), history, 3)
+    with pytest.raises(ValueError, match="outside a history row"):
+        record_one(torch.zeros(11), history, 0)
+    with pytest.raises(ValueError, match="one offset per parameter"):
+        ops.record([torch.zeros(3), torch.zeros(3)], history, 0, [0])
     with pytest.raises(ValueError, match="contiguous"):
-        ops.record(torch.zeros(20)[::2], history, 0)
+        record_one(torch.zeros(10), torch.zeros(3, 20)[:, ::2], 0)
     with pytest.raises(ValueError, match="coeffs"):
-        ops.lincomb_forecast(torch.zeros(10), history, torch.zeros(2), None)
+        lincomb_one(torch.zeros(10), history, torch.zeros(2), None)
     with pytest.raises(ValueError, match="coeffs"):
-        ops.lincomb_forecast(torch.zeros(10), history, torch.zeros(3, dtype=torch.int64), None)
+        lincomb_one(torch.zeros(10), history, torch.zeros(3, dtype=torch.int64), None)
     with pytest.raises(ValueError, match="1..32"):
-        ops.lincomb_forecast(torch.zeros(10), torch.zeros(33, 10), torch.zeros(33), None)
+        lincomb_one(torch.zeros(10), torch.zeros(33, 10), torch.zeros(33), None)
 
 
 def test_forced_unavailable_backend_says_why(monkeypatch):
     monkeypatch.setenv("WEIGHTCAST_BACKEND", "cuda")
     with pytest.raises(ops.BackendUnavailableError, match="CUDA tensors only"):
-        ops.record(torch.zeros(4), torch.zeros(2, 4), 0)
+        record_one(torch.zeros(4), torch.zeros(2, 4), 0)
     monkeypatch.setenv("WEIGHTCAST_BACKEND", "nonsense")
     with pytest.raises(ValueError, match="not a backend"):
-        ops.record(torch.zeros(4), torch.zeros(2, 4), 0)
+        record_one(torch.zeros(4), torch.zeros(2, 4), 0)
 
 
 def test_float64_goes_to_the_reference():
     history = torch.randn(3, 9, dtype=torch.float64)
     params = torch.empty(9, dtype=torch.float64)
-    assert bool(ops.lincomb_forecast(params, history, torch.tensor([0.2, 0.3, 0.5]), None))
+    assert bool(lincomb_one(params, history, torch.tensor([0.2, 0.3, 0.5]), None))
     expected = (torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)[:, None] * history).sum(0)
     torch.testing.assert_close(params, expected, rtol=1e-6, atol=1e-7)
 
@@ -147,7 +158,7 @@ def test_difference_form_keeps_a_constant_trajectory_exact():
     for backend in ops.available_backends("cpu"):
         params = torch.empty(1000)
         with ops.use_backend(backend):
-            assert bool(ops.lincomb_forecast(params, history, coeffs, history.abs().amax(1)))
+            assert bool(lincomb_one(params, history, coeffs, history.abs().amax(1)))
         assert torch.equal(params, value), backend
 
 
@@ -161,7 +172,8 @@ def wc_line(window, target):
 def test_opcheck(device, backend):
     history = torch.randn(4, 37, device=device)
     with ops.use_backend(backend):
-        torch.library.opcheck(torch.ops.weightcast.record.default, (torch.randn(37, device=device), history, 2))
+        torch.library.opcheck(torch.ops.weightcast.record.default,
+                              ([torch.randn(17, device=device), torch.randn(2, 5, device=device)], history, 2, [0, 20]))
         torch.library.opcheck(torch.ops.weightcast.lincomb_forecast.default,
-                              (torch.randn(37, device=device), history, torch.randn(4, device=device),
-                               history.abs().amax(1)))
+                              ([torch.randn(17, device=device), torch.randn(2, 5, device=device)], history, [0, 20],
+                               torch.randn(4, device=device), history.abs().amax(1)))

@@ -22,7 +22,8 @@ def make_sgd(params, **extra):
 
 
 def make_adamw(params, **extra):
-    return wc.Forecast(torch.optim.AdamW(params, lr=1e-3), window=3, horizon=5, after_jump="scale")
+    return wc.Forecast(torch.optim.AdamW(params, lr=1e-3), forecaster="linear", window=3, horizon=5,
+                       after_jump="scale")
 
 
 @pytest.mark.parametrize("make", [make_sgd, make_adamw], ids=["ForecastSGD", "Forecast(AdamW)"])
@@ -57,7 +58,7 @@ def test_state_dict_keeps_history_in_storage_dtype_and_counters():
     params = odd_params()
     opt = wc.ForecastSGD(params, lr=0.01, forecaster=wc.forecasters.get("linear", history_dtype=torch.float16))
     run(opt, params, 7)
-    state = roundtrip(opt.state_dict())["forecast"]
+    state = roundtrip(opt.state_dict())["param_groups"][0]["forecast"]
     assert state["step"] == 7 and state["num_jumps"] == 1
     assert state["buckets"][0]["history"].dtype == torch.float16
     assert state["buckets"][0]["filled"] == 2 and state["forecaster"]["name"] == "linear"
@@ -75,7 +76,7 @@ def test_loading_into_another_layout_or_schedule_fails_clearly():
     with pytest.raises(ValueError):
         fewer.load_state_dict(state)
     plain = wc.ForecastSGD(clone_params(params), lr=0.01)
-    with pytest.raises(ValueError, match="with a forecaster"):
+    with pytest.raises(ValueError, match="saved with forecaster .linear., this optimizer has none"):
         plain.load_state_dict(state)
 
 

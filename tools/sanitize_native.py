@@ -24,15 +24,15 @@ def main() -> int:
                 for dout in DTYPES:
                     src = torch.randn(n + offset, device=dev).to(din)[offset:]
                     dst = torch.empty(n + offset, dtype=dout, device=dev)[offset:]
-                    absmax = ops.record(src, dst)
+                    absmax = ops.record([src], dst.view(1, -1), 0, [0])
                     ref = torch.empty_like(dst)
-                    want = reference.record(src, ref)
+                    want = reference.record([src], ref.view(1, -1), 0, [0])
                     bad += not (torch.equal(dst, ref) and torch.equal(absmax, want))
                     for w in ([1, 5, 32] if n < 5000 else [5]):
                         hist = torch.randn(w, n + offset, device=dev).to(din)[:, offset:].contiguous()
                         coeffs = torch.randn(w, device=dev)
                         out = torch.empty(n + offset, dtype=dout, device=dev)[offset:]
-                        ops.lincomb(out, hist, coeffs)
+                        ops.lincomb_forecast([out], hist, [0], coeffs)
                         ref = torch.empty_like(out)
                         reference.lincomb(ref, hist, coeffs)
                         tol = 1e-5 if dout == torch.float32 else 1e-2

@@ -41,13 +41,13 @@ def main() -> int:
         history = torch.randn(5, 10_007, generator=g)
         coeffs = torch.randn(5, generator=g)
         out, ref = torch.empty(10_007), torch.empty(10_007)
-        torch.ops.weightcast_C.lincomb(out, history, coeffs)
+        torch.ops.weightcast_C.lincomb_forecast([out], history, [0], coeffs)
         reference.lincomb(ref, history, coeffs)
         if not torch.allclose(out, ref, rtol=1e-6, atol=1e-6):
-            print("FAIL weightcast_C.lincomb disagrees with the reference")
+            print("FAIL weightcast_C.lincomb_forecast disagrees with the reference")
             failed += 1
         dst = torch.empty(10_007, dtype=torch.bfloat16)
-        absmax = torch.ops.weightcast_C.record(history[0], dst)
+        absmax = torch.ops.weightcast_C.record([history[0]], dst.view(1, -1), 0, [0])
         if not (torch.equal(dst, history[0].bfloat16()) and float(absmax) == float(dst.float().abs().max())):
             print("FAIL weightcast_C.record disagrees with the reference")
             failed += 1

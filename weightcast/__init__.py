@@ -12,7 +12,7 @@ from ._version import __version__  # the release; build_info()["version"] carrie
 
 # subpackages and modules reachable as attributes: wc.data, wc.zoo, ...
 _SUBMODULES = ("data", "errors", "forecasters", "history", "models", "ops", "optim", "results",
-               "study", "timing", "weights_io", "wsl", "zoo")
+               "schedules", "study", "timing", "weights_io", "wsl", "zoo")
 # names re-exported from a submodule: name -> module
 _EXPORTS = {"Forecast": "optim", "ForecastSGD": "optim"}
 
@@ -40,4 +40,4 @@ def build_info() -> dict:
     return _build_info()
 
 
-__all__ = ["Forecast", "ForecastSGD", "__version__", "build_info", "forecasters", "ops"]
+__all__ = ["Forecast", "ForecastSGD", "__version__", "build_info", "forecasters", "ops", "schedules"]

@@ -21,7 +21,7 @@ def _load() -> None:
     if not _state["loaded"]:
         _state["error"] = "weightcast._C imported but registered no ops (stale build?)"
         return
-    _state["has_cuda"] = torch._C._dispatch_has_kernel_for_dispatch_key("weightcast_C::lincomb", "CUDA")
+    _state["has_cuda"] = torch._C._dispatch_has_kernel_for_dispatch_key("weightcast_C::lincomb_forecast", "CUDA")
 
 
 _load()

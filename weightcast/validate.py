@@ -77,14 +77,14 @@ def check_backend(backend: str, device: str, sizes: tuple[int, ...] = SIZES, see
                 params = (torch.randn(n, generator=g) * 3).to(device, pdtype)
                 history = torch.zeros(5, n, dtype=hdtype, device=device)
                 with ops.use_backend(backend):
-                    absmax = [ops.record(params + k * 0.01, history, k) for k in range(5)]
+                    absmax = [ops.record([params + k * 0.01], history, k, [0]) for k in range(5)]
                 stored = torch.stack([(params + k * 0.01).to(hdtype) for k in range(5)])
                 rec_ok = torch.equal(history, stored) and all(
                     float(a) == float(stored[k].float().abs().max()) for k, a in enumerate(absmax))
                 coeffs = least_squares_line_coefficients([1, 2, 3, 4, 5], 9)
                 out = torch.empty(n, dtype=pdtype, device=device)
                 with ops.use_backend(backend):
-                    written = bool(ops.lincomb_forecast(out, history, coeffs, torch.stack(absmax)))
+                    written = bool(ops.lincomb_forecast([out], history, [0], coeffs, torch.stack(absmax)))
                 exact = (coeffs.to(device)[:, None] * history.double()).sum(0)
                 scale = (coeffs.abs().to(device)[:, None] * history.double().abs()).sum(0)
                 tol = 2 * 5 * torch.finfo(torch.float32).eps * scale + torch.finfo(pdtype).eps * exact.abs() + 1e-30
@@ -108,8 +108,8 @@ def time_jump(backend: str, n: int, device: str, window: int = 5) -> dict:
     sgd.step()
     src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
     with ops.use_backend(backend):
-        record_ms = median_ms(lambda: ops.record(flat, history, 0), device)[0]
-        lincomb_ms = median_ms(lambda: ops.lincomb_forecast(flat, history, coeffs, absmax), device)[0]
+        record_ms = median_ms(lambda: ops.record([flat], history, 0, [0]), device)[0]
+        lincomb_ms = median_ms(lambda: ops.lincomb_forecast([flat], history, [0], coeffs, absmax), device)[0]
     sgd_ms = median_ms(sgd.step, device)[0]
     copy_ms = median_ms(lambda: dst.copy_(src), device)[0]
     lincomb_gbps = (window + 1) * n * 4 / (lincomb_ms * 1e-3) / 1e9

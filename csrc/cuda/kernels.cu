@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(kThreads) record_kernel(const S* __restrict__ 
 // out = c0 * h0 + sum_{k>=1} ck * (hk - h0): with weights that sum to 1,
 // c0 == 1 and a trajectory that does not move is forecast to itself exactly.
 template <typename H, typename O, int VEC>
-__global__ void __launch_bounds__(kThreads) lincomb_kernel(O* __restrict__ out, const H* __restrict__ history, int64_t n,
-                                                           int w, const float* __restrict__ coeffs) {
+__global__ void __launch_bounds__(kThreads) lincomb_kernel(O* __restrict__ out, const H* __restrict__ history, int64_t row,
+                                                           int64_t n, int w, const float* __restrict__ coeffs) {
   __shared__ float c[kMaxWindow];
   if (threadIdx.x < w) c[threadIdx.x] = coeffs[threadIdx.x];
   __syncthreads();
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) lincomb_kernel(O* __restrict__ out, 
     }
 #pragma unroll 4
     for (int k = 1; k < w; ++k) {
-      const Vec<H, VEC> h = reinterpret_cast<const Vec<H, VEC>*>(history + k * n)[v];
+      const Vec<H, VEC> h = reinterpret_cast<const Vec<H, VEC>*>(history + k * row)[v];
       const float ck = c[k];
 #pragma unroll
       for (int j = 0; j < VEC; ++j) acc[j] = fmaf(ck, to_float<H>(h.v[j]) - base[j], acc[j]);
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) lincomb_kernel(O* __restrict__ out, 
   for (int64_t i = nvec * VEC + tid; i < n; i += stride) {
     const float base = to_float<H>(history[i]);
     float acc = c[0] * base;
-    for (int k = 1; k < w; ++k) acc = fmaf(c[k], to_float<H>(history[k * n + i]) - base, acc);
+    for (int k = 1; k < w; ++k) acc = fmaf(c[k], to_float<H>(history[k * row + i]) - base, acc);
     out[i] = from_float<O>(acc);
   }
 }
@@ -171,13 +171,14 @@ cudaError_t record_typed(const S* src, D* dst, int64_t n, int* absmax_bits, cuda
 }
 
 template <typename H, typename O>
-cudaError_t lincomb_typed(O* out, const H* history, int64_t n, int w, const float* coeffs, cudaStream_t stream) {
+cudaError_t lincomb_typed(O* out, const H* history, int64_t row, int64_t n, int w, const float* coeffs,
+                          cudaStream_t stream) {
   constexpr int VEC = 16 / sizeof(H);
-  const bool vec_ok = aligned(history, sizeof(H) * VEC) && aligned(out, sizeof(O) * VEC) && n % VEC == 0;
+  const bool vec_ok = aligned(history, sizeof(H) * VEC) && aligned(out, sizeof(O) * VEC) && row % VEC == 0;
   if (vec_ok) {
-    lincomb_kernel<H, O, VEC><<<grid_for(n / VEC), kThreads, 0, stream>>>(out, history, n, w, coeffs);
+    lincomb_kernel<H, O, VEC><<<grid_for(n / VEC + n % VEC), kThreads, 0, stream>>>(out, history, row, n, w, coeffs);
   } else {
-    lincomb_kernel<H, O, 1><<<grid_for(n), kThreads, 0, stream>>>(out, history, n, w, coeffs);
+    lincomb_kernel<H, O, 1><<<grid_for(n), kThreads, 0, stream>>>(out, history, row, n, w, coeffs);
   }
   return cudaGetLastError();
 }
@@ -199,15 +200,15 @@ cudaError_t launch_record(const void* src, DType src_type, void* dst, DType dst_
   });
 }
 
-cudaError_t launch_lincomb(void* out, DType out_type, const void* history, DType history_type, int64_t n,
-                           int64_t w, const float* coeffs, cudaStream_t stream) {
-  if (n < 0 || w < 1 || w > kMaxWindow || coeffs == nullptr) return cudaErrorInvalidValue;
+cudaError_t launch_lincomb(void* out, DType out_type, const void* history, DType history_type, int64_t row,
+                           int64_t n, int64_t w, const float* coeffs, cudaStream_t stream) {
+  if (n < 0 || row < n || w < 1 || w > kMaxWindow || coeffs == nullptr) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   return with_type(history_type, [&](auto h) {
     using H = typename decltype(h)::type;
     return with_type(out_type, [&](auto o) {
       using O = typename decltype(o)::type;
-      return lincomb_typed<H, O>(static_cast<O*>(out), static_cast<const H*>(history), n, static_cast<int>(w),
+      return lincomb_typed<H, O>(static_cast<O*>(out), static_cast<const H*>(history), row, n, static_cast<int>(w),
                                  coeffs, stream);
     });
   });

@@ -24,13 +24,13 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 cudaError_t launch_record(const void* src, DType src_type, void* dst, DType dst_type, int64_t n, float* absmax,
                           cudaStream_t stream);
 
-// Difference form, with h_k = float32(history[k * n + i]), for i < n:
+// Difference form, with h_k = float32(history[k * row + i]), for i < n <= row:
 // out[i] = convert(coeffs[0] * h_0 + sum_{1<=k<w} coeffs[k] * (h_k - h_0)),
 // accumulated in float32 in slot order (multiply-add fused).
 // coeffs: w floats in device memory, 1 <= w <= kMaxWindow (32).
 // out must not overlap history.
-cudaError_t launch_lincomb(void* out, DType out_type, const void* history, DType history_type, int64_t n,
-                           int64_t w, const float* coeffs, cudaStream_t stream);
+cudaError_t launch_lincomb(void* out, DType out_type, const void* history, DType history_type, int64_t row,
+                           int64_t n, int64_t w, const float* coeffs, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace weightcast_c

@@ -23,29 +23,40 @@ cuda::DType kernel_dtype(const at::Tensor& t) {
   }
 }
 
-at::Tensor record_cuda(const at::Tensor& src, const at::Tensor& dst) {
-  check_record(src, dst);
-  const c10::cuda::CUDAGuard guard(dst.device());
-  at::Tensor absmax = at::empty({}, dst.options().dtype(at::kFloat));
-  C10_CUDA_CHECK(cuda::launch_record(src.const_data_ptr(), kernel_dtype(src), dst.data_ptr(), kernel_dtype(dst),
-                                     src.numel(), absmax.data_ptr<float>(),
-                                     c10::cuda::getCurrentCUDAStream().stream()));
-  return absmax;
+// One launch per parameter for now; each launch is a grid-stride pass over that tensor.
+at::Tensor record_cuda(at::TensorList params, const at::Tensor& history, int64_t slot, at::IntArrayRef offsets) {
+  check_record(params, history, slot, offsets);
+  const c10::cuda::CUDAGuard guard(history.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  at::Tensor absmax = at::zeros({static_cast<int64_t>(params.size()) + 1}, history.options().dtype(at::kFloat));
+  auto* row = static_cast<char*>(history.data_ptr()) + slot * history.size(1) * history.element_size();
+  for (size_t i = 0; i < params.size(); ++i) {
+    C10_CUDA_CHECK(cuda::launch_record(params[i].const_data_ptr(), kernel_dtype(params[i]),
+                                       row + offsets[i] * history.element_size(), kernel_dtype(history),
+                                       params[i].numel(), absmax.data_ptr<float>() + i, stream));
+  }
+  return absmax.amax();  // amax propagates NaN
 }
 
-void lincomb_cuda(const at::Tensor& out, const at::Tensor& history, const at::Tensor& coeffs) {
-  check_lincomb(out, history, coeffs);
-  const c10::cuda::CUDAGuard guard(out.device());
-  C10_CUDA_CHECK(cuda::launch_lincomb(out.data_ptr(), kernel_dtype(out), history.const_data_ptr(),
-                                      kernel_dtype(history), history.size(1), history.size(0),
-                                      coeffs.const_data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream()));
+void lincomb_forecast_cuda(at::TensorList params, const at::Tensor& history, at::IntArrayRef offsets,
+                           const at::Tensor& coeffs) {
+  check_lincomb_forecast(params, history, offsets, coeffs);
+  const c10::cuda::CUDAGuard guard(history.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const auto* h = static_cast<const char*>(history.const_data_ptr());
+  for (size_t i = 0; i < params.size(); ++i) {
+    C10_CUDA_CHECK(cuda::launch_lincomb(params[i].data_ptr(), kernel_dtype(params[i]),
+                                        h + offsets[i] * history.element_size(), kernel_dtype(history),
+                                        history.size(1), params[i].numel(), history.size(0),
+                                        coeffs.const_data_ptr<float>(), stream));
+  }
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(weightcast_C, CUDA, m) {
   m.impl("record", &record_cuda);
-  m.impl("lincomb", &lincomb_cuda);
+  m.impl("lincomb_forecast", &lincomb_forecast_cuda);
 }
 
 }  // namespace weightcast_c

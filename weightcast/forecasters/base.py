@@ -11,6 +11,10 @@ from typing import Any
 import torch
 
 
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
 class Forecaster:
     """Base class. Subclasses set ``name`` and implement :meth:`jump_` (or :meth:`coefficients`).
 
@@ -31,10 +35,11 @@ class Forecaster:
         history; ``steps[k]`` is the step at which slot k was recorded, ``target`` the step to forecast."""
         raise NotImplementedError(f"forecaster {self.name!r} is not linear in the history")
 
-    def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
-        """General path, for forecasters not linear in the history: the forecast (N,) of ``bucket``'s parameters
-        at step ``target`` from its window (``bucket.history``, ``bucket.slot_steps``), in a new buffer of the
-        bucket's dtype. The optimizer checks it is finite before writing it."""
+    def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
+        """General path, for forecasters not linear in the history: the forecast of ``bucket``'s parameters at
+        step ``target`` from its window (``bucket.history``, ``bucket.slot_steps``), as one 1-D tensor per
+        parameter (``bucket.numels[i]`` values, the bucket's dtype) in new memory. The optimizer checks the values
+        of the parameters it moves are finite before writing them."""
         raise NotImplementedError(f"forecaster {self.name!r} implements neither coefficients() nor forecast()")
 
     def attach(self, bucket) -> None:
@@ -42,15 +47,32 @@ class Forecaster:
         something else than raw snapshots by replacing ``bucket.history`` and setting ``bucket.recorder``
         (see :class:`weightcast.history.Bucket`)."""
 
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        """Raise ValueError when this forecaster cannot serve the schedule: ``window`` snapshots ``record_every``
+        steps apart and jumps of up to ``max_horizon`` steps (called when the optimizer is built, so that a
+        horizon outside what the forecaster supports is refused then, not at the first jump)."""
+
+    def detach(self, bucket) -> None:
+        """Called when the optimizer drops ``bucket`` (its parameters changed dtype or device and were given a
+        new bucket): forget what :meth:`attach` kept for it."""
+
     def forecasts_are_linear(self) -> bool:
         """True when :meth:`coefficients` defines the forecast (then jumps are one fused lincomb pass)."""
         return type(self).coefficients is not Forecaster.coefficients
 
     def state_dict(self) -> dict[str, Any]:
         """The forecaster's own state (saved inside the optimizer's state_dict)."""
-        return {"name": self.name}
+        return {"name": self.name, "history_dtype": dtype_name(self.history_dtype)}
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ValueError unless :meth:`load_state_dict` can take ``state`` (nothing is changed)."""
+        if state.get("name") != self.name:
+            raise ValueError(f"saved with forecaster {state.get('name')!r}, this optimizer uses {self.name!r}")
+        saved = state.get("history_dtype", dtype_name(self.history_dtype))
+        if saved != dtype_name(self.history_dtype):
+            raise ValueError(f"saved with history_dtype {saved}, this optimizer uses "
+                             f"{dtype_name(self.history_dtype)}")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; raises ValueError when it belongs to another forecaster."""
-        if state.get("name") != self.name:
-            raise ValueError(f"state of forecaster {state.get('name')!r} cannot load into {self.name!r}")
+        self.check_state(state)

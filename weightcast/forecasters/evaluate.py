@@ -67,16 +67,16 @@ def run_errors(flat: torch.Tensor, steps: torch.Tensor, shapes, forecasters: dic
             bucket = Bucket(params, window, forecaster.history_dtype)
             forecaster.attach(bucket)
             for r in rows:
-                bucket.flat[:bucket.numel].copy_(flat[r])
+                torch._foreach_copy_([p.view(-1) for p in params], list(flat[r].split(bucket.numels)))
                 bucket.record(int(steps[r]))
             target = int(steps[target_row])
             if forecaster.forecasts_are_linear():
-                pred = bucket.flat.clone()
+                pred = [torch.empty(n, dtype=bucket.dtype) for n in bucket.numels]
                 coeffs = forecaster.coefficients(list(bucket.slot_steps), target).to(torch.float64)
-                ops.lincomb_forecast(pred, bucket.history, coeffs, None)
+                ops.lincomb_forecast(pred, bucket.history, bucket.offsets, coeffs, None)
             else:
                 pred = forecaster.forecast(bucket, list(bucket.slot_steps), target)
-            err = (pred[:bucket.numel] - true).norm()
+            err = (torch.cat(pred) - true).norm()
             out[name].append((float(err / true.norm()), float(err / base) if base > 0 else float("nan")))
     return out
 

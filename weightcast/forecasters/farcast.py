@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .. import ops
 from . import io
 from .base import Forecaster
 
@@ -82,16 +83,25 @@ class FarcastForecaster(Forecaster):
         self.A = A.detach().to(torch.float64).clone()
         self.lags = int(self.config["lags"])
 
+    @torch.no_grad()
     def attach(self, bucket) -> None:
         """Give ``bucket`` a history of window + 1 rows; the last holds the initial weights w_0 (step 0)."""
         if bucket.window < self.lags:
             raise ValueError(f"farcast uses the {self.lags} newest snapshots; the window is {bucket.window}")
         rows = torch.zeros(bucket.window + 1, bucket.padded, dtype=bucket.storage_dtype, device=bucket.device)
-        rows[-1].copy_(bucket.flat)
+        absmax = torch.zeros(bucket.window + 1, dtype=torch.float32, device=bucket.device)
+        absmax[-1] = ops.record(bucket.tensors(), rows, bucket.window, bucket.offsets)
         bucket.history = rows
-        absmax = torch.zeros(bucket.window + 1, dtype=torch.float32, device=bucket.slot_absmax.device)
-        absmax[-1] = rows[-1].float().abs().amax() if rows.numel() else 0.0
         bucket.slot_absmax = absmax
+
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        if window < self.lags:
+            raise ValueError(f"farcast uses the {self.lags} newest snapshots; the window is {window}")
+        if max_horizon > self.A.shape[0] * record_every:
+            raise ValueError(f"farcast was trained for horizons up to {self.A.shape[0]} record intervals "
+                             f"({self.A.shape[0] * record_every} steps at record_every={record_every}); the schedule "
+                             f"asks for {max_horizon} steps: use a shorter horizon or train with a larger "
+                             "--max-horizon")
 
     def coefficients(self, steps: list[int], target: int) -> torch.Tensor:
         """Weights (W + 1,) float64 over the W ring slots (in ring order) and w_0 (last)."""
@@ -111,12 +121,16 @@ class FarcastForecaster(Forecaster):
         return coeffs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": dict(self.config), "A": self.A.clone()}
+        return dict(super().state_dict(), config=dict(self.config), A=self.A.clone())
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        super().check_state(state)
+        if "A" in state and tuple(state["A"].shape) != tuple(self.A.shape):
+            raise ValueError(f"saved farcast weights {tuple(state['A'].shape)} do not fit this forecaster's "
+                             f"{tuple(self.A.shape)}")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "A" in state:
-            if tuple(state["A"].shape) != tuple(self.A.shape):
-                raise ValueError(f"saved farcast weights {tuple(state['A'].shape)} do not fit {tuple(self.A.shape)}")
             self.A = state["A"].to(torch.float64).clone()
             self.config = dict(state["config"])

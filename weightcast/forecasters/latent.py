@@ -97,8 +97,8 @@ class LatentForecaster(Forecaster):
         elif farcast is not None:
             raise ValueError("farcast= is only used with trajectory='farcast'")
         self.block_tokens = block_tokens - block_tokens % multiple
-        self._codecs: dict[int, _BucketCodec] = {}
-        self._order: list[int] = []
+        self._codecs: dict[Any, _BucketCodec] = {}  # per bucket (keyed by the object: survives deepcopy)
+        self._order: list = []
         self._per_device: dict[torch.device, Any] = {}
 
     def _ae_on(self, device: torch.device):
@@ -114,8 +114,8 @@ class LatentForecaster(Forecaster):
 
     def attach(self, bucket) -> None:
         codec = _BucketCodec(bucket, self._ae_on(bucket.device))
-        self._codecs[id(bucket)] = codec
-        self._order.append(id(bucket))
+        self._codecs[bucket] = codec
+        self._order.append(bucket)
         if self.trajectory == "farcast" and bucket.window < self.farcast.lags:
             raise ValueError(f"farcast uses the {self.farcast.lags} newest snapshots; the window is {bucket.window}")
         extra = 1 if self.trajectory == "farcast" else 0
@@ -123,24 +123,34 @@ class LatentForecaster(Forecaster):
                                      dtype=torch.float32, device=bucket.device)
         bucket.recorder = self._record
         if extra:  # the run's scales and the initial weights' latents, in the last row
-            codec.layer_scale = codec.tok.layer_rms_of_params(bucket.views)
+            codec.layer_scale = codec.tok.layer_rms_of_params(bucket.tensors())
             self._encode_into(bucket, codec, bucket.history[-1])
+
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        if self.farcast is not None:
+            self.farcast.check_schedule(window, record_every, max_horizon)
+
+    def detach(self, bucket) -> None:
+        if bucket in self._codecs:
+            del self._codecs[bucket]
+            self._order.remove(bucket)
 
     @torch.no_grad()
     def _encode_into(self, bucket, codec: _BucketCodec, row: torch.Tensor) -> None:
         """Latents of the bucket's current parameters with the current scales, written into ``row`` (K * d,)."""
         tok, ae = codec.tok, codec.ae
         z = row.view(tok.num_tokens, ae.latent)
+        flat = bucket.packed()  # the tokeniser's layout: the parameters flattened and concatenated
         for sl in self._blocks(tok.num_tokens):
-            h1 = ops.tokenize_encode(bucket.flat, tok.spans[sl], 1.0 / codec.token_scale(sl), ae.enc_w,
+            h1 = ops.tokenize_encode(flat, tok.spans[sl], 1.0 / codec.token_scale(sl), ae.enc_w,
                                      ae.first_layer_bias(tok.positions_of(sl)))
             z[sl] = ae.encode_hidden(h1)
 
     @torch.no_grad()
     def _record(self, bucket, slot: int) -> torch.Tensor:
-        codec = self._codecs[id(bucket)]
+        codec = self._codecs[bucket]
         if bucket.filled == 0 and self.trajectory == "linear":  # a new window: fix its normalisation
-            codec.layer_scale = codec.tok.layer_rms_of_params(bucket.views)
+            codec.layer_scale = codec.tok.layer_rms_of_params(bucket.tensors())
         self._encode_into(bucket, codec, bucket.history[slot])
         return bucket.history[slot].abs().amax()
 
@@ -152,13 +162,13 @@ class LatentForecaster(Forecaster):
         return least_squares_line_coefficients(steps, target)
 
     @torch.no_grad()
-    def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
-        codec = self._codecs[id(bucket)]
+    def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
+        codec = self._codecs[bucket]
         tok, ae = codec.tok, codec.ae
         Z = bucket.history.view(-1, tok.num_tokens, ae.latent)
         c = self.latent_coefficients(steps, target).to(torch.float32).to(bucket.device)
         newest = (bucket.head - 1) % bucket.window
-        out = bucket.flat.clone()
+        out = bucket.packed()
         for sl in self._blocks(tok.num_tokens):
             pos = tok.positions_of(sl)
             position_term = ae.decoder_position_term(pos)
@@ -170,7 +180,7 @@ class LatentForecaster(Forecaster):
             else:
                 ops.decode_overwrite(out, g_f.contiguous(), ae.dec_w, ae.dec_b, tok.spans[sl],
                                      codec.token_scale(sl), False)
-        return out
+        return list(out.split(bucket.numels))
 
     def history_bytes(self, bucket) -> int:
         """Bytes of the latent history of ``bucket`` (the window, and the initial latents with farcast)."""
@@ -178,17 +188,17 @@ class LatentForecaster(Forecaster):
 
     def map_bytes(self, bucket) -> int:
         """Bytes of the fixed per-model maps of ``bucket`` (the tokeniser's maps and the layer scales)."""
-        codec = self._codecs[id(bucket)]
+        codec = self._codecs[bucket]
         return codec.tok.map_bytes() + codec.layer_scale.numel() * 4
 
     def state_dict(self) -> dict[str, Any]:
         """Name, form, trajectory and the per-layer scales of every bucket (the latents live in the buckets'
         histories, which the optimizer saves)."""
-        return {"name": self.name, "residual": self.residual, "trajectory": self.trajectory,
-                "layer_scales": [self._codecs[key].layer_scale for key in self._order]}
+        return dict(super().state_dict(), residual=self.residual, trajectory=self.trajectory,
+                    layer_scales=[self._codecs[key].layer_scale for key in self._order])
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def check_state(self, state: dict[str, Any]) -> None:
+        super().check_state(state)
         if state.get("trajectory", "linear") != self.trajectory:
             raise ValueError(f"saved latent state uses trajectory {state.get('trajectory')!r}, this forecaster "
                              f"{self.trajectory!r}")
@@ -196,7 +206,12 @@ class LatentForecaster(Forecaster):
         if len(scales) != len(self._order):
             raise ValueError(f"saved latent state has {len(scales)} buckets, this optimizer {len(self._order)}")
         for key, scale in zip(self._order, scales):
+            if scale.shape != self._codecs[key].layer_scale.shape:
+                raise ValueError(f"saved layer scales {tuple(scale.shape)} do not fit "
+                                 f"{tuple(self._codecs[key].layer_scale.shape)}")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for key, scale in zip(self._order, state["layer_scales"]):
             codec = self._codecs[key]
-            if scale.shape != codec.layer_scale.shape:
-                raise ValueError(f"saved layer scales {tuple(scale.shape)} do not fit {tuple(codec.layer_scale.shape)}")
             codec.layer_scale = scale.to(codec.layer_scale.device, torch.float32).contiguous()

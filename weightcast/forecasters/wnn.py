@@ -105,19 +105,31 @@ class WNNForecaster(Forecaster):
         self.tensors = {k: v.detach().to(torch.float32).clone() for k, v in tensors.items()}
         self.window = int(self.config["window"])
         self.hidden = int(self.config["hidden"])
-        self._segments: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._segments: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._mlp: dict[tuple[torch.device, float], torch.Tensor] = {}
 
     def attach(self, bucket) -> None:
-        """Tabulate the bucket's segments (one per parameter, plus the padding) and their kinds, once."""
+        """Tabulate the bucket's segments (each parameter, and the zero gap after it up to the next segment
+        start) and their kinds, once."""
         if bucket.window != self.window:
             raise ValueError(f"this wnn model was trained for a window of {self.window} snapshots; build the "
                              f"optimizer with window={self.window} or train a model for window={bucket.window}")
-        lengths = [p.numel() for p in bucket.params] + [bucket.flat.numel() - bucket.numel]
-        kinds = [kind_of(p.shape) for p in bucket.params] + [2]
+        ends = bucket.offsets[1:] + [bucket.padded]
+        lengths, kinds = [], []
+        for shape, n, start, end in zip(bucket.shapes, bucket.numels, bucket.offsets, ends):
+            lengths += [n, end - start - n]
+            kinds += [kind_of(shape), 2]
         offsets = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0)
-        self._segments[id(bucket)] = (offsets.to(bucket.device), torch.tensor(lengths, dtype=torch.int64),
+        self._segments[bucket] = (offsets.to(bucket.device), torch.tensor(lengths, dtype=torch.int64),
                                       torch.tensor(kinds, dtype=torch.int32, device=bucket.device))
+
+    def detach(self, bucket) -> None:
+        self._segments.pop(bucket, None)
+
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        if window != self.window:
+            raise ValueError(f"this wnn model was trained for a window of {self.window} snapshots; build the "
+                             f"optimizer with window={self.window} or train a model for window={window}")
 
     def packed_mlp(self, device: torch.device, h: float) -> torch.Tensor:
         """The op's packed MLP for horizon ``h`` on ``device`` (cached: built once per device and horizon)."""
@@ -126,11 +138,11 @@ class WNNForecaster(Forecaster):
             self._mlp[key] = fold_horizon(self.tensors, h).to(device)
         return self._mlp[key]
 
-    def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
-        """The forecast (N,) of ``bucket`` at step ``target``, in a new buffer of the bucket's dtype."""
-        if id(bucket) not in self._segments:
+    def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
+        """The forecast of every parameter of ``bucket`` at step ``target`` (1-D, the bucket's dtype)."""
+        if bucket not in self._segments:
             self.attach(bucket)
-        offsets, lengths, kinds = self._segments[id(bucket)]
+        offsets, lengths, kinds = self._segments[bucket]
         order = sorted(range(len(steps)), key=lambda k: steps[k])
         chrono = [steps[k] for k in order]
         dt = (chrono[-1] - chrono[0]) / (len(chrono) - 1)
@@ -140,21 +152,25 @@ class WNNForecaster(Forecaster):
         order_t = torch.tensor(order, dtype=torch.int64, device=bucket.device)
         window = bucket.history.index_select(0, order_t)
         stats = segment_stats(window, lengths, h)
-        out = torch.empty_like(bucket.flat)
+        out = torch.empty(bucket.padded, dtype=bucket.dtype, device=bucket.device)
         wnn_forecast(out, bucket.history, order_t, offsets, stats, kinds, self.packed_mlp(bucket.device, h),
                      self.hidden)
-        return out
+        return [out[bucket.segment(i)] for i in range(len(bucket.params))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": dict(self.config), "tensors": {k: v.clone() for k, v in
-                                                                            self.tensors.items()}}
+        return dict(super().state_dict(), config=dict(self.config),
+                    tensors={k: v.clone() for k, v in self.tensors.items()})
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+    def check_state(self, state: dict[str, Any]) -> None:
+        super().check_state(state)
         if "tensors" in state:
             got = {k: tuple(v.shape) for k, v in state["tensors"].items()}
             if got != wnn_shapes(state["config"]) or int(state["config"]["window"]) != self.window:
                 raise ValueError(f"saved wnn weights {got} do not fit this forecaster's {wnn_shapes(self.config)}")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "tensors" in state:
             self.tensors = {k: v.to(torch.float32).clone() for k, v in state["tensors"].items()}
             self.config = dict(state["config"])
             self.hidden = int(self.config["hidden"])

@@ -1,8 +1,11 @@
-"""``weightcast::record``: copy the flat parameter buffer into one slot of the history ring.
+"""``weightcast::record``: copy the parameters, as they are, into one slot of a history ring.
 
-The kernels live in the backends (reference: :func:`weightcast.ops.reference.record`, C++/CUDA:
-``torch.ops.weightcast_C.record``, Triton: ``weightcast.kernels.record``); this file holds the schema, the input
-checks, the fake implementation and the dispatch.
+Multi-tensor: ``params`` is a list of the user's tensors (any shapes, one dtype family, one device); parameter i
+is written to ``history[slot, offsets[i] : offsets[i] + numel_i]``. Non-contiguous parameters (channels_last,
+transposed views) are read through a contiguous copy of those tensors only. The kernels live in the backends
+(reference: :func:`weightcast.ops.reference.record`, C++/CUDA: ``torch.ops.weightcast_C.record``, Triton:
+``weightcast.kernels.record``); this file holds the schema, the input checks, the fake implementation and the
+dispatch.
 """
 from __future__ import annotations
 
@@ -20,24 +23,40 @@ def check_flat(name: str, t: torch.Tensor, dim: int) -> None:
                          f"dtype {t.dtype}, contiguous={t.is_contiguous()}")
 
 
-@torch.library.custom_op("weightcast::record", mutates_args=("history",))
-def record(params: torch.Tensor, history: torch.Tensor, slot: int) -> torch.Tensor:
-    """Write ``params`` (N,) into ``history[slot]`` of ``history`` (W, N), converting to ``history.dtype``.
+def check_segments(op: str, params: list[torch.Tensor], history: torch.Tensor, offsets: list[int]) -> None:
+    """Raise a ValueError unless every parameter is a floating tensor on history's device whose segment
+    ``[offsets[i], offsets[i] + numel)`` lies inside a history row."""
+    check_flat(f"{op}: history", history, 2)
+    if len(params) != len(offsets):
+        raise ValueError(f"{op}: one offset per parameter, got {len(params)} parameters and {len(offsets)} offsets")
+    for i, (p, offset) in enumerate(zip(params, offsets)):
+        if not p.is_floating_point() or p.device != history.device:
+            raise ValueError(f"{op}: params[{i}] must be a floating tensor on {history.device}, got {p.dtype} on "
+                             f"{p.device}")
+        if offset < 0 or offset + p.numel() > history.shape[1]:
+            raise ValueError(f"{op}: the segment [{offset}, {offset + p.numel()}) of params[{i}] is outside a "
+                             f"history row of {history.shape[1]} elements")
 
-    Returns the float32 0-dim ``max |history[slot]|`` (NaN if a value is NaN, inf if one is infinite), which
-    :func:`weightcast.ops.lincomb_forecast` uses to prove a forecast finite before writing it.
+
+def dtypes_of(params: list[torch.Tensor], history: torch.Tensor) -> tuple[torch.dtype, ...]:
+    return tuple({p.dtype for p in params}) + (history.dtype,)
+
+
+@torch.library.custom_op("weightcast::record", mutates_args=("history",))
+def record(params: list[torch.Tensor], history: torch.Tensor, slot: int, offsets: list[int]) -> torch.Tensor:
+    """Write every ``params[i]`` into ``history[slot, offsets[i]:offsets[i] + numel]`` of ``history`` (W, M),
+    converting to ``history.dtype``.
+
+    Returns the float32 0-dim ``max |history[slot, segments]|`` (NaN if a value is NaN, inf if one is infinite),
+    which :func:`weightcast.ops.lincomb_forecast` uses to prove a forecast finite before writing it.
     """
-    check_flat("params", params, 1)
-    check_flat("history", history, 2)
-    if history.shape[1] != params.shape[0] or history.device != params.device:
-        raise ValueError(f"history {tuple(history.shape)} on {history.device} does not hold params "
-                         f"{tuple(params.shape)} on {params.device}")
+    check_segments("record", params, history, offsets)
     if not 0 <= slot < history.shape[0]:
-        raise ValueError(f"slot {slot} is outside the history window of {history.shape[0]}")
-    impl = kernel_for("record", params, (params.dtype, history.dtype), KERNEL_DTYPES)
-    return impl(params, history[slot])
+        raise ValueError(f"record: slot {slot} is outside the history window of {history.shape[0]}")
+    impl = kernel_for("record", history, dtypes_of(params, history), KERNEL_DTYPES)
+    return impl([p if p.is_contiguous() else p.contiguous() for p in params], history, slot, list(offsets))
 
 
 @record.register_fake
-def _record_fake(params: torch.Tensor, history: torch.Tensor, slot: int) -> torch.Tensor:
-    return params.new_empty((), dtype=torch.float32)
+def _record_fake(params, history, slot, offsets) -> torch.Tensor:
+    return history.new_empty((), dtype=torch.float32)

@@ -1,61 +1,108 @@
-"""The forecast schedule shared by :class:`ForecastSGD` and :class:`Forecast`.
+"""The forecast engine shared by :class:`ForecastSGD` and :class:`Forecast`: schedule, history, jumps, state.
 
 Timing (t counts calls of ``step()`` from 1): at the end of step t, if ``t % record_every == 0`` the parameters
-are recorded; then if ``t % jump_every == 0`` and the window is full, every bucket is overwritten with the forecast
-for step ``t + horizon`` and its window is emptied (it refills before the next jump). A jump is all-or-nothing
-across buckets: if any forecast would hold a non-finite value, nothing is written, a warning is given once and
-``num_skipped_jumps`` counts it.
+are recorded; then if ``t % jump_every == 0`` and the window is full, the parameters that this step updated are
+overwritten with the forecast for step ``t + horizon`` (``horizon`` from the schedule, see
+:mod:`weightcast.schedules`) and every window is emptied (it refills before the next jump). A jump is
+all-or-nothing across buckets: if any forecast would hold a non-finite value, nothing is written, a warning is
+given once and ``num_skipped_jumps`` counts it.
+
+How parameters, history and kernels relate: see :mod:`weightcast.history` (the parameters stay the user's
+tensors; the engine owns the history; record and jump are multi-tensor ops over the parameters as they are).
+
+The engine's state travels in the optimizer's ``state_dict`` as ``state_dict["param_groups"][0]["forecast"]``:
+inside a param group, because that is what checkpoint tools that re-key optimizer state
+(``torch.distributed.checkpoint.state_dict``, Accelerate) carry over untouched.
 """
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
 from .. import forecasters as forecaster_registry
 from .. import ops
-from ..history import Bucket
+from ..history import Bucket, local_tensor
+from ..schedules import Schedule, as_int, as_schedule, from_spec
 from .guard import JumpGuard
 
 AFTER_JUMP = ("keep", "reset", "scale")
 
 
-def resolve_schedule(window: int, record_every: int, jump_every: int | None,
-                     horizon: int | None) -> tuple[int, int]:
-    """Validate the schedule and fill defaults: jump_every = window * record_every, horizon = jump_every."""
-    for name, value in (("window", window), ("record_every", record_every)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if window < 2:
-        raise ValueError(f"window must be >= 2 (a line needs two points), got {window}")
+def resolve_schedule(window, record_every, jump_every, horizon) -> tuple[int, int, int, Schedule]:
+    """Validate the schedule and fill defaults: jump_every = window * record_every, horizon = jump_every.
+
+    Returns (window, record_every, jump_every, horizon schedule); numpy and torch integers are accepted."""
+    window = as_int("window", window, 2)
     if window > ops.lincomb_forecast_max_window:
         raise ValueError(f"window must be <= {ops.lincomb_forecast_max_window}, got {window}")
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    jump_every = window * record_every if jump_every is None else jump_every
-    horizon = jump_every if horizon is None else horizon
-    for name, value in (("jump_every", jump_every), ("horizon", horizon)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    record_every = as_int("record_every", record_every, 1)
+    jump_every = window * record_every if jump_every is None else as_int("jump_every", jump_every, 1)
     if jump_every % record_every:
         raise ValueError(f"jump_every ({jump_every}) must be a multiple of record_every ({record_every}) so that "
                          "the snapshot of the jump step is in the window")
-    return jump_every, horizon
+    schedule = as_schedule(horizon, jump_every)
+    schedule.bind(record_every, jump_every)
+    return window, record_every, jump_every, schedule
+
+
+def is_no_op_step(optimizer: torch.optim.Optimizer) -> bool:
+    """True for a step that cannot move anything: every group's lr is 0 and every gradient is zero or None. Such a
+    step (e.g. the initialisation step of torch.distributed.checkpoint.state_dict) is not counted by the forecast
+    schedule and records nothing."""
+    for group in optimizer.param_groups:
+        lr = group.get("lr", None)
+        if lr is None or float(lr) != 0.0:
+            return False
+    return all(p.grad is None or not bool(p.grad.any()) for g in optimizer.param_groups for p in g["params"])
+
+
+def exact_history(bucket: Bucket) -> bool:
+    """True when the newest slot holds the parameters bit for bit (raw snapshots in their own dtype)."""
+    return bucket.recorder is None and bucket.storage_dtype == bucket.dtype
+
+
+def carry_window(old: list[Bucket], new: Bucket) -> None:
+    """Copy the recorded window of ``new``'s parameters from the buckets ``old`` they were in (cast to ``new``'s
+    storage dtype), when every one of them was recorded as raw snapshots with the same rows; otherwise ``new``
+    starts an empty window."""
+    where = {id(p): (b, i) for b in old for i, p in enumerate(b.params)}
+    sources = [where.get(id(p)) for p in new.params]
+    if new.recorder is not None or any(s is None or s[0].recorder is not None or
+                                       s[0].history.shape[0] != new.history.shape[0] or
+                                       s[0].numels[s[1]] != new.numels[k] for k, s in enumerate(sources)):
+        return
+    if len({(b.filled, b.head, tuple(b.slot_steps)) for b, _ in sources}) > 1:
+        return
+    with torch.no_grad():
+        for k, (b, i) in enumerate(sources):
+            new.history[:, new.segment(k)] = b.history[:, b.segment(i)]
+        new.slot_absmax.copy_(new.history.float().abs().amax(1))
+    first = sources[0][0] if sources else None
+    if first is not None:
+        new.slot_steps, new.filled, new.head = list(first.slot_steps), first.filled, first.head
 
 
 class ForecastEngine:
-    """Buckets, history and jump schedule for the param groups of one optimizer."""
+    """Buckets, history and jump schedule for the param groups of one optimizer.
+
+    The engine owns the history (one :class:`weightcast.history.Bucket` per param group, device and dtype); the
+    parameters stay the user's tensors. Before recording or jumping it checks that the param groups still look as
+    they did (a parameter moved to another dtype or device, a group added to a wrapped optimizer) and rebuilds
+    what changed, carrying the recorded window over (cast to the new dtype).
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, forecaster, window: int, record_every: int,
                  jump_every: int | None, horizon: int | None, after_jump: str):
         if after_jump not in AFTER_JUMP:
             raise ValueError(f"after_jump must be one of {AFTER_JUMP}, got {after_jump!r}")
         self.optimizer = optimizer
+        self.window, self.record_every, self.jump_every, self.horizon = resolve_schedule(
+            window, record_every, jump_every, horizon)
         self.forecaster = forecaster_registry.get(forecaster)
-        self.window = window
-        self.record_every = record_every
-        self.jump_every, self.horizon = resolve_schedule(window, record_every, jump_every, horizon)
+        self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
         self.step_count = 0
         self.num_jumps = 0
@@ -63,23 +110,65 @@ class ForecastEngine:
         self._warned_skip = False
         self.num_rejected_jumps = 0
         self.guard: JumpGuard | None = None
-        self.jump_pre_hooks: list = []
-        self.jump_post_hooks: list = []
+        self.jump_pre_hooks: OrderedDict[int, Any] = OrderedDict()
+        self.jump_post_hooks: OrderedDict[int, Any] = OrderedDict()
         self.buckets: list[tuple[int, Bucket]] = []
-        for index, group in enumerate(optimizer.param_groups):
-            self.add_group(index, group)
+        self._group_params: list[list[torch.Tensor]] = []
+        self.refresh()
 
-    def add_group(self, index: int, group: dict[str, Any]) -> None:
-        """Make buckets (one per device and dtype) for the params of param group ``index``."""
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle / deepcopy: everything but the guard and the jump hooks (callables, as torch optimizers leave
+        their hooks out)."""
+        state = dict(self.__dict__)
+        state.update(guard=None, jump_pre_hooks=OrderedDict(), jump_post_hooks=OrderedDict())
+        return state
+
+    def horizon_at(self, t: int) -> int:
+        """Horizon (steps) of the jump at step ``t`` (a multiple of ``jump_every``)."""
+        return self.horizon.horizon(t // self.jump_every - 1)
+
+    def _make_buckets(self, index: int, group: dict[str, Any]) -> list[Bucket]:
         by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
         for p in group["params"]:
             if not p.is_floating_point():
                 raise TypeError(f"forecasting needs floating-point parameters, got {p.dtype}")
-            by_kind.setdefault((p.device, p.dtype), []).append(p)
+            t = local_tensor(p)
+            by_kind.setdefault((t.device, t.dtype), []).append(p)
+        buckets = []
         for params in by_kind.values():
             bucket = Bucket(params, self.window, self.forecaster.history_dtype)
+            if bucket.sharded and not self.forecaster.forecasts_are_linear():
+                raise ValueError(f"forecaster {self.forecaster.name!r} uses whole tensors (per-tensor statistics or "
+                                 "tokens) and cannot forecast DTensor (FSDP2) shards element by element; use a "
+                                 "forecaster linear in the history ('linear', 'farcast')")
             self.forecaster.attach(bucket)
-            self.buckets.append((index, bucket))
+            buckets.append(bucket)
+        return buckets
+
+    def refresh(self) -> None:
+        """Build buckets for new param groups and rebuild those whose parameters changed (dtype, device, shape,
+        or the group's list of parameters), carrying the recorded window over."""
+        groups = self.optimizer.param_groups
+        for index, group in enumerate(groups):
+            params = list(group["params"])
+            if index >= len(self._group_params):
+                self._group_params.append(params)
+                self.buckets += [(index, b) for b in self._make_buckets(index, group)]
+                continue
+            mine = [b for gi, b in self.buckets if gi == index]
+            known = self._group_params[index]
+            if len(params) == len(known) and all(a is b for a, b in zip(params, known)) and \
+                    all(b.matches() for b in mine):
+                continue
+            self._group_params[index] = params
+            fresh = self._make_buckets(index, group)
+            for bucket in fresh:
+                carry_window(mine, bucket)
+            for bucket in mine:
+                self.forecaster.detach(bucket)
+            at = next((k for k, (gi, _) in enumerate(self.buckets) if gi == index), len(self.buckets))
+            self.buckets = [(gi, b) for gi, b in self.buckets if gi != index]
+            self.buckets[at:at] = [(index, b) for b in fresh]
 
     def check_grads(self) -> None:
         """Sparse gradients cannot be forecast: raise a TypeError before the base step runs."""
@@ -92,25 +181,41 @@ class ForecastEngine:
     @torch.compiler.disable
     def after_step(self) -> None:
         """Record and, on schedule, jump (call once at the end of every ``step()``)."""
+        if is_no_op_step(self.optimizer):
+            return
         self.step_count += 1
         t = self.step_count
+        if t % self.record_every == 0 or t % self.jump_every == 0:
+            self.refresh()
         if t % self.record_every == 0:
             for _, bucket in self.buckets:
                 bucket.record(t)
         if t % self.jump_every == 0:
             self._jump(t)
 
+    def moving(self, group_index: int, bucket: Bucket) -> list[int]:
+        """Indices (in ``bucket.params``) of the parameters this step updated: a gradient, requires_grad and a
+        non-zero learning rate in their group. The others are left out of a jump and keep their values."""
+        group = self.optimizer.param_groups[group_index]
+        lr = group.get("lr", 1.0)
+        if isinstance(lr, torch.Tensor):
+            lr = float(lr)
+        if lr == 0:
+            return []
+        return [i for i, p in enumerate(bucket.params) if p.requires_grad and p.grad is not None]
+
     def _jump(self, t: int) -> None:
-        ready = [(gi, b) for gi, b in self.buckets if b.full]
+        ready = [(gi, b, self.moving(gi, b)) for gi, b in self.buckets if b.full]
         if not ready:
             return
-        for hook in self.jump_pre_hooks:
+        for hook in list(self.jump_pre_hooks.values()):
             hook(self.optimizer, t)
         if self.guard is None:
-            horizon = self.horizon if self._forecast_all(ready, t + self.horizon) else None
+            horizon = self.horizon_at(t)
+            horizon = horizon if self._forecast_all(ready, t + horizon) else None
         else:
             horizon = self._guarded_forecast(ready, t)
-        for _, bucket in ready:
+        for _, bucket, _ in ready:
             bucket.clear()
         if horizon == 0:
             self.num_rejected_jumps += 1
@@ -118,7 +223,7 @@ class ForecastEngine:
         if horizon is not None:
             self.num_jumps += 1
             self._adjust_momentum(ready, horizon)
-            for hook in self.jump_post_hooks:
+            for hook in list(self.jump_post_hooks.values()):
                 hook(self.optimizer, t)
             return
         self.num_skipped_jumps += 1
@@ -128,64 +233,92 @@ class ForecastEngine:
                           stacklevel=4)
             self._warned_skip = True
 
-    def _forecast_all(self, ready: list[tuple[int, Bucket]], target: int) -> bool:
-        """Write the forecast of every ready bucket, or of none if any would be non-finite."""
+    @torch.no_grad()
+    def _forecast_all(self, ready: list[tuple[int, Bucket, list[int]]], target: int) -> bool:
+        """Write the forecast of the moving parameters of every ready bucket, or of none if any value would be
+        non-finite."""
+        ready = [(gi, b, idx) for gi, b, idx in ready if idx]
         if not self.forecaster.forecasts_are_linear():
-            outs = [self.forecaster.forecast(b, list(b.slot_steps), target) for _, b in ready]
-            if not all(bool(torch.isfinite(out).all()) for out in outs):
-                return False
-            for (_, bucket), out in zip(ready, outs):
-                bucket.write(out)
+            outs = [self.forecaster.forecast(b, list(b.slot_steps), target) for _, b, _ in ready]
+            picked = [[out[i] for i in idx] for out, (_, _, idx) in zip(outs, ready)]
+            if not all(bool(torch.isfinite(v).all()) for values in picked for v in values):
+                return False  # a forecaster of this path never serves DTensor shards (see _make_buckets)
+            for (_, bucket, idx), values in zip(ready, picked):
+                bucket.write(values, idx)
             return True
-        plans = [(b, self._coefficients(b, target)) for _, b in ready]
-        if len(plans) == 1:  # the op alone is all-or-nothing for one buffer: no second finiteness proof
-            bucket, coeffs = plans[0]
-            if not bool(ops.lincomb_forecast(bucket.flat, bucket.history, coeffs, bucket.slot_absmax)):
-                return False
-            bucket.sync_params()
+        plans = [(b, idx, self._coefficients(b, target)) for _, b, idx in ready]
+        sharded = any(b.sharded for b, _, _ in plans)
+        if len(plans) == 1 and not sharded:  # the op alone is all-or-nothing for one bucket
+            bucket, idx, coeffs = plans[0]
+            tensors = bucket.tensors()
+            return bool(ops.lincomb_forecast([tensors[i] for i in idx], bucket.history,
+                                             [bucket.offsets[i] for i in idx], coeffs, bucket.slot_absmax))
+        provable = all(ops.forecast_is_provably_finite(b.dtype, c, b.slot_absmax) for b, _, c in plans)
+        if self._agree(provable, plans):
+            for bucket, idx, coeffs in plans:
+                tensors = bucket.tensors()
+                ops.lincomb_forecast([tensors[i] for i in idx], bucket.history, [bucket.offsets[i] for i in idx],
+                                     coeffs, bucket.slot_absmax)
             return True
-        if all(ops.forecast_is_provably_finite(b.flat, c, b.slot_absmax) for b, c in plans):
-            for bucket, coeffs in plans:
-                ops.lincomb_forecast(bucket.flat, bucket.history, coeffs, bucket.slot_absmax)
-                bucket.sync_params()
-            return True
-        scratch = []
-        for bucket, coeffs in plans:
-            out = bucket.flat.clone()
-            if not bool(ops.lincomb_forecast(out, bucket.history, coeffs, None)):
-                return False
-            scratch.append(out)
-        for (bucket, _), out in zip(plans, scratch):
-            bucket.write(out)
+        scratch, finite = [], True
+        for bucket, idx, coeffs in plans:
+            outs = [torch.empty(bucket.numels[i], dtype=bucket.dtype, device=bucket.device) for i in idx]
+            finite = bool(ops.lincomb_forecast(outs, bucket.history, [bucket.offsets[i] for i in idx], coeffs, None))
+            if not finite:
+                break
+            scratch.append(outs)
+        if not self._agree(finite, plans):
+            return False
+        for (bucket, idx, _), outs in zip(plans, scratch):
+            bucket.write(outs, idx)
         return True
 
-    def _guarded_forecast(self, ready: list[tuple[int, Bucket]], t: int) -> int | None:
+    @staticmethod
+    def _agree(flag: bool, plans) -> bool:
+        """For DTensor (FSDP2) parameters, every rank holds a shard: a jump happens on all ranks or on none, so
+        the local verdict is combined over the default process group (a minimum); otherwise ``flag`` itself."""
+        sharded = [b for b, _, _ in plans if b.sharded]
+        if not sharded:
+            return flag
+        verdict = torch.tensor([1 if flag else 0], dtype=torch.int32, device=sharded[0].device)
+        torch.distributed.all_reduce(verdict, op=torch.distributed.ReduceOp.MIN)
+        return bool(verdict.item())
+
+    def _guarded_forecast(self, ready: list[tuple[int, Bucket, list[int]]], t: int) -> int | None:
         """Jump with the guard: shrink the horizon until the guard's loss does not rise; restore if none passes.
 
         Returns the horizon used, 0 when the guard rejected every try (parameters restored), None when a
-        forecast was not finite (parameters restored).
+        forecast was not finite (parameters restored). If ``loss_fn`` raises, the parameters are restored before
+        the exception propagates.
         """
         guard = self.guard
-        backups = [b.flat.clone() if b.storage_dtype != b.dtype or b.recorder is not None else None
-                   for _, b in ready]
-        before = guard.loss()
-        horizon = self.horizon
-        for _ in range(guard.tries):
-            if not self._forecast_all(ready, t + horizon):
-                self._restore(ready, backups)
-                return None
-            if guard.accepts(before, guard.loss()):
-                return horizon
-            horizon = max(1, int(horizon * guard.shrink))
+        with torch.no_grad():
+            backups = [None if exact_history(b) else [b.tensors()[i].clone() for i in idx] for _, b, idx in ready]
+        horizon = self.horizon_at(t)
+        try:
+            before = guard.loss()
+            for _ in range(guard.tries):
+                if not self._forecast_all(ready, t + horizon):
+                    self._restore(ready, backups)
+                    return None
+                if guard.accepts(before, guard.loss()):
+                    return horizon
+                horizon = max(1, int(horizon * guard.shrink))
+        except BaseException:
+            self._restore(ready, backups)
+            raise
         self._restore(ready, backups)
         return 0
 
     @staticmethod
-    def _restore(ready: list[tuple[int, Bucket]], backups: list) -> None:
-        """Put back the parameters of the jump step: the newest slot of the window (or the backup copy when the
-        history is stored in a narrower dtype or is not raw snapshots, e.g. latents)."""
-        for (_, bucket), backup in zip(ready, backups):
-            bucket.write(backup if backup is not None else bucket.history[(bucket.head - 1) % bucket.window])
+    def _restore(ready: list[tuple[int, Bucket, list[int]]], backups: list) -> None:
+        """Put back the parameters of the jump step: the newest slot of the window (or the backup copies when the
+        history is stored in another dtype or is not raw snapshots, e.g. latents)."""
+        for (_, bucket, idx), backup in zip(ready, backups):
+            if backup is None:
+                bucket.restore_newest(idx)
+            else:
+                bucket.write(backup, idx)
 
     def _coefficients(self, bucket: Bucket, target: int) -> torch.Tensor:
         return self.forecaster.coefficients(bucket.slot_steps, target).to(torch.float64)
@@ -201,11 +334,11 @@ class ForecastEngine:
         if self.after_jump == "keep":
             return
         state = self.optimizer.state
-        for group_index, bucket in ready:
+        for group_index, bucket, idx in ready:
             group = self.optimizer.param_groups[group_index]
             beta = group.get("momentum", group.get("betas", (0.0,))[0])
             buffers = []
-            for p in bucket.params:
+            for p in (bucket.params[i] for i in idx):
                 s = state.get(p, {})
                 if self.after_jump == "reset" and s.get("momentum_buffer") is not None:
                     s["momentum_buffer"] = None
@@ -224,25 +357,37 @@ class ForecastEngine:
                 index += 1
         return ids
 
+    def schedule(self) -> dict[str, Any]:
+        return {"window": self.window, "record_every": self.record_every, "jump_every": self.jump_every,
+                "horizon": self.horizon.spec(), "after_jump": self.after_jump}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: counters, schedule, per-bucket history, forecaster state."""
+        self.refresh()
         ids = self.param_ids()
         return {
             "step": self.step_count, "num_jumps": self.num_jumps, "num_skipped_jumps": self.num_skipped_jumps,
-            "num_rejected_jumps": self.num_rejected_jumps,
-            "schedule": {"window": self.window, "record_every": self.record_every, "jump_every": self.jump_every,
-                         "horizon": self.horizon, "after_jump": self.after_jump},
+            "num_rejected_jumps": self.num_rejected_jumps, "schedule": self.schedule(),
             "buckets": [dict(b.state_dict(), group=gi, params=[ids[id(p)] for p in b.params])
                         for gi, b in self.buckets],
             "forecaster": self.forecaster.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; raises ValueError when it was saved for other params or another schedule."""
-        mine = {"window": self.window, "record_every": self.record_every, "jump_every": self.jump_every,
-                "horizon": self.horizon, "after_jump": self.after_jump}
-        if state["schedule"] != mine:
-            raise ValueError(f"saved forecast schedule {state['schedule']} differs from this optimizer's {mine}")
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ValueError, naming the saved and this optimizer's side, unless :meth:`load_state_dict` can take
+        ``state``; nothing is changed."""
+        saved_name = state.get("forecaster", {}).get("name")
+        if saved_name != self.forecaster.name:
+            raise ValueError(f"saved with forecaster {saved_name!r}, this optimizer uses {self.forecaster.name!r}")
+        mine = self.schedule()
+        saved = dict(state["schedule"])
+        if isinstance(saved.get("horizon"), int):  # saved before schedules were objects
+            saved["horizon"] = {"kind": "constant", "steps": saved["horizon"]}
+        if saved != mine:
+            diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+            raise ValueError("saved forecast schedule differs from this optimizer's: " +
+                             ", ".join(f"{k} saved {a!r}, this optimizer {b!r}" for k, (a, b) in diff.items()))
+        self.refresh()
         ids = self.param_ids()
         layout = [(gi, [ids[id(p)] for p in b.params]) for gi, b in self.buckets]
         saved = [(s["group"], list(s["params"])) for s in state["buckets"]]
@@ -250,9 +395,21 @@ class ForecastEngine:
             raise ValueError("saved forecast history belongs to another parameter layout "
                              f"(saved buckets {saved}, this optimizer {layout})")
         for (_, bucket), bucket_state in zip(self.buckets, state["buckets"]):
+            bucket.check_state(bucket_state)
+        self.forecaster.check_state(state["forecaster"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (call :meth:`check_state` first: this one assumes it passed)."""
+        for (_, bucket), bucket_state in zip(self.buckets, state["buckets"]):
             bucket.load_state_dict(bucket_state)
         self.forecaster.load_state_dict(state["forecaster"])
         self.step_count = int(state["step"])
         self.num_jumps = int(state["num_jumps"])
         self.num_skipped_jumps = int(state["num_skipped_jumps"])
         self.num_rejected_jumps = int(state.get("num_rejected_jumps", 0))
+
+    def reset(self) -> None:
+        """Start over: no step counted, every window empty (a checkpoint of a plain optimizer was loaded)."""
+        self.step_count = 0
+        for _, bucket in self.buckets:
+            bucket.clear()

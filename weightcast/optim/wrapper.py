@@ -6,25 +6,32 @@ from typing import Any
 
 import torch
 
+from ..schedules import Schedule
 from .engine import ForecastEngine
-from .mixin import JumpCounters
+from .mixin import SCHEDULE_ARGS, ForecastMixin
 
 
-class Forecast(JumpCounters, torch.optim.Optimizer):
-    """Wrap ``optimizer`` (any ``torch.optim.Optimizer``) so that it jumps along the forecast trajectory.
+class Forecast(ForecastMixin, torch.optim.Optimizer):
+    __doc__ = r"""Wrap ``optimizer`` (any ``torch.optim.Optimizer``) so that it jumps along the forecast trajectory.
 
     The wrapper is itself an Optimizer: ``param_groups``, ``state`` and ``defaults`` are the wrapped optimizer's,
-    so LR schedulers, ``GradScaler`` and trainers that insist on an Optimizer accept it. The schedule arguments
-    mean the same as in :class:`weightcast.ForecastSGD`.
-    """
+    so LR schedulers, ``GradScaler`` and trainers that insist on an Optimizer accept it; parameters added to the
+    wrapped optimizer later (``add_param_group`` on either) are forecast too. Methods the wrapped optimizer has
+    beyond ``Optimizer`` (e.g. schedule-free's ``train()`` / ``eval()``) are forwarded to it.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, forecaster="linear", *, window: int = 5,
-                 record_every: int = 1, jump_every: int | None = None, horizon: int | None = None,
+    Args:
+        optimizer (torch.optim.Optimizer): the optimizer whose ``step()`` makes the base update.""" + \
+        SCHEDULE_ARGS.format(default="None (no jumps: the wrapper is transparent)")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, forecaster=None, *, window: int = 5,
+                 record_every: int = 1, jump_every: int | None = None, horizon: int | Schedule | None = None,
                  after_jump: str = "keep"):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"Forecast wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if forecaster is None:
-            raise ValueError("Forecast needs a forecaster (e.g. 'linear'); use the optimizer itself for none")
+        self._check_schedule(forecaster, window, record_every, jump_every, horizon, after_jump)
+        if forecaster is not None and any(g.get("capturable", False) for g in optimizer.param_groups):
+            raise ValueError("forecast jumps are not CUDA-graph capturable: build the wrapped optimizer with "
+                             "capturable=False, or use forecaster=None")
         self.optimizer = optimizer
         # What Optimizer.__init__ sets besides the groups, which stay the wrapped optimizer's own.
         self._optimizer_step_pre_hooks = OrderedDict()
@@ -34,7 +41,17 @@ class Forecast(JumpCounters, torch.optim.Optimizer):
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
         self._patch_step_function()
-        self._engine = ForecastEngine(optimizer, forecaster, window, record_every, jump_every, horizon, after_jump)
+        self._engine: ForecastEngine | None = None
+        if forecaster is not None:
+            self._engine = ForecastEngine(optimizer, forecaster, window, record_every, jump_every, horizon,
+                                          after_jump)
+
+    def __getattr__(self, name: str):
+        """Forward what the wrapped optimizer offers beyond Optimizer (e.g. ``train()``, ``eval()``)."""
+        inner = self.__dict__.get("optimizer")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(inner, name)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -50,29 +67,28 @@ class Forecast(JumpCounters, torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
-        self._engine.add_group(len(self.param_groups) - 1, self.param_groups[-1])
+        if self._engine is not None:
+            self._engine.refresh()
 
     def step(self, closure=None):
-        self._engine.check_grads()
-        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
-        self._engine.after_step()
-        return loss
+        return self._forecast_step(lambda: self.optimizer.step(closure) if closure is not None
+                                   else self.optimizer.step())
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict[str, Any]:
-        state = self.optimizer.state_dict()
-        state["forecast"] = self._engine.state_dict()
-        return state
+    def _base_state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        forecast = state_dict.pop("forecast", None)
-        if forecast is None:
-            raise ValueError("this state_dict has no 'forecast' entry: it was not saved by weightcast.Forecast")
+    def _base_load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict)
-        self._engine.load_state_dict(forecast)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._patch_step_function()
 
     def __repr__(self) -> str:
-        return f"Forecast({self.optimizer!r}, forecaster={self._engine.forecaster.name!r})"
+        return f"Forecast({self.optimizer!r}, {self._forecast_repr()})"
