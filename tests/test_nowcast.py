@@ -57,12 +57,24 @@ def test_predict_refuses_horizons_outside_the_trained_range():
     with pytest.raises(ValueError, match="outside 0..8"):
         f.predict([w], [K + 1])
     with pytest.raises(ValueError, match="record spacings"):
-        f.check_schedule(WINDOW, 50, [50])
-    with pytest.raises(ValueError, match="1..8 record intervals"):
-        f.check_schedule(WINDOW, 10, [10 * (K + 1)])
+        f.check_schedule(WINDOW, 50, 50)
+    with pytest.raises(ValueError, match="more than 8 record intervals"):
+        f.check_schedule(WINDOW, 10, 10 * (K + 1))
     with pytest.raises(ValueError, match="window of 5"):
-        f.check_schedule(4, 10, [10])
-    f.check_schedule(WINDOW, 20, [20, 160])
+        f.check_schedule(4, 10, 10)
+    f.check_schedule(WINDOW, 20, 160)
+
+
+def test_optimizer_refuses_a_schedule_beyond_the_trained_horizons():
+    p = torch.nn.Parameter(torch.zeros(3))
+    f = NowcastForecaster(tensors=line_model(), config={"window": WINDOW, "hidden": 16, "k_max": K, "embed": 8,
+                                                        "spacings": [10, 20]})
+    with pytest.raises(ValueError, match="more than 8 record intervals"):
+        wc.Forecast(torch.optim.AdamW([p]), f, window=WINDOW, record_every=10,
+                    horizon=wc.schedules.Decaying(k_max=K + 1, power=2, total_steps=1000))
+    opt = wc.Forecast(torch.optim.AdamW([p]), f, window=WINDOW, record_every=10,
+                      horizon=wc.schedules.Decaying(k_max=K, power=2, total_steps=1000))
+    assert opt.num_jumps == 0
 
 
 def test_engine_jump_with_the_nowcaster_follows_a_line():

@@ -7,16 +7,15 @@ import torch
 
 from weightcast import data, models
 from weightcast.study import STUDY_TASKS
-from weightcast.study.jumps import Jumps, decaying_ks, linear_predictor
+from weightcast.study.jumps import Jumps, linear_predictor
 from weightcast.study.methods import Schedule, base_method, forecaster_of, options_of
 from weightcast.study.run import AFTER_STEPS, train_run
 
 
-def test_decaying_horizons_match_nino():
+def test_study_schedule_is_the_optimizers_decaying_schedule():
     # ANCHORS.md: k_j = round(linspace(40^(1/2), 1, n)^2) = 40, 33, 26, 21, 16, 11, 8, 5, 3, 1 over 10 jumps
-    assert decaying_ks(40, 2, 10) == [40, 33, 26, 21, 16, 11, 8, 5, 3, 1]
-    assert decaying_ks(32, 2, 1) == [32] and decaying_ks(32, 2, 0) == []
-    assert Schedule(record_every=10, k_max=8).ks(200) == decaying_ks(8, 2, 4)
+    assert Schedule(window=5, record_every=200, k_max=40).ks(10_000) == [40, 33, 26, 21, 16, 11, 8, 5, 3, 1]
+    assert Schedule(record_every=10, k_max=8).ks(30) == []
 
 
 def test_method_names():

@@ -152,18 +152,19 @@ class NowcastForecaster(Forecaster):
         self.k_max = int(self.config["k_max"])
         self.spacings = [int(s) for s in self.config.get("spacings", [])]
 
-    def check_schedule(self, window: int, record_every: int, horizons: Sequence[int]) -> None:
-        """Raise ValueError unless ``window``, the spacing ``record_every`` and every horizon (steps) are ones this
-        model was trained for: horizons must be multiples of ``record_every`` within 1..k_max intervals."""
+    def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
+        """Raise ValueError unless ``window``, the spacing ``record_every`` (steps) and horizons up to
+        ``max_horizon`` steps are what this model was trained for (the card's window, spacings and 1..k_max
+        record intervals)."""
         if window != self.window:
             raise ValueError(f"this nowcaster was trained for a window of {self.window} states, not {window}")
         if self.spacings and not min(self.spacings) <= record_every <= max(self.spacings):
             raise ValueError(f"this nowcaster was trained for record spacings {self.spacings} steps; "
                              f"record_every={record_every} is outside that range; use one in it")
-        for h in horizons:
-            if h % record_every or not 1 <= h // record_every <= self.k_max:
-                raise ValueError(f"horizon {h} steps is not 1..{self.k_max} record intervals of {record_every} "
-                                 "steps, the range this nowcaster was trained for")
+        if max_horizon > self.k_max * record_every:
+            raise ValueError(f"a horizon of {max_horizon} steps is more than {self.k_max} record intervals of "
+                             f"{record_every} steps, the range this nowcaster was trained for; use "
+                             f"weightcast.schedules.Decaying(k_max<={self.k_max}, ...) or a shorter horizon")
 
     def to(self, device: torch.device | str) -> "NowcastForecaster":
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
@@ -180,23 +181,21 @@ class NowcastForecaster(Forecaster):
         names = names or [None] * len(windows)
         return [predict_tensor(self.tensors, w, param_type(w.shape[1:], n), ks) for w, n in zip(windows, names)]
 
-    def forecast(self, bucket, steps: list[int], target: int) -> torch.Tensor:
-        """The optimizer engine's path: the forecast (N,) of ``bucket``'s parameters at step ``target``."""
+    def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
+        """The optimizer engine's path: the forecast of every parameter of ``bucket`` at step ``target`` (1-D, the
+        bucket's dtype), ``target`` a whole number 1..k_max of record intervals past the newest snapshot."""
         order = sorted(range(len(steps)), key=lambda i: steps[i])
         chrono = [steps[i] for i in order]
         spacing = (chrono[-1] - chrono[0]) / (len(chrono) - 1)
         k = (target - chrono[-1]) / spacing if spacing > 0 else math.nan
         if not (k == round(k) and 1 <= k <= self.k_max):
-            raise ValueError(f"nowcast predicts 1..{self.k_max} record intervals ahead; the optimizer asked for "
-                             f"{target - chrono[-1]} steps with records {spacing:g} steps apart")
+            raise ValueError(f"nowcast predicts 1..{self.k_max} whole record intervals ahead; the optimizer asked "
+                             f"for {target - chrono[-1]} steps with records {spacing:g} steps apart")
         history = bucket.history.index_select(0, torch.tensor(order, device=bucket.device))
-        out = bucket.flat.detach().clone()
-        offset = 0
-        for p in bucket.params:
-            n = p.numel()
-            window = history[:, offset:offset + n].reshape(len(order), *p.shape)
-            out[offset:offset + n] = predict_tensor(self.tensors, window, param_type(p.shape), [int(k)])[0].reshape(-1)
-            offset += n
+        out = []
+        for i, shape in enumerate(bucket.shapes):
+            window = history[:, bucket.segment(i)].reshape(len(order), *shape).to(bucket.dtype)
+            out.append(predict_tensor(self.tensors, window, param_type(shape), [int(k)])[0].reshape(-1))
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,7 +3,11 @@
 NiNo's schedule (Knyazev et al., ICLR 2025): a state is recorded every ``record_every`` steps, every
 ``jump_every = window * record_every`` steps the parameters jump to the forecast ``k_j`` record intervals ahead,
 the window is then cleared, and the base optimizer's state is left as it is. ``k_j`` decays over the run:
-``k_j = round(linspace(k_max ** (1 / power), 1, n_jumps) ** power)`` (:func:`decaying_ks`).
+``k_j = round(linspace(k_max ** (1 / power), 1, n_jumps) ** power)`` (:class:`weightcast.schedules.Decaying`).
+
+The optimizer engine runs this schedule too (``Forecast(..., horizon=Decaying(...))``) with any registered
+forecaster; these training-loop jumps add what one forward of a multi-horizon forecaster makes possible: a
+guard choosing among several horizons, and per-tensor clipping.
 
 Because a multi-horizon forecaster gives every horizon from one forward, the guard can score several candidates
 (by default k, k/2, k/4 and 0 = no jump) on a fixed batch of training data and keep the best. Optionally each
@@ -22,16 +26,6 @@ from typing import Callable, Sequence
 import torch
 
 Predictor = Callable[[Sequence[torch.Tensor], Sequence[int]], list[list[torch.Tensor]]]
-
-
-def decaying_ks(k_max: int, power: float, n_jumps: int) -> list[int]:
-    """Horizons (record intervals) of ``n_jumps`` jumps decaying from ``k_max`` to 1 (module docstring)."""
-    if n_jumps < 1:
-        return []
-    if n_jumps == 1:
-        return [int(k_max)]
-    top = k_max ** (1.0 / power)
-    return [max(1, round((top + (1.0 - top) * j / (n_jumps - 1)) ** power)) for j in range(n_jumps)]
 
 
 def linear_predictor(window: int) -> Predictor:

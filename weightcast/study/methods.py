@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..optim import Forecast, ForecastSGD
-from .jumps import decaying_ks
+from ..schedules import Decaying
 from .lookahead import Lookahead
 
 SGD_MOMENTUM = 0.9
@@ -54,7 +54,13 @@ class Schedule:
         n = budget // self.jump_every
         if self.k_max is None:
             return [self.horizon / self.record_every] * n
-        return decaying_ks(self.k_max, self.power, n)
+        return [self.decaying(budget).k(j) for j in range(n)]
+
+    def decaying(self, budget: int) -> Decaying:
+        """The decaying horizon schedule over ``budget`` steps, bound to this schedule's spacing and period."""
+        schedule = Decaying(self.k_max, self.power, total_steps=max(budget, self.jump_every))
+        schedule.bind(self.record_every, self.jump_every)
+        return schedule
 
 
 def family(method: str) -> str:
@@ -95,9 +101,10 @@ def make_optimizer(method: str, params, lr: float, schedule: Schedule, budget: i
     if is_jumping(method):
         return make_optimizer(base_method(method), params, lr, schedule, budget)
     if is_forecasting(method):
-        ks = schedule.ks(budget) or [schedule.horizon / schedule.record_every]
+        horizon = schedule.horizon if schedule.k_max is None else Decaying(schedule.k_max, schedule.power,
+                                                                            max(budget, schedule.jump_every))
         jump = dict(window=schedule.window, record_every=schedule.record_every, jump_every=schedule.jump_every,
-                    horizon=max(1, round(ks[0] * schedule.record_every)), after_jump=schedule.after_jump)
+                    horizon=horizon, after_jump=schedule.after_jump)
         if method.startswith("forecast-sgd:"):
             return ForecastSGD(params, lr=lr, momentum=SGD_MOMENTUM, forecaster=forecaster_of(method), **jump), None
         base = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)

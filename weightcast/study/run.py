@@ -91,7 +91,7 @@ def _predictor(name: str, model: torch.nn.Module, schedule: Schedule, budget: in
 
         forecaster = get("nowcast")
         forecaster.check_schedule(schedule.window, schedule.record_every,
-                                  [k * schedule.record_every for k in schedule.ks(budget)])
+                                  max(schedule.ks(budget), default=1) * schedule.record_every)
         return nowcast_predictor(forecaster, [n for n, _ in model.named_parameters()])
     raise ValueError(f"training-loop jumps use the 'linear' or 'nowcast' predictor, not {name!r}")
 
@@ -139,14 +139,12 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
             opt.guard_jumps(guard)
         before: list[float] = []
 
-        def pre(o, t):  # the engine jumps at most one horizon per call: set this jump's from the schedule
-            j = t // schedule.jump_every - 1
-            opt._engine.horizon = max(1, round((ks[j] if j < len(ks) else 1) * schedule.record_every))
+        def pre(o, t):
             before.append(measure())
 
         def post(o, t):
             result.jumps.append((t, before[-1], measure(), math.nan))
-            result.horizons.append(opt._engine.horizon / schedule.record_every)
+            result.horizons.append(opt.engine.horizon_at(t) / schedule.record_every)
             pending[t + AFTER_STEPS] = len(result.jumps) - 1
 
         opt.register_jump_hooks(before=pre, after=post)
