@@ -1,5 +1,5 @@
-"""Micro-benchmark of the native kernels weightcast_C.record and weightcast_C.lincomb (C++ on CPU, CUDA on GPU):
-achieved memory bandwidth against torch's own copy_ of the same bytes.
+"""Micro-benchmark of the native kernels weightcast_C.record and weightcast_C.lincomb_forecast (C++ on CPU, CUDA
+on GPU), each on one tensor (a one-row history, segment 0): achieved memory bandwidth against torch's own copy_ of the same bytes.
 
     python benchmarks/bench_native_ops.py [--device cpu|cuda] [--sizes 1000000 11000000 25000000] [--window 5]
                                           [--out FILE | --no-save]
@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
                 src = torch.randn(n, device=dev).to(din)
                 dst = torch.empty(n, dtype=dout, device=dev)
                 nbytes = n * (src.element_size() + dst.element_size())
-                fn = lambda: ops.record(src, dst)  # noqa: E731
+                fn = lambda: ops.record([src], dst.view(1, -1), 0, [0])  # noqa: E731
             else:
                 history = torch.randn(w, n, device=dev).to(din)
                 coeffs = torch.randn(w, device=dev)
                 out = torch.empty(n, dtype=dout, device=dev)
                 nbytes = n * (w * history.element_size() + out.element_size())
-                fn = lambda: ops.lincomb(out, history, coeffs)  # noqa: E731
+                fn = lambda: ops.lincomb_forecast([out], history, [0], coeffs)  # noqa: E731
             ms, lo, hi = median_ms(fn, args.device)
             a = torch.empty(nbytes // 8, dtype=f32, device=dev)  # copy_ moving the same bytes: half read, half written
             b = torch.empty_like(a)

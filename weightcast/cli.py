@@ -5,6 +5,7 @@
     weightcast zoo build|info ...                       model zoos of training trajectories
     weightcast forecaster train|info ...                learned forecasters trained on a zoo
     weightcast ae train|eval ...                        weight autoencoder of the latent forecaster
+    weightcast slim study|finetune ...                  dynamic width from pretrained weights
 
 Each subcommand lives in a module exposing ``add_subparser(subparsers)``, listed in :data:`SUBCOMMANDS`; only the
 module of the subcommand being run is imported, so ``weightcast --help`` needs no torch. To add a subcommand, add
@@ -29,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "forecaster": ("weightcast.forecasters.cli", "add_subparser",
                    "train learned forecasters (farcast, wnn, nowcast) on a zoo"),
     "ae": ("weightcast.wsl.cli", "add_subparser", "weight autoencoder of the latent forecaster"),
+    "slim": ("weightcast.slim.cli", "add_subparser", "dynamic width from pretrained weights"),
 }
 
 
