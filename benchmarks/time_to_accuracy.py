@@ -6,7 +6,7 @@ against the alternatives a user would pick, side by side.
 
 For each task (see weightcast/study/tasks.py) every baseline's learning rate is tuned on seed 0 over the grid of
 its family; forecasting methods run at their base's tuned rate; all are measured on seeds 1..--seeds. Writes
-benchmarks/results/tta_<task>.csv (every run and every jump, in the schema of weightcast.results.write_results),
+benchmarks/results/long/tta_<task>.csv (every run and every jump, in the schema of weightcast.results.write_results),
 tta_<task>.md (the summary table) and tta_<task>.png (validation curves, jumps marked). ``--quick`` runs a short
 budget with one seed and a one-value grid, for CI; its results go to a temporary folder unless --out is given.
 """
@@ -23,7 +23,7 @@ import torch
 
 from weightcast.study import DEFAULT_METHODS, STUDY_TASKS, markdown_table, plot, run_study, summarise, write_csv
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "long"
 
 
 def main(argv: list[str] | None = None) -> int:
