@@ -1,13 +1,14 @@
-"""Time-to-accuracy study: SGD, ForecastSGD, Lookahead(SGD), AdamW and Forecast(AdamW) side by side.
+"""Time-to-accuracy study at budgets where forecasting can matter: Forecast(AdamW) with long decaying horizons
+against the alternatives a user would pick, side by side.
 
-    python benchmarks/time_to_accuracy.py --tasks digits-mlp mnist-lenet5 chars-gpt mnist-lenet5-wide \
-        --data-dir ../shared/data [--seeds 3] [--quick]
+    python benchmarks/time_to_accuracy.py --tasks digits-mlp-deep digits-mlp mnist-mlp \
+        --data-dir ../shared/data [--seeds 3] [--methods ...] [--quick]
 
-For each task (see weightcast/study/tasks.py) every method's learning rate is tuned on seed 0 over the same grid
-of its family, then measured on seeds 1..--seeds. Writes benchmarks/results/tta_<task>.csv (every run),
-tta_<task>.md (the summary table) and tta_<task>.png (validation curves, jumps marked). ``--quick`` runs a
-short budget with one seed and a one-value grid, for CI; its results go to a temporary folder unless --out is
-given.
+For each task (see weightcast/study/tasks.py) every baseline's learning rate is tuned on seed 0 over the grid of
+its family; forecasting methods run at their base's tuned rate; all are measured on seeds 1..--seeds. Writes
+benchmarks/results/long/tta_<task>.csv (every run and every jump, in the schema of weightcast.results.write_results),
+tta_<task>.md (the summary table) and tta_<task>.png (validation curves, jumps marked). ``--quick`` runs a short
+budget with one seed and a one-value grid, for CI; its results go to a temporary folder unless --out is given.
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ import torch
 
 from weightcast.study import DEFAULT_METHODS, STUDY_TASKS, markdown_table, plot, run_study, summarise, write_csv
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "long"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(STUDY_TASKS), choices=list(STUDY_TASKS))
+    parser.add_argument("--budget", type=int, default=None, help="override every task's step budget")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--data-dir", default=os.environ.get("WEIGHTCAST_DATA"))
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         if study.needs_data_dir and not args.data_dir:
             print(f"skipping {name}: it needs MNIST (--data-dir or WEIGHTCAST_DATA)", file=sys.stderr)
             continue
-        kwargs = dict(seeds=1, lrs={"sgd": (0.03,), "adamw": (3e-3,)}, budget=100) if args.quick else {}
+        kwargs = dict(seeds=1, lrs={"sgd": (0.03,), "adamw": (3e-3,)}, budget=150) if args.quick else {}
+        if args.budget and not args.quick:
+            kwargs["budget"] = args.budget
         start = time.perf_counter()
         results = run_study(study, args.methods, seeds=kwargs.pop("seeds", args.seeds), data_dir=args.data_dir,
                             **kwargs)

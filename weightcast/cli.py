@@ -18,7 +18,6 @@ import argparse
 import importlib
 import json
 import sys
-import time
 from pathlib import Path
 
 from .cli_common import HelpFormatter, positive_int, run_command
@@ -26,11 +25,11 @@ from .errors import InputError
 
 # name: (module, function adding the subparser, one-line help shown by `weightcast --help`)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("weightcast.cli", "_add_demo", "compare SGD, ForecastSGD and baselines on the embedded digits task"),
+    "demo": ("weightcast.cli", "_add_demo", "AdamW, its alternatives and Forecast(AdamW) on the embedded digits task"),
     "info": ("weightcast.cli", "_add_info", "build and backend information"),
     "zoo": ("weightcast.zoo.cli", "add_subparser", "build and inspect model zoos of training trajectories"),
     "forecaster": ("weightcast.forecasters.cli", "add_subparser",
-                   "train learned forecasters (farcast, wnn) on a zoo"),
+                   "train learned forecasters (farcast, wnn, nowcast) on a zoo"),
     "ae": ("weightcast.wsl.cli", "add_subparser", "weight autoencoder of the latent forecaster"),
     "slim": ("weightcast.slim.cli", "add_subparser", "dynamic width from pretrained weights"),
     "prune": ("weightcast.prune.cli", "add_subparser", "one-shot pruning and the mask hypernetwork"),
@@ -40,24 +39,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .study import STUDY_TASKS, markdown_table, plot, run_study, summarise, write_csv
+    from .study.demo import run_demo
 
     torch.set_num_threads(args.threads)
-    seeds = args.seeds or (1 if args.quick else 3)
-    study = STUDY_TASKS["digits-mlp"]
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; pass a folder for the table, CSV and plot")
-    args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    extra = dict(lrs={"sgd": (0.03,), "adamw": (3e-3,)}, budget=200) if args.quick else {}
-    results = run_study(study, seeds=seeds, **extra)
-    table = markdown_table(summarise(results, study.goal), study.goal, "digits-mlp (embedded scikit-learn digits)")
-    print(table)
-    write_csv(results, args.out / "tta_digits-mlp.csv", "digits-mlp")
-    (args.out / "tta_digits-mlp.md").write_text(table)
-    if plot(results, study.goal, args.out / "tta_digits-mlp.png", "digits-mlp"):
-        print(f"plot: {args.out / 'tta_digits-mlp.png'}")
-    print(f"done in {time.perf_counter() - start:.0f} s; results in {args.out}")
+    print(run_demo(args.out, seeds=args.seeds or 1, quick=args.quick))
     return 0
 
 
@@ -72,13 +59,13 @@ def _info(args: argparse.Namespace) -> int:
 
 def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help=SUBCOMMANDS["demo"][2], formatter_class=HelpFormatter,
-                          description="Time to accuracy of SGD, ForecastSGD and baselines on the embedded digits "
-                                      "MLP task: a markdown table, a CSV and a plot.")
+                          description="Time to accuracy of AdamW, schedule-free AdamW, an EMA and Forecast(AdamW) "
+                                      "with the nowcaster on the embedded digits MLP task: a table, a CSV and a plot.")
     demo.add_argument("--out", type=Path, default=Path("weightcast-demo"), help="folder for table, CSV and plot")
     demo.add_argument("--seeds", type=positive_int, default=None,
-                      help="measured seeds per method (default: 3, or 1 with --quick)")
+                      help="measured seeds per method (default: 1)")
     demo.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
-    demo.add_argument("--quick", action="store_true", help="one seed, one learning rate, 200 steps")
+    demo.add_argument("--quick", action="store_true", help="300 steps instead of 1500")
     demo.set_defaults(func=_demo)
 
 

@@ -7,10 +7,11 @@ from .base import Forecaster
 from .farcast import FarcastForecaster
 from .io import ForecasterFileError
 from .linear import LinearForecaster, least_squares_line_coefficients
+from .nowcast import NowcastForecaster
 from .wnn import WNNForecaster
 
 _REGISTRY: dict[str, Callable[..., Forecaster]] = {"linear": LinearForecaster, "farcast": FarcastForecaster,
-                                                   "wnn": WNNForecaster}
+                                                   "wnn": WNNForecaster, "nowcast": NowcastForecaster}
 
 
 def _latent(**kwargs) -> Forecaster:
@@ -43,5 +44,5 @@ def get(name: str | Forecaster, **kwargs) -> Forecaster:
     return _REGISTRY[name](**kwargs)
 
 
-__all__ = ["FarcastForecaster", "Forecaster", "ForecasterFileError", "LinearForecaster", "WNNForecaster", "get",
+__all__ = ["FarcastForecaster", "Forecaster", "ForecasterFileError", "LinearForecaster", "NowcastForecaster", "WNNForecaster", "get",
            "least_squares_line_coefficients", "names", "register"]

@@ -1,33 +1,66 @@
 """The optimizers the time-to-accuracy study compares, built by name.
 
-A forecasting method ("forecast-sgd:<forecaster>") is its base optimizer plus jumps: it runs at the base's tuned
-learning rate with the task's forecast schedule, so that a speedup comes from the jumps and not from extra tuning.
+Baselines a user would pick instead of forecasting, each tuned on its family's learning-rate grid:
+"sgd" (momentum 0.9), "adamw", "adamw-cosine" (cosine decay to 0 over the budget), "lookahead-adamw" and
+"lookahead-sgd" (Zhang et al., 2019), "schedulefree-adamw" (Defazio et al., 2024, the ``schedulefree`` package;
+evaluated at its averaged point), "ema-adamw" (AdamW, evaluated on an exponential moving average of the weights).
+
+Forecasting methods run at their base optimizer's tuned learning rate with the task's schedule, so that a speedup
+comes from the jumps and not from extra tuning:
+
+* "jump-adamw:<predictor>" (predictor "linear" or "nowcast"): jumps driven from the training loop
+  (:mod:`.jumps`) with the long decaying schedule; suffixes "+guard" (score k, k/2, k/4, 0 on a training batch
+  and keep the best) and "+clip" (clip each tensor's moves at 3 standard deviations), combinable;
+* "forecast-adamw:<forecaster>" / "forecast-sgd:<forecaster>": the optimizer engine's jumps (any registered
+  forecaster), the horizon of each jump set from the same schedule.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..optim import Forecast, ForecastSGD
+from ..schedules import Decaying
 from .lookahead import Lookahead
 
 SGD_MOMENTUM = 0.9
 ADAMW_WEIGHT_DECAY = 0.01
+EMA_DECAY = 0.99
+CLIP_STD = 3.0
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """Forecast schedule shared by every forecasting method of a study."""
+    """Forecast schedule shared by every forecasting method of a study: ``window`` states ``record_every`` steps
+    apart, a jump every ``window * record_every`` steps; horizon ``k_max`` record intervals at the first jump
+    decaying to 1 (``power``), or a constant ``horizon`` steps when ``k_max`` is None."""
 
     window: int = 5
     record_every: int = 10
     horizon: int = 25
+    k_max: int | None = None
+    power: float = 2.0
     after_jump: str = "keep"
 
     @property
     def jump_every(self) -> int:
         return self.window * self.record_every
+
+    def ks(self, budget: int) -> list[int]:
+        """Horizon of each jump of a ``budget``-step run, in record intervals (steps / record_every for a constant
+        horizon)."""
+        n = budget // self.jump_every
+        if self.k_max is None:
+            return [self.horizon / self.record_every] * n
+        return [self.decaying(budget).k(j) for j in range(n)]
+
+    def decaying(self, budget: int) -> Decaying:
+        """The decaying horizon schedule over ``budget`` steps, bound to this schedule's spacing and period."""
+        schedule = Decaying(self.k_max, self.power, total_steps=max(budget, self.jump_every))
+        schedule.bind(self.record_every, self.jump_every)
+        return schedule
 
 
 def family(method: str) -> str:
@@ -35,37 +68,66 @@ def family(method: str) -> str:
     return "adamw" if "adamw" in method else "sgd"
 
 
-def base_method(method: str) -> str:
-    """The optimizer a method adds jumps to: "forecast-sgd:linear" -> "sgd"; other methods are their own base."""
-    return method.split(":", 1)[0].removeprefix("forecast-") if is_forecasting(method) else method
-
-
 def is_forecasting(method: str) -> bool:
+    """Engine jumps ("forecast-...")."""
     return method.startswith("forecast-")
 
 
+def is_jumping(method: str) -> bool:
+    """Training-loop jumps ("jump-...")."""
+    return method.startswith("jump-")
+
+
+def base_method(method: str) -> str:
+    """The optimizer a method adds jumps to ("jump-adamw:nowcast+guard" -> "adamw"); others are their own base."""
+    if is_forecasting(method) or is_jumping(method):
+        return method.split(":", 1)[0].split("-", 1)[1]
+    return method
+
+
 def forecaster_of(method: str) -> str | None:
-    """"forecast-sgd:linear" (or "forecast-sgd:linear+guard") -> "linear"; None for methods that do not forecast."""
-    return method.split(":", 1)[1].split("+", 1)[0] if is_forecasting(method) else None
+    """"forecast-sgd:linear+guard" -> "linear"; None for methods that do not jump."""
+    return method.split(":", 1)[1].split("+", 1)[0] if is_forecasting(method) or is_jumping(method) else None
 
 
-def make_optimizer(method: str, params, lr: float, schedule: Schedule) -> torch.optim.Optimizer:
-    """Build ``method``: "sgd", "lookahead-sgd", "adamw", "forecast-sgd:<forecaster>", "forecast-adamw:<forecaster>"
-    (a "+guard" or "+guard-err" suffix on a forecasting method makes the training loop add a jump guard, see
-    run.py)."""
+def options_of(method: str) -> set[str]:
+    """The "+" suffixes of a method: {"guard", "clip", ...}."""
+    return set(method.split("+")[1:])
+
+
+def make_optimizer(method: str, params, lr: float, schedule: Schedule, budget: int = 0):
+    """Build ``method`` (module docstring). Returns ``(optimizer, lr_scheduler or None)``."""
     params = list(params)
-    forecaster = forecaster_of(method)
-    jump = dict(window=schedule.window, record_every=schedule.record_every, jump_every=schedule.jump_every,
-                horizon=schedule.horizon, after_jump=schedule.after_jump)
+    if is_jumping(method):
+        return make_optimizer(base_method(method), params, lr, schedule, budget)
+    if is_forecasting(method):
+        horizon = schedule.horizon if schedule.k_max is None else Decaying(schedule.k_max, schedule.power,
+                                                                            max(budget, schedule.jump_every))
+        jump = dict(window=schedule.window, record_every=schedule.record_every, jump_every=schedule.jump_every,
+                    horizon=horizon, after_jump=schedule.after_jump)
+        if method.startswith("forecast-sgd:"):
+            return ForecastSGD(params, lr=lr, momentum=SGD_MOMENTUM, forecaster=forecaster_of(method), **jump), None
+        base = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
+        return Forecast(base, forecaster_of(method), **jump), None
     if method == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM)
+        return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM), None
     if method == "lookahead-sgd":
-        return Lookahead(torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM))
-    if method == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
-    if method.startswith("forecast-sgd:"):
-        return ForecastSGD(params, lr=lr, momentum=SGD_MOMENTUM, forecaster=forecaster, **jump)
-    if method.startswith("forecast-adamw:"):
-        return Forecast(torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY), forecaster, **jump)
-    raise ValueError(f"unknown method {method!r}; e.g. sgd, lookahead-sgd, adamw, forecast-sgd:linear, "
-                     "forecast-adamw:linear")
+        return Lookahead(torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM)), None
+    if method in ("adamw", "ema-adamw"):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY), None
+    if method == "lookahead-adamw":
+        return Lookahead(torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)), None
+    if method == "adamw-cosine":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
+        total = max(budget, 1)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total)
+                                                                                          / total)))
+    if method == "schedulefree-adamw":
+        import schedulefree
+
+        opt = schedulefree.AdamWScheduleFree(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY,
+                                             warmup_steps=budget // 20)
+        opt.train()
+        return opt, None
+    raise ValueError(f"unknown method {method!r}; e.g. sgd, adamw, adamw-cosine, lookahead-adamw, "
+                     "schedulefree-adamw, ema-adamw, jump-adamw:nowcast+guard, forecast-adamw:wnn")

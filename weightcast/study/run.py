@@ -1,17 +1,22 @@
 """One training run of the time-to-accuracy study: a task, a model, a method, a learning rate and a seed.
 
-Wall-clock time counts the training steps only (forward, backward, optimizer step with its records and jumps);
-evaluations, including those on both sides of a jump, are timed separately and left out.
+Wall-clock time counts the training steps only (forward, backward, optimizer step, learning-rate schedule, EMA
+update, records, jumps and the guard's evaluations); evaluations of the judged metric, including those around a
+jump, are timed separately and left out.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from .methods import Schedule, is_forecasting, make_optimizer
+from .jumps import Jumps, linear_predictor, nowcast_predictor
+from .methods import (CLIP_STD, EMA_DECAY, Schedule, forecaster_of, is_forecasting, is_jumping, make_optimizer,
+                      options_of)
 
 
 # a suffix on a forecasting method adds a jump guard; its criteria on the guard batch: the loss ("+guard"), or the
@@ -56,14 +61,17 @@ class Goal:
 
 @dataclass
 class RunResult:
-    """What one run measured. ``curve``: (step, train seconds, metric); ``jumps``: (step, before, after)."""
+    """What one run measured. ``curve``: (step, train seconds, metric); ``jumps``: (step, metric just before,
+    just after, ``AFTER_STEPS`` steps after; nan when the run ended first); ``horizons``: the horizon each jump used
+    (record intervals; 0 = the guard kept the weights)."""
 
     method: str
     lr: float
     seed: int
     budget: int
     curve: list[tuple[int, float, float]] = field(default_factory=list)
-    jumps: list[tuple[int, float, float]] = field(default_factory=list)
+    jumps: list[tuple[int, float, float, float]] = field(default_factory=list)
+    horizons: list[float] = field(default_factory=list)
     skipped_jumps: int = 0
     steps_to_target: int | None = None
     seconds_to_target: float | None = None
@@ -72,30 +80,74 @@ class RunResult:
     diverged: bool = False
 
 
+AFTER_STEPS = 100  # the accuracy "some steps after a jump" is measured this many steps after it
+
+
+def _predictor(name: str, model: torch.nn.Module, schedule: Schedule, budget: int):
+    if name == "linear":
+        return linear_predictor(schedule.window)
+    if name == "nowcast":
+        from ..forecasters import get
+
+        forecaster = get("nowcast")
+        forecaster.check_schedule(schedule.window, schedule.record_every,
+                                  max(schedule.ks(budget), default=1) * schedule.record_every)
+        return nowcast_predictor(forecaster, [n for n, _ in model.named_parameters()])
+    raise ValueError(f"training-loop jumps use the 'linear' or 'nowcast' predictor, not {name!r}")
+
+
 def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: float, seed: int, goal: Goal,
               budget: int, eval_every: int, batch_size: int, schedule: Schedule,
               eval_limit: int | None = None) -> RunResult:
-    """Train for ``budget`` steps, evaluating every ``eval_every`` steps and on both sides of every jump."""
+    """Train for ``budget`` steps, evaluating every ``eval_every`` steps and just before, just after and
+    :data:`AFTER_STEPS` steps after every jump."""
     torch.manual_seed(seed)
     model = make_model()
-    opt = make_optimizer(method, model.parameters(), lr, schedule)
+    opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY))
+           if method.startswith("ema-") else None)
+    judged = ema.module if ema is not None else model
+    schedule_free = method.startswith("schedulefree-")
     result = RunResult(method, lr, seed, budget)
     eval_seconds = [0.0]
 
     def measure() -> float:
         start = time.perf_counter()
-        value = task.evaluate(model, limit=eval_limit)[goal.metric]
+        if schedule_free:
+            opt.eval()
+        value = task.evaluate(judged, limit=eval_limit)[goal.metric]
+        if schedule_free:
+            opt.train()
         eval_seconds[0] += time.perf_counter() - start
         return value
 
-    with_error = guard_of(method)
-    if is_forecasting(method) and with_error is not None:
+    ks = schedule.ks(budget)
+    pending: dict[int, int] = {}  # step -> index of the jump whose "after" is measured then
+    options = options_of(method)
+    guard = None
+    if "guard" in options or guard_of(method) is not None:
         gx, gy = next(task.batches(GUARD_BATCH, generator=seed + 7919))
-        opt.guard_jumps(lambda: _eval_guard(task, model, gx, gy, with_error))
-    if is_forecasting(method):
+        with_error = bool(guard_of(method))
+        guard = lambda: _eval_guard(task, model, gx, gy, with_error)  # noqa: E731
+    jumps = None
+    if is_jumping(method):
+        jumps = Jumps(list(model.parameters()), _predictor(forecaster_of(method), model, schedule, budget),
+                      window=schedule.window, record_every=schedule.record_every, ks=ks, guard=guard,
+                      clip=CLIP_STD if "clip" in options else None)
+    elif is_forecasting(method):
+        if guard is not None:
+            opt.guard_jumps(guard)
         before: list[float] = []
-        opt.register_jump_hooks(before=lambda o, t: before.append(measure()),
-                                after=lambda o, t: result.jumps.append((t, before[-1], measure())))
+
+        def pre(o, t):
+            before.append(measure())
+
+        def post(o, t):
+            result.jumps.append((t, before[-1], measure(), math.nan))
+            result.horizons.append(opt.engine.horizon_at(t) / schedule.record_every)
+            pending[t + AFTER_STEPS] = len(result.jumps) - 1
+
+        opt.register_jump_hooks(before=pre, after=post)
     batches = task.batches(batch_size, generator=seed)
     train_start = time.perf_counter()
     for step in range(1, budget + 1):
@@ -107,6 +159,21 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
             break
         loss.backward()
         opt.step()
+        if lr_schedule is not None:
+            lr_schedule.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        if jumps is not None and step % schedule.jump_every == 0 and len(jumps.history) == schedule.window - 1:
+            before_value = measure()
+            jumps.after_step(step)
+            result.jumps.append((step, before_value, measure(), math.nan))
+            result.horizons.append(jumps.chosen[-1])
+            pending[step + AFTER_STEPS] = len(result.jumps) - 1
+        elif jumps is not None:
+            jumps.after_step(step)
+        if step in pending:
+            j = pending.pop(step)
+            result.jumps[j] = (*result.jumps[j][:3], measure())
         if step % eval_every == 0 or step == budget:
             seconds = time.perf_counter() - train_start - eval_seconds[0]
             value = measure()

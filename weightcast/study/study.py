@@ -1,8 +1,8 @@
 """Run a time-to-accuracy comparison on one study task: tune each method's learning rate on one seed, then
 measure it on fresh seeds.
 
-Fair tuning: the methods that do not forecast (SGD, Lookahead(SGD), AdamW) each get the same grid of their
-family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is the one that reaches the goal in the
+Fair tuning: the methods that do not forecast (AdamW constant and cosine, SGD, Lookahead, schedule-free AdamW,
+EMA) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is the one that reaches the goal in the
 fewest steps on the tuning seed (ties and misses broken by the final metric). A forecasting method is its base
 optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate, with the task's fixed
 forecast schedule, and gets no tuning of its own. The reported numbers come from ``seeds`` other seeds.
@@ -20,8 +20,8 @@ from .methods import base_method, family
 from .run import RunResult, train_run
 from .tasks import ADAMW_LRS, SGD_LRS, StudyTask
 
-DEFAULT_METHODS = ("sgd", "forecast-sgd:linear", "forecast-sgd:linear+guard", "lookahead-sgd", "adamw",
-                   "forecast-adamw:linear")
+DEFAULT_METHODS = ("adamw", "adamw-cosine", "sgd", "lookahead-adamw", "schedulefree-adamw", "ema-adamw",
+                   "jump-adamw:linear", "jump-adamw:linear+guard", "jump-adamw:nowcast", "jump-adamw:nowcast+guard")
 TUNING_SEED = 0
 
 
@@ -36,19 +36,21 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
               budget: int | None = None, progress: bool = True) -> dict[str, dict]:
     """For each method: its tuned lr, the tuning runs, and ``seeds`` measured runs (seeds 1..seeds).
 
-    ``lrs`` overrides the grids ({"sgd": (...), "adamw": (...)}); ``budget`` overrides the task's step budget.
+    ``lrs`` overrides the grids: per family ({"sgd": (...), "adamw": (...)}) or per method ({"ema-adamw": (...)});
+    a one-value grid is used without tuning runs. ``budget`` overrides the task's step budget.
     Returns ``{method: {"lr": float, "tuning": [RunResult], "runs": [RunResult]}}``.
     """
     if budget is not None:
         study = replace(study, budget=budget)
-    task = data.get_task(study.task, data_dir=data_dir)
+    task = data.get_task(study.task, data_dir=data_dir, **study.task_kwargs)
     make_model: Callable = lambda: models.get(study.arch, **task.model_kwargs(), **study.model_kwargs)  # noqa: E731
     grids = {"sgd": SGD_LRS, "adamw": ADAMW_LRS, **(lrs or {})}
+    grid = lambda m: grids.get(m, grids[family(m)])  # noqa: E731  (a method's own grid, else its family's)
     tuned = [m for m in methods if base_method(m) == m]
     for method in methods:
         if base_method(method) not in tuned:
             tuned.append(base_method(method))
-    total = sum(len(grids[family(m)]) for m in tuned) + seeds * len(methods)
+    total = sum(len(grid(m)) for m in tuned if len(grid(m)) > 1) + seeds * len(methods)
     bar = tqdm(total=total, desc=f"{study.task}/{study.arch}", unit="run", disable=not progress)
 
     def one(method, lr, seed):
@@ -57,8 +59,10 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
         bar.update()
         return result
 
-    tuning = {m: [one(m, lr, TUNING_SEED) for lr in grids[family(m)]] for m in tuned}
-    best_lr = {m: min(runs, key=lambda r: _score(r, study.goal.metric)).lr for m, runs in tuning.items()}
+    # a one-value grid needs no tuning run
+    tuning = {m: [one(m, lr, TUNING_SEED) for lr in grid(m)] if len(grid(m)) > 1 else [] for m in tuned}
+    best_lr = {m: min(runs, key=lambda r: _score(r, study.goal.metric)).lr if runs else grid(m)[0]
+               for m, runs in tuning.items()}
     results = {}
     for method in methods:
         lr = best_lr[base_method(method)]

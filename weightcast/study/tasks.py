@@ -1,7 +1,9 @@
 """The study's tasks: which data, model, goal and budget each comparison uses.
 
 "held_out" tasks are kept out of every model zoo (see :data:`weightcast.zoo.spec.HELD_OUT`): their results are
-the ones that count for learned forecasters. Learning-rate grids are per optimizer family and shared by every
+the ones that count for learned forecasters. The other tasks' architectures have a close relative in the
+long-trajectory zoo (:func:`weightcast.zoo.spec.long_spec`) but never the same run: the zoo's seeds, batch sizes
+and budgets differ. Learning-rate grids are per optimizer family and shared by every
 method of that family.
 """
 from __future__ import annotations
@@ -30,20 +32,24 @@ class StudyTask:
     eval_limit: int | None = None
     held_out: bool = False
     needs_data_dir: bool = False
+    task_kwargs: dict = field(default_factory=dict)
 
+
+# NiNo's schedule (5 states 200 steps apart, a jump every 1000 steps, k from 40 down to 1 over 10k steps) scaled to
+# budgets of 1-3k steps: 5 states 10 steps apart, a jump every 50 steps, k from 32 (the nowcaster's longest
+# horizon) down to 1 over the budget
+LONG = Schedule(window=5, record_every=10, k_max=32)
 
 STUDY_TASKS = {
-    "digits-mlp": StudyTask("digits", "mlp", Goal("acc", 0.97), budget=600, eval_every=10, batch_size=32,
-                            schedule=Schedule(window=5, record_every=10, horizon=25),
-                            model_kwargs={"widths": (64,)}),
-    "mnist-lenet5": StudyTask("mnist", "lenet5", Goal("acc", 0.975), budget=1000, eval_every=50, batch_size=64,
-                              schedule=Schedule(window=5, record_every=10, horizon=25), eval_limit=1000,
-                              needs_data_dir=True),
-    "chars-gpt": StudyTask("chars", "gpt", Goal("loss", 2.3), budget=800, eval_every=50, batch_size=32,
-                           schedule=Schedule(window=5, record_every=10, horizon=25), eval_limit=32,
-                           model_kwargs={"n_layer": 2, "n_embd": 64, "n_head": 4}),
-    "mnist-lenet5-wide": StudyTask("mnist", "lenet5", Goal("acc", 0.975), budget=600, eval_every=50,
-                                   batch_size=64, schedule=Schedule(window=5, record_every=10, horizon=25),
-                                   model_kwargs={"width": 4}, eval_limit=1000, held_out=True,
-                                   needs_data_dir=True),
+    "digits-mlp-deep": StudyTask("digits", "mlp", Goal("acc", 0.97), budget=1500, eval_every=25, batch_size=32,
+                                 schedule=LONG, model_kwargs={"widths": (48, 48, 48)}, held_out=True),
+    "digits-mlp": StudyTask("digits", "mlp", Goal("acc", 0.98), budget=1500, eval_every=25, batch_size=32,
+                            schedule=LONG, model_kwargs={"widths": (64,)}),
+    "mnist-mlp": StudyTask("mnist", "mlp", Goal("acc", 0.96), budget=3000, eval_every=100, batch_size=64,
+                           schedule=LONG, model_kwargs={"widths": (64,)}, eval_limit=2000, needs_data_dir=True),
+    "mnist-lenet5": StudyTask("mnist", "lenet5", Goal("acc", 0.98), budget=2000, eval_every=100, batch_size=64,
+                              schedule=LONG, eval_limit=2000, needs_data_dir=True),
+    "chars-gpt": StudyTask("chars", "gpt", Goal("loss", 2.3), budget=2000, eval_every=100, batch_size=16,
+                           schedule=LONG, eval_limit=32, model_kwargs={"n_layer": 2, "n_embd": 32, "n_head": 2},
+                           task_kwargs={"block_size": 32}),
 }

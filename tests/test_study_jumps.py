@@ -1,0 +1,101 @@
+"""Training-loop jumps (NiNo's schedule with a decaying horizon, the multi-horizon guard, clipping) and the study's
+baselines (cosine, schedule-free, EMA, Lookahead(AdamW))."""
+import math
+
+import pytest
+import torch
+
+from weightcast import data, models
+from weightcast.study import STUDY_TASKS
+from weightcast.study.jumps import Jumps, linear_predictor
+from weightcast.study.methods import Schedule, base_method, forecaster_of, options_of
+from weightcast.study.run import AFTER_STEPS, train_run
+
+
+def test_study_schedule_is_the_optimizers_decaying_schedule():
+    # ANCHORS.md: k_j = round(linspace(40^(1/2), 1, n)^2) = 40, 33, 26, 21, 16, 11, 8, 5, 3, 1 over 10 jumps
+    assert Schedule(window=5, record_every=200, k_max=40).ks(10_000) == [40, 33, 26, 21, 16, 11, 8, 5, 3, 1]
+    assert Schedule(record_every=10, k_max=8).ks(30) == []
+
+
+def test_method_names():
+    assert base_method("jump-adamw:nowcast+guard+clip") == "adamw"
+    assert forecaster_of("jump-adamw:nowcast+guard+clip") == "nowcast"
+    assert options_of("jump-adamw:nowcast+guard+clip") == {"guard", "clip"}
+    assert base_method("forecast-sgd:wnn") == "sgd" and base_method("ema-adamw") == "ema-adamw"
+
+
+def _line_run(ks, guard=None, clip=None, steps=10):
+    p = torch.zeros(6)
+    jumps = Jumps([p], linear_predictor(5), window=5, record_every=2, ks=ks, guard=guard, clip=clip)
+    for t in range(1, steps + 1):
+        p += 1.0  # one unit per step: a straight line
+        jumps.after_step(t)
+    return p, jumps
+
+
+def test_jump_goes_k_record_intervals_ahead_on_a_line():
+    p, jumps = _line_run([3])
+    assert jumps.num_jumps == 1 and jumps.chosen == [3]
+    torch.testing.assert_close(p, torch.full((6,), 10.0 + 3 * 2))
+
+
+def test_guard_keeps_the_best_candidate_and_can_refuse():
+    # the guard's loss is the distance to 14: of k = 4, 2, 1 (steps 8, 4, 2 ahead of 10) the best is k = 2
+    p, jumps = _line_run([4], guard=lambda: 0.0)
+    assert jumps.chosen == [0]  # nothing beats a loss of 0 before the jump: the weights stay
+    torch.testing.assert_close(p, torch.full((6,), 10.0))
+    holder = {}
+    p = torch.zeros(6)
+    holder["p"] = p
+    jumps = Jumps([p], linear_predictor(5), window=5, record_every=2, ks=[4],
+                  guard=lambda: float((holder["p"] - 14).abs().mean()))
+    for t in range(1, 11):
+        p += 1.0
+        jumps.after_step(t)
+    assert jumps.chosen == [2]
+    torch.testing.assert_close(p, torch.full((6,), 14.0))
+
+
+def test_clip_bounds_each_move_by_the_tensors_move_spread():
+    p = torch.zeros(50)
+    speed = torch.ones(50)
+    speed[0] = 100.0  # one outlier element
+    jumps = Jumps([p], linear_predictor(5), window=5, record_every=1, ks=[5], clip=1.0)
+    for t in range(1, 6):
+        before = p.clone()
+        p += speed
+        jumps.after_step(t)
+    assert jumps.num_jumps == 1
+    moved = p - before - speed  # the jump's move (the last step's update removed)
+    moves = 5 * speed  # the unclipped move
+    assert float(moved[0]) <= float(moves.std()) + 1e-4 < float(moves[0])
+
+
+@pytest.mark.parametrize("method", ["jump-adamw:linear+guard", "adamw-cosine", "schedulefree-adamw", "ema-adamw",
+                                    "lookahead-adamw"])
+def test_study_methods_run(method):
+    study = STUDY_TASKS["digits-mlp"]
+    task = data.get_task(study.task)
+
+    def make():
+        return models.get(study.arch, **task.model_kwargs(), **study.model_kwargs)
+
+    budget = 150
+    result = train_run(task, make, method, 3e-3, 1, study.goal, budget, 50, study.batch_size,
+                       Schedule(window=5, record_every=10, k_max=8))
+    assert not result.diverged and len(result.curve) == 3 and result.final > 0.5
+    if method.startswith("jump-"):
+        assert [j[0] for j in result.jumps] == [50, 100, 150]
+        assert all(not math.isnan(j[3]) for j in result.jumps if j[0] + AFTER_STEPS <= budget)
+        assert len(result.horizons) == 3 and all(h in (0, 1, 2, 4, 8, 5, 3) for h in result.horizons)
+
+
+def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):
+    from weightcast.study.demo import DEMO_METHODS, run_demo
+
+    text = run_demo(tmp_path, seeds=1, quick=True)
+    assert all(m in text for m in DEMO_METHODS)
+    assert (tmp_path / "tta_digits-mlp.md").exists() and (tmp_path / "tta_digits-mlp.png").exists()
+    header = (tmp_path / "tta_digits-mlp.csv").read_text().splitlines()[0]
+    assert header.startswith("benchmark,name,metric,unit")
