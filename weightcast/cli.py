@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .wsl.cli import add_subparser as add_ae
 
     add_ae(sub)
+    from .lowrank.cli import add_subparser as add_lowrank
+
+    add_lowrank(sub)
     return parser
 
 
