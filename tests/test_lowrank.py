@@ -104,11 +104,14 @@ def test_truncation_rank_bound(absolute):
             assert sigma[r - 1:].norm() > tol  # smallest such rank
 
 
+@pytest.mark.parametrize("capture", ["auto", "projections", "dense"])
 @pytest.mark.parametrize("base,kw", [("sgd", dict(momentum=0.9, weight_decay=1e-3)),
                                      ("sgd", dict(momentum=0.5, nesterov=True)),
                                      ("adamw", dict(weight_decay=0.01))])
-def test_one_pass_equals_three_pass(base, kw):
+def test_one_pass_equals_three_pass(base, kw, capture):
     m1 = _small_lenet()
+    for layer in lr.low_rank_layers(m1).values():
+        layer.capture = capture
     m3 = copy.deepcopy(m1)
     o1 = lr.KLS(m1, lr=0.1, theta=0.1, base=base, **kw)
     o3 = lr.KLSThreePass(m3, lr=0.1, theta=0.1, base=base, **kw)
@@ -129,7 +132,7 @@ def test_one_pass_equals_three_pass(base, kw):
         o3.step(lambda: F.cross_entropy(m3(x), y))
         for name in kl1:
             for g1, g3 in zip(kl1[name], grads["kl3"][name]):
-                torch.testing.assert_close(g1, g3, rtol=1e-9, atol=1e-12)
+                torch.testing.assert_close(g1, g3, rtol=1e-8, atol=1e-10)
         assert o1.ranks() == o3.ranks()
         for (n1, l1), (n3, l3) in zip(o1.layers.items(), o3.layers.items()):
             torch.testing.assert_close(l1.weight_matrix(), l3.weight_matrix(), rtol=1e-8, atol=1e-10)
@@ -137,8 +140,11 @@ def test_one_pass_equals_three_pass(base, kw):
             torch.testing.assert_close(p1, p3, rtol=1e-8, atol=1e-10)
 
 
-def test_s_gradient_equals_autograd_on_augmented_core():
+@pytest.mark.parametrize("capture", ["projections", "dense"])
+def test_s_gradient_equals_autograd_on_augmented_core(capture):
     model = _small_lenet()
+    for layer in lr.low_rank_layers(model).values():
+        layer.capture = capture
     opt = lr.KLS(model, lr=0.1, theta=0.1)
     x, y = _batch()
     F.cross_entropy(model(x), y).backward()
@@ -330,8 +336,11 @@ def test_bad_inputs_give_clear_errors():
         lr.KLSThreePass(_small_lenet(), lr=0.1).step()
 
 
-def test_gradient_accumulation_sums_backwards():
+@pytest.mark.parametrize("capture", ["projections", "dense"])
+def test_gradient_accumulation_sums_backwards(capture):
     m1 = _small_lenet()
+    for layer in lr.low_rank_layers(m1).values():
+        layer.capture = capture
     m2 = copy.deepcopy(m1)
     o1, o2 = lr.KLS(m1, lr=0.2, theta=0.1), lr.KLS(m2, lr=0.2, theta=0.1)
     x, y = _batch(n=8)
@@ -351,4 +360,4 @@ def test_no_grad_forward_does_not_capture():
     opt = lr.KLS(model, lr=0.1)
     with torch.no_grad():
         model(_batch()[0])
-    assert all(not layer._captured for layer in opt.layers.values())
+    assert all(not layer._captured and layer._dense_grad is None for layer in opt.layers.values())

@@ -42,7 +42,7 @@ def run_train(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     config = dict(task=args.task, model=args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                   base=args.base, momentum=args.momentum)
-    runs = ([None] if args.dense else []) + list(args.theta)
+    runs = list(args.theta) + ([None] if args.dense else [])
     results, rows, lines = {}, [], []
     csv = args.out / "lowrank_train.csv"
     for theta in runs:

@@ -102,7 +102,7 @@ class KLS(torch.optim.Optimizer):
             for p in (layer.U, layer.S, layer.V):
                 p.requires_grad_(False)
             layer._one_pass = self.one_pass
-            layer._captured.clear()
+            layer.clear_capture()
 
     def ranks(self) -> dict[str, int]:
         """The current rank of each low-rank layer, by module name."""
@@ -111,7 +111,7 @@ class KLS(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
         for layer in self.layers.values():
-            layer._captured.clear()
+            layer.clear_capture()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -145,7 +145,7 @@ class KLS(torch.optim.Optimizer):
                 _base_step(p, p.grad, state, group, state["step"], inplace=True)
         for name, layer in self.layers.items():
             self._integrate_core(name, layer, *augmented[name], g_s[name], group)
-            layer._captured.clear()
+            layer.clear_capture()
 
     def _integrate_core(self, name, layer, U_hat, V_hat, g_s, group) -> None:
         """S-step on the augmented core, truncation, and the state carried into the new bases."""
@@ -172,33 +172,44 @@ class KLS(torch.optim.Optimizer):
         """G V and Gᵀ U of each layer from the captured backward(s) (summed when there were several)."""
         out = {}
         for name, layer in self.layers.items():
-            captured = self._captured(name, layer)
-            g_k = sum(layer.outer(dy, z) for x, z, dy, dy_u in captured)
-            g_l = sum(layer.filter_grad(x, dy_u) for x, z, dy, dy_u in captured)
+            self._check_captured(name, layer)
+            g_k = sum(layer.outer(dy, z) for x, z, dy, dy_u in layer._captured)
+            g_l = sum(layer.filter_grad(x, dy_u) for x, z, dy, dy_u in layer._captured)
+            G = layer._dense_grad
+            if G is not None:
+                g_k, g_l = g_k + G @ layer.V, g_l + G.T @ layer.U
             out[name] = (g_k, g_l)
         return out
 
     def _s_gradients(self, augmented, closure) -> dict[str, torch.Tensor]:
-        """Ûᵀ G V̂ of each layer, from the same captured backward(s)."""
+        """Ûᵀ G V̂ of each layer, from the same captured backward(s), assembled from the blocks
+        [[Uᵀ G V, Uᵀ G Ṽ], [Ũᵀ G V, Ũᵀ G Ṽ]]."""
         out = {}
         for name, layer in self.layers.items():
             U_hat, V_hat = augmented[name]
             r = layer.rank
             U_new, V_new = U_hat[:, r:], V_hat[:, r:]
-            total = 0
+            total = U_hat.new_zeros(U_hat.shape[1], V_hat.shape[1])
+            if layer._dense_grad is not None:
+                total += U_hat.T @ layer._dense_grad @ V_hat
             for x, z, dy, dy_u in layer._captured:
-                left = [dy_u] + ([layer.mix(dy, U_new.T)] if U_new.shape[1] else [])
-                right = [z] + ([layer.project_in(x, V_new)] if V_new.shape[1] else [])
-                dim = 1 if dy.dim() == 4 else -1
-                total = total + layer.outer(torch.cat(left, dim), torch.cat(right, dim))
+                dy_new = layer.mix(dy, U_new.T) if U_new.shape[1] else None
+                z_new = layer.project_in(x, V_new) if V_new.shape[1] else None
+                total[:r, :r] += layer.outer(dy_u, z)
+                if z_new is not None:
+                    total[:r, r:] += layer.outer(dy_u, z_new)
+                if dy_new is not None:
+                    total[r:, :r] += layer.outer(dy_new, z)
+                if dy_new is not None and z_new is not None:
+                    total[r:, r:] += layer.outer(dy_new, z_new)
             out[name] = total
         return out
 
-    def _captured(self, name, layer):
-        if not layer._captured:
+    @staticmethod
+    def _check_captured(name, layer):
+        if not layer._captured and layer._dense_grad is None:
             raise RuntimeError(f"low-rank layer {name!r} has no captured backward: call loss.backward() (with "
                                "the layer in the graph) after zero_grad() and before step()")
-        return layer._captured
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

@@ -33,8 +33,9 @@ from torch import nn
 
 class _OnePassCapture(torch.autograd.Function):
     """The layer's forward without autograd through U, S, V; the backward returns the gradients of the input and
-    the bias and keeps (x, x V, dy, dy U) on the layer for the KLS integrator, which forms the K, L and S
-    gradients from them."""
+    the bias and keeps on the layer what the KLS integrator forms the K, L and S gradients from: either the
+    projections (x, x V, dy, dy U), or, when the dense gradient G (n x m) is smaller than x and dy together (a
+    convolution applied at many positions), G itself."""
 
     @staticmethod
     def forward(ctx, x, bias, layer):
@@ -43,7 +44,9 @@ class _OnePassCapture(torch.autograd.Function):
         y = layer.mix(z, U @ S)
         if bias is not None:
             y = y + layer.channel_view(bias)
-        ctx.save_for_backward(x, z)
+        mode = layer.capture
+        ctx.dense = mode == "dense" or (mode == "auto" and layer.out_features * layer.fan_in <= x.numel() + y.numel())
+        ctx.save_for_backward(x, None if ctx.dense else z)
         ctx.layer = layer
         ctx.has_bias = bias is not None
         return y
@@ -52,12 +55,16 @@ class _OnePassCapture(torch.autograd.Function):
     def backward(ctx, dy):
         x, z = ctx.saved_tensors
         layer = ctx.layer
-        dy_u = layer.mix(dy, layer.U.T)
+        dy_u = layer.mix(dy, layer.U.T) if ctx.needs_input_grad[0] or not ctx.dense else None
         dx = None
         if ctx.needs_input_grad[0]:
             dx = layer.input_grad(x.shape, layer.V, layer.mix(dy_u, layer.S.T))
         dbias = layer.channel_sum(dy) if ctx.has_bias else None
-        layer._captured.append((x.detach(), z, dy, dy_u))
+        if ctx.dense:
+            G = layer.filter_grad(x, dy).T
+            layer._dense_grad = G if layer._dense_grad is None else layer._dense_grad + G
+        else:
+            layer._captured.append((x.detach(), z, dy, dy_u))
         return dx, dbias, None
 
 
@@ -66,6 +73,7 @@ class LowRankLayer(nn.Module):
 
     out_features: int
     fan_in: int
+    capture: str = "auto"  # what a backward keeps for KLS: "auto" (the smaller), "projections" or "dense" (G)
 
     def _init_factors(self, rank: int, max_rank: int | None, bias: bool, dtype, device) -> None:
         limit = min(self.out_features, self.fan_in)
@@ -84,7 +92,8 @@ class LowRankLayer(nn.Module):
         self.S = nn.Parameter(torch.eye(rank, **factory) * scale * math.sqrt(min(self.out_features, self.fan_in)))
         self.V = nn.Parameter(V)
         self.bias = nn.Parameter(torch.zeros(self.out_features, **factory)) if bias else None
-        self._captured: list[tuple[torch.Tensor, ...]] = []
+        self._captured: list[tuple[torch.Tensor, ...]] = []  # (x, x V, dy, dy U) of each backward
+        self._dense_grad: torch.Tensor | None = None  # or the summed dense gradient G, whichever is smaller
         self._one_pass = False
         self._override: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -92,6 +101,11 @@ class LowRankLayer(nn.Module):
     def rank(self) -> int:
         """The current rank r."""
         return self.S.shape[0]
+
+    def clear_capture(self) -> None:
+        """Drop what the last backward(s) left for the integrator."""
+        self._captured.clear()
+        self._dense_grad = None
 
     def set_factors(self, U: torch.Tensor, S: torch.Tensor, V: torch.Tensor) -> None:
         """Re-bind U (n, r), S (r, r), V (m, r) to new values, possibly of a new rank r <= max_rank."""
