@@ -87,9 +87,13 @@ def test_augmented_core_matches_definition():
     expected = torch.zeros(8, 7, dtype=torch.float64)
     expected[:4, :4] = S
     torch.testing.assert_close(core, expected)
-    # nearly rank-deficient: K inside span(U) still gives an orthonormal augmented basis
-    U_hat = lr.augment(U, U @ torch.randn(4, 4, dtype=torch.float64) + 1e-14)
-    torch.testing.assert_close(U_hat.T @ U_hat, torch.eye(8, dtype=torch.float64))
+    # nearly rank-deficient: K (almost) inside span(U) still gives an orthonormal augmented basis
+    for tiny in (0.0, 1e-14, 1e-9):
+        K = U @ torch.randn(4, 4, dtype=torch.float64) + tiny * torch.randn(11, 4, dtype=torch.float64)
+        K[:, 0] += tiny * 1e3 * torch.randn(11, dtype=torch.float64)  # one direction well outside, the rest not
+        U_hat = lr.augment(U, K)
+        torch.testing.assert_close(U_hat.T @ U_hat, torch.eye(8, dtype=torch.float64), rtol=0, atol=1e-12)
+        assert torch.equal(U_hat[:, :4], U)
 
 
 @pytest.mark.parametrize("absolute", [False, True])

@@ -4,8 +4,8 @@ For each low-rank layer W = U S Vᵀ (U (n, r), S (r, r), V (m, r)) and loss gra
 
 1. K-step: K = U S, K' = K - base_update(G V)           (n, r)
    L-step: L = V Sᵀ, L' = L - base_update(Gᵀ U)         (m, r)
-2. Basis augmentation: Û = [U, Ũ] with Ũ the part of qr([U, K']) orthogonal to U, V̂ = [V, Ṽ] likewise
-   (the span of qr([K', U]); at most min(2r, n) and min(2r, m) columns).
+2. Basis augmentation: Û = [U, Ũ] with Ũ an orthonormal basis of the part of K' orthogonal to U, V̂ = [V, Ṽ]
+   likewise (the span of qr([K', U]); at most min(2r, n) and min(2r, m) columns; see :func:`augment`).
 3. S-step on the augmented core Ŝ = (ÛᵀU) S (V̂ᵀV)ᵀ = [[S, 0], [0, 0]]:  Ŝ' = Ŝ - base_update(Ûᵀ G V̂).
    Since Û and V̂ contain U and V, Û Ŝ V̂ᵀ = W exactly, so the S gradient is taken at the same W as the K and
    L gradients.
@@ -233,12 +233,23 @@ class KLS(torch.optim.Optimizer):
 
 def augment(basis: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """[basis, B̃]: ``basis`` (n, r) with orthonormal columns, extended by min(r, n - r) orthonormal columns
-    spanning the part of ``new`` (n, r) orthogonal to it (from the Householder QR of [basis, new], which stays
-    orthogonal when ``new`` is nearly inside span(basis)); the span equals that of qr([new, basis])."""
+    spanning the part of ``new`` (n, r) orthogonal to it; the span equals that of qr([new, basis]).
+
+    Fast path: project ``new`` out of span(basis) twice (classical Gram-Schmidt with re-orthogonalisation) and
+    take the QR of the n x r remainder. When that remainder is nearly rank-deficient (``new`` nearly inside
+    span(basis), e.g. a step with lr 0), its QR is not orthogonal to ``basis``; that is detected and the
+    Householder QR of the whole [basis, new] (orthogonal whatever the rank) is used instead.
+    """
     n, r = basis.shape
     cols = min(2 * r, n)
     if cols == r:
         return basis
+    if cols == 2 * r:
+        rest = new - basis @ (basis.T @ new)
+        rest = rest - basis @ (basis.T @ rest)
+        Q = torch.linalg.qr(rest)[0]
+        if float((basis.T @ Q).abs().max()) <= 100 * math.sqrt(n) * torch.finfo(Q.dtype).eps:
+            return torch.cat([basis, Q], 1)
     Q = torch.linalg.qr(torch.cat([basis, new], 1))[0]
     return torch.cat([basis, Q[:, r:cols]], 1)
 
