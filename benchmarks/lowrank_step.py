@@ -24,18 +24,23 @@ from torch.profiler import ProfilerActivity, profile
 
 from common import RESULTS, write_results
 from weightcast import lowrank as lr
-from weightcast.models import MLP
+from weightcast.models import GPT, MLP
 
 OUT = RESULTS / "lowrank"
 VARIANTS = ("dense", "kls-3pass", "kls-1pass")
+MODELS = ("lenet5-ref", "mlp-1024", "gpt-mlp")
+VOCAB = 96
 
 
 def build(model_name: str, variant: str):
     torch.manual_seed(0)
     if model_name == "lenet5-ref":
         model, ranks = lr.ReferenceLeNet5(), {"conv1": 9, "conv2": 16, "fc1": 28}
-    else:
+    elif model_name == "mlp-1024":
         model, ranks = MLP((1, 28, 28), 10, (1024, 1024)), {"layers.0": 32, "layers.2": 32}
+    else:
+        model = GPT(VOCAB, block_size=64)
+        ranks = {f"blocks.{i}.mlp.{j}": 16 for i in range(2) for j in (0, 2)}
     if variant == "dense":
         return model, torch.optim.SGD(model.parameters(), lr=0.05)
     for name, r in ranks.items():
@@ -44,13 +49,25 @@ def build(model_name: str, variant: str):
     return model, cls(model, lr=0.05, theta=0.15, fixed_rank=True)
 
 
+def batch(model_name: str):
+    g = torch.Generator().manual_seed(0)
+    if model_name == "gpt-mlp":
+        ids = torch.randint(0, VOCAB, (32, 65), generator=g)
+        return ids[:, :-1], ids[:, 1:]
+    return torch.randn(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)
+
+
 def make_step(model, opt, variant, x, y):
+    def loss():
+        out = model(x)
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
     if variant == "kls-3pass":
-        return lambda: opt.step(lambda: F.cross_entropy(model(x), y))
+        return lambda: opt.step(loss)
 
     def step():
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        loss().backward()
         opt.step()
     return step
 
@@ -85,17 +102,16 @@ def step_peak_bytes(step) -> int:
     return peak
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows, lines = [], []
     load = os.getloadavg()[0]
-    for model_name in ("lenet5-ref", "mlp-1024"):
-        g = torch.Generator().manual_seed(0)
-        x, y = torch.randn(128, 1, 28, 28, generator=g), torch.randint(0, 10, (128,), generator=g)
+    for model_name in MODELS:
+        x, y = batch(model_name)
         runs = {v: build(model_name, v) for v in VARIANTS}
         steps = {v: make_step(*runs[v], v, x, y) for v in VARIANTS}
         times = {v: [] for v in VARIANTS}
@@ -113,7 +129,7 @@ def main() -> None:
             transient = step_peak_bytes(steps[v])
             q = statistics.quantiles(times[v], n=5)
             med = statistics.median(times[v])
-            config = {"model": model_name, "batch": 128, "threads": args.threads, "load1": load,
+            config = {"model": model_name, "batch": len(x), "threads": args.threads, "load1": load,
                       "ranks": opt.ranks() if hasattr(opt, "ranks") else None}
             rows.append(dict(benchmark="lowrank_step", name=v, metric="step_time", unit="ms", x_name="model",
                              x_value=model_name, value=med, q20=q[0], q80=q[3], config=config))
@@ -127,9 +143,9 @@ def main() -> None:
             print(lines[-1], flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     write_results(OUT / "step_cpu.csv", rows, device="cpu")
-    header = (f"Per-step time and peak training memory, batch 128, {args.threads} thread(s), CPU "
+    header = (f"Per-step time and peak training memory, batch 128 (GPT: 32 x 64 tokens), {args.threads} thread(s), CPU "
               f"(1-min load average {load:.1f} on a shared 2-core machine at the start); "
-              "ranks fixed (LeNet-5 9/16/28, MLP 32/32)\n\n"
+              "ranks fixed (LeNet-5 9/16/28, MLP 32/32, GPT MLPs 16)\n\n"
               "| model | variant | step ms median (q20-q80) | 3-pass time / this | peak MiB | persistent MiB |\n"
               "|---|---|---|---|---|---|\n")
     (OUT / "step_cpu.md").write_text(header + "\n".join(lines) + "\n")

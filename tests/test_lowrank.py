@@ -365,3 +365,64 @@ def test_no_grad_forward_does_not_capture():
     with torch.no_grad():
         model(_batch()[0])
     assert all(not layer._captured and layer._dense_grad is None for layer in opt.layers.values())
+
+
+def test_forecasting_over_factors():
+    """ForecastSGD over U, S, V works when the factors are trained as plain parameters (fixed parametrisation);
+    Forecast around KLS forecasts the non-factor parameters and leaves the factors to the integrator."""
+    import weightcast as wc
+
+    model = _small_lenet(torch.float32)
+    opt = wc.ForecastSGD(model.parameters(), lr=0.05, forecaster="linear", window=3, jump_every=4, horizon=2)
+    for step in range(8):
+        x, y = _batch(torch.float32, seed=step)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        assert model[5].U.grad is not None  # factors get ordinary gradients without KLS
+        opt.step()
+    assert opt.num_jumps == 2  # at steps 4 and 8
+    model = _small_lenet(torch.float32)
+    kls = lr.KLS(model, lr=0.05, theta=0.1)
+    opt = wc.Forecast(kls, forecaster="linear", window=3, jump_every=4, horizon=2)
+    factors = {id(p) for layer in kls.layers.values() for p in (layer.U, layer.S, layer.V)}
+    assert not any(id(p) in factors for p in opt.param_groups[0]["params"])
+    for step in range(8):
+        x, y = _batch(torch.float32, seed=step)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert opt.num_jumps == 2 and all(layer.rank >= 2 for layer in kls.layers.values())
+
+
+def test_cli_train_writes_results_table_and_plot(tmp_path):
+    from weightcast.cli import main
+    from weightcast.results import read_results
+
+    out = tmp_path / "run"
+    assert main(["lowrank", "train", "--task", "digits", "--model", "mlp", "--width", "64", "--theta", "0.2",
+                 "--dense", "--epochs", "1", "--batch-size", "256", "--out", str(out), "--no-progress"]) == 0
+    rows = read_results(out / "lowrank_train.csv")
+    names = {r["name"] for r in rows}
+    assert names == {"dense", "dlrt theta=0.2"}
+    ranks = [r for r in rows if r["metric"].startswith("rank/")]
+    assert ranks and all(2 <= float(r["value"]) <= 64 for r in ranks)
+    assert any(r["metric"] == "compression_reference" for r in rows)
+    assert (out / "lowrank_ranks.png").stat().st_size > 0
+    assert "dlrt theta=0.2" in (out / "lowrank_train.md").read_text()
+
+
+def test_one_pass_equals_three_pass_on_token_sequences():
+    """Linear layers on (B, T, C) inputs, as in a transformer's MLP."""
+    torch.manual_seed(0)
+    m1 = lr.to_low_rank(nn.Sequential(nn.Linear(6, 10), nn.GELU(), nn.Linear(10, 6)).double(), rank=3)
+    m3 = copy.deepcopy(m1)
+    o1, o3 = lr.KLS(m1, lr=0.1, theta=0.05, momentum=0.9), lr.KLSThreePass(m3, lr=0.1, theta=0.05, momentum=0.9)
+    for step in range(3):
+        x = torch.randn(4, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(step))
+        o1.zero_grad()
+        m1(x).square().mean().backward()
+        o1.step()
+        o3.step(lambda: m3(x).square().mean())
+        assert o1.ranks() == o3.ranks()
+        for a, b in zip(o1.layers.values(), o3.layers.values()):
+            torch.testing.assert_close(a.weight_matrix(), b.weight_matrix(), rtol=1e-8, atol=1e-10)

@@ -17,6 +17,7 @@ def add_subparser(subparsers) -> None:
     tr.add_argument("--model", default="lenet5-ref", choices=("lenet5-ref", "mlp"))
     tr.add_argument("--theta", type=float, nargs="+", default=[0.15],
                     help="truncation tolerances (relative), one run each")
+    tr.add_argument("--width", type=int, default=1024, help="hidden width of the mlp model")
     tr.add_argument("--dense", action="store_true", help="also train the dense model (the baseline)")
     tr.add_argument("--epochs", type=int, default=20)
     tr.add_argument("--lr", type=float, default=0.05)
@@ -40,7 +41,7 @@ def run_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     task = get_task(args.task, data_dir=args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
-    config = dict(task=args.task, model=args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+    config = dict(task=args.task, model=args.model, width=args.width, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                   base=args.base, momentum=args.momentum)
     runs = list(args.theta) + ([None] if args.dense else [])
     results, rows, lines = {}, [], []
@@ -48,7 +49,7 @@ def run_train(args: argparse.Namespace) -> int:
     for theta in runs:
         for seed in args.seeds:
             name = "dense" if theta is None else f"dlrt theta={theta}"
-            res = train(task, args.model, theta=theta, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            res = train(task, args.model, theta=theta, width=args.width, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                         base=args.base, momentum=args.momentum, seed=seed, progress=not args.no_progress)
             results[f"{name} seed={seed}"] = res
             rows += result_rows(res, name, theta, seed, config)

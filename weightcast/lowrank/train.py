@@ -42,13 +42,13 @@ def build_model(name: str, input_shape, num_classes: int, width: int = 1024) -> 
 
 def train(task, model_name: str = "lenet5-ref", *, theta: float | None = 0.15, epochs: int = 20, lr: float = 0.05,
           batch_size: int = 128, base: str = "sgd", momentum: float = 0.0, seed: int = 0, rank: float = 1.0,
-          min_rank: int = 2, log_every: int = 10, progress: bool = True) -> TrainResult:
+          min_rank: int = 2, log_every: int = 10, width: int = 1024, progress: bool = True) -> TrainResult:
     """Train ``model_name`` on ``task`` for ``epochs`` passes over its training set; ``theta=None`` trains the
     dense model with torch.optim.SGD/AdamW (same lr), otherwise the low-rank layers with :class:`KLS` from an
-    SVD initialisation at ``rank`` (fraction of full rank). Test accuracy on the task's validation split (MNIST:
+    SVD initialisation at ``rank`` (fraction of full rank); ``width``: the mlp's hidden width. Test accuracy on the task's validation split (MNIST:
     the 10,000 test images) after every epoch; ranks every ``log_every`` steps."""
     torch.manual_seed(seed)
-    model, layers = build_model(model_name, task.input_shape, task.num_classes)
+    model, layers = build_model(model_name, task.input_shape, task.num_classes, width)
     dense_counts = {"dense_params": parameter_count(model), "dense_flops": forward_flops(model, task.input_shape)}
     if theta is None:
         cls = torch.optim.SGD if base == "sgd" else torch.optim.AdamW
