@@ -359,6 +359,17 @@ def test_gradient_accumulation_sums_backwards(capture):
         torch.testing.assert_close(a.weight_matrix(), b.weight_matrix(), rtol=1e-8, atol=1e-10)
 
 
+def test_first_layer_without_bias():
+    model = lr.to_low_rank(nn.Sequential(nn.Linear(5, 8, bias=False), nn.ReLU(), nn.Linear(8, 2, bias=False)),
+                           ["0"], rank=3)
+    opt = lr.KLS(model, lr=0.1, theta=0.1)
+    x = torch.randn(4, 5)
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    opt.step()
+    assert opt.ranks()["0"] >= 2
+
+
 def test_no_grad_forward_does_not_capture():
     model = _small_lenet()
     opt = lr.KLS(model, lr=0.1)

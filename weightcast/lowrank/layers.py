@@ -38,7 +38,7 @@ class _OnePassCapture(torch.autograd.Function):
     convolution applied at many positions), G itself."""
 
     @staticmethod
-    def forward(ctx, x, bias, layer):
+    def forward(ctx, x, bias, anchor, layer):
         U, S, V = layer.U, layer.S, layer.V
         z = layer.project_in(x, V)
         y = layer.mix(z, U @ S)
@@ -65,7 +65,7 @@ class _OnePassCapture(torch.autograd.Function):
             layer._dense_grad = G if layer._dense_grad is None else layer._dense_grad + G
         else:
             layer._captured.append((x.detach(), z, dy, dy_u))
-        return dx, dbias, None
+        return dx, dbias, None, None
 
 
 class LowRankLayer(nn.Module):
@@ -87,14 +87,16 @@ class LowRankLayer(nn.Module):
         factory = dict(dtype=dtype, device=device)
         U = torch.linalg.qr(torch.randn(self.out_features, rank, **factory))[0]
         V = torch.linalg.qr(torch.randn(self.fan_in, rank, **factory))[0]
-        scale = 1.0 / math.sqrt(self.fan_in)  # the singular values of a Kaiming-uniform weight are of this order
+        # S = I * sqrt(n / (3 r)): ‖W‖_F equals that of nn.Linear's default (Kaiming-uniform) weight
         self.U = nn.Parameter(U)
-        self.S = nn.Parameter(torch.eye(rank, **factory) * scale * math.sqrt(min(self.out_features, self.fan_in)))
+        self.S = nn.Parameter(torch.eye(rank, **factory) * math.sqrt(self.out_features / (3 * rank)))
         self.V = nn.Parameter(V)
         self.bias = nn.Parameter(torch.zeros(self.out_features, **factory)) if bias else None
         self._captured: list[tuple[torch.Tensor, ...]] = []  # (x, x V, dy, dy U) of each backward
         self._dense_grad: torch.Tensor | None = None  # or the summed dense gradient G, whichever is smaller
         self._one_pass = False
+        # an input that requires grad, so that the backward reaches a first layer without bias
+        self._anchor = torch.empty(0, requires_grad=True)
         self._override: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -128,7 +130,7 @@ class LowRankLayer(nn.Module):
             y = self.mix(self.project_in(x, right), left)
             return y if self.bias is None else y + self.channel_view(self.bias)
         if self._one_pass and torch.is_grad_enabled():
-            return _OnePassCapture.apply(x, self.bias, self)
+            return _OnePassCapture.apply(x, self.bias, self._anchor, self)
         y = self.mix(self.project_in(x, self.V), self.U @ self.S)
         return y if self.bias is None else y + self.channel_view(self.bias)
 
