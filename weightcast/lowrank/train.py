@@ -73,7 +73,7 @@ def train(task, model_name: str = "lenet5-ref", *, theta: float | None = 0.15, e
             if bar is not None:
                 bar.update(1)
                 if step % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.3f}", **(opt.ranks() if theta is not None else {}))
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **(opt.ranks() if theta is not None else {}))
         ev = task.evaluate(model)
         result.epochs.append({"epoch": epoch, "step": step, "test_loss": ev["loss"], "test_acc": ev["acc"],
                               "seconds": time.perf_counter() - start})
