@@ -7,8 +7,8 @@ Models on MNIST-shaped batches (random inputs: the cost of a step does not depen
 theta = 0.15) and an MLP 784-1024-1024-10 (both hidden layers at rank 32). The KLS runs keep the rank fixed
 (``fixed_rank=True``) so every step costs the same. Time: the median (20th/80th percentiles) of ``--repeats``
 steps after 3 warm-up steps, the three variants interleaved in one process. Peak memory: the tensors that live
-across steps (parameters, gradients, optimizer state, the batch) plus the highest point of the allocation
-timeline of one step as torch's profiler records it (``profile_memory=True``). Writes
+across steps (parameters, optimizer state, the batch; gradients are set to None before) plus the highest point of
+the allocation timeline of one step, gradients included, as torch's profiler records it (``profile_memory=True``). Writes
 benchmarks/results/lowrank/step_cpu.{csv,md}.
 """
 from __future__ import annotations
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
                 times[v].append((time.perf_counter() - start) * 1e3)
         for v in VARIANTS:
             model, opt = runs[v]
+            opt.zero_grad()  # measured from the state between steps without gradients, for every variant
             persistent = live_bytes(model, opt, x, y)
             transient = step_peak_bytes(steps[v])
             q = statistics.quantiles(times[v], n=5)
