@@ -153,7 +153,7 @@ class KLS(torch.optim.Optimizer):
         r, ru, rv = layer.rank, U_hat.shape[1], V_hat.shape[1]
         s_state = {k: _embed(v, ru, rv) for k, v in state["S"].items()}
         s_new = _base_step(_embed(layer.S, ru, rv), g_s, s_state, group, state["step"])
-        P, sigma, Qh = torch.linalg.svd(s_new)
+        P, sigma, Qh = torch.linalg.svd(s_new, full_matrices=False)
         if group["fixed_rank"]:
             r_new = r
         else:
