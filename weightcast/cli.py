@@ -7,6 +7,7 @@
     weightcast ae train|eval ...                        weight autoencoder of the latent forecaster
     weightcast slim study|finetune ...                  dynamic width from pretrained weights
     weightcast prune zoo|train|apply ...                one-shot pruning and the mask hypernetwork
+    weightcast lowrank train ...                        dynamical low-rank training (DLRT)
 
 Each subcommand lives in a module exposing ``add_subparser(subparsers)``, listed in :data:`SUBCOMMANDS`; only the
 module of the subcommand being run is imported, so ``weightcast --help`` needs no torch. To add a subcommand, add
@@ -33,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "ae": ("weightcast.wsl.cli", "add_subparser", "weight autoencoder of the latent forecaster"),
     "slim": ("weightcast.slim.cli", "add_subparser", "dynamic width from pretrained weights"),
     "prune": ("weightcast.prune.cli", "add_subparser", "one-shot pruning and the mask hypernetwork"),
+    "lowrank": ("weightcast.lowrank.cli", "add_subparser", "dynamical low-rank training (DLRT, the KLS integrator)"),
 }
 
 
