@@ -23,10 +23,11 @@ from typing import Optional
 import torch
 
 from .dispatch import kernel_for
+from .limits import LINCOMB_MAX_WINDOW
 from .record import KERNEL_DTYPES, check_segments, dtypes_of
 from .reference import difference_form
 
-MAX_WINDOW = 32  # also the largest forecast window (ops.lincomb_forecast_max_window)
+MAX_WINDOW = LINCOMB_MAX_WINDOW  # also the largest forecast window (ops.lincomb_forecast_max_window)
 
 
 def forecast_is_provably_finite(dtype: torch.dtype, coeffs: torch.Tensor, slot_absmax: Optional[torch.Tensor]) -> bool:
