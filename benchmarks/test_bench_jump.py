@@ -30,7 +30,7 @@ def buffers():
 def test_record(benchmark, buffers, backend):
     flat, history, _, _ = buffers
     with wc.ops.use_backend(backend):
-        benchmark(lambda: (wc.ops.record(flat, history, 0), _sync()))
+        benchmark(lambda: (wc.ops.record([flat], history, 0, [0]), _sync()))
     assert torch.equal(history[0], flat)
 
 
@@ -38,7 +38,7 @@ def test_record(benchmark, buffers, backend):
 def test_lincomb_forecast(benchmark, buffers, backend):
     flat, history, coeffs, absmax = buffers
     with wc.ops.use_backend(backend):
-        benchmark(lambda: (wc.ops.lincomb_forecast(flat, history, coeffs, absmax), _sync()))
+        benchmark(lambda: (wc.ops.lincomb_forecast([flat], history, [0], coeffs, absmax), _sync()))
     expected = (coeffs.to(history.device)[:, None] * history.double()).sum(0)
     torch.testing.assert_close(flat.double(), expected, rtol=1e-5, atol=1e-5)
 

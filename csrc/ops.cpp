@@ -27,6 +27,7 @@
 #include <torch/library.h>
 
 #include "cpu/kernels.h"
+#include "limits.h"
 #include "weightcast.h"
 
 #ifndef WEIGHTCAST_TORCH_VERSION
@@ -54,7 +55,7 @@ void lincomb_forecast_meta(at::TensorList params, const at::Tensor& history, at:
 TORCH_LIBRARY(weightcast_C, m) {
   m.def("record(Tensor[] params, Tensor(a!) history, int slot, int[] offsets) -> Tensor");
   m.def("lincomb_forecast(Tensor(a!)[] params, Tensor history, int[] offsets, Tensor coeffs) -> ()");
-  m.def("wnn(Tensor(a!) out, Tensor history, Tensor order, Tensor offsets, Tensor stats, Tensor kinds, "
+  m.def("wnn_forecast(Tensor(a!) out, Tensor history, Tensor order, Tensor offsets, Tensor stats, Tensor kinds, "
         "Tensor mlp, int hidden) -> ()");  // cpu/wnn.cpp, cuda/wnn.cu
   // the latent forecaster's fused ops (numerics in latent.h)
   m.def("tokenize_encode(Tensor flat, Tensor spans, Tensor scale, Tensor weight, Tensor bias) -> Tensor");
@@ -73,7 +74,9 @@ TORCH_LIBRARY_IMPL(weightcast_C, Meta, m) {
 // TORCH_LIBRARY blocks here, in cpu/ and in cuda/) register the ops. The module
 // itself only says how it was built: with_cuda (0/1), cuda_version ("" without
 // CUDA), torch_version (the torch it was compiled against), and cpu_isa, the
-// CPU kernels in use ("avx2" or "generic"; see cpu/kernels.h).
+// CPU kernels in use ("avx2" or "generic"; see cpu/kernels.h), and the kernel
+// limits of limits.h (lincomb_max_window, wnn_max_window, wnn_max_hidden,
+// wnn_num_kinds).
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C", "weightcast native ops; see torch.ops.weightcast_C", -1, nullptr,
@@ -88,7 +91,11 @@ extern "C" PyObject* PyInit__C(void) {
   if (PyModule_AddIntConstant(mod, "with_cuda", with_cuda) < 0 ||
       PyModule_AddStringConstant(mod, "cuda_version", WEIGHTCAST_CUDA_VERSION) < 0 ||
       PyModule_AddStringConstant(mod, "torch_version", WEIGHTCAST_TORCH_VERSION) < 0 ||
-      PyModule_AddStringConstant(mod, "cpu_isa", weightcast_c::cpu::kernel_table().isa) < 0) {
+      PyModule_AddStringConstant(mod, "cpu_isa", weightcast_c::cpu::kernel_table().isa) < 0 ||
+      PyModule_AddIntConstant(mod, "lincomb_max_window", weightcast_c::kLincombMaxWindow) < 0 ||
+      PyModule_AddIntConstant(mod, "wnn_max_window", weightcast_c::kWnnMaxWindow) < 0 ||
+      PyModule_AddIntConstant(mod, "wnn_max_hidden", weightcast_c::kWnnMaxHidden) < 0 ||
+      PyModule_AddIntConstant(mod, "wnn_num_kinds", weightcast_c::kWnnKinds) < 0) {
     Py_DECREF(mod);
     return nullptr;
   }

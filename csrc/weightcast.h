@@ -11,11 +11,12 @@
 
 #include <cstdint>
 
+#include "limits.h"
+
 namespace weightcast_c {
 
-// Largest window (history rows) lincomb combines; the kernels keep the
-// coefficients on the stack / in shared memory.
-constexpr int64_t kMaxWindow = 32;
+// Largest window (history rows) lincomb_forecast combines (limits.h).
+constexpr int64_t kMaxWindow = kLincombMaxWindow;
 
 // record(params, history, slot, offsets): history (W, M) contiguous, 0 <= slot
 // < W; params[i] contiguous, on history's device, its segment [offsets[i],

@@ -1,4 +1,4 @@
-// weightcast_C::wnn — the per-element WNN nowcaster evaluated for every element
+// weightcast_C::wnn_forecast — the per-element WNN nowcaster evaluated for every element
 // (numerics in weightcast/ops/wnn_forecast.py and the comment in cpu/wnn.cpp).
 // The argument check is shared by the Meta, CPU and CUDA kernels.
 #pragma once
@@ -7,12 +7,9 @@
 
 #include <cstdint>
 
-namespace weightcast_c {
+#include "limits.h"
 
-// Largest hidden width and window of the native wnn kernels (registers/stack).
-constexpr int64_t kWnnMaxHidden = 32;
-constexpr int64_t kWnnMaxWindow = 16;
-constexpr int64_t kWnnKinds = 3;
+namespace weightcast_c {
 
 // Length of the packed MLP: W1 (H, 2W-1), B1 (3, H), W2 (H, H), b2 (H), w3 (H), b3 (1).
 inline int64_t wnn_mlp_numel(int64_t window, int64_t hidden) {

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from ._common import check_device, check_flat, config
 
-MAX_WINDOW = 32
+from weightcast.ops.limits import LINCOMB_MAX_WINDOW as MAX_WINDOW  # noqa: E402  (csrc/limits.h)
 
 
 @triton.jit

@@ -24,18 +24,28 @@ def dtypes_for(backend):
     return [torch.float32, torch.float16] + ([] if backend in INTERPRETED else [torch.bfloat16])
 
 
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+DTYPE_IDS = ["float32", "float16", "bfloat16"]
+
+
+def skip_unsupported(backend, dtype):
+    if dtype not in dtypes_for(backend):
+        pytest.skip(f"{dtype} is kept out of the Triton interpreter")
+
+
 @pytest.mark.parametrize("device,backend", CASES)
 @pytest.mark.parametrize("n", [1, 7, 1023, 4099])
-def test_record_copies_and_reports_absmax(device, backend, n):
-    for storage in dtypes_for(backend):
-        params = torch.randn(n, device=device) * 3
-        history = torch.zeros(3, n, dtype=storage, device=device)
-        with ops.use_backend(backend):
-            absmax = record_one(params, history, 1)
-        assert torch.equal(history[1], params.to(storage))
-        assert torch.count_nonzero(history[0]) == 0 and torch.count_nonzero(history[2]) == 0
-        assert absmax.dtype == torch.float32 and absmax.dim() == 0
-        assert float(absmax) == float(params.to(storage).float().abs().max())
+@pytest.mark.parametrize("storage", DTYPES, ids=DTYPE_IDS)
+def test_record_copies_and_reports_absmax(device, backend, n, storage):
+    skip_unsupported(backend, storage)
+    params = torch.randn(n, device=device) * 3
+    history = torch.zeros(3, n, dtype=storage, device=device)
+    with ops.use_backend(backend):
+        absmax = record_one(params, history, 1)
+    assert torch.equal(history[1], params.to(storage))
+    assert torch.count_nonzero(history[0]) == 0 and torch.count_nonzero(history[2]) == 0
+    assert absmax.dtype == torch.float32 and absmax.dim() == 0
+    assert float(absmax) == float(params.to(storage).float().abs().max())
 
 
 @pytest.mark.parametrize("device,backend", CASES)
@@ -66,20 +76,21 @@ def test_lincomb_forecast_matches_float64(device, backend, window, n):
 
 
 @pytest.mark.parametrize("device,backend", CASES)
-def test_lincomb_forecast_half_precision_error_is_bounded(device, backend):
+@pytest.mark.parametrize("dtype", DTYPES[1:], ids=DTYPE_IDS[1:])
+def test_lincomb_forecast_half_precision_error_is_bounded(device, backend, dtype):
     """Rule: the kernel's error is at most twice that of plain PyTorch computing in the same dtype (+1 ulp)."""
-    for dtype in dtypes_for(backend)[1:]:
-        history = torch.randn(5, 4097, device=device).to(dtype)
-        coeffs = torch.tensor([-0.6, -0.1, 0.2, 0.5, 1.0], device=device)
-        expected = (coeffs.double()[:, None] * history.double()).sum(0)
-        plain = (coeffs.to(dtype)[:, None] * history).sum(0)
-        params = torch.empty(4097, dtype=dtype, device=device)
-        with ops.use_backend(backend):
-            lincomb_one(params, history, coeffs, None)
-        kernel_err = (params.double() - expected).abs().max()
-        plain_err = (plain.double() - expected).abs().max()
-        ulp = torch.finfo(dtype).eps * float(expected.abs().max())
-        assert kernel_err <= 2 * plain_err + ulp
+    skip_unsupported(backend, dtype)
+    history = torch.randn(5, 4097, device=device).to(dtype)
+    coeffs = torch.tensor([-0.6, -0.1, 0.2, 0.5, 1.0], device=device)
+    expected = (coeffs.double()[:, None] * history.double()).sum(0)
+    plain = (coeffs.to(dtype)[:, None] * history).sum(0)
+    params = torch.empty(4097, dtype=dtype, device=device)
+    with ops.use_backend(backend):
+        lincomb_one(params, history, coeffs, None)
+    kernel_err = (params.double() - expected).abs().max()
+    plain_err = (plain.double() - expected).abs().max()
+    ulp = torch.finfo(dtype).eps * float(expected.abs().max())
+    assert kernel_err <= 2 * plain_err + ulp
 
 
 @pytest.mark.parametrize("device,backend", CASES)
@@ -177,3 +188,31 @@ def test_opcheck(device, backend):
         torch.library.opcheck(torch.ops.weightcast.lincomb_forecast.default,
                               ([torch.randn(17, device=device), torch.randn(2, 5, device=device)], history, [0, 20],
                                torch.randn(4, device=device), history.abs().amax(1)))
+
+
+@pytest.mark.parametrize("device,backend", CASES)
+def test_lists_of_tensors_of_any_layout(device, backend):
+    """Several parameters in one call, non-contiguous ones (channels_last, a transpose) included: each is read and
+    written in its logical (row-major) order through its segment, and keeps its strides."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(13, 7, generator=g), torch.randn(5, generator=g),
+              torch.randn(2, 3, 4, 5, generator=g).to(memory_format=torch.channels_last),
+              torch.randn(9, 4, generator=g).t()]
+    params = [p.to(device) if p.is_contiguous() else p.to(device).contiguous().as_strided(p.shape, p.stride())
+              for p in params]
+    params[2] = params[2].contiguous().to(memory_format=torch.channels_last)
+    params[3] = params[3].t().contiguous().t()
+    strides = [p.stride() for p in params]
+    offsets = [0, 128, 192, 384]
+    history = torch.zeros(3, 448, device=device)
+    with ops.use_backend(backend):
+        for slot in range(3):
+            ops.record([p * (slot + 1) for p in params], history, slot, offsets)
+        for p, o in zip(params, offsets):
+            assert torch.equal(history[1, o:o + p.numel()], (2 * p).reshape(-1))
+        coeffs = torch.tensor([-1.0, 0.5, 1.5], dtype=torch.float64)
+        assert bool(ops.lincomb_forecast(params, history, offsets, coeffs, history.abs().amax(1)))
+    for p, o, stride in zip(params, offsets, strides):
+        expected = (coeffs.to(device)[:, None] * history[:, o:o + p.numel()].double()).sum(0)
+        torch.testing.assert_close(p.reshape(-1).double(), expected, rtol=1e-6, atol=1e-6)
+        assert p.stride() == stride

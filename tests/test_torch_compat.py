@@ -394,3 +394,29 @@ def test_capturable_is_refused_clearly():
     with pytest.raises(ValueError, match="not CUDA-graph capturable"):
         wc.Forecast(torch.optim.AdamW(model.parameters(), capturable=True), forecaster="linear")
     assert "capturable" in wc.ForecastSGD.__doc__ and "capturable" in wc.Forecast.__doc__
+
+
+@pytest.mark.parametrize("history_dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_narrow_history_error_stays_within_the_documented_bound(history_dtype):
+    """Forecaster docs: with a narrow history the forecast's error grows with sum_k |c_k| times the storage
+    precision. Elementwise: |jump(narrow) - jump(float32)| <= sum_k |c_k| u |h_k| (u the unit roundoff of the
+    storage dtype) plus float32 accumulation."""
+    models = [tiny_classifier(), tiny_classifier()]
+    opts = [wc.ForecastSGD(m.parameters(), lr=0.1, momentum=0.9, window=5, horizon=10,
+                           forecaster=wc.forecasters.get("linear", history_dtype=d))
+            for m, d in zip(models, (history_dtype, None))]
+    windows = []
+    opts[1].register_jump_hooks(before=lambda o, t: windows.append(o.engine.buckets[0][1].history.clone()))
+    for m, opt in zip(models, opts):
+        train(m, opt, 5)
+    assert opts[0].num_jumps == opts[1].num_jumps == 1
+    (_, bucket), = opts[1].engine.buckets
+    c = wc.forecasters.least_squares_line_coefficients(list(bucket.slot_steps), 15).abs()
+    u = torch.finfo(history_dtype).eps / 2
+    h = windows[0].double().abs()
+    scale = (c[:, None] * h).sum(0)
+    bound = u * scale + 4 * 5 * torch.finfo(torch.float32).eps * scale
+    for i, (p, q) in enumerate(zip(models[0].parameters(), models[1].parameters())):
+        err = (p.detach().double() - q.detach().double()).reshape(-1).abs()
+        assert bool((err <= bound[bucket.segment(i)]).all()), i
+    assert any(not torch.equal(p, q) for p, q in zip(models[0].parameters(), models[1].parameters()))

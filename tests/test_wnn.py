@@ -28,7 +28,7 @@ def _inputs(lengths, window, hidden, device, dtype, seed):
     return history, order, offsets, stats, kinds, mlp
 
 
-BACKEND_CASES = [(d, b) for d in DEVICES for b in available_backends(d, "wnn") if b != "reference"]
+BACKEND_CASES = [(d, b) for d in DEVICES for b in available_backends(d, "wnn_forecast") if b != "reference"]
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_CASES)
@@ -162,13 +162,13 @@ def test_state_dict_roundtrip_keeps_weights():
 def test_native_meta_and_limits():
     from weightcast import _extension
 
-    if not _extension.extension_loaded() or not hasattr(torch.ops.weightcast_C, "wnn"):
+    if not _extension.extension_loaded() or not hasattr(torch.ops.weightcast_C, "wnn_forecast"):
         pytest.skip("weightcast._C with the wnn kernel is not built")
     history, order, offsets, stats, kinds, mlp = _inputs([3, 4], 5, 16, "cpu", torch.float32, 2)
     meta = [t.to("meta") for t in (torch.empty(7), history, order, offsets, stats, kinds, mlp)]
-    torch.ops.weightcast_C.wnn(*meta, 16)  # shapes checked without data
+    torch.ops.weightcast_C.wnn_forecast(*meta, 16)  # shapes checked without data
     with pytest.raises(RuntimeError, match="hidden"):
-        torch.ops.weightcast_C.wnn(torch.empty(7), history, order, offsets, stats, kinds,
+        torch.ops.weightcast_C.wnn_forecast(torch.empty(7), history, order, offsets, stats, kinds,
                                    torch.zeros(mlp_numel(5, 33)), 33)
     # wider MLPs than the kernels hold run on the reference
     wide = torch.randn(mlp_numel(5, 40)) * 0.1

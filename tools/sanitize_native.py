@@ -14,6 +14,31 @@ from weightcast.wsl import Tokenizer
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
+def check_tables(ops, dev) -> int:
+    """record / lincomb_forecast over 40 tensors of odd sizes (more than one launch table of 36), empty ones
+    included, against the reference."""
+    bad = 0
+    sizes = [0, 1, 7, 70_001] + [(37 * k) % 999 + 1 for k in range(36)]
+    offsets = [sum(-(-s // 64) * 64 for s in sizes[:i]) for i in range(len(sizes))]
+    row = offsets[-1] + -(-sizes[-1] // 64) * 64
+    for din in DTYPES:
+        for dout in DTYPES:
+            params = [torch.randn(n, device=dev).to(din) for n in sizes]
+            hist, ref_hist = (torch.zeros(3, row, dtype=dout, device=dev) for _ in range(2))
+            absmax = ops.record(params, hist, 1, offsets)
+            want = reference.record(params, ref_hist, 1, offsets)
+            bad += not (torch.equal(hist, ref_hist) and torch.equal(absmax, want))
+            hist = torch.randn(3, row, device=dev).to(dout)
+            coeffs = torch.randn(3, device=dev)
+            outs = [torch.empty(n, dtype=din, device=dev) for n in sizes]
+            refs = [torch.empty(n, dtype=din, device=dev) for n in sizes]
+            ops.lincomb_forecast(outs, hist, offsets, coeffs)
+            reference.lincomb_forecast(refs, hist, offsets, coeffs)
+            tol = 1e-5 if din == torch.float32 else 1e-2
+            bad += not all(torch.allclose(o.float(), r.float(), rtol=tol, atol=tol * 3) for o, r in zip(outs, refs))
+    return bad
+
+
 def main() -> int:
     ops = torch.ops.weightcast_C
     dev = "cuda"
@@ -37,6 +62,7 @@ def main() -> int:
                         reference.lincomb(ref, hist, coeffs)
                         tol = 1e-5 if dout == torch.float32 else 1e-2
                         bad += not torch.allclose(out.float(), ref.float(), rtol=tol, atol=tol * w)
+    bad += check_tables(ops, dev)
     bad += check_latent_ops(ops, dev)
     torch.cuda.synchronize()
     print(f"sanitize_native: {'all results match the reference' if not bad else f'{bad} mismatches'}")

@@ -61,6 +61,8 @@ class Bucket:
             end += -(-n // SEGMENT_ALIGN) * SEGMENT_ALIGN
         self.padded = max(end, SEGMENT_ALIGN)
         self.numel = sum(self.numels)
+        self.contiguous = all(t.is_contiguous() for t in tensors)
+        self._signature = self._sign()
         self.window = window
         self.storage_dtype = storage_dtype or self.dtype
         self._history: torch.Tensor | None = None  # allocated on first use, see the history property
@@ -79,11 +81,23 @@ class Bucket:
         """(device, dtype, shape) of every parameter as it is now."""
         return [(t.device, t.dtype, tuple(t.shape)) for t in self.tensors()]
 
+    def _sign(self) -> list | None:
+        """A cheap fingerprint of the parameters' memory (data pointer and shape of each); None for DTensors."""
+        return None if self.sharded else [(p.data_ptr(), p.shape) for p in self.params]
+
     def matches(self) -> bool:
         """False when a parameter changed device, dtype or shape since the bucket was built (e.g. ``model.double()``
-        or ``p.data = ...``): the engine then rebuilds the bucket."""
-        return all(d == self.device and t == self.dtype and s == shape
+        or ``p.data = ...`` with another dtype): the engine then rebuilds the bucket. A parameter re-bound to other
+        memory of the same kind is followed (its contiguity is looked at again)."""
+        signature = self._sign()
+        if signature is not None and signature == self._signature:
+            return True
+        same = all(d == self.device and t == self.dtype and s == shape
                    for (d, t, s), shape in zip(self.layout(), self.shapes))
+        if same:
+            self._signature = signature
+            self.contiguous = all(t.is_contiguous() for t in self.tensors())
+        return same
 
     @property
     def history(self) -> torch.Tensor:
@@ -110,7 +124,9 @@ class Bucket:
     def record(self, step: int) -> None:
         """Record the current parameters as the snapshot of ``step`` (the oldest slot is overwritten)."""
         if self.recorder is None:
-            self.slot_absmax[self.head] = ops.record(self.tensors(), self.history, self.head, self.offsets)
+            tensors = self.tensors() if self.contiguous else [t.contiguous() for t in self.tensors()]
+            self.slot_absmax[self.head] = ops.record_trusted(tensors, self.history, self.head, self.offsets,
+                                                             self.dtype)
         else:
             self.slot_absmax[self.head] = self.recorder(self, self.head)
         self.slot_steps[self.head] = step

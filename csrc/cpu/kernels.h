@@ -7,13 +7,15 @@
 
 #include <cstdint>
 
+#include "../limits.h"
+
 namespace weightcast_c::cpu {
 
 // Storage formats, used as table indices: 0 float32, 1 float16, 2 bfloat16.
 enum Format : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
-// Most history rows lincomb takes (weightcast.h's kMaxWindow).
-constexpr int64_t kMaxRows = 32;
+// Most history rows lincomb_forecast takes (limits.h).
+constexpr int64_t kMaxRows = weightcast_c::kLincombMaxWindow;
 
 // dst[i] = convert(src[i]) for i in [begin, end); returns the max over those i
 // of dst[i]'s bit pattern with the sign bit cleared (in dst's own format). That

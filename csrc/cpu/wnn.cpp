@@ -1,4 +1,4 @@
-// CPU op weightcast_C::wnn, its argument check and its Meta kernel.
+// CPU op weightcast_C::wnn_forecast, its argument check and its Meta kernel.
 //
 // For element i of segment s (offsets[s] <= i < offsets[s+1]) with
 // v_k = float32(history[order[k], i]) (chronological, k = 0..W-1) and
@@ -26,41 +26,41 @@ void check_wnn(const at::Tensor& out, const at::Tensor& history, const at::Tenso
   auto kernel_dtype = [](const at::Tensor& t) {
     return t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
   };
-  TORCH_CHECK(kernel_dtype(out) && kernel_dtype(history), "weightcast_C::wnn: out and history must be float32, "
+  TORCH_CHECK(kernel_dtype(out) && kernel_dtype(history), "weightcast_C::wnn_forecast: out and history must be float32, "
               "float16 or bfloat16, got ", out.scalar_type(), " and ", history.scalar_type(),
               " (other dtypes run on the reference backend)");
   TORCH_CHECK(out.dim() == 1 && history.dim() == 2 && out.is_contiguous() && history.is_contiguous(),
-              "weightcast_C::wnn: out must be 1-D and history 2-D, both contiguous; got ", out.sizes(), " and ",
+              "weightcast_C::wnn_forecast: out must be 1-D and history 2-D, both contiguous; got ", out.sizes(), " and ",
               history.sizes());
   const int64_t w = history.size(0);
-  TORCH_CHECK(w >= 2 && w <= kWnnMaxWindow, "weightcast_C::wnn: the window must be in [2, ", kWnnMaxWindow,
+  TORCH_CHECK(w >= 2 && w <= kWnnMaxWindow, "weightcast_C::wnn_forecast: the window must be in [2, ", kWnnMaxWindow,
               "], got ", w);
-  TORCH_CHECK(out.size(0) == history.size(1), "weightcast_C::wnn: out has ", out.size(0),
+  TORCH_CHECK(out.size(0) == history.size(1), "weightcast_C::wnn_forecast: out has ", out.size(0),
               " elements, history rows ", history.size(1));
-  TORCH_CHECK(hidden >= 1 && hidden <= kWnnMaxHidden, "weightcast_C::wnn: hidden must be in [1, ", kWnnMaxHidden,
+  TORCH_CHECK(hidden >= 1 && hidden <= kWnnMaxHidden, "weightcast_C::wnn_forecast: hidden must be in [1, ", kWnnMaxHidden,
               "], got ", hidden, " (wider MLPs run on the reference backend)");
   TORCH_CHECK(order.scalar_type() == at::kLong && order.dim() == 1 && order.size(0) == w && order.is_contiguous(),
-              "weightcast_C::wnn: order must be contiguous int64 (", w, ",)");
+              "weightcast_C::wnn_forecast: order must be contiguous int64 (", w, ",)");
   TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.dim() == 1 && offsets.size(0) >= 2 &&
-              offsets.is_contiguous(), "weightcast_C::wnn: offsets must be contiguous int64 (S + 1,) with S >= 1");
+              offsets.is_contiguous(), "weightcast_C::wnn_forecast: offsets must be contiguous int64 (S + 1,) with S >= 1");
   const int64_t s = offsets.size(0) - 1;
   TORCH_CHECK(stats.scalar_type() == at::kFloat && stats.dim() == 2 && stats.size(0) == s && stats.size(1) == 4 &&
-              stats.is_contiguous(), "weightcast_C::wnn: stats must be contiguous float32 (", s, ", 4), got ",
+              stats.is_contiguous(), "weightcast_C::wnn_forecast: stats must be contiguous float32 (", s, ", 4), got ",
               stats.sizes());
   TORCH_CHECK(kinds.scalar_type() == at::kInt && kinds.dim() == 1 && kinds.size(0) == s && kinds.is_contiguous(),
-              "weightcast_C::wnn: kinds must be contiguous int32 (", s, ",)");
+              "weightcast_C::wnn_forecast: kinds must be contiguous int32 (", s, ",)");
   TORCH_CHECK(mlp.scalar_type() == at::kFloat && mlp.dim() == 1 && mlp.numel() == wnn_mlp_numel(w, hidden) &&
-              mlp.is_contiguous(), "weightcast_C::wnn: mlp must be contiguous float32 of ", wnn_mlp_numel(w, hidden),
+              mlp.is_contiguous(), "weightcast_C::wnn_forecast: mlp must be contiguous float32 of ", wnn_mlp_numel(w, hidden),
               " values, got ", mlp.sizes());
   for (const at::Tensor* t : {&history, &order, &offsets, &stats, &kinds, &mlp}) {
-    TORCH_CHECK(t->device() == out.device(), "weightcast_C::wnn: all tensors must be on one device, got ",
+    TORCH_CHECK(t->device() == out.device(), "weightcast_C::wnn_forecast: all tensors must be on one device, got ",
                 out.device(), " and ", t->device());
   }
   if (!out.is_meta() && out.numel() > 0) {
     const auto o0 = reinterpret_cast<uintptr_t>(out.data_ptr());
     const auto h0 = reinterpret_cast<uintptr_t>(history.data_ptr());
     TORCH_CHECK(o0 + out.nbytes() <= h0 || h0 + history.nbytes() <= o0,
-                "weightcast_C::wnn: out must not overlap history");
+                "weightcast_C::wnn_forecast: out must not overlap history");
   }
 }
 
@@ -149,11 +149,11 @@ void wnn_meta(const at::Tensor& out, const at::Tensor& history, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(weightcast_C, CPU, m) {
-  m.impl("wnn", &wnn_cpu);
+  m.impl("wnn_forecast", &wnn_cpu);
 }
 
 TORCH_LIBRARY_IMPL(weightcast_C, Meta, m) {
-  m.impl("wnn", &wnn_meta);
+  m.impl("wnn_forecast", &wnn_meta);
 }
 
 }  // namespace cpu

@@ -1,4 +1,7 @@
-// CUDA kernels of weightcast_C::record and weightcast_C::lincomb.
+// CUDA kernels of weightcast_C::record and weightcast_C::lincomb_forecast: the
+// multi-tensor ones (one launch for a table of up to kTableSize tensors, the
+// ops' path) and the single-buffer ones they grew from (launch_record,
+// launch_lincomb; kept for one contiguous buffer).
 // Torch-free (see kernels.cuh): checked by `nvcc -c` for sm_80 and sm_90
 // without a CUDA torch (tools/check_cuda.sh).
 //
@@ -13,6 +16,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "../limits.h"
 #include "dtype_dispatch.cuh"
 #include "kernels.cuh"
 
@@ -21,7 +25,7 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxWindow = 32;
+constexpr int kMaxWindow = kLincombMaxWindow;  // limits.h
 constexpr int kBlocksPerSm = 8;  // grid = SMs x this, grid-stride beyond
 
 // ---- element conversions (round to nearest even, like Tensor.copy_) ----
@@ -134,6 +138,86 @@ __global__ void __launch_bounds__(kThreads) lincomb_kernel(O* __restrict__ out, 
   }
 }
 
+// ---- multi-tensor kernels over a table (kernels.cuh) ----
+// The table as the kernels read it: kernels.cuh's TensorTable plus the first
+// block of each tensor.
+struct BlockTable {
+  TensorTable t;
+  int64_t first_block[kTableSize + 1];
+};
+
+// The tensor of this block and the element range [c0, c1) it handles.
+__device__ __forceinline__ int block_tensor(const BlockTable& tab, int64_t& c0, int64_t& c1) {
+  const int64_t b = blockIdx.x;
+  int t = 0;
+  while (t + 1 < tab.t.count && tab.first_block[t + 1] <= b) ++t;
+  c0 = (b - tab.first_block[t]) * kTableChunk;
+  c1 = min(tab.t.numel[t], c0 + kTableChunk);
+  return t;
+}
+
+__device__ __forceinline__ void block_atomic_max(int m, int* absmax_bits) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+  __shared__ int warp_max[kThreads / 32];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  if (lane == 0) warp_max[warp] = m;
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < static_cast<int>(blockDim.x / 32) ? warp_max[lane] : 0;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0 && m > 0) atomicMax(absmax_bits, m);
+  }
+}
+
+template <typename S, typename D>
+__global__ void __launch_bounds__(kThreads) record_table_kernel(const BlockTable tab, D* __restrict__ row,
+                                                                int* __restrict__ absmax_bits) {
+  int64_t c0, c1;
+  const int t = block_tensor(tab, c0, c1);
+  const S* src = static_cast<const S*>(tab.t.ptr[t]);
+  D* dst = row + tab.t.offset[t];
+  int m = 0;
+  for (int64_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+    const D y = from_float<D>(to_float<S>(src[i]));
+    dst[i] = y;
+    m = max(m, abs_bits(to_float<D>(y)));
+  }
+  block_atomic_max(m, absmax_bits);
+}
+
+template <typename H, typename O>
+__global__ void __launch_bounds__(kThreads) lincomb_table_kernel(const BlockTable tab, const H* __restrict__ history,
+                                                                 int64_t row, int w, const float* __restrict__ coeffs) {
+  __shared__ float c[kMaxWindow];
+  if (threadIdx.x < w) c[threadIdx.x] = coeffs[threadIdx.x];
+  __syncthreads();
+  int64_t c0, c1;
+  const int t = block_tensor(tab, c0, c1);
+  O* out = static_cast<O*>(tab.t.ptr[t]);
+  const H* h = history + tab.t.offset[t];
+  for (int64_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+    const float base = to_float<H>(h[i]);
+    float acc = c[0] * base;
+    for (int k = 1; k < w; ++k) acc = fmaf(c[k], to_float<H>(h[k * row + i]) - base, acc);
+    out[i] = from_float<O>(acc);
+  }
+}
+
+// The blocks of a table (first block of each tensor); false when it is empty.
+bool block_table(const TensorTable& table, BlockTable& tab, int64_t& blocks) {
+  tab.t = table;
+  blocks = 0;
+  for (int t = 0; t < table.count; ++t) {
+    tab.first_block[t] = blocks;
+    blocks += (table.numel[t] + kTableChunk - 1) / kTableChunk;
+  }
+  tab.first_block[table.count] = blocks;
+  return blocks > 0;
+}
+
 // ---- launch helpers ----
 int sm_count() {
   static std::atomic<int> cache[64];
@@ -184,6 +268,44 @@ cudaError_t lincomb_typed(O* out, const H* history, int64_t row, int64_t n, int 
 }
 
 }  // namespace
+
+cudaError_t launch_record_table(const TensorTable& table, DType param_type, void* row, DType history_type,
+                                float* absmax, cudaStream_t stream) {
+  if (table.count < 0 || table.count > kTableSize || absmax == nullptr) return cudaErrorInvalidValue;
+  BlockTable tab;
+  int64_t blocks;
+  if (!block_table(table, tab, blocks)) return cudaSuccess;
+  int* bits = reinterpret_cast<int*>(absmax);
+  return with_type(param_type, [&](auto s) {
+    using S = typename decltype(s)::type;
+    return with_type(history_type, [&](auto d) {
+      using D = typename decltype(d)::type;
+      record_table_kernel<S, D><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(tab, static_cast<D*>(row),
+                                                                                      bits);
+      return cudaGetLastError();
+    });
+  });
+}
+
+cudaError_t launch_lincomb_table(const TensorTable& table, DType param_type, const void* history,
+                                 DType history_type, int64_t row, int64_t w, const float* coeffs,
+                                 cudaStream_t stream) {
+  if (table.count < 0 || table.count > kTableSize || w < 1 || w > kMaxWindow || coeffs == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  BlockTable tab;
+  int64_t blocks;
+  if (!block_table(table, tab, blocks)) return cudaSuccess;
+  return with_type(history_type, [&](auto h) {
+    using H = typename decltype(h)::type;
+    return with_type(param_type, [&](auto o) {
+      using O = typename decltype(o)::type;
+      lincomb_table_kernel<H, O><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+          tab, static_cast<const H*>(history), row, static_cast<int>(w), coeffs);
+      return cudaGetLastError();
+    });
+  });
+}
 
 cudaError_t launch_record(const void* src, DType src_type, void* dst, DType dst_type, int64_t n, float* absmax,
                           cudaStream_t stream) {

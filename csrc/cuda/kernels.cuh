@@ -32,5 +32,33 @@ cudaError_t launch_record(const void* src, DType src_type, void* dst, DType dst_
 cudaError_t launch_lincomb(void* out, DType out_type, const void* history, DType history_type, int64_t row,
                            int64_t n, int64_t w, const float* coeffs, cudaStream_t stream);
 
+// ---- multi-tensor launches (one launch for up to kTableSize tensors) ----
+// The tensors' pointers, segment offsets (elements, in a history row) and
+// sizes travel by value as a kernel argument (as apex's multi_tensor_apply
+// does), so no table is copied to the device. Each block handles up to
+// kTableChunk elements of one tensor.
+constexpr int kTableSize = 36;
+constexpr int64_t kTableChunk = int64_t{1} << 14;
+
+struct TensorTable {
+  void* ptr[kTableSize];
+  int64_t offset[kTableSize];
+  int64_t numel[kTableSize];
+  int count;
+};
+
+// record over a table: for every tensor t and i < numel[t],
+// row[offset[t] + i] = convert(ptr[t][i]); *absmax = max(*absmax, max |float32(stored)|)
+// (NaN wins; the caller zeroes *absmax once before the first table).
+cudaError_t launch_record_table(const TensorTable& table, DType param_type, void* row, DType history_type,
+                                float* absmax, cudaStream_t stream);
+
+// lincomb_forecast over a table: for every tensor t and i < numel[t], with
+// h_k = float32(history[k * row + offset[t] + i]):
+// ptr[t][i] = convert(coeffs[0] * h_0 + sum_{1<=k<w} coeffs[k] * (h_k - h_0)) (multiply-add fused).
+cudaError_t launch_lincomb_table(const TensorTable& table, DType param_type, const void* history,
+                                 DType history_type, int64_t row, int64_t w, const float* coeffs,
+                                 cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace weightcast_c

@@ -1,4 +1,4 @@
-// CUDA kernel of weightcast_C::wnn (contract in wnn.cuh). One thread per
+// CUDA kernel of weightcast_C::wnn_forecast (contract in wnn.cuh). One thread per
 // element (grid-stride); each block copies the packed MLP into shared memory
 // once; the hidden layer (at most 32 values) lives in registers: the loops run
 // to the compile-time bound kMaxH and are unrolled (guarded by j < hidden), so
@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../limits.h"
 #include "dtype_dispatch.cuh"
 #include "wnn.cuh"
 
@@ -16,9 +17,9 @@ namespace weightcast_c {
 namespace cuda {
 namespace {
 
-constexpr int kMaxW = 16;
-constexpr int kMaxH = 32;
-constexpr int kKinds = 3;
+constexpr int kMaxW = kWnnMaxWindow;  // limits.h
+constexpr int kMaxH = kWnnMaxHidden;
+constexpr int kKinds = kWnnKinds;
 constexpr int kMaxMlp = kMaxH * (2 * kMaxW - 1) + kKinds * kMaxH + kMaxH * kMaxH + 2 * kMaxH + 1;
 constexpr int kThreads = 256;
 

@@ -1,4 +1,4 @@
-// CUDA registration of weightcast_C::wnn: the shared check (cpu/wnn.cpp), the
+// CUDA registration of weightcast_C::wnn_forecast: the shared check (cpu/wnn.cpp), the
 // device guard, the current stream, and the torch-free launcher of wnn.cu.
 // Compiled only in CUDA builds; tools/check_cuda.sh syntax-checks it here.
 #include <ATen/ATen.h>
@@ -18,7 +18,7 @@ cuda::DType wnn_dtype(const at::Tensor& t) {
     case at::kFloat: return cuda::DType::kFloat32;
     case at::kHalf: return cuda::DType::kFloat16;
     case at::kBFloat16: return cuda::DType::kBFloat16;
-    default: TORCH_CHECK(false, "weightcast_C::wnn: unsupported dtype ", t.scalar_type());
+    default: TORCH_CHECK(false, "weightcast_C::wnn_forecast: unsupported dtype ", t.scalar_type());
   }
 }
 
@@ -36,7 +36,7 @@ void wnn_cuda(const at::Tensor& out, const at::Tensor& history, const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(weightcast_C, CUDA, m) {
-  m.impl("wnn", &wnn_cuda);
+  m.impl("wnn_forecast", &wnn_cuda);
 }
 
 }  // namespace weightcast_c

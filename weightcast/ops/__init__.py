@@ -5,10 +5,11 @@ Triton kernels; :mod:`weightcast.ops.dispatch` picks one (``WEIGHTCAST_BACKEND``
 """
 from .dispatch import BACKENDS, BackendUnavailableError, available_backends, select_backend, use_backend
 from .lincomb_forecast import MAX_WINDOW as lincomb_forecast_max_window
-from .lincomb_forecast import forecast_is_provably_finite, lincomb_forecast
+from .lincomb_forecast import forecast_is_provably_finite, lincomb_forecast, lincomb_forecast_trusted
 from .latent import decode_overwrite, tokenize_encode
-from .record import record
+from .record import record, record_trusted
 
 __all__ = ["BACKENDS", "BackendUnavailableError", "available_backends", "decode_overwrite",
-           "forecast_is_provably_finite", "lincomb_forecast", "lincomb_forecast_max_window", "record", "select_backend",
+           "forecast_is_provably_finite", "lincomb_forecast", "lincomb_forecast_max_window", "lincomb_forecast_trusted",
+           "record", "record_trusted", "select_backend",
            "tokenize_encode", "use_backend"]

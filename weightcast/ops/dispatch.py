@@ -119,7 +119,7 @@ def backend_impl(kernel: str, tensor: torch.Tensor) -> Callable:
     return getattr(torch.ops.weightcast_C, kernel)
 
 
-def available_backends(device: torch.device | str, kernel: str = "lincomb") -> list[str]:
+def available_backends(device: torch.device | str, kernel: str = "lincomb_forecast") -> list[str]:
     """Backends that can run ``kernel`` on ``device`` here (used by tests to parametrise)."""
     device = torch.device(device)
     return [b for b in BACKENDS if why_unavailable(b, device, kernel) is None]

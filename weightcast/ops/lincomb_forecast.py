@@ -23,10 +23,11 @@ from typing import Optional
 import torch
 
 from .dispatch import kernel_for
+from .limits import LINCOMB_MAX_WINDOW
 from .record import KERNEL_DTYPES, check_segments, dtypes_of
 from .reference import difference_form
 
-MAX_WINDOW = 32  # also the largest forecast window (ops.lincomb_forecast_max_window)
+MAX_WINDOW = LINCOMB_MAX_WINDOW  # also the largest forecast window (ops.lincomb_forecast_max_window)
 
 
 def forecast_is_provably_finite(dtype: torch.dtype, coeffs: torch.Tensor, slot_absmax: Optional[torch.Tensor]) -> bool:
@@ -71,28 +72,36 @@ def lincomb_forecast(params: list[torch.Tensor], history: torch.Tensor, offsets:
     _check(params, history, offsets, coeffs, slot_absmax)
     if not params:
         return torch.tensor(True)
-    impl = kernel_for("lincomb_forecast", history, dtypes_of(params, history), KERNEL_DTYPES)
-    wide = torch.float64 if torch.float64 in dtypes_of(params, history) else torch.float32
+    return torch.tensor(lincomb_forecast_trusted(list(params), history, list(offsets), coeffs, slot_absmax,
+                                                 narrowest(params), all(p.is_contiguous() for p in params)))
+
+
+def lincomb_forecast_trusted(params: list[torch.Tensor], history: torch.Tensor, offsets: list[int],
+                             coeffs: torch.Tensor, slot_absmax: Optional[torch.Tensor], dtype: torch.dtype,
+                             contiguous: bool) -> bool:
+    """:func:`lincomb_forecast` without its Python checks and the custom-op dispatch, for a caller that keeps the
+    layout valid itself (the optimizer's buckets: parameters of ``dtype``, all contiguous when ``contiguous``);
+    the kernels still check their inputs. Returns True when the parameters were written."""
+    impl = kernel_for("lincomb_forecast", history, (dtype, history.dtype), KERNEL_DTYPES)
+    wide = torch.float64 if torch.float64 in (dtype, history.dtype) else torch.float32
     kernel_coeffs = difference_form(coeffs.detach().cpu()).to(device=history.device, dtype=wide)
-    offsets = list(offsets)
-    if forecast_is_provably_finite(narrowest(params), coeffs, slot_absmax):
-        staged = [i for i, p in enumerate(params) if not p.is_contiguous()]
-        if not staged:
+    if forecast_is_provably_finite(dtype, coeffs, slot_absmax):
+        if contiguous:
             impl(params, history, offsets, kernel_coeffs)
-            return torch.tensor(True)
+            return True
+        staged = [i for i, p in enumerate(params) if not p.is_contiguous()]
         outs = list(params)
         for i in staged:
             outs[i] = torch.empty(params[i].shape, dtype=params[i].dtype, device=params[i].device)
         impl(outs, history, offsets, kernel_coeffs)
         torch._foreach_copy_([params[i] for i in staged], [outs[i] for i in staged])
-        return torch.tensor(True)
+        return True
     scratch = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in params]
     impl(scratch, history, offsets, kernel_coeffs)
-    finite = torch.stack([torch.isfinite(s).all() for s in scratch]).all()
-    if not bool(finite):
-        return torch.tensor(False)
-    torch._foreach_copy_(list(params), scratch)
-    return torch.tensor(True)
+    if not bool(torch.stack([torch.isfinite(s).all() for s in scratch]).all()):
+        return False
+    torch._foreach_copy_(params, scratch)
+    return True
 
 
 @lincomb_forecast.register_fake

@@ -16,7 +16,8 @@ once; the per-segment tables and the MLP (a few KiB) are read from cache. The op
 forecaster does, before anything is written to the parameters.
 
 Backends: the reference below (the oracle, and the fallback for float64 or any device), C++
-(``weightcast_C::wnn``, csrc/cpu/wnn.cpp), CUDA (csrc/cuda/wnn.cu) and Triton (``weightcast.kernels.wnn``).
+(``weightcast_C::wnn_forecast``, csrc/cpu/wnn.cpp), CUDA (csrc/cuda/wnn.cu) and Triton
+(``weightcast.kernels.wnn_forecast``).
 """
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ import importlib
 import torch
 
 from .dispatch import BackendUnavailableError, forced_backend, select_backend
+from .limits import WNN_MAX_HIDDEN, WNN_MAX_WINDOW, WNN_NUM_KINDS
 from .record import KERNEL_DTYPES, check_flat
 
-KERNEL = "wnn"
-NUM_KINDS = 3
-MAX_HIDDEN = 32  # the native and Triton kernels keep H values per element in registers
-MAX_WINDOW = 16
+KERNEL = "wnn_forecast"
+NUM_KINDS = WNN_NUM_KINDS
+MAX_HIDDEN = WNN_MAX_HIDDEN  # the native and Triton kernels keep H values per element in registers
+MAX_WINDOW = WNN_MAX_WINDOW
+REFERENCE_MAX_HIDDEN = 64  # the reference's own bound (temporary memory per chunk)
 
 
 def mlp_numel(window: int, hidden: int) -> int:
@@ -110,8 +113,8 @@ def _check(out, history, order, offsets, stats, kinds, mlp, hidden) -> None:
     if kinds.dtype != torch.int32 or kinds.shape != (segments,) or \
             (segments and (int(kinds.min()) < 0 or int(kinds.max()) >= NUM_KINDS)):
         raise ValueError(f"wnn_forecast: kinds must be int32 ({segments},) with values in 0..{NUM_KINDS - 1}")
-    if not 1 <= hidden <= 64:
-        raise ValueError(f"wnn_forecast: hidden must be in [1, 64], got {hidden}")
+    if not 1 <= hidden <= REFERENCE_MAX_HIDDEN:
+        raise ValueError(f"wnn_forecast: hidden must be in [1, {REFERENCE_MAX_HIDDEN}], got {hidden}")
     if mlp.dtype != torch.float32 or mlp.shape != (mlp_numel(w, hidden),) or not mlp.is_contiguous():
         raise ValueError(f"wnn_forecast: mlp must be contiguous float32 of {mlp_numel(w, hidden)} values for "
                          f"W = {w}, H = {hidden}, got {mlp.dtype} {tuple(mlp.shape)}")
@@ -125,12 +128,12 @@ def _impl(out: torch.Tensor, history: torch.Tensor, hidden: int):
     if out.dtype in KERNEL_DTYPES and history.dtype in KERNEL_DTYPES and hidden <= MAX_HIDDEN:
         backend = select_backend(KERNEL, history.device)
         if backend == "triton":
-            return importlib.import_module("weightcast.kernels.wnn").wnn
+            return importlib.import_module("weightcast.kernels.wnn_forecast").wnn_forecast
         if backend in ("cpp", "cuda"):
             return getattr(torch.ops.weightcast_C, KERNEL)
         return reference
     if forced_backend() not in (None, "reference"):
-        raise BackendUnavailableError(f"backend {forced_backend()!r} runs 'wnn' on float32/float16/bfloat16 with "
+        raise BackendUnavailableError(f"backend {forced_backend()!r} runs 'wnn_forecast' on float32/float16/bfloat16 with "
                                       f"hidden <= {MAX_HIDDEN} only, got {out.dtype}/{history.dtype}, hidden "
                                       f"{hidden}; use WEIGHTCAST_BACKEND=reference")
     return reference

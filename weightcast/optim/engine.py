@@ -249,16 +249,11 @@ class ForecastEngine:
         plans = [(b, idx, self._coefficients(b, target)) for _, b, idx in ready]
         sharded = any(b.sharded for b, _, _ in plans)
         if len(plans) == 1 and not sharded:  # the op alone is all-or-nothing for one bucket
-            bucket, idx, coeffs = plans[0]
-            tensors = bucket.tensors()
-            return bool(ops.lincomb_forecast([tensors[i] for i in idx], bucket.history,
-                                             [bucket.offsets[i] for i in idx], coeffs, bucket.slot_absmax))
+            return self._write(*plans[0], bucket_absmax=True)
         provable = all(ops.forecast_is_provably_finite(b.dtype, c, b.slot_absmax) for b, _, c in plans)
         if self._agree(provable, plans):
-            for bucket, idx, coeffs in plans:
-                tensors = bucket.tensors()
-                ops.lincomb_forecast([tensors[i] for i in idx], bucket.history, [bucket.offsets[i] for i in idx],
-                                     coeffs, bucket.slot_absmax)
+            for plan in plans:
+                self._write(*plan, bucket_absmax=True)
             return True
         scratch, finite = [], True
         for bucket, idx, coeffs in plans:
@@ -272,6 +267,18 @@ class ForecastEngine:
         for (bucket, idx, _), outs in zip(plans, scratch):
             bucket.write(outs, idx)
         return True
+
+    @staticmethod
+    def _write(bucket: Bucket, idx: list[int], coeffs: torch.Tensor, bucket_absmax: bool) -> bool:
+        """lincomb_forecast of the parameters ``idx`` of ``bucket`` into themselves (all or nothing)."""
+        tensors = bucket.tensors()
+        if len(idx) < len(tensors):
+            tensors, offsets = [tensors[i] for i in idx], [bucket.offsets[i] for i in idx]
+        else:
+            offsets = bucket.offsets
+        return ops.lincomb_forecast_trusted(tensors, bucket.history, offsets, coeffs,
+                                            bucket.slot_absmax if bucket_absmax else None, bucket.dtype,
+                                            bucket.contiguous)
 
     @staticmethod
     def _agree(flag: bool, plans) -> bool:

@@ -84,7 +84,11 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
         self.optimizer.load_state_dict(state_dict)
 
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """Everything but the Optimizer hooks (callables), which torch optimizers leave out of pickles too."""
+        state = dict(self.__dict__)
+        for name in [k for k in state if k.startswith("_optimizer_") and k.endswith("_hooks")]:
+            state[name] = OrderedDict()
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

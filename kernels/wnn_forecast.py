@@ -1,4 +1,4 @@
-"""wnn(out, history, order, offsets, stats, kinds, mlp, hidden): the per-element WNN MLP for every element.
+"""wnn_forecast(out, history, order, offsets, stats, kinds, mlp, hidden): the per-element WNN MLP for every element.
 
 Numerics (the oracle is ``weightcast.ops.wnn_forecast.reference``): for element i of segment s, with
 ``v_k = float32(history[order[k], i])`` and ``stats[s] = (a, c, e, g)``,
@@ -17,9 +17,9 @@ import triton.language as tl
 
 from ._common import check_device, check_flat
 
-MAX_WINDOW = 16
-MAX_HIDDEN = 32
-KINDS = 3
+from weightcast.ops.limits import WNN_MAX_HIDDEN as MAX_HIDDEN  # noqa: E402  (csrc/limits.h)
+from weightcast.ops.limits import WNN_MAX_WINDOW as MAX_WINDOW  # noqa: E402
+from weightcast.ops.limits import WNN_NUM_KINDS as KINDS  # noqa: E402
 
 
 @triton.jit
@@ -76,7 +76,7 @@ def _wnn_launch(out, history, order, offsets, stats, kinds, mlp, hidden: int) ->
                                            BLOCK=block, num_warps=4)
 
 
-def wnn(out: torch.Tensor, history: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, stats: torch.Tensor,
+def wnn_forecast(out: torch.Tensor, history: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor, stats: torch.Tensor,
         kinds: torch.Tensor, mlp: torch.Tensor, hidden: int) -> None:
     """Write the WNN forecast of every element into ``out`` (N,) in place (module docstring).
 
@@ -85,20 +85,20 @@ def wnn(out: torch.Tensor, history: torch.Tensor, order: torch.Tensor, offsets: 
     ``weightcast.ops.wnn_forecast.pack_mlp``; 1 <= hidden <= 32. One device (cuda, or cpu under
     TRITON_INTERPRET=1). The values of order/offsets/kinds are checked by the public op.
     """
-    check_flat("wnn", "out", out)
-    check_flat("wnn", "history", history, ndim=2)
+    check_flat("wnn_forecast", "out", out)
+    check_flat("wnn_forecast", "history", history, ndim=2)
     w, n = history.shape
     if not 2 <= w <= MAX_WINDOW:
-        raise ValueError(f"wnn: the window W = history.shape[0] must be in [2, {MAX_WINDOW}], got {w}")
+        raise ValueError(f"wnn_forecast: the window W = history.shape[0] must be in [2, {MAX_WINDOW}], got {w}")
     if out.numel() != n:
-        raise ValueError(f"wnn: out must have N = {n} elements, got {out.numel()}")
+        raise ValueError(f"wnn_forecast: out must have N = {n} elements, got {out.numel()}")
     if not 1 <= hidden <= MAX_HIDDEN:
-        raise ValueError(f"wnn: hidden must be in [1, {MAX_HIDDEN}], got {hidden}")
+        raise ValueError(f"wnn_forecast: hidden must be in [1, {MAX_HIDDEN}], got {hidden}")
     for name, t, dtype in (("order", order, torch.int64), ("offsets", offsets, torch.int64),
                            ("stats", stats, torch.float32), ("kinds", kinds, torch.int32),
                            ("mlp", mlp, torch.float32)):
         if t.dtype != dtype or not t.is_contiguous():
-            raise TypeError(f"wnn: {name} must be contiguous {dtype}, got {t.dtype}")
-    check_device("wnn", _wnn_kernel, out, history, order, offsets, stats, kinds, mlp)
+            raise TypeError(f"wnn_forecast: {name} must be contiguous {dtype}, got {t.dtype}")
+    check_device("wnn_forecast", _wnn_kernel, out, history, order, offsets, stats, kinds, mlp)
     if n:
         _wnn_launch(out, history, order, offsets, stats, kinds, mlp, hidden)

@@ -1,0 +1,26 @@
+"""Kernel limits: the sizes the native and Triton kernels are built for.
+
+The one definition is ``csrc/limits.h``; ``weightcast._C`` exposes it (``lincomb_max_window``, ``wnn_max_window``,
+``wnn_max_hidden``, ``wnn_num_kinds``) and this module reads it from there. Without ``_C`` (a pure-Python
+install) the values below stand in; ``tests/test_limits.py`` checks that they, ``_C`` and the Triton kernels
+(which import this module) agree.
+"""
+from __future__ import annotations
+
+from .. import _extension
+
+_WITHOUT_C = {"lincomb_max_window": 32, "wnn_max_window": 16, "wnn_max_hidden": 32, "wnn_num_kinds": 3}
+
+
+def _limit(name: str) -> int:
+    if _extension.extension_loaded():
+        import weightcast._C as C
+
+        return int(getattr(C, name, _WITHOUT_C[name]))  # a _C older than limits.h lacks them
+    return _WITHOUT_C[name]
+
+
+LINCOMB_MAX_WINDOW = _limit("lincomb_max_window")  # history rows lincomb_forecast combines
+WNN_MAX_WINDOW = _limit("wnn_max_window")  # snapshots wnn_forecast's kernels take
+WNN_MAX_HIDDEN = _limit("wnn_max_hidden")  # hidden units wnn_forecast's kernels keep in registers
+WNN_NUM_KINDS = _limit("wnn_num_kinds")  # parameter kinds (one first-layer bias each)
