@@ -40,10 +40,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 case "$CACHE/" in "$ROOT"/*) echo "WEIGHTCAST_CUDA_CACHE=$CACHE is inside the clone; put it outside"; exit 1;; esac
 
 if [ -z "${CUDA_HOME:-}" ]; then
-  nvcc=$(command -v nvcc || true)
-  if [ -n "$nvcc" ]; then CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$nvcc")")"); else CUDA_HOME=/usr/local/cuda; fi
+  # nvcc's own toolkit root (its TOP), right even where the nvcc on the PATH is a wrapper script outside the toolkit
+  # (torch would then take the wrapper's grandparent folder, e.g. /usr/local, and find no cuda_runtime.h)
+  top=$(command -v nvcc >/dev/null && nvcc -dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)
+  if [ -n "$top" ]; then CUDA_HOME=$(readlink -f "$top"); else CUDA_HOME=/usr/local/cuda; fi
 fi
-[ -x "$CUDA_HOME/bin/nvcc" ] || { echo "no nvcc in CUDA_HOME=$CUDA_HOME: install the CUDA toolkit or set CUDA_HOME"; exit 1; }
+[ -x "$CUDA_HOME/bin/nvcc" ] && [ -f "$CUDA_HOME/include/cuda_runtime.h" ] || {
+  echo "CUDA_HOME=$CUDA_HOME has no bin/nvcc or include/cuda_runtime.h: install the CUDA toolkit or set CUDA_HOME"; exit 1; }
 export CUDA_HOME
 
 timings=()
