@@ -55,6 +55,7 @@ timed() {  # timed NAME COMMAND...: run it and remember how long it took
   shift
   "$@"
   timings+=("$name $((SECONDS - start))s")
+  echo "time: $name $((SECONDS - start))s"
 }
 
 mkdir -p "$CACHE/wheelhouse"
