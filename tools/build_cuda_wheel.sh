@@ -42,7 +42,7 @@ case "$CACHE/" in "$ROOT"/*) echo "WEIGHTCAST_CUDA_CACHE=$CACHE is inside the cl
 if [ -z "${CUDA_HOME:-}" ]; then
   # nvcc's own toolkit root (its TOP), right even where the nvcc on the PATH is a wrapper script outside the toolkit
   # (torch would then take the wrapper's grandparent folder, e.g. /usr/local, and find no cuda_runtime.h)
-  top=$(command -v nvcc >/dev/null && nvcc -dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)
+  top=$( (nvcc -dryrun -c -x cu /dev/null -o /dev/null 2>&1 || true) | sed -n 's/^#\$ TOP=//p' | head -n 1)
   if [ -n "$top" ]; then CUDA_HOME=$(readlink -f "$top"); else CUDA_HOME=/usr/local/cuda; fi
 fi
 [ -x "$CUDA_HOME/bin/nvcc" ] && [ -f "$CUDA_HOME/include/cuda_runtime.h" ] || {
