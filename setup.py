@@ -96,6 +96,11 @@ def _native() -> tuple[list, dict, dict]:
                  f"CUDA_HOME={cpp_extension.CUDA_HOME!r} (needs nvcc), "
                  f"WEIGHTCAST_SKIP_CUDA_BUILD={os.environ.get('WEIGHTCAST_SKIP_CUDA_BUILD', '')!r}")
 
+    if with_cuda and not os.path.isfile(os.path.join(cpp_extension.CUDA_HOME, "include", "cuda_runtime.h")):
+        sys.exit(f"weightcast: CUDA_HOME={cpp_extension.CUDA_HOME!r} (torch takes it from $CUDA_HOME, else from the "
+                 "nvcc on the PATH) has no include/cuda_runtime.h; set CUDA_HOME to the CUDA toolkit, e.g. "
+                 "CUDA_HOME=/usr/local/cuda-13.0, or WEIGHTCAST_SKIP_CUDA_BUILD=1 for the C++ kernels only")
+
     opt = ["-O0", "-g"] if _flag("WEIGHTCAST_DEBUG") else ["-O3"]
     macros = [("WEIGHTCAST_TORCH_VERSION", f'"{torch.__version__}"')]
     no_debug = [] if _flag("WEIGHTCAST_DEBUG") else ["-g0"]  # Python's CFLAGS bring -g (a 6x larger _C)

@@ -10,7 +10,8 @@
 #    torch's own libraries, libgomp (torch ships it) and the CUDA runtime out of the wheel
 # 4. a fresh virtual environment with the same torch version (pinned, so no other build is pulled) and the
 #    wheel with its dependencies, and tools/smoke_installed.py run from outside the source tree
-#    (WEIGHTCAST_SKIP_SMOKE=1 skips)
+#    (WEIGHTCAST_SKIP_SMOKE=1 skips; WEIGHTCAST_SMOKE_TORCH=SPEC installs that torch requirement instead)
+# Prints how long the build and the smoke test took. tools/build_cuda_wheel.sh runs this for a +cuXYZ wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -22,9 +23,10 @@ OUT=$(cd "$OUT" && pwd)
 before=$(mktemp)
 trap 'rm -f "$before"' EXIT
 ls "$OUT"/weightcast-*.whl 2>/dev/null | sort >"$before" || true
+start=$SECONDS
 "$PYTHON" -m pip wheel . --no-build-isolation --no-deps -w "$OUT"
 wheel=$(ls -t "$OUT"/weightcast-*.whl | head -n 1)
-echo "built $wheel"
+echo "built $wheel in $((SECONDS - start))s"
 
 expect=()
 [ "${WEIGHTCAST_SKIP_NATIVE_BUILD:-0}" = 1 ] || expect+=(--expect-native)
@@ -49,8 +51,11 @@ if [ "${WEIGHTCAST_SKIP_SMOKE:-0}" != 1 ]; then
   venv=$(mktemp -d)
   trap 'rm -f "$before"; rm -rf "$venv"' EXIT
   torch_pin=$("$PYTHON" -c "import torch; print(torch.__version__.split('+')[0])")
+  start=$SECONDS
   "$PYTHON" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$torch_pin" "$wheel"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${WEIGHTCAST_SMOKE_TORCH:-torch==$torch_pin}" \
+    "$wheel"
+  echo "smoke environment installed in $((SECONDS - start))s"
   (cd "$venv" && WEIGHTCAST_SOURCE_TREE="$ROOT" "$venv/bin/python" "$ROOT/tools/smoke_installed.py")
 fi
 echo "wheel: $wheel"

@@ -76,13 +76,15 @@ def build_info() -> dict:
 
         {"version": "0.1.0+cpu", "local_version": "cpu", "backends": ["cpp"], "cuda_version": None,
          "cuda_arch_list": None, "torch_built_against": "2.13.0+cpu", "py_limited_api": "cp310",
-         "torch_version": "2.13.0+cpu", "native_loaded": True, "native_error": None, "torch_mismatch": None}
+         "torch_version": "2.13.0+cpu", "native_loaded": True, "native_error": None, "torch_mismatch": None,
+         "gpus_visible": 0}
 
     ``backends`` lists what ``weightcast._C`` was compiled with ("cpp", "cuda"); ``native_loaded`` whether it is in
-    use now, else ``native_error`` says why and how to fix it.
+    use now, else ``native_error`` says why and how to fix it; ``gpus_visible`` the CUDA GPUs torch sees (with
+    none, CUDA kernels in ``_C`` stay idle and the C++/reference kernels run).
     """
     info = read_build_info()
     load_native()
     info.update(torch_version=torch.__version__, native_loaded=_native["loaded"], native_error=_native["error"],
-                torch_mismatch=_native["torch_mismatch"])
+                torch_mismatch=_native["torch_mismatch"], gpus_visible=torch.cuda.device_count())
     return info
