@@ -67,7 +67,7 @@ def check_cuda_build(info: dict, import_warnings: list) -> int:
         print(f"FAIL expected exactly one 'no GPU' warning at import, got {len(ours)}")
         failed += 1
     cpu = torch.device("cpu")
-    chosen = {kernel: ops.select_backend(kernel, cpu) for kernel in ("record", "lincomb")}
+    chosen = {kernel: ops.select_backend(kernel, cpu) for kernel in ("record", "lincomb_forecast")}
     print(f"backends chosen for CPU tensors: {chosen}")
     if set(chosen.values()) != {"cpp"}:
         print("FAIL with no GPU the CPU tensors should run on the C++ kernels")
