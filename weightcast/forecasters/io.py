@@ -17,7 +17,7 @@ from ..weights_io import WeightFileError, card_path, load_weights, save_weights
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ForecasterFileError = WeightFileError  # the name this module's users know
 
-__all__ = ["ForecasterFileError", "card_path", "default_path", "load", "save"]
+__all__ = ["ForecasterFileError", "card_path", "default_path", "load", "resolve", "save"]
 
 
 def default_path(kind: str) -> Path:
@@ -43,3 +43,22 @@ def load(path: str | os.PathLike, kind: str, expected_shapes) -> tuple[dict[str,
     config, tensors = load_weights(path, kind, expected_shapes,
                                    remake=f"weightcast forecaster train --kind {kind} --zoo DIR --out {path}")
     return config, {k: v.to(torch.float32) for k, v in tensors.items()}
+
+
+def resolve(kind: str, path: str | os.PathLike | None, tensors: dict[str, torch.Tensor] | None,
+            config: dict[str, Any] | None, expected_shapes) -> tuple[str | None, dict[str, Any], dict[str, torch.Tensor]]:
+    """The weights of a learned forecaster of ``kind``: ``(path, config, tensors)`` (float32 copies).
+
+    With ``tensors`` None, read from ``path`` (default: the shipped file) through :func:`load`; otherwise the
+    given ``tensors`` and ``config`` (training, tests), whose shapes must be ``expected_shapes(config)`` (a
+    ValueError names both). The returned path is None for tensors given directly.
+    """
+    if tensors is None:
+        path = str(path or default_path(kind))
+        config, tensors = load(path, kind, expected_shapes)
+    else:
+        path, config = None, dict(config)
+        got, expected = {k: tuple(v.shape) for k, v in tensors.items()}, expected_shapes(config)
+        if got != expected:
+            raise ValueError(f"{kind} tensors {got} do not match config {config} (expected {expected})")
+    return path, config, {k: v.detach().to(torch.float32).clone() for k, v in tensors.items()}

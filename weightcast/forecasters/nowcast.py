@@ -138,16 +138,7 @@ class NowcastForecaster(Forecaster):
     def __init__(self, path: str | os.PathLike | None = None, *, tensors: dict[str, torch.Tensor] | None = None,
                  config: dict[str, Any] | None = None, history_dtype: torch.dtype | None = None):
         super().__init__(history_dtype)
-        if tensors is None:
-            self.path = str(path or io.default_path(KIND))
-            self.config, tensors = io.load(self.path, KIND, nowcast_shapes)
-        else:
-            self.path = None
-            self.config = dict(config)
-            got = {k: tuple(v.shape) for k, v in tensors.items()}
-            if got != nowcast_shapes(self.config):
-                raise ValueError(f"nowcast tensors {got} do not match config {self.config}")
-        self.tensors = {k: v.detach().to(torch.float32).clone() for k, v in tensors.items()}
+        self.path, self.config, self.tensors = io.resolve(KIND, path, tensors, config, nowcast_shapes)
         self.window = int(self.config["window"])
         self.k_max = int(self.config["k_max"])
         self.spacings = [int(s) for s in self.config.get("spacings", [])]

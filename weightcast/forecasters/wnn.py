@@ -92,17 +92,7 @@ class WNNForecaster(Forecaster):
     def __init__(self, path: str | os.PathLike | None = None, *, tensors: dict[str, torch.Tensor] | None = None,
                  config: dict[str, Any] | None = None, history_dtype: torch.dtype | None = None):
         super().__init__(history_dtype)
-        if tensors is None:
-            self.path = str(path or io.default_path(KIND))
-            self.config, tensors = io.load(self.path, KIND, wnn_shapes)
-        else:
-            self.path = None
-            self.config = dict(config)
-            expected = wnn_shapes(self.config)
-            got = {k: tuple(v.shape) for k, v in tensors.items()}
-            if got != expected:
-                raise ValueError(f"wnn tensors {got} do not match config {self.config} ({expected})")
-        self.tensors = {k: v.detach().to(torch.float32).clone() for k, v in tensors.items()}
+        self.path, self.config, self.tensors = io.resolve(KIND, path, tensors, config, wnn_shapes)
         self.window = int(self.config["window"])
         self.hidden = int(self.config["hidden"])
         self._segments: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
