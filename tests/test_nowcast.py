@@ -107,3 +107,17 @@ def test_meta_training_on_a_small_zoo_saves_a_file_that_loads_by_name(tmp_path):
         torch.testing.assert_close(f.tensors[name], t)
     with pytest.raises(io.ForecasterFileError):
         get("wnn", path=path)
+
+
+def test_schedule_left_out_takes_the_cards_spacing_and_given_ones_are_kept():
+    model = torch.nn.Linear(3, 2)
+    spacing = min(get("nowcast").spacings)
+    opt = wc.Forecast(torch.optim.AdamW(model.parameters()), forecaster="nowcast")
+    engine = opt.engine
+    assert (engine.record_every, engine.jump_every) == (spacing, 5 * spacing)
+    assert engine.horizon.max_horizon() == 5 * spacing
+    sgd = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="nowcast", record_every=2 * spacing)
+    assert sgd.engine.record_every == 2 * spacing
+    assert wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="linear").engine.record_every == 1
+    with pytest.raises(ValueError, match="record spacings"):
+        wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="nowcast", record_every=1)

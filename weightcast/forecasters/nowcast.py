@@ -143,6 +143,10 @@ class NowcastForecaster(Forecaster):
         self.k_max = int(self.config["k_max"])
         self.spacings = [int(s) for s in self.config.get("spacings", [])]
 
+    def default_record_every(self) -> int | None:
+        """The smallest record spacing of the card (steps), or None for a model whose card names none."""
+        return min(self.spacings) if self.spacings else None
+
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
         """Raise ValueError unless ``window``, the spacing ``record_every`` (steps) and horizons up to
         ``max_horizon`` steps are what this model was trained for (the card's window, spacings and 1..k_max

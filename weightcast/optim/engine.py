@@ -94,14 +94,16 @@ class ForecastEngine:
     what changed, carrying the recorded window over (cast to the new dtype).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, forecaster, window: int, record_every: int,
+    def __init__(self, optimizer: torch.optim.Optimizer, forecaster, window: int, record_every: int | None,
                  jump_every: int | None, horizon: int | None, after_jump: str):
         if after_jump not in AFTER_JUMP:
             raise ValueError(f"after_jump must be one of {AFTER_JUMP}, got {after_jump!r}")
         self.optimizer = optimizer
+        self.forecaster = forecaster_registry.get(forecaster)
+        if record_every is None:  # the spacing a learned forecaster was trained for, else every step
+            record_every = self.forecaster.default_record_every() or 1
         self.window, self.record_every, self.jump_every, self.horizon = resolve_schedule(
             window, record_every, jump_every, horizon)
-        self.forecaster = forecaster_registry.get(forecaster)
         self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
         self.step_count = 0

@@ -19,7 +19,8 @@ SCHEDULE_ARGS = """
             "farcast", "wnn", "latent" (``weightcast.forecasters.names()``), a
             :class:`weightcast.forecasters.Forecaster`, or None for no jumps at all. Default: {default}.
         window (int, optional): snapshots kept in the history (2..32). Default: 5.
-        record_every (int, optional): steps between two snapshots. Default: 1.
+        record_every (int, optional): steps between two snapshots. Default: the smallest spacing a learned
+            forecaster's card says it was trained for (e.g. "nowcast": 10), else 1.
         jump_every (int, optional): steps between two jumps, a multiple of ``record_every``. Default:
             ``window * record_every``.
         horizon (int | weightcast.schedules.Schedule, optional): how far a jump goes, in optimizer steps; an int
@@ -87,7 +88,7 @@ class ForecastMixin:
         """Refuse an invalid schedule even when there is no forecaster (the engine checks it again with one)."""
         from .engine import AFTER_JUMP
 
-        resolve_schedule(window, record_every, jump_every, horizon)
+        resolve_schedule(window, 1 if record_every is None else record_every, jump_every, horizon)
         if after_jump not in AFTER_JUMP:
             raise ValueError(f"after_jump must be one of {AFTER_JUMP}, got {after_jump!r}")
 

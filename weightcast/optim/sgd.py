@@ -36,7 +36,7 @@ class ForecastSGD(ForecastMixin, torch.optim.SGD):
     def __init__(self, params, lr: float | torch.Tensor = 1e-3, momentum: float = 0, dampening: float = 0,
                  weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None,
-                 forecaster=None, window: int = 5, record_every: int = 1, jump_every: int | None = None,
+                 forecaster=None, window: int = 5, record_every: int | None = None, jump_every: int | None = None,
                  horizon: int | Schedule | None = None, after_jump: str = "keep"):
         self._check_schedule(forecaster, window, record_every, jump_every, horizon, after_jump)
         if forecaster is not None and differentiable:

@@ -24,7 +24,7 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
         SCHEDULE_ARGS.format(default="None (no jumps: the wrapper is transparent)")
 
     def __init__(self, optimizer: torch.optim.Optimizer, forecaster=None, *, window: int = 5,
-                 record_every: int = 1, jump_every: int | None = None, horizon: int | Schedule | None = None,
+                 record_every: int | None = None, jump_every: int | None = None, horizon: int | Schedule | None = None,
                  after_jump: str = "keep"):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"Forecast wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
