@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import weightcast as wc  # noqa: E402
 from common import median_ms, write_results  # noqa: E402
+from weightcast.cli_common import positive_count, positive_int  # noqa: E402
 
 DEFAULTS = {"sizes": [1e6, 11e6, 25e6], "dtypes": ["float32"], "tensors": 64, "forecasters": ["linear"]}
 
@@ -106,10 +107,10 @@ def rows_for(args, device: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sizes", type=float, nargs="+", default=None, help="parameters in all (default 1e6 11e6 25e6)")
+    parser.add_argument("--sizes", type=positive_count, nargs="+", default=None, help="parameters in all (default 1e6 11e6 25e6)")
     parser.add_argument("--dtypes", nargs="+", default=None, help="parameter dtypes (default float32)")
-    parser.add_argument("--tensors", type=int, default=None, help="parameter tensors the size is split into (64)")
-    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--tensors", type=positive_int, default=None, help="parameter tensors the size is split into (64)")
+    parser.add_argument("--window", type=positive_int, default=5)
     parser.add_argument("--forecasters", nargs="+", default=None,
                         help="linear (default) and/or learned ones: farcast wnn; all go to one results file")
     parser.add_argument("--out", type=Path, default=None, help="write the results to this CSV (none by default)")
