@@ -1,4 +1,5 @@
 """The multi-horizon nowcaster: features, forecasts, meta-training, files, schedule checks and the engine path."""
+import itertools
 import json
 
 import pytest
@@ -121,3 +122,26 @@ def test_schedule_left_out_takes_the_cards_spacing_and_given_ones_are_kept():
     assert wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="linear").engine.record_every == 1
     with pytest.raises(ValueError, match="record spacings"):
         wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="nowcast", record_every=1)
+
+
+def test_horizons_that_are_not_whole_record_intervals_are_refused_at_construction():
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="not a multiple of record_every=10"):
+        wc.Forecast(torch.optim.AdamW(model.parameters()), forecaster="nowcast", record_every=10, jump_every=50,
+                    horizon=15)
+
+
+def test_the_guard_shrinks_a_nowcast_jump_in_whole_record_intervals():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 2)
+    opt = wc.Forecast(torch.optim.AdamW(model.parameters(), lr=1e-2), forecaster="nowcast", record_every=10,
+                      jump_every=50, horizon=wc.schedules.Decaying(k_max=32, power=2, total_steps=500))
+    evaluations = itertools.count()
+    # every evaluation is worse than the one before: each jump is shrunk (to 320 // 2 // 10 * 10 = 160 steps, ...)
+    # and finally refused; a horizon between record intervals would make the nowcaster raise
+    opt.guard_jumps(lambda: float(next(evaluations)), shrink=0.5, tries=4)
+    for _ in range(500):
+        opt.zero_grad()
+        model(torch.randn(16, 8)).square().mean().backward()
+        opt.step()
+    assert (opt.num_jumps, opt.num_rejected_jumps) == (0, 10)

@@ -74,3 +74,13 @@ def test_the_optimizer_jumps_with_the_scheduled_horizon_and_resumes_exactly():
                            horizon=Decaying(k_max=8, power=2, total_steps=36))
     with pytest.raises(ValueError, match="horizon saved"):
         other.load_state_dict(state)
+
+
+def test_a_schedule_shared_by_two_optimizers_is_bound_to_each_separately():
+    d = wc.schedules.Decaying(k_max=8, power=1, total_steps=400)
+    p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    first = wc.Forecast(torch.optim.AdamW([p]), forecaster="linear", window=3, record_every=10, jump_every=50,
+                        horizon=d)
+    before = [first.engine.horizon_at(t) for t in (50, 100, 200, 400)]
+    wc.Forecast(torch.optim.AdamW([q]), forecaster="linear", window=3, record_every=20, jump_every=200, horizon=d)
+    assert [first.engine.horizon_at(t) for t in (50, 100, 200, 400)] == before == [80, 70, 50, 10]

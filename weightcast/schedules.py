@@ -14,6 +14,8 @@ loads only into an optimizer with the same schedule.
 """
 from __future__ import annotations
 
+import copy
+
 import numbers
 from typing import Any
 
@@ -146,11 +148,12 @@ def from_spec(spec: dict[str, Any]) -> Schedule:
 
 
 def as_schedule(horizon: int | Schedule | None, jump_every: int) -> Schedule:
-    """``horizon`` as a schedule: None -> ``Constant(jump_every)``, an int -> ``Constant(horizon)``."""
+    """``horizon`` as a schedule the optimizer owns: None -> ``Constant(jump_every)``, an int ->
+    ``Constant(horizon)``, a schedule -> a copy of it (binding it to one optimizer never changes another's)."""
     if horizon is None:
         return Constant(jump_every)
     if isinstance(horizon, Schedule):
-        return horizon
+        return copy.deepcopy(horizon)
     return Constant(as_int("horizon", horizon, 1))
 
 

@@ -52,6 +52,11 @@ class Forecaster:
         steps apart and jumps of up to ``max_horizon`` steps (called when the optimizer is built, so that a
         horizon outside what the forecaster supports is refused then, not at the first jump)."""
 
+    def horizon_unit(self, record_every: int) -> int:
+        """The steps a horizon must be a multiple of (1: any horizon); the jump guard shrinks horizons in these
+        units."""
+        return 1
+
     def default_record_every(self) -> int | None:
         """The spacing of snapshots (steps) this forecaster was trained for, taken when the optimizer is built
         without ``record_every``; None when any spacing serves (then the optimizer records every step)."""

@@ -143,6 +143,10 @@ class NowcastForecaster(Forecaster):
         self.k_max = int(self.config["k_max"])
         self.spacings = [int(s) for s in self.config.get("spacings", [])]
 
+    def horizon_unit(self, record_every: int) -> int:
+        """Whole record intervals: the model predicts k = 1..k_max intervals ahead."""
+        return record_every
+
     def default_record_every(self) -> int | None:
         """The smallest record spacing of the card (steps), or None for a model whose card names none."""
         return min(self.spacings) if self.spacings else None
@@ -156,6 +160,9 @@ class NowcastForecaster(Forecaster):
         if self.spacings and not min(self.spacings) <= record_every <= max(self.spacings):
             raise ValueError(f"this nowcaster was trained for record spacings {self.spacings} steps; "
                              f"record_every={record_every} is outside that range; use one in it")
+        if max_horizon % record_every:
+            raise ValueError(f"this nowcaster predicts whole record intervals ahead; a horizon of {max_horizon} "
+                             f"steps is not a multiple of record_every={record_every}")
         if max_horizon > self.k_max * record_every:
             raise ValueError(f"a horizon of {max_horizon} steps is more than {self.k_max} record intervals of "
                              f"{record_every} steps, the range this nowcaster was trained for; use "

@@ -312,7 +312,8 @@ class ForecastEngine:
                     return None
                 if guard.accepts(before, guard.loss()):
                     return horizon
-                horizon = max(1, int(horizon * guard.shrink))
+                unit = self.forecaster.horizon_unit(self.record_every)
+                horizon = max(unit, int(horizon * guard.shrink) // unit * unit)
         except BaseException:
             self._restore(ready, backups)
             raise
