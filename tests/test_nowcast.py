@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import weightcast as wc
+from weightcast.errors import InputError
 from weightcast.forecasters import get, io
 from weightcast.forecasters.nowcast import (PARAM_TYPES, NowcastForecaster, init_nowcast, param_type,
                                             predict_tensor)
@@ -108,6 +109,10 @@ def test_meta_training_on_a_small_zoo_saves_a_file_that_loads_by_name(tmp_path):
         torch.testing.assert_close(f.tensors[name], t)
     with pytest.raises(io.ForecasterFileError):
         get("wnn", path=path)
+    with pytest.raises(InputError, match=r"hold \(record interval, snapshots\)"):  # windows no run can supply
+        train_nowcast(tmp_path / "zoo", NowcastTrainConfig(spacings=(10, 20, 40), steps=1), progress=False)
+    with pytest.raises(InputError, match="at least 2 states"):
+        train_nowcast(tmp_path / "zoo", NowcastTrainConfig(window=1, spacings=(5,), steps=1), progress=False)
 
 
 def test_schedule_left_out_takes_the_cards_spacing_and_given_ones_are_kept():

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..zoo import load_trajectory, read_manifest, split_runs
 from .nowcast import (KIND, features, init_nowcast, mlp_forward, nowcast_shapes, param_type, window_stats)
 
@@ -60,6 +61,12 @@ class _Run:
         self.interval, self.length = int(diffs[0]), len(steps)
 
 
+def strides(interval: int, length: int, cfg: NowcastTrainConfig) -> list[int]:
+    """The record strides of ``cfg.spacings`` that a run recorded every ``interval`` steps with ``length``
+    snapshots can supply a window of ``cfg.window`` states at (spacings that are multiples of the interval)."""
+    return [sp // interval for sp in cfg.spacings if sp % interval == 0 and cfg.window * sp // interval < length]
+
+
 def _sample(run: _Run, stride: int, start: int, window: int, k_max: int, elements: int, g: torch.Generator):
     """Features (m, F), types (m,), targets (m, K) in z units and mask (m, K) of one sample (module docstring)."""
     rows = start + stride * torch.arange(window)
@@ -87,8 +94,7 @@ def _batch(runs, cfg: NowcastTrainConfig, g: torch.Generator, samples: int):
     feats, types, targets, masks, scales = [], [], [], [], []
     for _ in range(samples):
         run = runs[int(torch.randint(len(runs), (1,), generator=g))]
-        options = [sp // run.interval for sp in cfg.spacings if sp % run.interval == 0
-                   and cfg.window * sp // run.interval < run.length]
+        options = strides(run.interval, run.length, cfg)
         stride = options[int(torch.randint(len(options), (1,), generator=g))]
         start = int(torch.randint(run.length - cfg.window * stride, (1,), generator=g))
         f, t, y, m = _sample(run, stride, start, cfg.window, cfg.k_max, cfg.elements, g)
@@ -122,10 +128,19 @@ def evaluate(tensors, batch, window: int) -> dict[str, list[float]]:
 
 def train_nowcast(zoo_dir, cfg: NowcastTrainConfig, progress: bool = True, command: str | None = None):
     """Meta-train a nowcaster on ``zoo_dir``; returns ``(config, tensors, card)`` for :func:`io.save`."""
+    if cfg.window < 2:
+        raise InputError(f"a window needs at least 2 states (the optimizer refuses fewer), got {cfg.window}")
     entries = read_manifest(zoo_dir)["runs"]
     if cfg.tasks:
         entries = [e for e in entries if e["spec"]["task"] in cfg.tasks]
-    entries = [e for e in entries if not e["diverged"] and e["num_records"] > cfg.window + 1]
+    held = sorted({(e["spec"]["record_every"], e["num_records"]) for e in entries})
+    entries = [e for e in entries if not e["diverged"]
+               and strides(e["spec"]["record_every"], e["num_records"], cfg)]
+    if not entries:
+        raise InputError(f"no run of {zoo_dir} can supply {cfg.window} states {list(cfg.spacings)} steps apart: its "
+                         f"runs hold (record interval, snapshots) {held[:6]}; pass --spacings that are multiples of "
+                         "the record interval spanning fewer snapshots, a smaller --window, or a zoo of longer runs "
+                         "(python -m weightcast.zoo.long)")
     train_ids, val_ids = split_runs(entries, cfg.val_fraction, cfg.seed)
     if not train_ids or not val_ids:
         raise ValueError(f"the zoo at {zoo_dir} has too few usable runs ({len(entries)}) for a train and a "
