@@ -54,13 +54,15 @@ def add_subparser(subparsers) -> None:
     sub = parser.add_subparsers(dest="forecaster_command", required=True)
     tr = sub.add_parser("train", help="meta-train a forecaster on a zoo's trajectories", formatter_class=HelpFormatter,
                         description="Meta-train a learned forecaster on the train split of a zoo (split by run) and "
-                                    "write its weights and card. The zoo's runs must hold at least window + "
-                                    "max-horizon snapshots; diverged runs are skipped.")
+                                    "write its weights and card. farcast/wnn: the zoo's runs must hold at "
+                                    "least window + max-horizon snapshots; nowcast: a window of states --spacings "
+                                    "steps apart (multiples of the runs' record interval), horizons up to --k-max "
+                                    "spacings. Diverged runs are skipped.")
     tr.add_argument("--kind", required=True, choices=["farcast", "wnn", "nowcast"], help="forecaster to train")
     tr.add_argument("--zoo", required=True, type=existing_dir, help="zoo directory (weightcast zoo build --out DIR)")
     tr.add_argument("--out", required=True, type=Path, help="weights file (.safetensors); the card goes beside it")
     tr.add_argument("--window", type=positive_int, default=5, help="snapshots per window (the optimizer's window)")
-    tr.add_argument("--max-horizon", type=positive_int, default=6, help="longest horizon, in record intervals")
+    tr.add_argument("--max-horizon", type=positive_int, default=6, help="farcast/wnn: longest horizon, in record intervals (nowcast: --k-max)")
     tr.add_argument("--steps", type=positive_int, default=600, help="optimizer steps of the meta-training")
     tr.add_argument("--samples", type=positive_int, default=16, help="(run, window, horizon) samples per batch")
     tr.add_argument("--elements", type=positive_int, default=2048, help="elements drawn per sample")
