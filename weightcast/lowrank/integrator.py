@@ -32,6 +32,7 @@ integrator of Ceruti, Kusch & Lubich 2022).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -77,6 +78,10 @@ class KLS(torch.optim.Optimizer):
             raise ValueError(f"base must be one of {BASES}, got {base!r}")
         if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+        for name, value in (("theta", theta), ("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a float (a real number), got {type(value).__name__} {value!r}")
         if not (theta >= 0 and math.isfinite(theta)):
             raise ValueError(f"theta must be a finite number >= 0 (the truncation tolerance), got {theta!r}")
         if int(min_rank) != min_rank or min_rank < 1:

@@ -40,6 +40,24 @@ def build_model(name: str, input_shape, num_classes: int, width: int = 1024) -> 
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
 
 
+def check_task(task, model_name: str, batch_size: int | None = None) -> None:
+    """Raise :class:`weightcast.errors.InputError` unless :func:`train` can train ``model_name`` on ``task``: a
+    classification task (digits, mnist), 28x28 images for "lenet5-ref", and at least ``batch_size`` training
+    examples."""
+    from ..data import ClassificationTask
+    from ..errors import InputError
+
+    if not isinstance(task, ClassificationTask):
+        raise InputError(f"lowrank train supports the classification tasks digits and mnist, not "
+                         f"{getattr(task, 'name', type(task).__name__)!r}")
+    if model_name == "lenet5-ref" and tuple(task.input_shape) != (1, 28, 28):
+        raise InputError(f"lenet5-ref needs 28x28 MNIST images, the task's inputs are {tuple(task.input_shape)}; "
+                         "use --task mnist or --model mlp")
+    if batch_size is not None and batch_size > len(task.train_y):
+        raise InputError(f"batch size {batch_size} exceeds the {len(task.train_y)} training examples; "
+                         "pass a smaller --batch-size")
+
+
 def train(task, model_name: str = "lenet5-ref", *, theta: float | None = 0.15, epochs: int = 20, lr: float = 0.05,
           batch_size: int = 128, base: str = "sgd", momentum: float = 0.0, seed: int = 0, rank: float = 1.0,
           min_rank: int = 2, log_every: int = 10, width: int = 1024, progress: bool = True) -> TrainResult:
@@ -47,6 +65,7 @@ def train(task, model_name: str = "lenet5-ref", *, theta: float | None = 0.15, e
     dense model with torch.optim.SGD/AdamW (same lr), otherwise the low-rank layers with :class:`KLS` from an
     SVD initialisation at ``rank`` (fraction of full rank); ``width``: the mlp's hidden width. Test accuracy on the task's validation split (MNIST:
     the 10,000 test images) after every epoch; ranks every ``log_every`` steps."""
+    check_task(task, model_name, batch_size)
     torch.manual_seed(seed)
     model, layers = build_model(model_name, task.input_shape, task.num_classes, width)
     dense_counts = {"dense_params": parameter_count(model), "dense_flops": forward_flops(model, task.input_shape)}
