@@ -128,10 +128,11 @@ def test_pruned_model_saves_and_loads(trained, lenet, task):
         torch.testing.assert_close(plain(x), model(x))
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "half", None])
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "half", "0.5", None])
 def test_bad_sparsity_is_refused(trained, bad):
     model = copy.deepcopy(trained)
-    with pytest.raises(ValueError, match=r"sparsity must be"):
+    error = TypeError if bad is None or isinstance(bad, str) else ValueError
+    with pytest.raises(error, match=r"sparsity must be"):
         prune(model, bad, "magnitude")
     assert not hasattr(model.layers[0], "weight_mask")
 

@@ -158,8 +158,10 @@ def test_bad_widths_and_models_are_refused():
     make_slimmable(model, WIDTHS)
     with pytest.raises(ValueError, match=r"not one of this model's widths \[0.25, 0.5, 0.75, 1.0\]"):
         set_width(model, 0.3)
-    with pytest.raises(ValueError, match="one of"):
+    with pytest.raises(TypeError, match="width must be a float"):
         set_width(model, "wide")
+    with pytest.raises(TypeError, match=r"width must be a float.*str '0.5'"):
+        set_width(model, "0.5")
     with pytest.raises(ValueError, match="not one of"):
         export(model, 2.0)
     with pytest.raises(RuntimeError, match="already slimmable"):

@@ -17,11 +17,15 @@ SCOPES = ("global", "layer")
 
 
 def check_sparsity(sparsity: float) -> float:
-    """``sparsity`` as a float; ValueError unless it is a number in [0, 1)."""
+    """``sparsity`` as a float; TypeError unless it is a real number (not a string), ValueError unless it is in
+    [0, 1)."""
+    if isinstance(sparsity, (str, bytes, bool)):
+        raise TypeError(f"sparsity must be a float in [0, 1), got {type(sparsity).__name__} {sparsity!r}")
     try:
         s = float(sparsity)
     except (TypeError, ValueError):
-        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}") from None
+        raise TypeError(f"sparsity must be a float in [0, 1), got {type(sparsity).__name__} {sparsity!r}") \
+            from None
     if not 0.0 <= s < 1.0 or math.isnan(s):
         raise ValueError(f"sparsity must be in [0, 1) (the fraction of weights removed; 0.9 keeps 10%), got {s}")
     return s
@@ -63,8 +67,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.
     apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
     update_weights: write the compensated weights of OBS/WoodFisher/CHITA into the model.
-    Raises ValueError for a sparsity outside [0, 1), an unknown method or scope, or a data-based method without
-    data; the model is left untouched then.
+    Raises TypeError for a sparsity that is not a number (a string); ValueError for a sparsity outside [0, 1), an
+    unknown method or scope, or a data-based method without data; the model is left untouched then.
     """
     sparsity = check_sparsity(sparsity)
     if method not in METHODS:

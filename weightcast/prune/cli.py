@@ -2,7 +2,8 @@
 
     weightcast prune zoo   --data-dir DATA [--zoo DIR]                   train + held-out zoos (resumable)
     weightcast prune train --data-dir DATA [--zoo DIR] [--out FILE] [--steps N]
-    weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--data-dir DATA ...]
+    weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
+        (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it)
 """
 from __future__ import annotations
 
@@ -12,6 +13,22 @@ import shlex
 import sys
 import time
 from pathlib import Path
+
+from ..cli_common import HelpFormatter, positive_int
+from ..errors import InputError
+
+from .api import DATA_BASED, METHODS
+
+
+def _sparsity(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: pass a fraction in [0, 1) (0.9 keeps 10%)")
+    return value
 
 
 def add_subparser(subparsers) -> None:
@@ -33,17 +50,33 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--hidden", type=int, default=32)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
-    apply = sub.add_parser("apply", help="prune a saved model (state_dict file) and save the pruned state_dict")
+    apply = sub.add_parser(
+        "apply", formatter_class=HelpFormatter,
+        help="prune a saved model (state_dict file) and save the pruned state_dict",
+        description="Prune a saved model and torch.save its state_dict to --out. By default the output keeps "
+                    "torch.nn.utils.prune's parametrisation (<layer>.weight_orig and <layer>.weight_mask): load "
+                    "it with weightcast.prune.load_pruned(model, torch.load(OUT)), or pass it again as --state "
+                    "(the masks are folded in). With --permanent the masks are folded into the weights: a plain "
+                    "state_dict (zeros where pruned) that model.load_state_dict reads.")
     apply.add_argument("--model", required=True, help="model name (weightcast.models, or mlp_nobias)")
-    apply.add_argument("--model-kwargs", default="{}", help='JSON, e.g. {"widths": [40, 20]}')
+    apply.add_argument("--model-kwargs", default="{}", help='JSON object of model arguments, e.g. '
+                       '\'{"widths": [40, 20]}\'; must match the checkpoint\'s shapes')
     apply.add_argument("--task", default="mnist", help="task that gives the input shape and calibration data")
-    apply.add_argument("--data-dir", default=None)
-    apply.add_argument("--state", type=Path, required=True, help="the trained model's state_dict (torch.save)")
-    apply.add_argument("--sparsity", type=float, required=True)
-    apply.add_argument("--method", default="magnitude")
-    apply.add_argument("--scope", default="global", choices=("global", "layer"))
-    apply.add_argument("--calibration", type=int, default=1024, help="training examples for data-based methods")
-    apply.add_argument("--out", type=Path, required=True)
+    apply.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
+    apply.add_argument("--state", type=Path, required=True,
+                       help="the trained model's state_dict (torch.save); a pruned one written by this command "
+                            "is accepted too")
+    apply.add_argument("--sparsity", type=_sparsity, required=True,
+                       help="fraction of the prunable weights removed, in [0, 1) (0.9 keeps 10%%)")
+    apply.add_argument("--method", default="magnitude", choices=METHODS,
+                       help=f"pruning method; {', '.join(DATA_BASED)} need calibration data")
+    apply.add_argument("--scope", default="global", choices=("global", "layer"),
+                       help="prune over all layers at once or each layer to --sparsity (magnitude, hypernet)")
+    apply.add_argument("--calibration", type=positive_int, default=1024,
+                       help="training examples of calibration data for the data-based methods")
+    apply.add_argument("--out", type=Path, required=True, help="where the pruned state_dict goes (torch.save)")
+    apply.add_argument("--permanent", action="store_true",
+                       help="fold the masks into the weights: write a plain state_dict (no weight_orig/weight_mask)")
     apply.set_defaults(func=_apply)
 
 
@@ -95,29 +128,74 @@ def _train(args) -> int:
     return 0
 
 
+def _model_kwargs(text: str) -> dict:
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--model-kwargs {text!r} is not JSON ({exc}); pass a JSON object with quoted keys, "
+                         'e.g. --model-kwargs \'{"widths": [40, 20]}\'') from None
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--model-kwargs {text!r} is not a JSON object; pass e.g. '{{\"widths\": [40, 20]}}'")
+    return kwargs
+
+
+def _check_out(out: Path) -> None:
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; pass a file name, e.g. --out {out / 'pruned.pt'}")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: the folder {out.parent} does not exist; create it or choose another path")
+
+
 def _apply(args) -> int:
     import torch
 
     from .. import models
     from ..data import get_task
-    from .api import DATA_BASED, prune, sparsity_of
+    from .api import load_pruned, make_permanent, prune, sparsity_of
     from .models import registered
 
+    _check_out(args.out)
+    kwargs = _model_kwargs(args.model_kwargs)
+    if not args.state.is_file():
+        raise InputError(f"--state {args.state}: no such file; pass the trained model's state_dict "
+                         "(torch.save(model.state_dict(), FILE))")
+    try:
+        state = torch.load(args.state, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file is the user's input
+        raise InputError(f"--state {args.state} cannot be read as a torch.save state_dict ({exc})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"--state {args.state} holds a {type(state).__name__}, not a state_dict; save it with "
+                         "torch.save(model.state_dict(), FILE)")
     task = get_task(args.task, args.data_dir)
     with registered():
-        model = models.get(args.model, **task.model_kwargs(), **json.loads(args.model_kwargs))
-    model.load_state_dict(torch.load(args.state, map_location="cpu"))
+        try:
+            model = models.get(args.model, **{**task.model_kwargs(), **kwargs})
+        except KeyError as exc:
+            raise InputError(f"--model {args.model!r}: {exc.args[0] if exc.args else exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"--model {args.model} does not take --model-kwargs {args.model_kwargs} ({exc})") \
+                from None
+    try:
+        load_pruned(model, state)
+    except (RuntimeError, KeyError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise InputError(f"--state {args.state} does not fit --model {args.model} with --model-kwargs "
+                         f"{args.model_kwargs} ({first}); pass the model arguments the "
+                         "checkpoint was trained with") from None
+    make_permanent(model)
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
     start = time.perf_counter()
     try:
         prune(model, args.sparsity, args.method, data=data, scope=args.scope)
     except ValueError as exc:
-        print(f"weightcast prune apply: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from None
     seconds = time.perf_counter() - start
+    after = task.evaluate(model)["acc"]
+    if args.permanent:
+        make_permanent(model)
     torch.save(model.state_dict(), args.out)
     print(json.dumps({"method": args.method, "sparsity": sparsity_of(model), "acc_dense": before,
-                      "acc_pruned": task.evaluate(model)["acc"], "seconds": round(seconds, 3),
+                      "acc_pruned": after, "seconds": round(seconds, 3), "permanent": args.permanent,
                       "out": str(args.out)}))
     return 0

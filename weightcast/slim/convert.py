@@ -76,12 +76,16 @@ def spec_of(model: nn.Module) -> SlimSpec:
 
 
 def check_width(model: nn.Module, width: float) -> float:
-    """``width`` as one of the model's widths; ValueError naming the valid ones otherwise."""
+    """``width`` as one of the model's widths; TypeError for a non-number (a string), ValueError naming the valid
+    ones for another number."""
     widths = spec_of(model).widths
+    what = f"width must be a float, one of {list(widths)}, got {type(width).__name__} {width!r}"
+    if isinstance(width, (str, bytes, bool)):
+        raise TypeError(what)
     try:
         value = float(width)
     except (TypeError, ValueError):
-        raise ValueError(f"width must be one of {list(widths)}, got {width!r}") from None
+        raise TypeError(what) from None
     match = [w for w in widths if abs(w - value) < 1e-9]
     if not match:
         raise ValueError(f"width {width!r} is not one of this model's widths {list(widths)} (switchable BN keeps "

@@ -1,0 +1,120 @@
+"""User-input handling of ``weightcast prune apply`` and ``weightcast slim finetune/study``: bad input is one
+line (InputError, exit 1) before any work, and ``prune apply``'s output loads back."""
+import json
+import re
+
+import pytest
+import torch
+
+from weightcast.cli import main
+from weightcast.data import get_task
+from weightcast.models import get
+from weightcast.prune import BiasFreeMLP, load_pruned
+
+
+def error_of(argv, capsys) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("weightcast: error:") and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def state(tmp_path):
+    model = BiasFreeMLP((8, 8), 10, widths=(12,))
+    path = tmp_path / "mlp.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def apply_args(state, out, *extra):
+    return ["prune", "apply", "--model", "mlp_nobias", "--model-kwargs", '{"widths": [12]}', "--task", "digits",
+            "--state", str(state), "--sparsity", "0.5", "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"--state": "missing.pt"}, "--state .*no such file"),
+    ({"--model-kwargs": "{widths:[32]}"}, "--model-kwargs .* is not JSON"),
+    ({"--model": "mlpx"}, "--model 'mlpx'.*unknown model"),
+    ({"--model-kwargs": '{"widths": [32]}'}, "does not fit --model mlp_nobias"),
+    ({"--out": "/nonexist/dir/p.pt"}, "--out .*does not exist"),
+])
+def test_prune_apply_bad_input_is_one_line(state, tmp_path, capsys, change, match):
+    argv = apply_args(state, tmp_path / "p.pt")
+    for flag, value in change.items():
+        argv[argv.index(flag) + 1] = str(tmp_path / value) if flag == "--state" else value
+    assert re.search(match, error_of(argv, capsys))
+
+
+def test_prune_apply_checks_out_before_any_work(state, capsys, monkeypatch):
+    import weightcast.prune.api as api
+
+    monkeypatch.setattr(api, "prune", lambda *a, **k: pytest.fail("pruned before checking --out"))
+    error_of(apply_args(state, "/nonexist/dir/p.pt"), capsys)
+
+
+def test_prune_apply_output_loads_back(state, tmp_path, capsys):
+    masked, plain = tmp_path / "masked.pt", tmp_path / "plain.pt"
+    assert main(apply_args(state, masked)) == 0
+    assert json.loads(capsys.readouterr().out)["permanent"] is False
+    saved = torch.load(masked)
+    assert any(k.endswith("weight_mask") for k in saved)
+    load_pruned(BiasFreeMLP((8, 8), 10, widths=(12,)), saved)
+    # its own output is accepted as --state; --permanent writes a plain state_dict
+    assert main(apply_args(masked, plain, "--permanent", "--sparsity", "0.7")) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = BiasFreeMLP((8, 8), 10, widths=(12,))
+    model.load_state_dict(torch.load(plain))
+    assert report["permanent"] and abs(report["sparsity"] - 0.7) < 0.01
+    assert float((model.layers[0].weight == 0).float().mean()) > 0.5
+
+
+def test_prune_apply_help_lists_methods_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "apply", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("{random,magnitude,hypernet,obs,woodfisher,chita}", "(default: magnitude)", "(default: 1024)",
+                 "fraction of the prunable weights removed", "weight_mask", "load_pruned", "--permanent"):
+        assert text in out, text
+
+
+def finetune_args(tmp_path, weights, *extra):
+    return ["slim", "finetune", "--model", "lenet5", "--task", "digits", "--weights", str(weights),
+            "--out", str(tmp_path / "slim.safetensors"), "--steps", "1", *extra]
+
+
+def test_slim_finetune_bad_input_is_one_line(tmp_path, capsys):
+    model = get("lenet5", **get_task("digits").model_kwargs())
+    pt = tmp_path / "pre.pt"
+    torch.save(model.state_dict(), pt)
+    argv = finetune_args(tmp_path, pt)
+    argv[argv.index("--model") + 1] = "gpt"
+    assert "choose one of ['lenet5', 'mlp', 'resnet18']" in error_of(argv, capsys)
+    assert "no such file" in error_of(finetune_args(tmp_path, tmp_path / "missing.safetensors"), capsys)
+    err = error_of(finetune_args(tmp_path, pt), capsys)
+    assert "expected a .safetensors file written by safetensors.torch.save_file" in err and "save_file(" in err
+
+
+def test_slim_help_and_study_out_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["slim", "finetune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("fractions of the full width", "(default: 200)", "SGD steps", "learning rate", "(default: 0.01)",
+                 "training and evaluation data"):
+        assert text in out, text
+    with pytest.raises(SystemExit) as exc:
+        main(["slim", "study", "--quick"])
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["slim", "study", "--help"])
+    assert "benchmarks/results/slim" in " ".join(capsys.readouterr().out.split())
+
+
+def test_api_refuses_strings():
+    from weightcast import prune, slim
+
+    model = BiasFreeMLP((8, 8), 10, widths=(12,))
+    with pytest.raises(TypeError, match="sparsity must be a float.*str '0.5'"):
+        prune.prune(model, "0.5")
+    with pytest.raises(TypeError, match="width must be a float"):
+        slim.set_width(slim.make_slimmable(get("mlp", **get_task("digits").model_kwargs()), (0.5, 1.0)), "0.5")
