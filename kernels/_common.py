@@ -28,6 +28,24 @@ def check_device(op: str, kernel, *tensors: torch.Tensor) -> None:
     raise ValueError(f"{op}: Triton kernels run on cuda tensors (or cpu under TRITON_INTERPRET=1), got {device.type}")
 
 
+def dot_block(n: int) -> int:
+    """Block size of a ``tl.dot`` dimension of extent ``n``: a power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(n))
+
+
+@triton.jit
+def linear_rows(hidden_ptr, weight_ptr, bias_ptr, rows, row_ok, cols, hs, T, H, HAS_BIAS: tl.constexpr):
+    """(BLOCK_K, BLOCK_T) float32 ``hidden[rows] @ weight.T + bias`` for a (K, H) ``hidden`` and a (T, H)
+    ``weight`` (read as its (H, T) transpose), ``tl.dot`` in IEEE float32; rows past K and columns past T are 0."""
+    g = tl.load(hidden_ptr + rows[:, None] * H + hs[None, :], mask=row_ok[:, None] & (hs[None, :] < H), other=0.0)
+    w = tl.load(weight_ptr + cols[None, :] * H + hs[:, None], mask=(hs[:, None] < H) & (cols[None, :] < T),
+                other=0.0)
+    y = tl.dot(g, w, input_precision="ieee")
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + cols, mask=cols < T, other=0.0)[None, :]
+    return y
+
+
 @triton.jit
 def token_slots(spans_ptr, rows, cols, row_ok):
     """(BLOCK_K, BLOCK_T) int64 flat offsets of slots ``cols`` of tokens ``rows``, -1 for padding: the token layout

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, token_slots
+from ._common import check_device, dot_block, linear_rows, token_slots
 
 
 @triton.jit
@@ -25,13 +25,7 @@ def _decode_overwrite_kernel(out_ptr, hidden_ptr, weight_ptr, bias_ptr, spans_pt
     cols = tl.arange(0, BLOCK_T)
     hs = tl.arange(0, BLOCK_H)
     row_ok = rows < K
-    g = tl.load(hidden_ptr + rows[:, None] * H + hs[None, :], mask=row_ok[:, None] & (hs[None, :] < H), other=0.0)
-    # weight is (T, H): read it as its transpose (H, T)
-    w = tl.load(weight_ptr + cols[None, :] * H + hs[:, None], mask=(hs[:, None] < H) & (cols[None, :] < T),
-                other=0.0)
-    y = tl.dot(g, w, input_precision="ieee")
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + cols, mask=cols < T, other=0.0)[None, :]
+    y = linear_rows(hidden_ptr, weight_ptr, bias_ptr, rows, row_ok, cols, hs, T, H, HAS_BIAS)
     s = tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
     y = y * s[:, None]
     idx = token_slots(spans_ptr, rows, cols, row_ok)
@@ -40,10 +34,6 @@ def _decode_overwrite_kernel(out_ptr, hidden_ptr, weight_ptr, bias_ptr, spans_pt
     if ACCUMULATE:
         y += tl.load(where, mask=ok, other=0.0).to(tl.float32)
     tl.store(where, y.to(out_ptr.dtype.element_ty), mask=ok)
-
-
-def _block(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
 
 
 def decode_overwrite(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -55,7 +45,7 @@ def decode_overwrite(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tens
     T, H = weight.shape
     if K == 0:
         return
-    block_t, block_h = _block(T), _block(H)
+    block_t, block_h = dot_block(T), dot_block(H)
     block_k = 32 if block_t * block_h <= 128 * 128 else 16
     _decode_overwrite_kernel[(triton.cdiv(K, block_k),)](
         out, hidden, weight, bias if bias is not None else scale, spans, scale, K, T, H,

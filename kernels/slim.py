@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device
+from ._common import check_device, dot_block, linear_rows
 
 
 @triton.jit
@@ -24,23 +24,13 @@ def _generate_write_kernel(out_ptr, hidden_ptr, weight_ptr, bias_ptr, scale, K, 
     cols = tl.arange(0, BLOCK_T)
     hs = tl.arange(0, BLOCK_H)
     row_ok = rows < K
-    g = tl.load(hidden_ptr + rows[:, None] * H + hs[None, :], mask=row_ok[:, None] & (hs[None, :] < H), other=0.0)
-    # weight is (T, H): read it as its transpose (H, T)
-    w = tl.load(weight_ptr + cols[None, :] * H + hs[:, None], mask=(hs[:, None] < H) & (cols[None, :] < T),
-                other=0.0)
-    y = tl.dot(g, w, input_precision="ieee")
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + cols, mask=cols < T, other=0.0)[None, :]
+    y = linear_rows(hidden_ptr, weight_ptr, bias_ptr, rows, row_ok, cols, hs, T, H, HAS_BIAS)
     y = y * scale
     ok = row_ok[:, None] & (cols[None, :] < T)
     where = out_ptr + rows[:, None] * T + cols[None, :]
     if ACCUMULATE:
         y += tl.load(where, mask=ok, other=0.0)
     tl.store(where, y, mask=ok)
-
-
-def _block(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
 
 
 def generate_write(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -52,7 +42,7 @@ def generate_write(out: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor
     H = hidden.shape[1]
     if K == 0 or T == 0:
         return
-    block_t, block_h = _block(T), _block(H)
+    block_t, block_h = dot_block(T), dot_block(H)
     block_k = 32 if block_t * block_h <= 128 * 128 else 16
     _generate_write_kernel[(triton.cdiv(K, block_k),)](
         out, hidden, weight, bias if bias is not None else weight, float(scale), K, T, H,

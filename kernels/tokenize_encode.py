@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_device, token_slots
+from ._common import check_device, dot_block, token_slots
 
 
 @triton.jit
@@ -36,10 +36,6 @@ def _tokenize_encode_kernel(flat_ptr, spans_ptr, scale_ptr, weight_ptr, bias_ptr
     tl.store(out_ptr + rows[:, None] * H + hs[None, :], acc + b, mask=out_mask)
 
 
-def _block(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
-
-
 def tokenize_encode(flat: torch.Tensor, spans: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor,
                     bias: torch.Tensor) -> torch.Tensor:
     """(K, H) float32; flat (N,) float32, spans (K, 3) int64, scale (K,), weight (H, T), bias (K, H),
@@ -50,7 +46,7 @@ def tokenize_encode(flat: torch.Tensor, spans: torch.Tensor, scale: torch.Tensor
     out = torch.empty(K, H, dtype=torch.float32, device=flat.device)
     if K == 0:
         return out
-    block_t, block_h = _block(T), _block(H)
+    block_t, block_h = dot_block(T), dot_block(H)
     block_k = 32 if block_t * block_h <= 128 * 128 else 16
     _tokenize_encode_kernel[(triton.cdiv(K, block_k),)](flat, spans, scale, weight, bias, out, K, T, H,
                                                        BLOCK_K=block_k, BLOCK_T=block_t, BLOCK_H=block_h,
