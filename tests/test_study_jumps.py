@@ -91,6 +91,21 @@ def test_study_methods_run(method):
         assert len(result.horizons) == 3 and all(h in (0, 1, 2, 4, 8, 5, 3) for h in result.horizons)
 
 
+def test_ema_moves_with_each_jump():
+    """jump-ema-adamw judges the EMA of the weights; the EMA is shifted by each jump's displacement, so the judged
+    metric changes across a jump (without the shift the EMA would not move between the two measurements)."""
+    study = STUDY_TASKS["digits-mlp"]
+    task = data.get_task(study.task)
+
+    def make():
+        return models.get(study.arch, **task.model_kwargs(), **study.model_kwargs)
+
+    result = train_run(task, make, "jump-ema-adamw:linear", 3e-3, 1, study.goal, 100, 50, study.batch_size,
+                       Schedule(window=5, record_every=10, k_max=8))
+    assert [j[0] for j in result.jumps] == [50, 100]
+    assert any(before != after for _, before, after, _ in result.jumps)
+
+
 def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):
     from weightcast.study.demo import DEMO_METHODS, run_demo
 

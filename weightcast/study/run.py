@@ -15,8 +15,8 @@ import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .jumps import Jumps, linear_predictor, nowcast_predictor
-from .methods import (CLIP_STD, EMA_DECAY, Schedule, forecaster_of, is_forecasting, is_jumping, make_optimizer,
-                      options_of)
+from .methods import (CLIP_STD, EMA_DECAY, Schedule, base_method, forecaster_of, is_forecasting, is_jumping,
+                      make_optimizer, options_of)
 
 
 # a suffix on a forecasting method adds a jump guard; its criteria on the guard batch: the loss ("+guard"), or the
@@ -105,7 +105,7 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     model = make_model()
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY))
-           if method.startswith("ema-") else None)
+           if base_method(method).startswith("ema-") else None)
     judged = ema.module if ema is not None else model
     schedule_free = method.startswith("schedulefree-")
     result = RunResult(method, lr, seed, budget)
@@ -165,7 +165,12 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
             ema.update_parameters(model)
         if jumps is not None and step % schedule.jump_every == 0 and len(jumps.history) == schedule.window - 1:
             before_value = measure()
+            previous = [p.detach().clone() for p in model.parameters()] if ema is not None else None
             jumps.after_step(step)
+            if ema is not None:  # the average moves with the jump
+                with torch.no_grad():
+                    for averaged, p, old in zip(ema.module.parameters(), model.parameters(), previous):
+                        averaged.add_(p - old)
             result.jumps.append((step, before_value, measure(), math.nan))
             result.horizons.append(jumps.chosen[-1])
             pending[step + AFTER_STEPS] = len(result.jumps) - 1

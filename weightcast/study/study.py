@@ -21,7 +21,8 @@ from .run import RunResult, train_run
 from .tasks import ADAMW_LRS, SGD_LRS, StudyTask
 
 DEFAULT_METHODS = ("adamw", "adamw-cosine", "sgd", "lookahead-adamw", "schedulefree-adamw", "ema-adamw",
-                   "jump-adamw:linear", "jump-adamw:linear+guard", "jump-adamw:nowcast", "jump-adamw:nowcast+guard")
+                   "jump-adamw:linear+guard", "forecast-adamw:nowcast", "jump-adamw:nowcast+guard",
+                   "jump-ema-adamw:nowcast")
 TUNING_SEED = 0
 
 

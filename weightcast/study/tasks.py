@@ -36,20 +36,25 @@ class StudyTask:
 
 
 # NiNo's schedule (5 states 200 steps apart, a jump every 1000 steps, k from 40 down to 1 over 10k steps) scaled to
-# budgets of 1-3k steps: 5 states 10 steps apart, a jump every 50 steps, k from 32 (the nowcaster's longest
-# horizon) down to 1 over the budget
+# the budgets of each task: on digits (1,500 steps) 5 states 10 steps apart, a jump every 50 steps, k from 32 down to
+# 1; on MNIST and the chars GPT (3,000-6,000 steps) 5 states 100 steps apart, a jump every 500 steps, k from 32 down
+# to 1 over the budget
 LONG = Schedule(window=5, record_every=10, k_max=32)
+LONGER = Schedule(window=5, record_every=100, k_max=32)
 
 STUDY_TASKS = {
+    "mnist-mlp-deep": StudyTask("mnist", "mlp", Goal("acc", 0.97), budget=6000, eval_every=100, batch_size=64,
+                                schedule=LONGER, model_kwargs={"widths": (96, 48, 24)}, eval_limit=2000,
+                                held_out=True, needs_data_dir=True),
     "digits-mlp-deep": StudyTask("digits", "mlp", Goal("acc", 0.97), budget=1500, eval_every=25, batch_size=32,
                                  schedule=LONG, model_kwargs={"widths": (48, 48, 48)}, held_out=True),
     "digits-mlp": StudyTask("digits", "mlp", Goal("acc", 0.98), budget=1500, eval_every=25, batch_size=32,
                             schedule=LONG, model_kwargs={"widths": (64,)}),
-    "mnist-mlp": StudyTask("mnist", "mlp", Goal("acc", 0.96), budget=3000, eval_every=100, batch_size=64,
-                           schedule=LONG, model_kwargs={"widths": (64,)}, eval_limit=2000, needs_data_dir=True),
-    "mnist-lenet5": StudyTask("mnist", "lenet5", Goal("acc", 0.98), budget=2000, eval_every=100, batch_size=64,
-                              schedule=LONG, eval_limit=2000, needs_data_dir=True),
-    "chars-gpt": StudyTask("chars", "gpt", Goal("loss", 2.3), budget=2000, eval_every=100, batch_size=16,
-                           schedule=LONG, eval_limit=32, model_kwargs={"n_layer": 2, "n_embd": 32, "n_head": 2},
+    "mnist-mlp": StudyTask("mnist", "mlp", Goal("acc", 0.97), budget=6000, eval_every=100, batch_size=64,
+                           schedule=LONGER, model_kwargs={"widths": (64,)}, eval_limit=2000, needs_data_dir=True),
+    "mnist-lenet5": StudyTask("mnist", "lenet5", Goal("acc", 0.985), budget=3000, eval_every=100, batch_size=64,
+                              schedule=LONGER, eval_limit=2000, needs_data_dir=True),
+    "chars-gpt": StudyTask("chars", "gpt", Goal("loss", 2.3), budget=3000, eval_every=100, batch_size=16,
+                           schedule=LONGER, eval_limit=32, model_kwargs={"n_layer": 2, "n_embd": 32, "n_head": 2},
                            task_kwargs={"block_size": 32}),
 }
