@@ -11,6 +11,9 @@ comes from the jumps and not from extra tuning:
 * "jump-adamw:<predictor>" (predictor "linear" or "nowcast"): jumps driven from the training loop
   (:mod:`.jumps`) with the long decaying schedule; suffixes "+guard" (score k, k/2, k/4, 0 on a training batch
   and keep the best) and "+clip" (clip each tensor's moves at 3 standard deviations), combinable;
+* "jump-ema-adamw:<predictor>": the same jumps on AdamW, judged on an EMA of its weights that moves by each jump's
+  displacement (forecasting and weight averaging are complementary: one moves along the trajectory, the other
+  removes its noise);
 * "forecast-adamw:<forecaster>" / "forecast-sgd:<forecaster>": the optimizer engine's jumps (any registered
   forecaster), the horizon of each jump set from the same schedule.
 """
