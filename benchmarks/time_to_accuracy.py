@@ -26,12 +26,28 @@ from weightcast.study import DEFAULT_METHODS, STUDY_TASKS, markdown_table, plot,
 RESULTS = Path(__file__).resolve().parent / "results" / "long"
 
 
+def _lr_grids(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, tuple[float, ...]]:
+    grids = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        try:
+            grids[name] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            parser.error(f"--lr-grid wants NAME=LR[,LR...], e.g. adamw=1e-3,3e-3; got {item!r}")
+        if not name or not grids[name] or min(grids[name]) <= 0:
+            parser.error(f"--lr-grid wants a name and positive learning rates, got {item!r}")
+    return grids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(STUDY_TASKS), choices=list(STUDY_TASKS))
     parser.add_argument("--budget", type=int, default=None, help="override every task's step budget")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--lr-grid", nargs="+", default=[], metavar="NAME=LR[,LR...]",
+                        help="learning-rate grid of a family (sgd, adamw) or a method, replacing the default "
+                             "(one value: no tuning runs), e.g. adamw=1e-3")
     parser.add_argument("--data-dir", default=os.environ.get("WEIGHTCAST_DATA"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
@@ -46,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: it needs MNIST (--data-dir or WEIGHTCAST_DATA)", file=sys.stderr)
             continue
         kwargs = dict(seeds=1, lrs={"sgd": (0.03,), "adamw": (3e-3,)}, budget=150) if args.quick else {}
+        if args.lr_grid and not args.quick:
+            kwargs["lrs"] = _lr_grids(parser, args.lr_grid)
         if args.budget and not args.quick:
             kwargs["budget"] = args.budget
         start = time.perf_counter()
