@@ -12,6 +12,7 @@ from weightcast.forecasters.nowcast import param_type, predict_tensor
 from weightcast.forecasters.nowcast_graph import (NowcastGraphForecaster, fallback_tensors, graph_shapes, init_graph,
                                                   predict_network)
 from weightcast.forecasters.nowcast_graph_train import GraphTrainConfig, train_graph
+from weightcast.cli import main
 from weightcast.models import GPT, MLP, LeNet5
 from weightcast.study.jumps import Jumps, nowcast_predictor
 from weightcast.zoo import build_zoo, quick_spec
@@ -183,11 +184,17 @@ def test_training_loop_jumps_and_the_engine_use_the_whole_network():
         torch.testing.assert_close(p.detach(), e[0], atol=1e-5, rtol=1e-5)
 
 
-def test_meta_training_on_a_small_zoo_saves_a_file_that_loads_by_name(tmp_path):
-    build_zoo(tmp_path / "zoo", quick_spec(), progress=False)
+@pytest.fixture(scope="module")
+def quick_zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nowcast_graph") / "zoo"
+    build_zoo(out, quick_spec()[:4], progress=False)  # the digits MLP runs (the GPT run is too short for a window)
+    return out
+
+
+def test_meta_training_on_a_small_zoo_saves_a_file_that_loads_by_name(quick_zoo, tmp_path):
     cfg = GraphTrainConfig(k_max=2, spacings=(5,), hidden=8, embed=4, fallback_hidden=8, steps=4,
                            samples_per_batch=2, val_windows=2)
-    config, tensors, card = train_graph(tmp_path / "zoo", cfg, progress=False, command="test")
+    config, tensors, card = train_graph(quick_zoo, cfg, progress=False, command="test")
     assert card["trained_for"] == {"window": 5, "spacings_steps": [5], "k_range": [1, 2]}
     assert set(card["val_l1_by_horizon"]) == {"graph", "per_element", "still", "line"}
     assert all(len(v) == 2 for v in card["val_l1_by_horizon"].values()) and card["val_runs"] >= 1
@@ -202,9 +209,20 @@ def test_meta_training_on_a_small_zoo_saves_a_file_that_loads_by_name(tmp_path):
     with pytest.raises(io.ForecasterFileError):
         get("nowcast", path=path)
     with pytest.raises(InputError, match=r"hold \(record interval, snapshots\)"):
-        train_graph(tmp_path / "zoo", GraphTrainConfig(spacings=(50,), steps=1), progress=False)
+        train_graph(quick_zoo, GraphTrainConfig(spacings=(50,), steps=1), progress=False)
     with pytest.raises(InputError, match="at least 2 states"):
-        train_graph(tmp_path / "zoo", GraphTrainConfig(window=1, spacings=(5,), steps=1), progress=False)
+        train_graph(quick_zoo, GraphTrainConfig(window=1, spacings=(5,), steps=1), progress=False)
+
+
+def test_cli_trains_it_with_the_per_element_model_and_a_held_out_zoo_in_the_card(quick_zoo, tmp_path):
+    out = tmp_path / "g.safetensors"
+    assert main(["forecaster", "train", "--kind", "nowcast-graph", "--zoo", str(quick_zoo), "--out", str(out),
+                 "--steps", "2", "--samples", "2", "--hidden", "8", "--k-max", "3", "--spacings", "5",
+                 "--held-out-zoo", str(quick_zoo), "--no-progress"]) == 0
+    card = json.loads(io.card_path(out).read_text())
+    assert card["config"]["hidden"] == card["config"]["fallback_hidden"] == 8
+    assert len(card["val_l1_by_horizon"]["compare"]) == 3  # the shipped per-element nowcast, on the same windows
+    assert set(card["held_out"]["l1_by_horizon"]) == set(card["val_l1_by_horizon"])
 
 
 def test_shipped_weights_and_card():

@@ -49,7 +49,7 @@ class GraphTrainConfig:
     samples_per_batch: int = 4
     lr: float = 3e-3
     val_fraction: float = 0.2
-    val_windows: int = 24
+    val_windows: int = 32
     seed: int = 0
     tasks: tuple[str, ...] = field(default_factory=tuple)
 
@@ -241,15 +241,16 @@ def train_graph(zoo_dir, cfg: GraphTrainConfig, progress: bool = True, command: 
 
 def train_from_args(args) -> int:
     """``weightcast forecaster train --kind nowcast-graph ...``: train, save weights and card, print the
-    validation L1. A ``--held-out-zoo`` directory without a manifest is built first (:func:`held_out_specs`)."""
+    validation L1. ``--hidden`` sizes both the graph model and its per-element fallback. A ``--held-out-zoo``
+    directory without a manifest is built first (:func:`held_out_specs`)."""
     import json
     import shlex
     import sys
 
     torch.set_num_threads(args.threads)
     cfg = GraphTrainConfig(window=args.window, k_max=args.k_max, spacings=tuple(args.spacings), hidden=args.hidden,
-                           rounds=args.rounds, steps=args.steps, samples_per_batch=args.samples, lr=args.lr,
-                           seed=args.seed)
+                           fallback_hidden=args.hidden, rounds=args.rounds, steps=args.steps,
+                           samples_per_batch=args.samples, lr=args.lr, seed=args.seed)
     if args.held_out_zoo is not None and not (args.held_out_zoo / "manifest.json").exists():
         from ..zoo import build_zoo
 
