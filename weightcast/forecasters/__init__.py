@@ -8,10 +8,12 @@ from .farcast import FarcastForecaster
 from .io import ForecasterFileError
 from .linear import LinearForecaster, least_squares_line_coefficients
 from .nowcast import NowcastForecaster
+from .nowcast_graph import NowcastGraphForecaster
 from .wnn import WNNForecaster
 
 _REGISTRY: dict[str, Callable[..., Forecaster]] = {"linear": LinearForecaster, "farcast": FarcastForecaster,
-                                                   "wnn": WNNForecaster, "nowcast": NowcastForecaster}
+                                                   "wnn": WNNForecaster, "nowcast": NowcastForecaster,
+                                                   "nowcast-graph": NowcastGraphForecaster}
 
 
 def _latent(**kwargs) -> Forecaster:
@@ -44,5 +46,5 @@ def get(name: str | Forecaster, **kwargs) -> Forecaster:
     return _REGISTRY[name](**kwargs)
 
 
-__all__ = ["FarcastForecaster", "Forecaster", "ForecasterFileError", "LinearForecaster", "NowcastForecaster", "WNNForecaster", "get",
-           "least_squares_line_coefficients", "names", "register"]
+__all__ = ["FarcastForecaster", "Forecaster", "ForecasterFileError", "LinearForecaster", "NowcastForecaster",
+           "NowcastGraphForecaster", "WNNForecaster", "get", "least_squares_line_coefficients", "names", "register"]

@@ -1,6 +1,6 @@
 """``weightcast forecaster train|info``: meta-train a learned forecaster on a zoo, or show a forecaster file's card.
 
-    weightcast forecaster train --kind farcast|wnn --zoo DIR --out FILE [--steps N] [--reg R] [--hidden H] ...
+    weightcast forecaster train --kind farcast|wnn|nowcast|nowcast-graph --zoo DIR --out FILE [--steps N] ...
     weightcast forecaster info FILE
 
 ``train`` writes FILE (safetensors) and FILE with a ``.json`` suffix (the card: zoo, split, steps, losses, date,
@@ -29,6 +29,10 @@ def _train(args: argparse.Namespace) -> int:
         from .nowcast_train import train_from_args
 
         return train_from_args(args)
+    if args.kind == "nowcast-graph":
+        from .nowcast_graph_train import train_from_args as train_graph_from_args
+
+        return train_graph_from_args(args)
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(kind=args.kind, window=args.window, max_horizon=args.max_horizon, steps=args.steps,
                       samples_per_batch=args.samples, elements=args.elements, lr=args.lr, reg=args.reg,
@@ -49,16 +53,18 @@ def _info(args: argparse.Namespace) -> int:
 
 def add_subparser(subparsers) -> None:
     """Add ``forecaster train`` and ``forecaster info`` to the ``weightcast`` command line."""
-    parser = subparsers.add_parser("forecaster", help="train learned forecasters (farcast, wnn, nowcast) on a zoo",
-                                   formatter_class=HelpFormatter)
+    parser = subparsers.add_parser("forecaster", formatter_class=HelpFormatter,
+                                   help="train learned forecasters (farcast, wnn, nowcast, nowcast-graph) on a zoo")
     sub = parser.add_subparsers(dest="forecaster_command", required=True)
     tr = sub.add_parser("train", help="meta-train a forecaster on a zoo's trajectories", formatter_class=HelpFormatter,
                         description="Meta-train a learned forecaster on the train split of a zoo (split by run) and "
                                     "write its weights and card. farcast/wnn: the zoo's runs must hold at "
                                     "least window + max-horizon snapshots; nowcast: a window of states --spacings "
                                     "steps apart (multiples of the runs' record interval), horizons up to --k-max "
-                                    "spacings. Diverged runs are skipped.")
-    tr.add_argument("--kind", required=True, choices=["farcast", "wnn", "nowcast"], help="forecaster to train")
+                                    "spacings (nowcast-graph: likewise, on whole networks). Diverged runs are "
+                                    "skipped.")
+    tr.add_argument("--kind", required=True, choices=["farcast", "wnn", "nowcast", "nowcast-graph"],
+                    help="forecaster to train")
     tr.add_argument("--zoo", required=True, type=existing_dir, help="zoo directory (weightcast zoo build --out DIR)")
     tr.add_argument("--out", required=True, type=Path, help="weights file (.safetensors); the card goes beside it")
     tr.add_argument("--window", type=positive_int, default=5, help="snapshots per window (the optimizer's window)")
@@ -71,9 +77,14 @@ def add_subparser(subparsers) -> None:
                     help="farcast: weight of the first-order-optimality term")
     tr.add_argument("--hidden", type=positive_int, default=16, help="wnn: hidden units per layer")
     tr.add_argument("--seed", type=nonnegative_int, default=0, help="random seed")
-    tr.add_argument("--k-max", type=positive_int, default=32, help="nowcast: horizons 1..K record intervals")
+    tr.add_argument("--k-max", type=positive_int, default=32, help="nowcast(-graph): horizons 1..K record intervals")
+    tr.add_argument("--rounds", type=positive_int, default=2, help="nowcast-graph: message-passing rounds")
+    tr.add_argument("--compare", type=Path, default=None,
+                    help="nowcast-graph: a nowcast file scored beside it in the card (default: the shipped one)")
+    tr.add_argument("--held-out-zoo", type=Path, default=None,
+                    help="nowcast-graph: a zoo of held-out architectures scored in the card (built if absent)")
     tr.add_argument("--spacings", type=positive_int, nargs="+", default=[10, 20, 40],
-                    help="nowcast: record spacings (steps) the windows are sampled at")
+                    help="nowcast(-graph): record spacings (steps) the windows are sampled at")
     tr.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     tr.add_argument("--no-record-command", dest="record_command", action="store_false",
