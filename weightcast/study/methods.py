@@ -8,7 +8,7 @@ evaluated at its averaged point), "ema-adamw" (AdamW, evaluated on an exponentia
 Forecasting methods run at their base optimizer's tuned learning rate with the task's schedule, so that a speedup
 comes from the jumps and not from extra tuning:
 
-* "jump-adamw:<predictor>" (predictor "linear" or "nowcast"): jumps driven from the training loop
+* "jump-adamw:<predictor>" (predictor "linear", "nowcast" or "nowcast-graph"): jumps driven from the training loop
   (:mod:`.jumps`) with the long decaying schedule; suffixes "+guard" (score k, k/2, k/4, 0 on a training batch
   and keep the best) and "+clip" (clip each tensor's moves at 3 standard deviations), combinable;
 * "jump-ema-adamw:<predictor>": the same jumps on AdamW, judged on an EMA of its weights that moves by each jump's

@@ -86,14 +86,14 @@ AFTER_STEPS = 100  # the accuracy "some steps after a jump" is measured this man
 def _predictor(name: str, model: torch.nn.Module, schedule: Schedule, budget: int):
     if name == "linear":
         return linear_predictor(schedule.window)
-    if name == "nowcast":
+    if name in ("nowcast", "nowcast-graph"):
         from ..forecasters import get
 
-        forecaster = get("nowcast")
+        forecaster = get(name)
         forecaster.check_schedule(schedule.window, schedule.record_every,
                                   max(schedule.ks(budget), default=1) * schedule.record_every)
         return nowcast_predictor(forecaster, [n for n, _ in model.named_parameters()])
-    raise ValueError(f"training-loop jumps use the 'linear' or 'nowcast' predictor, not {name!r}")
+    raise ValueError(f"training-loop jumps use the 'linear', 'nowcast' or 'nowcast-graph' predictor, not {name!r}")
 
 
 def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: float, seed: int, goal: Goal,
