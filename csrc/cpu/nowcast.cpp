@@ -83,7 +83,7 @@ void check_nowcast(const at::Tensor& out, const at::Tensor& history, at::IntArra
 namespace cpu {
 namespace {
 
-constexpr int64_t kTile = 16;
+constexpr int64_t kTile = 32;
 constexpr int64_t kStatsChunk = int64_t{1} << 14;
 constexpr int64_t kElementChunk = int64_t{1} << 11;
 
@@ -167,6 +167,51 @@ inline float clamp_d(float x) {  // NaN stays NaN, as torch.clamp
 
 inline float relu(float x) { return x < 0.0f ? 0.0f : x; }  // NaN stays NaN, as torch.relu
 
+// The MLP of one tile: features x[q][t] (q < W: d_1 .. d_{W-1}, z_{W-1}) -> m[r][t] for every requested row,
+// with the per-segment biases bias1 (H) and bias_out (R) already folded. Built for AVX2 too where the compiler
+// can pick the variant at load time (GCC function multi-versioning on x86-64 Linux).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void mlp_tile(const float (*x)[kTile], const NowcastLayout& l, const float* mlp, const float* bias1,
+              const int64_t* rows, const float* bias_out, int64_t num_rows, float (*m)[kTile]) {
+  const int64_t w = l.w, hidden = l.h, fe = l.f + l.e;
+  const float* w1 = mlp + l.w1;
+  const float* w2 = mlp + l.w2;
+  const float* b2 = mlp + l.b2;
+  float h1[kNowcastMaxHidden][kTile];
+  float h2[kNowcastMaxHidden][kTile];
+  for (int64_t j = 0; j < hidden; ++j) {
+    float acc[kTile];
+    for (int64_t t = 0; t < kTile; ++t) acc[t] = bias1[j];
+    for (int64_t q = 0; q < w; ++q) {
+      const float c = w1[j * fe + q];
+      for (int64_t t = 0; t < kTile; ++t) acc[t] += c * x[q][t];
+    }
+    for (int64_t t = 0; t < kTile; ++t) h1[j][t] = relu(acc[t]);
+  }
+  for (int64_t j = 0; j < hidden; ++j) {
+    float acc[kTile];
+    for (int64_t t = 0; t < kTile; ++t) acc[t] = b2[j];
+    for (int64_t q = 0; q < hidden; ++q) {
+      const float c = w2[j * hidden + q];
+      for (int64_t t = 0; t < kTile; ++t) acc[t] += c * h1[q][t];
+    }
+    for (int64_t t = 0; t < kTile; ++t) h2[j][t] = relu(acc[t]);
+  }
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const float* w3 = mlp + l.w3 + rows[r] * hidden;
+    const float* skip = mlp + l.skip + rows[r] * l.f;
+    float acc[kTile];
+    for (int64_t t = 0; t < kTile; ++t) acc[t] = bias_out[r];
+    for (int64_t j = 0; j < hidden; ++j)
+      for (int64_t t = 0; t < kTile; ++t) acc[t] += w3[j] * h2[j][t];
+    for (int64_t q = 0; q < w; ++q)
+      for (int64_t t = 0; t < kTile; ++t) acc[t] += skip[q] * x[q][t];
+    for (int64_t t = 0; t < kTile; ++t) m[r][t] = acc[t];
+  }
+}
+
 // Pass 2 over the columns [begin, end) of one segment.
 template <typename H, typename O>
 void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, const NowcastLayout& l, const float* mlp,
@@ -174,8 +219,6 @@ void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, co
   const int64_t w = l.w, hidden = l.h, fe = l.f + l.e;
   const float mu = stats[0], sigma = stats[1], scale = stats[2], log_s = std::log(scale);
   const float* w1 = mlp + l.w1;
-  const float* w2 = mlp + l.w2;
-  const float* b2 = mlp + l.b2;
   const float* embedding = mlp + l.embed + type * l.e;
   float bias1[kNowcastMaxHidden];
   for (int64_t j = 0; j < hidden; ++j) {
@@ -186,8 +229,7 @@ void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, co
   float bias_out[kNowcastMaxHorizons];
   for (int64_t r = 0; r < num_rows; ++r) bias_out[r] = mlp[l.b3 + rows[r]] + mlp[l.skip + rows[r] * l.f + w] * log_s;
   float x[kNowcastMaxWindow][kTile];  // features d_1 .. d_{W-1}, z_{W-1}
-  float h1[kNowcastMaxHidden][kTile];
-  float h2[kNowcastMaxHidden][kTile];
+  float m[kNowcastMaxHorizons][kTile];
   for (int64_t i0 = begin; i0 < end; i0 += kTile) {
     const int64_t len = std::min(kTile, end - i0);
     float prev[kTile];
@@ -204,35 +246,10 @@ void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, co
       }
     }
     for (int64_t t = 0; t < kTile; ++t) x[w - 1][t] = prev[t];
-    for (int64_t j = 0; j < hidden; ++j) {
-      float acc[kTile];
-      for (int64_t t = 0; t < kTile; ++t) acc[t] = bias1[j];
-      for (int64_t q = 0; q < w; ++q) {
-        const float c = w1[j * fe + q];
-        for (int64_t t = 0; t < kTile; ++t) acc[t] += c * x[q][t];
-      }
-      for (int64_t t = 0; t < kTile; ++t) h1[j][t] = relu(acc[t]);
-    }
-    for (int64_t j = 0; j < hidden; ++j) {
-      float acc[kTile];
-      for (int64_t t = 0; t < kTile; ++t) acc[t] = b2[j];
-      for (int64_t q = 0; q < hidden; ++q) {
-        const float c = w2[j * hidden + q];
-        for (int64_t t = 0; t < kTile; ++t) acc[t] += c * h1[q][t];
-      }
-      for (int64_t t = 0; t < kTile; ++t) h2[j][t] = relu(acc[t]);
-    }
+    mlp_tile(x, l, mlp, bias1, rows, bias_out, num_rows, m);
     for (int64_t r = 0; r < num_rows; ++r) {
-      const float* w3 = mlp + l.w3 + rows[r] * hidden;
-      const float* skip = mlp + l.skip + rows[r] * l.f;
-      float m[kTile];
-      for (int64_t t = 0; t < kTile; ++t) m[t] = bias_out[r];
-      for (int64_t j = 0; j < hidden; ++j)
-        for (int64_t t = 0; t < kTile; ++t) m[t] += w3[j] * h2[j][t];
-      for (int64_t q = 0; q < w; ++q)
-        for (int64_t t = 0; t < kTile; ++t) m[t] += skip[q] * x[q][t];
       O* dst = out + r * n + i0;
-      for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<O>(mu + sigma * (x[w - 1][t] + scale * m[t]));
+      for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<O>(mu + sigma * (x[w - 1][t] + scale * m[r][t]));
     }
   }
 }
