@@ -29,7 +29,8 @@ def random_model(window, hidden, embed, k_max, seed):
 
 def random_history(lengths, window, seed, gap=3):
     """History (W, N) of segments ``lengths`` (gaps of ``gap`` unused columns between them), each a drifting
-    random walk with its own offset and scale; the last non-empty segment is constant (sigma = 0)."""
+    random walk with its own offset and scale and one outlier element (clamped differences); the last non-empty
+    segment is constant (sigma = 0)."""
     g = torch.Generator().manual_seed(seed)
     offsets, cols = [], 0
     for n in lengths:
@@ -41,6 +42,8 @@ def random_history(lengths, window, seed, gap=3):
         drift = torch.randn(n, generator=g) * 0.05
         steps = torch.randn(window, n, generator=g).mul(0.01).cumsum(0)
         history[:, start:start + n] = base + drift * torch.arange(window)[:, None] + steps
+        if n > 4:  # an outlier element whose differences exceed the clamp (+-20 typical moves)
+            history[:, start] += torch.arange(window) * 50.0 * drift.abs().mean()
     last = max((i for i, n in enumerate(lengths) if n), default=None)
     if last is not None and lengths[last] > 1:
         history[:, offsets[last]:offsets[last] + lengths[last]] = 1.0

@@ -103,6 +103,15 @@ std::vector<Item> items_of(at::IntArrayRef offsets, at::IntArrayRef numels, int6
   return items;
 }
 
+// Independent double accumulators per reduction (so that the loops vectorise), summed in a fixed order.
+constexpr int64_t kSumLanes = 8;
+
+inline double lane_sum(const double* lanes) {
+  double total = 0.0;
+  for (int64_t u = 0; u < kSumLanes; ++u) total += lanes[u];
+  return total;
+}
+
 // Per segment (mu, sigma, s) as float32 (pass 1 of the header comment).
 template <typename H>
 std::vector<float> window_stats(const H* history, int64_t w, int64_t n, const int64_t* order, at::IntArrayRef offsets,
@@ -112,12 +121,15 @@ std::vector<float> window_stats(const H* history, int64_t w, int64_t n, const in
   std::vector<double> sum(count), sq(count), moved(count);
   at::parallel_for(0, count, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t it = lo; it < hi; ++it) {
-      double acc = 0.0;
+      double acc[kSumLanes] = {};
       for (int64_t k = 0; k < w; ++k) {
         const H* row = history + k * n;
-        for (int64_t i = items[it].begin; i < items[it].end; ++i) acc += static_cast<float>(row[i]);
+        int64_t i = items[it].begin;
+        for (; i + kSumLanes <= items[it].end; i += kSumLanes)
+          for (int64_t u = 0; u < kSumLanes; ++u) acc[u] += static_cast<float>(row[i + u]);
+        for (; i < items[it].end; ++i) acc[0] += static_cast<float>(row[i]);
       }
-      sum[it] = acc;
+      sum[it] = lane_sum(acc);
     }
   });
   const int64_t segments = static_cast<int64_t>(offsets.size());
@@ -129,19 +141,28 @@ std::vector<float> window_stats(const H* history, int64_t w, int64_t n, const in
   at::parallel_for(0, count, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t it = lo; it < hi; ++it) {
       const double mu = mean[items[it].segment];
-      double acc = 0.0, dist = 0.0;
+      double acc[kSumLanes] = {}, dist[kSumLanes] = {};
+      const int64_t b = items[it].begin, e = items[it].end;
+      auto deviation = [&](const H* row, int64_t i) {
+        const double dv = static_cast<double>(static_cast<float>(row[i])) - mu;
+        return dv * dv;
+      };
+      auto moved_by = [&](int64_t i) {
+        return std::fabs(static_cast<double>(static_cast<float>(last[i])) - static_cast<float>(first[i]));
+      };
       for (int64_t k = 0; k < w; ++k) {
         const H* row = history + k * n;
-        for (int64_t i = items[it].begin; i < items[it].end; ++i) {
-          const double dv = static_cast<float>(row[i]) - mu;
-          acc += dv * dv;
-        }
+        int64_t i = b;
+        for (; i + kSumLanes <= e; i += kSumLanes)
+          for (int64_t u = 0; u < kSumLanes; ++u) acc[u] += deviation(row, i + u);
+        for (; i < e; ++i) acc[0] += deviation(row, i);
       }
-      for (int64_t i = items[it].begin; i < items[it].end; ++i) {
-        dist += std::fabs(static_cast<double>(static_cast<float>(last[i])) - static_cast<float>(first[i]));
-      }
-      sq[it] = acc;
-      moved[it] = dist;
+      int64_t i = b;
+      for (; i + kSumLanes <= e; i += kSumLanes)
+        for (int64_t u = 0; u < kSumLanes; ++u) dist[u] += moved_by(i + u);
+      for (; i < e; ++i) dist[0] += moved_by(i);
+      sq[it] = lane_sum(acc);
+      moved[it] = lane_sum(dist);
     }
   });
   for (int64_t it = 0; it < count; ++it) {
@@ -167,48 +188,81 @@ inline float clamp_d(float x) {  // NaN stays NaN, as torch.clamp
 
 inline float relu(float x) { return x < 0.0f ? 0.0f : x; }  // NaN stays NaN, as torch.relu
 
-// The MLP of one tile: features x[q][t] (q < W: d_1 .. d_{W-1}, z_{W-1}) -> m[r][t] for every requested row,
-// with the per-segment biases bias1 (H) and bias_out (R) already folded. Built for AVX2 too where the compiler
+// GCC/Clang vector extension: kLanes floats, lowered to the target's registers (two SSE or one AVX register).
+constexpr int64_t kLanes = 8;
+constexpr int64_t kVecs = kTile / kLanes;
+// (may_alias: the tiles are also written as floats).
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), may_alias));
+// splat(c): every lane c; relu: NaN stays NaN (the comparison is false), as torch.relu.
+#define WEIGHTCAST_SPLAT(c) (Vec{} + (c))
+#define WEIGHTCAST_RELU(a) ((a) < Vec{} ? Vec{} : (a))
+
+// The MLP of one tile: features x[q] (q < W: d_1 .. d_{W-1}, z_{W-1}; kTile elements each) -> m[r] for every
+// requested row, with the per-segment biases bias1 (H) and bias_out (R) already folded. The accumulators of two
+// hidden units (2 x kVecs vectors) stay in registers across the inner loop. Built for AVX2 too where the compiler
 // can pick the variant at load time (GCC function multi-versioning on x86-64 Linux).
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void mlp_tile(const float (*x)[kTile], const NowcastLayout& l, const float* mlp, const float* bias1,
-              const int64_t* rows, const float* bias_out, int64_t num_rows, float (*m)[kTile]) {
+void mlp_tile(const Vec (*x)[kVecs], const NowcastLayout& l, const float* mlp, const float* bias1,
+              const int64_t* rows, const float* bias_out, int64_t num_rows, Vec (*m)[kVecs]) {
   const int64_t w = l.w, hidden = l.h, fe = l.f + l.e;
   const float* w1 = mlp + l.w1;
   const float* w2 = mlp + l.w2;
   const float* b2 = mlp + l.b2;
-  float h1[kNowcastMaxHidden][kTile];
-  float h2[kNowcastMaxHidden][kTile];
+  Vec h1[kNowcastMaxHidden][kVecs];
+  Vec h2[kNowcastMaxHidden][kVecs];
   for (int64_t j = 0; j < hidden; ++j) {
-    float acc[kTile];
-    for (int64_t t = 0; t < kTile; ++t) acc[t] = bias1[j];
+    Vec acc[kVecs];
+    for (int64_t v = 0; v < kVecs; ++v) acc[v] = WEIGHTCAST_SPLAT(bias1[j]);
     for (int64_t q = 0; q < w; ++q) {
-      const float c = w1[j * fe + q];
-      for (int64_t t = 0; t < kTile; ++t) acc[t] += c * x[q][t];
+      const Vec c = WEIGHTCAST_SPLAT(w1[j * fe + q]);
+      for (int64_t v = 0; v < kVecs; ++v) acc[v] += c * x[q][v];
     }
-    for (int64_t t = 0; t < kTile; ++t) h1[j][t] = relu(acc[t]);
+    for (int64_t v = 0; v < kVecs; ++v) h1[j][v] = WEIGHTCAST_RELU(acc[v]);
   }
-  for (int64_t j = 0; j < hidden; ++j) {
-    float acc[kTile];
-    for (int64_t t = 0; t < kTile; ++t) acc[t] = b2[j];
-    for (int64_t q = 0; q < hidden; ++q) {
-      const float c = w2[j * hidden + q];
-      for (int64_t t = 0; t < kTile; ++t) acc[t] += c * h1[q][t];
+  int64_t j = 0;
+  for (; j + 2 <= hidden; j += 2) {
+    Vec a[kVecs], b[kVecs];
+    for (int64_t v = 0; v < kVecs; ++v) {
+      a[v] = WEIGHTCAST_SPLAT(b2[j]);
+      b[v] = WEIGHTCAST_SPLAT(b2[j + 1]);
     }
-    for (int64_t t = 0; t < kTile; ++t) h2[j][t] = relu(acc[t]);
+    for (int64_t q = 0; q < hidden; ++q) {
+      const Vec ca = WEIGHTCAST_SPLAT(w2[j * hidden + q]), cb = WEIGHTCAST_SPLAT(w2[(j + 1) * hidden + q]);
+      for (int64_t v = 0; v < kVecs; ++v) {
+        a[v] += ca * h1[q][v];
+        b[v] += cb * h1[q][v];
+      }
+    }
+    for (int64_t v = 0; v < kVecs; ++v) {
+      h2[j][v] = WEIGHTCAST_RELU(a[v]);
+      h2[j + 1][v] = WEIGHTCAST_RELU(b[v]);
+    }
+  }
+  for (; j < hidden; ++j) {
+    Vec a[kVecs];
+    for (int64_t v = 0; v < kVecs; ++v) a[v] = WEIGHTCAST_SPLAT(b2[j]);
+    for (int64_t q = 0; q < hidden; ++q) {
+      const Vec c = WEIGHTCAST_SPLAT(w2[j * hidden + q]);
+      for (int64_t v = 0; v < kVecs; ++v) a[v] += c * h1[q][v];
+    }
+    for (int64_t v = 0; v < kVecs; ++v) h2[j][v] = WEIGHTCAST_RELU(a[v]);
   }
   for (int64_t r = 0; r < num_rows; ++r) {
     const float* w3 = mlp + l.w3 + rows[r] * hidden;
     const float* skip = mlp + l.skip + rows[r] * l.f;
-    float acc[kTile];
-    for (int64_t t = 0; t < kTile; ++t) acc[t] = bias_out[r];
-    for (int64_t j = 0; j < hidden; ++j)
-      for (int64_t t = 0; t < kTile; ++t) acc[t] += w3[j] * h2[j][t];
-    for (int64_t q = 0; q < w; ++q)
-      for (int64_t t = 0; t < kTile; ++t) acc[t] += skip[q] * x[q][t];
-    for (int64_t t = 0; t < kTile; ++t) m[r][t] = acc[t];
+    Vec acc[kVecs];
+    for (int64_t v = 0; v < kVecs; ++v) acc[v] = WEIGHTCAST_SPLAT(bias_out[r]);
+    for (int64_t q = 0; q < hidden; ++q) {
+      const Vec c = WEIGHTCAST_SPLAT(w3[q]);
+      for (int64_t v = 0; v < kVecs; ++v) acc[v] += c * h2[q][v];
+    }
+    for (int64_t q = 0; q < w; ++q) {
+      const Vec c = WEIGHTCAST_SPLAT(skip[q]);
+      for (int64_t v = 0; v < kVecs; ++v) acc[v] += c * x[q][v];
+    }
+    for (int64_t v = 0; v < kVecs; ++v) m[r][v] = acc[v];
   }
 }
 
@@ -228,8 +282,10 @@ void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, co
   }
   float bias_out[kNowcastMaxHorizons];
   for (int64_t r = 0; r < num_rows; ++r) bias_out[r] = mlp[l.b3 + rows[r]] + mlp[l.skip + rows[r] * l.f + w] * log_s;
-  float x[kNowcastMaxWindow][kTile];  // features d_1 .. d_{W-1}, z_{W-1}
-  float m[kNowcastMaxHorizons][kTile];
+  Vec xv[kNowcastMaxWindow][kVecs];  // features d_1 .. d_{W-1}, z_{W-1}
+  Vec mv[kNowcastMaxHorizons][kVecs];
+  float* const x = reinterpret_cast<float*>(xv);  // x[q * kTile + t]
+  const float* const m = reinterpret_cast<const float*>(mv);
   for (int64_t i0 = begin; i0 < end; i0 += kTile) {
     const int64_t len = std::min(kTile, end - i0);
     float prev[kTile];
@@ -241,15 +297,17 @@ void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, co
       const H* row = history + order[k] * n + i0;
       for (int64_t t = 0; t < kTile; ++t) {
         const float z = ((t < len ? static_cast<float>(row[t]) : mu) - mu) / sigma;
-        x[k - 1][t] = clamp_d((z - prev[t]) / scale);
+        x[(k - 1) * kTile + t] = clamp_d((z - prev[t]) / scale);
         prev[t] = z;
       }
     }
-    for (int64_t t = 0; t < kTile; ++t) x[w - 1][t] = prev[t];
-    mlp_tile(x, l, mlp, bias1, rows, bias_out, num_rows, m);
+    for (int64_t t = 0; t < kTile; ++t) x[(w - 1) * kTile + t] = prev[t];
+    mlp_tile(xv, l, mlp, bias1, rows, bias_out, num_rows, mv);
     for (int64_t r = 0; r < num_rows; ++r) {
       O* dst = out + r * n + i0;
-      for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<O>(mu + sigma * (x[w - 1][t] + scale * m[r][t]));
+      for (int64_t t = 0; t < len; ++t) {
+        dst[t] = static_cast<O>(mu + sigma * (x[(w - 1) * kTile + t] + scale * m[r * kTile + t]));
+      }
     }
   }
 }
