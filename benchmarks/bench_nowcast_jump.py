@@ -13,7 +13,8 @@ For each model (the study's digits MLP, MNIST LeNet-5 and chars GPT at their stu
 * the study guard's forecast (``NowcastForecaster.predict``: k, k/2, k/4 from one call on the stacked windows; the
   guard's loss evaluations are not included), kernel and reference.
 
-A jump period is W records and one jump per W x R training steps (R = record_every, the study's value per task by
+The quantities are timed in interleaved rounds (one call of each per round; medians and 20th/80th percentiles over
+the rounds), so that load changes on a shared machine hit them alike. A jump period is W records and one jump per W x R training steps (R = record_every, the study's value per task by
 default). Amortised share = (W records + jump) / (W x R steps + W records + jump). Per-jump share = jump / step.
 
 GPU: no GPU was measured. The jump time on an H100 is estimated from the kernel's FLOP and byte counts per element
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -42,7 +45,6 @@ from weightcast.ops import use_backend
 from weightcast.ops.nowcast_forecast import flops_per_element
 from weightcast.results import write_results
 from weightcast.study.tasks import LONG, STUDY_TASKS
-from weightcast.timing import median_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
 H100_FP32_FLOPS = 67e12  # NVIDIA H100 SXM datasheet: FP32 (non-tensor) 67 TFLOP/s
@@ -83,6 +85,25 @@ def loss_of(model, x, y):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, tuple[float, float, float]]:
+    """(median, q20, q80) milliseconds of each function, timed in interleaved rounds (one call of each per round),
+    so that a change of the shared machine's load hits every quantity alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append((time.perf_counter() - start) * 1e3)
+    out = {}
+    for key, values in times.items():
+        q = statistics.quantiles(values, n=5)
+        out[key] = (statistics.median(values), q[0], q[3])
+    return out
+
+
 def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, repeats: int) -> tuple[list, dict]:
     torch.manual_seed(0)
     model = models.get(case["arch"], **case["kwargs"])
@@ -113,8 +134,10 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
     target = max(steps) + k * spacing
     ks = sorted({max(1, round(k * f)) for f in GUARD_FRACTIONS}, reverse=True)
 
+    scratch = Bucket([p.detach() for p in params], window)  # records are timed here, the jump's history stays
+
     def record():
-        bucket.record(max(steps))  # same slot cost as any record (the slot written is restored below)
+        scratch.record(max(steps))
 
     def jump():
         out = forecaster.forecast(bucket, steps, target)
@@ -125,21 +148,21 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
         windows = [torch.stack([h[i] for h in history]) for i in range(len(params))]
         forecaster.predict(windows, ks)
 
-    timed = {"train_step": median_ms(train_step, "cpu", repeats=repeats)}
-    saved = (bucket.history.clone(), list(bucket.slot_steps), bucket.head, bucket.filled)
-    timed["record"] = median_ms(record, "cpu", repeats=repeats)
-    bucket.history.copy_(saved[0])
-    bucket.slot_steps, bucket.head, bucket.filled = saved[1], saved[2], saved[3]
-    for backend in ("cpp", "reference"):
-        with use_backend(backend):
-            timed[f"jump_{backend}"] = median_ms(jump, "cpu", repeats=repeats)
-            timed[f"guard_forecast_{backend}"] = median_ms(guard_forecast, "cpu", repeats=repeats)
+    def on(backend, fn):
+        def run():
+            with use_backend(backend):
+                fn()
+        return run
+
+    timed = interleaved({"train_step": train_step, "record": record, "jump_cpp": on("cpp", jump),
+                         "jump_reference": on("reference", jump), "guard_forecast_cpp": on("cpp", guard_forecast),
+                         "guard_forecast_reference": on("reference", guard_forecast)}, repeats)
     config = {"batch": case["batch"], "threads": torch.get_num_threads(), "window": window, "k": k, "guard_ks": ks}
     rows = [{"benchmark": "nowcast_jump", "name": f"{name}:{label}", "metric": "time", "unit": "ms",
              "x_name": "params", "x_value": n, "value": med, "q20": q20, "q80": q80, "config": config}
             for label, (med, q20, q80) in timed.items()]
     step, rec = timed["train_step"][0], timed["record"][0]
-    summary = {"params": n, "step_flops": step_flops, "times": timed, "shares": {}}
+    summary = {"params": n, "batch": case["batch"], "step_flops": step_flops, "times": timed, "shares": {}}
     for backend in ("cpp", "reference"):
         j = timed[f"jump_{backend}"][0]
         rows.append({"benchmark": "nowcast_jump", "name": f"{name}:jump_{backend}", "metric": "share_of_step",
@@ -193,11 +216,12 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
               "element passes, one forecast write, the engine's read and write of the parameter).", "",
               "H100 estimate (not a measurement: roofline at the published H100 SXM FP32 non-tensor 67 TFLOP/s and "
               "3.35 TB/s, no launch overheads; the training step's forward + backward FLOPs at the same FP32 peak):",
-              "", "| model | step FLOPs | jump (us, est.) | step (us, est.) | jump / step (est.; target <= 5%) |",
-              "|---|---|---|---|---|"]
+              "", "| model | batch | step FLOPs | jump (us, est.) | step (us, est.) | jump / step (est.; target <= 5%) | "
+              "batch at which the estimate reaches 5% |", "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
-        lines.append(f"| {name} | {s['step_flops']:.3g} | {s['jump_gpu_s'] * 1e6:.2f} | {s['step_gpu_s'] * 1e6:.2f} | "
-                     f"{100 * s['jump_gpu_s'] / s['step_gpu_s']:.0f}% |")
+        ratio = s["jump_gpu_s"] / s["step_gpu_s"]
+        lines.append(f"| {name} | {s['batch']} | {s['step_flops']:.3g} | {s['jump_gpu_s'] * 1e6:.2f} | "
+                     f"{s['step_gpu_s'] * 1e6:.2f} | {100 * ratio:.0f}% | {s['batch'] * ratio / 0.05:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -212,6 +236,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.record_every and min(args.record_every) < 1:
         parser.error("--record-every must be >= 1")
+    if args.repeats < 2:
+        parser.error("--repeats must be >= 2 (the spread needs two timings)")
     torch.set_num_threads(args.threads)
     forecaster = get("nowcast")
     all_cases = cases()

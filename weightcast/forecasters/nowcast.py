@@ -19,6 +19,10 @@ Meta-training (:mod:`.nowcast_train`) minimises the mean L1 error in z units ove
 on windows sampled at several spacings from AdamW and SGD-momentum trajectories. Targets are z-scored with the
 window's statistics, never divided by the window's step size, so a forecaster that damps its moves pays for it.
 
+Forecasts run through the fused multi-tensor op ``weightcast::nowcast_forecast`` (:mod:`weightcast.ops.
+nowcast_forecast`: C++, CUDA and Triton kernels, chosen by :mod:`weightcast.ops.dispatch`), whose reference is
+:func:`predict_tensor`: the functions of this module stay the one definition of the math.
+
 The file's card states the spacings (steps) and the horizons (1..K intervals) it was trained for;
 :meth:`NowcastForecaster.check_schedule` refuses others.
 """
