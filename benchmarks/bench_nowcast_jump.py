@@ -211,9 +211,10 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
         for r in sorted({r for _, r in s["shares"]}):
             lines.append(f"| {name} | {r} | {5 * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "
                          f"{100 * s['shares'][('reference', r)]:.2f}% |")
-    lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2) and moves "
-              f"{gpu_bytes} bytes on the engine path (float32: {work['reads']} history reads over the reduction and "
-              "element passes, one forecast write, the engine's read and write of the parameter).", "",
+    lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2, a ReLU "
+              f"1) and moves {gpu_bytes} bytes on the engine path (float32: {work['reads']} history values read over the "
+              "reduction and element passes, one forecast written, the engine's read of it and write of the "
+              "parameter).", "",
               "H100 estimate (not a measurement: roofline at the published H100 SXM FP32 non-tensor 67 TFLOP/s and "
               "3.35 TB/s, no launch overheads; the training step's forward + backward FLOPs at the same FP32 peak):",
               "", "| model | batch | step FLOPs | jump (us, est.) | step (us, est.) | jump / step (est.; target <= 5%) | "

@@ -65,17 +65,18 @@ def unpack_mlp(mlp: torch.Tensor, window: int, hidden: int, embed: int, k_max: i
 
 
 def flops_per_element(window: int, hidden: int, embed: int, rows: int) -> dict[str, int]:
-    """Work of the kernels per element of a segment, for ``rows`` output rows: floating-point operations (a
-    multiply-add counts 2; the per-segment folding is not counted) and the history reads / output writes (values;
-    bytes = values x the dtype's size). The reduction pass reads the window twice, the element pass once."""
-    features = window  # W - 1 differences and z_{W-1}; log s and the embedding are folded into the biases
-    flops = (2 * hidden * features + hidden  # first layer + ReLU
-             + 2 * hidden * hidden + hidden  # second layer + ReLU
-             + rows * (2 * hidden + 2 * features + 4)  # output rows and skip, the forecast mu + sigma (z + s m)
-             + 4 * window  # z-scores and differences
-             + 3 * window + 3)  # the reduction: sum, squared deviations, |v_{W-1} - v_0|
-    return {"flops": flops, "reads": 3 * window, "writes": rows}
-
+    """Work of the kernels per element of a segment for ``rows`` output rows: floating-point operations (a
+    multiply-add counts 2, a ReLU 1; the per-segment folding of ``log s`` and the type embedding, shared by all the
+    segment's elements, is not counted, so ``embed`` does not enter) and the history values read and output values
+    written (bytes = values x the dtype's size). The reduction pass reads the window and then the window plus its
+    first and last state again; the element pass reads the window once."""
+    w, h = window, hidden
+    flops = (w + 3 * w + 3  # reduction: sum; squared deviations; |v_{W-1} - v_0|
+             + 2 * w + 2 * (w - 1)  # z-scores, differences over s
+             + 2 * h * w + h  # first layer on the W per-element features, ReLU
+             + 2 * h * h + h  # second layer, ReLU
+             + rows * (2 * h + 2 * w + 4))  # each output row with its skip, and mu + sigma (z + s m)
+    return {"flops": flops, "reads": 3 * w + 2, "writes": rows}
 
 def reference(out: torch.Tensor, history: torch.Tensor, order: list[int], offsets: list[int], numels: list[int],
               types: list[int], rows: list[int], mlp: torch.Tensor, hidden: int, embed: int, k_max: int) -> None:
