@@ -4,9 +4,10 @@
 //   mean_kernel    per segment (one thread) mu = the item sums in item order / (w n);
 //   spread_kernel  per item the sums of (v - mu)^2 and |v_{w-1} - v_0|;
 //   scale_kernel   per segment sigma and s;
-//   forecast_kernel one thread per element: features and both hidden layers in registers (the
-//                  loops run to the compile-time bounds of limits.h, guarded by the run-time sizes,
-//                  so every register index is a constant), the block's per-segment biases (log s and
+//   forecast_kernel one thread per element: features and the first hidden layer in registers (the
+//                  loops over them run to the compile-time bounds of limits.h, guarded by the run-time
+//                  sizes, so every register index is a constant), the second layer one unit at a time
+//                  into kRowTile output rows per pass, the block's per-segment biases (log s and
 //                  the type embedding folded in) in shared memory, weights through the read-only
 //                  cache (every thread of a warp reads the same weight: a broadcast).
 // Reductions combine in a fixed order: the result does not depend on the launch configuration.
@@ -25,6 +26,7 @@ namespace {
 constexpr int kMaxW = kNowcastMaxWindow;  // limits.h
 constexpr int kMaxH = kNowcastMaxHidden;
 constexpr int kThreads = 256;
+constexpr int kRowTile = 4;  // output rows accumulated in registers per pass over the second layer
 
 template <typename T>
 __device__ __forceinline__ float to_float(T x);
@@ -136,7 +138,7 @@ __global__ void __launch_bounds__(kThreads) forecast_kernel(O* __restrict__ out,
                                                             int64_t n, NowcastLayout l,
                                                             const int64_t* __restrict__ order,
                                                             const int64_t* __restrict__ items,
-                                                            const int32_t* __restrict__ types,
+                                                            const int64_t* __restrict__ types,
                                                             const float* __restrict__ stats,
                                                             const int64_t* __restrict__ rows, int num_rows,
                                                             const float* __restrict__ mlp) {
@@ -150,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) forecast_kernel(O* __restrict__ out,
   const float* b2 = mlp + l.b2;
   if (threadIdx.x < hidden) {
     const int j = threadIdx.x;
-    const float* embedding = mlp + l.embed + static_cast<int64_t>(types[s]) * l.e;
+    const float* embedding = mlp + l.embed + types[s] * l.e;
     float acc = mlp[l.b1 + j] + w1[j * fe + w] * log_s;
     for (int q = 0; q < l.e; ++q) acc += w1[j * fe + l.f + q] * embedding[q];
     bias1[j] = acc;
@@ -187,32 +189,39 @@ __global__ void __launch_bounds__(kThreads) forecast_kernel(O* __restrict__ out,
         h1[j] = relu(acc);
       }
     }
-    float h2[kMaxH];
+    // Second layer unit by unit (a run-time loop: h2 never needs registers of its own), each unit's ReLU output
+    // accumulated into up to kRowTile output rows at once; more rows take further passes.
+    for (int r0 = 0; r0 < num_rows; r0 += kRowTile) {
+      float m[kRowTile];
+      const float* w3[kRowTile];
 #pragma unroll
-    for (int j = 0; j < kMaxH; ++j) {
-      if (j < hidden) {
+      for (int u = 0; u < kRowTile; ++u) {
+        const bool used = r0 + u < num_rows;
+        m[u] = used ? bias_out[r0 + u] : 0.0f;
+        w3[u] = mlp + l.w3 + (used ? rows[r0 + u] : 0) * l.h;
+      }
+#pragma unroll 1
+      for (int j = 0; j < hidden; ++j) {
         float acc = __ldg(b2 + j);
 #pragma unroll
         for (int q = 0; q < kMaxH; ++q) {
           if (q < hidden) acc = fmaf(__ldg(w2 + j * hidden + q), h1[q], acc);
         }
-        h2[j] = relu(acc);
-      }
-    }
-#pragma unroll 1
-    for (int r = 0; r < num_rows; ++r) {
-      const float* w3 = mlp + l.w3 + rows[r] * l.h;
-      const float* skip = mlp + l.skip + rows[r] * l.f;
-      float m = bias_out[r];
+        acc = relu(acc);
 #pragma unroll
-      for (int j = 0; j < kMaxH; ++j) {
-        if (j < hidden) m = fmaf(__ldg(w3 + j), h2[j], m);
+        for (int u = 0; u < kRowTile; ++u) m[u] = fmaf(__ldg(w3[u] + j), acc, m[u]);
       }
 #pragma unroll
-      for (int q = 0; q < kMaxW; ++q) {
-        if (q < w) m = fmaf(__ldg(skip + q), x[q], m);
+      for (int u = 0; u < kRowTile; ++u) {
+        if (r0 + u < num_rows) {
+          const float* skip = mlp + l.skip + rows[r0 + u] * l.f;
+#pragma unroll
+          for (int q = 0; q < kMaxW; ++q) {
+            if (q < w) m[u] = fmaf(__ldg(skip + q), x[q], m[u]);
+          }
+          out[(r0 + u) * n + i] = store_as<O>(mu + sigma * (prev + scale * m[u]));
+        }
       }
-      out[r * n + i] = store_as<O>(mu + sigma * (prev + scale * m));
     }
   }
 }
@@ -223,7 +232,7 @@ unsigned blocks_for(int64_t count) { return static_cast<unsigned>((count + kThre
 
 cudaError_t launch_nowcast(void* out, DType out_type, const void* history, DType history_type, int64_t n, int64_t w,
                            const int64_t* order, const int64_t* items, int64_t num_items, const int64_t* first_item,
-                           const int64_t* numels, const int32_t* types, int64_t segments, const int64_t* rows,
+                           const int64_t* numels, const int64_t* types, int64_t segments, const int64_t* rows,
                            int64_t num_rows, const float* mlp, int64_t hidden, int64_t embed, int64_t k_max,
                            double* partial, float* stats, cudaStream_t stream) {
   if (w < 2 || w > kMaxW || hidden < 1 || hidden > kMaxH || embed < 0 || embed > kNowcastMaxEmbed || k_max < 1 ||
