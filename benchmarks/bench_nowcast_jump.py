@@ -14,8 +14,9 @@ For each model (the study's digits MLP, MNIST LeNet-5 and chars GPT at their stu
   guard's loss evaluations are not included), kernel and reference.
 
 The quantities are timed in interleaved rounds (one call of each per round; medians and 20th/80th percentiles over
-the rounds), so that load changes on a shared machine hit them alike. A jump period is W records and one jump per W x R training steps (R = record_every, the study's value per task by
-default). Amortised share = (W records + jump) / (W x R steps + W records + jump). Per-jump share = jump / step.
+the rounds), so that load changes on a shared machine hit them alike. A jump period is W records and one jump per W
+x R training steps (R = record_every, the study's value per task by default). Amortised share = (W records + jump) /
+(W x R steps + W records + jump). Per-jump share = jump / step.
 
 GPU: no GPU was measured. The jump time on an H100 is estimated from the kernel's FLOP and byte counts per element
 (``weightcast.ops.nowcast_forecast.flops_per_element``) against NVIDIA's published H100 SXM peaks (FP32 non-tensor
@@ -162,7 +163,8 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
              "x_name": "params", "x_value": n, "value": med, "q20": q20, "q80": q80, "config": config}
             for label, (med, q20, q80) in timed.items()]
     step, rec = timed["train_step"][0], timed["record"][0]
-    summary = {"params": n, "batch": case["batch"], "step_flops": step_flops, "times": timed, "shares": {}}
+    summary = {"params": n, "batch": case["batch"], "window": window, "step_flops": step_flops, "times": timed,
+               "shares": {}}
     for backend in ("cpp", "reference"):
         j = timed[f"jump_{backend}"][0]
         rows.append({"benchmark": "nowcast_jump", "name": f"{name}:jump_{backend}", "metric": "share_of_step",
@@ -209,16 +211,16 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
               "| model | R (steps) | jump every | kernel | reference |", "|---|---|---|---|---|"]
     for name, s in summaries.items():
         for r in sorted({r for _, r in s["shares"]}):
-            lines.append(f"| {name} | {r} | {5 * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "
+            lines.append(f"| {name} | {r} | {s['window'] * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "
                          f"{100 * s['shares'][('reference', r)]:.2f}% |")
-    lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2, a ReLU "
-              f"1) and moves {gpu_bytes} bytes on the engine path (float32: {work['reads']} history values read over the "
-              "reduction and element passes, one forecast written, the engine's read of it and write of the "
-              "parameter).", "",
+    lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2, a "
+              f"ReLU 1) and moves {gpu_bytes} bytes on the engine path (float32: {work['reads']} history values read "
+              "over the reduction and element passes, one forecast written, the engine's read of it and write of "
+              "the parameter).", "",
               "H100 estimate (not a measurement: roofline at the published H100 SXM FP32 non-tensor 67 TFLOP/s and "
               "3.35 TB/s, no launch overheads; the training step's forward + backward FLOPs at the same FP32 peak):",
-              "", "| model | batch | step FLOPs | jump (us, est.) | step (us, est.) | jump / step (est.; target <= 5%) | "
-              "batch at which the estimate reaches 5% |", "|---|---|---|---|---|---|---|"]
+              "", "| model | batch | step FLOPs | jump (us, est.) | step (us, est.) | jump / step (est.; target <= "
+              "5%) | batch at which the estimate reaches 5% |", "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         ratio = s["jump_gpu_s"] / s["step_gpu_s"]
         lines.append(f"| {name} | {s['batch']} | {s['step_flops']:.3g} | {s['jump_gpu_s'] * 1e6:.2f} | "

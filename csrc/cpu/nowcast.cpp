@@ -36,7 +36,8 @@ void check_nowcast(const at::Tensor& out, const at::Tensor& history, at::IntArra
     return t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
   };
   TORCH_CHECK(kernel_dtype(out) && kernel_dtype(history), op, "out and history must be float32, float16 or bfloat16, "
-              "got ", out.scalar_type(), " and ", history.scalar_type(), " (other dtypes run on the reference backend)");
+              "got ", out.scalar_type(), " and ", history.scalar_type(),
+              " (other dtypes run on the reference backend)");
   TORCH_CHECK(out.dim() == 2 && history.dim() == 2 && out.is_contiguous() && history.is_contiguous(), op,
               "out (R, N) and history (W, N) must be 2-D and contiguous, got ", out.sizes(), " and ", history.sizes());
   const int64_t w = history.size(0), n = history.size(1);
@@ -46,8 +47,9 @@ void check_nowcast(const at::Tensor& out, const at::Tensor& history, at::IntArra
   TORCH_CHECK(embed >= 0 && embed <= kNowcastMaxEmbed, op, "embed must be in [0, ", kNowcastMaxEmbed, "], got ", embed);
   TORCH_CHECK(k_max >= 1 && k_max <= kNowcastMaxHorizons, op, "k_max must be in [1, ", kNowcastMaxHorizons, "], got ",
               k_max);
-  TORCH_CHECK(!rows.empty() && out.size(0) == static_cast<int64_t>(rows.size()) && out.size(1) == n, op, "out must be (",
-              rows.size(), ", ", n, ") for ", rows.size(), " rows and history ", history.sizes(), ", got ", out.sizes());
+  TORCH_CHECK(!rows.empty() && out.size(0) == static_cast<int64_t>(rows.size()) && out.size(1) == n, op,
+              "out must be (", rows.size(), ", ", n, ") for ", rows.size(), " rows and history ", history.sizes(),
+              ", got ", out.sizes());
   for (int64_t r : rows) TORCH_CHECK(r >= 0 && r < k_max, op, "rows must be in [0, ", k_max, "), got ", r);
   TORCH_CHECK(static_cast<int64_t>(order.size()) == w, op, "order must have ", w, " entries, got ", order.size());
   std::vector<bool> seen(w, false);
@@ -269,7 +271,8 @@ void mlp_tile(const Vec (*x)[kVecs], const NowcastLayout& l, const float* mlp, c
 // Pass 2 over the columns [begin, end) of one segment.
 template <typename H, typename O>
 void forecast_item(O* out, const H* history, int64_t n, const int64_t* order, const NowcastLayout& l, const float* mlp,
-                   int64_t type, const float* stats, const int64_t* rows, int64_t num_rows, int64_t begin, int64_t end) {
+                   int64_t type, const float* stats, const int64_t* rows, int64_t num_rows, int64_t begin,
+                   int64_t end) {
   const int64_t w = l.w, hidden = l.h, fe = l.f + l.e;
   const float mu = stats[0], sigma = stats[1], scale = stats[2], log_s = std::log(scale);
   const float* w1 = mlp + l.w1;
