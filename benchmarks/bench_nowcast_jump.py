@@ -1,126 +1,273 @@
-"""Cost of a nowcast jump against training, on CPU: is it <= 1% of training time amortised over its period?
+"""Cost of a nowcast jump against training: measured on CPU (1 thread), estimated for an H100.
 
-    python benchmarks/bench_nowcast_jump.py [--threads 1] [--out benchmarks/results/nowcast_jump_cpu.csv]
+    OMP_NUM_THREADS=1 python benchmarks/bench_nowcast_jump.py [--record-every R [R ...]] [--repeats N]
 
-For each model (the study's digits MLPs, LeNet-5 on MNIST-sized inputs, a 1M-parameter MLP): the median time of
-one training step (forward, backward, AdamW step on the study's batch), of one nowcast jump (stack the window,
-one forward of the shipped nowcaster for every element, write the parameters; reference PyTorch path) and of
-one guarded jump (the same plus the guard's 4 evaluations of a 512-example batch). The amortised cost is the
-jump's time over ``jump_every`` (50) training steps. Also printed: the nowcaster's FLOPs and bytes per element,
-from which a GPU jump time can be bounded where no GPU was measured.
+For each model (the study's digits MLP, MNIST LeNet-5 and chars GPT at their study batch sizes, and a
+1M-parameter MLP), side by side in one process: the median time of
+
+* one training step (forward, backward, AdamW step on a random batch of the study's size);
+* one record (the optimizer engine copying the parameters into its history, ``Bucket.record``);
+* one jump on the optimizer engine's path (``NowcastForecaster.forecast``: every parameter forecast one horizon
+  ahead from the engine's history buffer, then the finiteness check and the write into the parameters, as
+  ``weightcast.optim.engine`` does), with the fused kernel (cpp) and with the pure-PyTorch reference;
+* the study guard's forecast (``NowcastForecaster.predict``: k, k/2, k/4 from one call on the stacked windows; the
+  guard's loss evaluations are not included), kernel and reference.
+
+The quantities are timed in interleaved rounds (one call of each per round; medians and 20th/80th percentiles over
+the rounds), so that load changes on a shared machine hit them alike. A jump period is W records and one jump per W
+x R training steps (R = record_every, the study's value per task by default). Amortised share = (W records + jump) /
+(W x R steps + W records + jump). Per-jump share = jump / step.
+
+GPU: no GPU was measured. The jump time on an H100 is estimated from the kernel's FLOP and byte counts per element
+(``weightcast.ops.nowcast_forecast.flops_per_element``) against NVIDIA's published H100 SXM peaks (FP32 non-tensor
+67 TFLOP/s, HBM3 3.35 TB/s), without launch overheads; the training step from its FLOPs (forward + backward,
+counted by ``torch.utils.flop_counter``) at the same FP32 peak. Both are roofline lower bounds, so the per-jump
+share is the ratio of work, not a measurement; small models on a GPU are launch-bound (their real steps take
+longer), which this estimate does not capture.
+
+Writes ``benchmarks/results/nowcast_jump_cpu.csv`` (one results schema) and ``.md``, with the load average.
 """
 from __future__ import annotations
 
 import argparse
-import math
+import os
+import statistics
+import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from weightcast import models
+from weightcast.data import get_task
 from weightcast.forecasters import get
-from weightcast.forecasters.nowcast import nowcast_shapes
+from weightcast.history import Bucket
+from weightcast.ops import use_backend
+from weightcast.ops.nowcast_forecast import flops_per_element
 from weightcast.results import write_results
-from weightcast.study.jumps import Jumps, nowcast_predictor
-from weightcast.timing import median_ms
+from weightcast.study.tasks import LONG, STUDY_TASKS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-JUMP_EVERY, WINDOW, GUARD_BATCH = 50, 5, 512
-CASES = {  # name: (arch, model kwargs, input shape, batch)
-    "digits-mlp(64)": ("mlp", {"widths": (64,)}, (1, 8, 8), 32),
-    "digits-mlp(48,48,48)": ("mlp", {"widths": (48, 48, 48)}, (1, 8, 8), 32),
-    "mnist-lenet5": ("lenet5", {}, (1, 28, 28), 64),
-    "mlp-1M": ("mlp", {"widths": (1024, 256)}, (1, 28, 28), 64),
-}
+H100_FP32_FLOPS = 67e12  # NVIDIA H100 SXM datasheet: FP32 (non-tensor) 67 TFLOP/s
+H100_BYTES = 3.35e12  # NVIDIA H100 SXM datasheet: HBM3 3.35 TB/s
+GUARD_FRACTIONS = (1.0, 0.5, 0.25)  # weightcast.study.jumps.Jumps' default candidates, 0 (stay) needs no forecast
 
 
-def flops_bytes_per_element(config: dict, horizons: int = 1) -> tuple[int, int]:
-    """Multiply-adds x 2 of the nowcaster per element for ``horizons`` output rows (hidden layers, then one row
-    of the output layer and of the skip per horizon), and the bytes a fused kernel moves per element (W float32
-    window values read, one float32 parameter written)."""
-    shapes = nowcast_shapes(config)
-    per_row = (shapes["w3"][1] + shapes["skip"][1]) * horizons
-    flops = 2 * (math.prod(shapes["w1"]) + math.prod(shapes["w2"]) + per_row)
-    return flops, 4 * (int(config["window"]) + 1)
+def cases() -> dict[str, dict]:
+    """name -> model kwargs, input maker, batch, the study task whose schedule it follows (None: LONG)."""
+    chars = get_task("chars", **STUDY_TASKS["chars-gpt"].task_kwargs)
+    block = STUDY_TASKS["chars-gpt"].task_kwargs["block_size"]
+    return {
+        "digits-mlp": dict(arch="mlp", kwargs={"in_shape": (1, 8, 8), "num_classes": 10,
+                                               **STUDY_TASKS["digits-mlp"].model_kwargs},
+                           batch=STUDY_TASKS["digits-mlp"].batch_size, task="digits-mlp", input=("image", (1, 8, 8))),
+        "mnist-lenet5": dict(arch="lenet5", kwargs={"in_shape": (1, 28, 28), "num_classes": 10},
+                             batch=STUDY_TASKS["mnist-lenet5"].batch_size, task="mnist-lenet5",
+                             input=("image", (1, 28, 28))),
+        "chars-gpt": dict(arch="gpt", kwargs={**chars.model_kwargs(), **STUDY_TASKS["chars-gpt"].model_kwargs},
+                          batch=STUDY_TASKS["chars-gpt"].batch_size, task="chars-gpt",
+                          input=("tokens", (block, chars.model_kwargs()["vocab_size"]))),
+        "mlp-1M": dict(arch="mlp", kwargs={"in_shape": (1, 28, 28), "num_classes": 10, "widths": (1024, 192)},
+                       batch=64, task=None, input=("image", (1, 28, 28))),
+    }
 
 
-def measure(name: str, arch: str, kwargs: dict, in_shape, batch: int, forecaster, repeats: int) -> list[dict]:
+def make_batch(spec, batch: int):
+    kind, shape = spec
+    if kind == "image":
+        return torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    block, vocab = shape
+    tokens = torch.randint(0, vocab, (batch, block + 1))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def loss_of(model, x, y):
+    logits = model(x)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, tuple[float, float, float]]:
+    """(median, q20, q80) milliseconds of each function, timed in interleaved rounds (one call of each per round),
+    so that a change of the shared machine's load hits every quantity alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append((time.perf_counter() - start) * 1e3)
+    out = {}
+    for key, values in times.items():
+        q = statistics.quantiles(values, n=5)
+        out[key] = (statistics.median(values), q[0], q[3])
+    return out
+
+
+def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, repeats: int) -> tuple[list, dict]:
     torch.manual_seed(0)
-    model = models.get(arch, in_shape=in_shape, num_classes=10, **kwargs)
+    model = models.get(case["arch"], **case["kwargs"])
     params = list(model.parameters())
+    n = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=1e-3)
-    x, y = torch.randn(batch, *in_shape), torch.randint(0, 10, (batch,))
-    gx, gy = torch.randn(GUARD_BATCH, *in_shape), torch.randint(0, 10, (GUARD_BATCH,))
+    x, y = make_batch(case["input"], case["batch"])
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        loss_of(model, x, y).backward()
         opt.step()
 
-    @torch.no_grad()
-    def guard():
-        return float(torch.nn.functional.cross_entropy(model(gx), gy))
+    with FlopCounterMode(display=False) as counter:
+        loss_of(model, x, y).backward()
+    step_flops = counter.get_total_flops()
+    window = forecaster.window
+    spacing = LONG.record_every if case["task"] is None else STUDY_TASKS[case["task"]].schedule.record_every
+    rs = record_everys or [spacing]
+    bucket = Bucket([p.detach() for p in params], window)
+    for j in range(window):  # a trajectory: W states of AdamW training, `spacing` steps apart
+        for _ in range(spacing):
+            train_step()
+        bucket.record((j + 1) * spacing)
+    history = [[p.detach().clone() for p in params] for _ in range(window)]
+    steps = list(bucket.slot_steps)
+    k = max(1, min(forecaster.k_max, 8))
+    target = max(steps) + k * spacing
+    ks = sorted({max(1, round(k * f)) for f in GUARD_FRACTIONS}, reverse=True)
 
-    names = [n for n, _ in model.named_parameters()]
+    scratch = Bucket([p.detach() for p in params], window)  # records are timed here, the jump's history stays
 
-    def jumper(with_guard):
-        j = Jumps(params, nowcast_predictor(forecaster, names), window=WINDOW, record_every=1, ks=[8] * 10 ** 6,
-                  guard=guard if with_guard else None)
-        for t in range(1, WINDOW):  # fill the window up to the state before the jump
-            j.after_step(t)
-        history = list(j.history)
+    def record():
+        scratch.record(max(steps))
 
-        def jump():
-            j.history.clear()
-            j.history.extend(history)
-            j.after_step(WINDOW)
-        return jump
+    def jump():
+        out = forecaster.forecast(bucket, steps, target)
+        assert all(bool(torch.isfinite(v).all()) for v in out)
+        bucket.write(out, list(range(len(out))))
 
-    n = sum(p.numel() for p in params)
-    step = median_ms(train_step, "cpu", repeats=repeats)
-    rows = []
-    for label, fn in (("train_step", train_step), ("nowcast_jump", jumper(False)),
-                      ("nowcast_jump_guarded", jumper(True))):
-        med, q20, q80 = step if label == "train_step" else median_ms(fn, "cpu", repeats=repeats)
-        rows.append({"benchmark": "nowcast_jump", "name": f"{name}:{label}", "metric": "time", "unit": "ms",
-                     "x_name": "params", "x_value": n, "value": med, "q20": q20, "q80": q80,
-                     "config": {"batch": batch, "jump_every": JUMP_EVERY, "threads": torch.get_num_threads()}})
-        if label != "train_step":
-            rows.append({"benchmark": "nowcast_jump", "name": f"{name}:{label}", "metric": "amortised_share",
-                         "unit": "fraction", "x_name": "params", "x_value": n,
-                         "value": med / (med + JUMP_EVERY * step[0]),
-                         "config": {"jump_every": JUMP_EVERY}})
-    return rows
+    def guard_forecast():
+        windows = [torch.stack([h[i] for h in history]) for i in range(len(params))]
+        forecaster.predict(windows, ks)
+
+    def on(backend, fn):
+        def run():
+            with use_backend(backend):
+                fn()
+        return run
+
+    timed = interleaved({"train_step": train_step, "record": record, "jump_cpp": on("cpp", jump),
+                         "jump_reference": on("reference", jump), "guard_forecast_cpp": on("cpp", guard_forecast),
+                         "guard_forecast_reference": on("reference", guard_forecast)}, repeats)
+    config = {"batch": case["batch"], "threads": torch.get_num_threads(), "window": window, "k": k, "guard_ks": ks}
+    rows = [{"benchmark": "nowcast_jump", "name": f"{name}:{label}", "metric": "time", "unit": "ms",
+             "x_name": "params", "x_value": n, "value": med, "q20": q20, "q80": q80, "config": config}
+            for label, (med, q20, q80) in timed.items()]
+    step, rec = timed["train_step"][0], timed["record"][0]
+    summary = {"params": n, "batch": case["batch"], "window": window, "step_flops": step_flops, "times": timed,
+               "shares": {}}
+    for backend in ("cpp", "reference"):
+        j = timed[f"jump_{backend}"][0]
+        rows.append({"benchmark": "nowcast_jump", "name": f"{name}:jump_{backend}", "metric": "share_of_step",
+                     "unit": "fraction", "x_name": "params", "x_value": n, "value": j / step})
+        for r in rs:
+            period = window * rec + j
+            share = period / (window * r * step + period)
+            summary["shares"][(backend, r)] = share
+            rows.append({"benchmark": "nowcast_jump", "name": f"{name}:jump_{backend}", "metric": "amortised_share",
+                         "unit": "fraction", "x_name": "record_every", "x_value": r, "value": share,
+                         "config": {"jump_every": window * r, "records_per_period": window, "params": n}})
+    cfg = forecaster.config
+    work = flops_per_element(window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
+    gpu_bytes = 4 * work["reads"] + 4 * work["writes"] + 8  # float32 history and forecast; the engine's write
+    jump_gpu = n * max(work["flops"] / H100_FP32_FLOPS, gpu_bytes / H100_BYTES)
+    step_gpu = step_flops / H100_FP32_FLOPS
+    summary.update(jump_gpu_s=jump_gpu, step_gpu_s=step_gpu, cpu_gflops=n * work["flops"] / timed["jump_cpp"][0] / 1e6)
+    rows += [{"benchmark": "nowcast_jump", "name": f"{name}:train_step", "metric": "flops", "unit": "FLOP",
+              "x_name": "params", "x_value": n, "value": step_flops, "config": {"counted": "forward+backward"}},
+             {"benchmark": "nowcast_jump", "name": f"{name}:jump_cpp", "metric": "cpu_throughput", "unit": "GFLOP/s",
+              "x_name": "params", "x_value": n, "value": summary["cpu_gflops"]},
+             {"benchmark": "nowcast_jump", "name": f"{name}:jump_h100_estimate", "metric": "share_of_step_estimate",
+              "unit": "fraction", "x_name": "params", "x_value": n, "value": jump_gpu / step_gpu,
+              "config": {"estimate": "roofline, not measured", "jump_us": jump_gpu * 1e6,
+                         "step_us": step_gpu * 1e6}}]
+    return rows, summary
+
+
+def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown: list[int] | None) -> str:
+    lines = [f"# Nowcast jump cost (CPU, {torch.get_num_threads()} thread)", "",
+             f"Load average while measuring (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the start,"
+             f" {load[3]:.2f} / {load[4]:.2f} / {load[5]:.2f} at the end (2 cores shared). Medians of repeated runs; "
+             "q20-q80 in the CSV.", "",
+             "| model | params | step (ms) | record (ms) | jump kernel (ms) | jump reference (ms) | guard forecast "
+             "kernel / reference (ms) | jump / step (kernel) | kernel GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        t = s["times"]
+        lines.append(f"| {name} | {s['params']:,} | {t['train_step'][0]:.2f} | {t['record'][0]:.3f} | "
+                     f"{t['jump_cpp'][0]:.2f} | {t['jump_reference'][0]:.2f} | {t['guard_forecast_cpp'][0]:.2f} / "
+                     f"{t['guard_forecast_reference'][0]:.2f} | {100 * t['jump_cpp'][0] / t['train_step'][0]:.0f}% | "
+                     f"{s['cpu_gflops']:.1f} |")
+    lines += ["", "Amortised share of training time (W records + one jump per W x R steps; target <= 1%):", "",
+              "| model | R (steps) | jump every | kernel | reference |", "|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        for r in sorted({r for _, r in s["shares"]}):
+            lines.append(f"| {name} | {r} | {s['window'] * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "
+                         f"{100 * s['shares'][('reference', r)]:.2f}% |")
+    lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2, a "
+              f"ReLU 1) and moves {gpu_bytes} bytes on the engine path (float32: {work['reads']} history values read "
+              "over the reduction and element passes, one forecast written, the engine's read of it and write of "
+              "the parameter).", "",
+              "H100 estimate (not a measurement: roofline at the published H100 SXM FP32 non-tensor 67 TFLOP/s and "
+              "3.35 TB/s, no launch overheads; the training step's forward + backward FLOPs at the same FP32 peak):",
+              "", "| model | batch | step FLOPs | jump (us, est.) | step (us, est.) | jump / step (est.; target <= "
+              "5%) | batch at which the estimate reaches 5% |", "|---|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        ratio = s["jump_gpu_s"] / s["step_gpu_s"]
+        lines.append(f"| {name} | {s['batch']} | {s['step_flops']:.3g} | {s['jump_gpu_s'] * 1e6:.2f} | "
+                     f"{s['step_gpu_s'] * 1e6:.2f} | {100 * ratio:.0f}% | {s['batch'] * ratio / 0.05:,.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--record-every", type=int, nargs="+", default=None,
+                        help="record spacings R (steps) for the amortised share; default: the study's per task")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--models", nargs="+", default=None, help="subset of the models (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "nowcast_jump_cpu.csv")
     args = parser.parse_args(argv)
+    if args.record_every and min(args.record_every) < 1:
+        parser.error("--record-every must be >= 1")
+    if args.repeats < 2:
+        parser.error("--repeats must be >= 2 (the spread needs two timings)")
     torch.set_num_threads(args.threads)
     forecaster = get("nowcast")
-    flops, nbytes = flops_bytes_per_element(forecaster.config)
-    print(f"nowcaster: {flops} FLOPs and {nbytes} bytes (fused) per element")
-    rows = []
-    for name, (arch, kwargs, in_shape, batch) in CASES.items():
-        rows += measure(name, arch, kwargs, in_shape, batch, forecaster, args.repeats)
-    print("| model | params | train step (ms) | jump (ms) | guarded jump (ms) | jump share over 50 steps | "
-          "guarded share |")
-    print("|---|---|---|---|---|---|---|")
-    by = {r["name"] + r["metric"]: r for r in rows}
-    for name in CASES:
-        s, j, g = (by[f"{name}:{k}time"] for k in ("train_step", "nowcast_jump", "nowcast_jump_guarded"))
-        js, gs = (by[f"{name}:{k}amortised_share"]["value"] for k in ("nowcast_jump", "nowcast_jump_guarded"))
-        print(f"| {name} | {s['x_value']:,} | {s['value']:.3f} | {j['value']:.3f} | {g['value']:.3f} | "
-              f"{100 * js:.2f}% | {100 * gs:.2f}% |")
-    rows.append({"benchmark": "nowcast_jump", "name": "nowcaster", "metric": "flops_per_element", "unit": "FLOP",
-                 "value": flops})
-    rows.append({"benchmark": "nowcast_jump", "name": "nowcaster", "metric": "bytes_per_element", "unit": "B",
-                 "value": nbytes})
+    all_cases = cases()
+    names = args.models or list(all_cases)
+    unknown = set(names) - set(all_cases)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {list(all_cases)}")
+    load = os.getloadavg()
+    rows, summaries = [], {}
+    for name in names:
+        r, summaries[name] = measure(name, all_cases[name], forecaster, args.record_every, args.repeats)
+        rows += r
+    load += os.getloadavg()
+    cfg = forecaster.config
+    work = flops_per_element(forecaster.window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
+    gpu_bytes = 4 * work["reads"] + 4 * work["writes"] + 8
+    rows += [{"benchmark": "nowcast_jump", "name": "nowcaster", "metric": "flops_per_element", "unit": "FLOP",
+              "value": work["flops"], "config": {"rows": 1, **{k: cfg[k] for k in ("window", "hidden", "embed")}}},
+             {"benchmark": "nowcast_jump", "name": "nowcaster", "metric": "bytes_per_element", "unit": "B",
+              "value": gpu_bytes, "config": {"dtype": "float32", "path": "engine"}},
+             {"benchmark": "nowcast_jump", "name": "machine", "metric": "load_average", "unit": "processes",
+              "value": load[0], "config": {"start_1_5_15": load[:3], "end_1_5_15": load[3:]}}]
     write_results(args.out, rows, device="cpu")
-    print(f"-> {args.out}")
+    text = markdown(summaries, work, gpu_bytes, load, args.record_every)
+    args.out.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"-> {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

@@ -16,5 +16,15 @@ constexpr int kLincombMaxWindow = 32;
 constexpr int kWnnMaxWindow = 16;
 constexpr int kWnnMaxHidden = 32;
 constexpr int kWnnKinds = 3;
+// nowcast_forecast: most states in the window, hidden units (the hidden
+// layers live in registers / stack tiles), type-embedding width, horizons
+// k_max (output rows of the model), and parameter types (rows of the type
+// embedding: conv, linear, bias, norm, embedding, attention). weightcast._C
+// exposes these through the op weightcast_C::nowcast_limits (cpu/nowcast.cpp).
+constexpr int kNowcastMaxWindow = 16;
+constexpr int kNowcastMaxHidden = 64;
+constexpr int kNowcastMaxEmbed = 64;
+constexpr int kNowcastMaxHorizons = 64;
+constexpr int kNowcastNumTypes = 6;
 
 }  // namespace weightcast_c

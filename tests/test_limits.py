@@ -43,3 +43,20 @@ def test_the_window_limit_is_enforced_at_each_level():
     if _extension.extension_loaded():
         with pytest.raises(RuntimeError, match=rf"\[1, {w}\]"):
             torch.ops.weightcast_C.lincomb_forecast([torch.zeros(8)], history, [0], torch.zeros(w + 1))
+
+
+def test_the_nowcast_limits_agree_everywhere():
+    from weightcast.forecasters import nowcast
+
+    values = (limits.NOWCAST_MAX_WINDOW, limits.NOWCAST_MAX_HIDDEN, limits.NOWCAST_MAX_EMBED,
+              limits.NOWCAST_MAX_HORIZONS, limits.NOWCAST_NUM_TYPES)
+    assert values == limits._NOWCAST_WITHOUT_C, "the stand-in for the nowcast limits is stale"
+    assert limits.NOWCAST_NUM_TYPES == len(nowcast.PARAM_TYPES)
+    if _extension.extension_loaded():
+        assert tuple(torch.ops.weightcast_C.nowcast_limits()) == values
+    pytest.importorskip("triton")
+    from weightcast.kernels import nowcast_forecast as triton_nowcast
+
+    assert (triton_nowcast.MAX_WINDOW, triton_nowcast.MAX_HIDDEN, triton_nowcast.MAX_EMBED,
+            triton_nowcast.MAX_HORIZONS, triton_nowcast.NUM_TYPES) == values
+    assert (triton_nowcast.D_CLAMP, triton_nowcast.EPS) == (nowcast.D_CLAMP, nowcast.EPS)

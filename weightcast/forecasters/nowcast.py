@@ -19,6 +19,10 @@ Meta-training (:mod:`.nowcast_train`) minimises the mean L1 error in z units ove
 on windows sampled at several spacings from AdamW and SGD-momentum trajectories. Targets are z-scored with the
 window's statistics, never divided by the window's step size, so a forecaster that damps its moves pays for it.
 
+Forecasts run through the fused multi-tensor op ``weightcast::nowcast_forecast`` (:mod:`weightcast.ops.
+nowcast_forecast`: C++, CUDA and Triton kernels, chosen by :mod:`weightcast.ops.dispatch`), whose reference is
+:func:`predict_tensor`: the functions of this module stay the one definition of the math.
+
 The file's card states the spacings (steps) and the horizons (1..K intervals) it was trained for;
 :meth:`NowcastForecaster.check_schedule` refuses others.
 """
@@ -30,6 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..ops.nowcast_forecast import nowcast_forecast, pack_mlp
 from . import io
 from .base import Forecaster
 
@@ -142,6 +147,7 @@ class NowcastForecaster(Forecaster):
         self.window = int(self.config["window"])
         self.k_max = int(self.config["k_max"])
         self.spacings = [int(s) for s in self.config.get("spacings", [])]
+        self._packed: tuple[Any, torch.Tensor] | None = None  # (device and weights' versions, packed weights)
 
     def horizon_unit(self, record_every: int) -> int:
         """Whole record intervals: the model predicts k = 1..k_max intervals ahead."""
@@ -170,22 +176,61 @@ class NowcastForecaster(Forecaster):
 
     def to(self, device: torch.device | str) -> "NowcastForecaster":
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        self._packed = None
         return self
+
+    def packed_mlp(self, device: torch.device) -> torch.Tensor:
+        """The weights packed for ``weightcast::nowcast_forecast`` on ``device`` (cached until they change)."""
+        key = (torch.device(device), tuple((id(t), t._version) for t in self.tensors.values()))
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, pack_mlp(self.tensors).to(device))
+        return self._packed[1]
+
+    def _run(self, out: torch.Tensor, history: torch.Tensor, order: list[int], offsets: list[int],
+             numels: list[int], types: list[int], ks: list[int]) -> None:
+        """``weightcast::nowcast_forecast`` of the segments into ``out`` (len(ks), N) for horizons ``ks`` (>= 1)."""
+        nowcast_forecast(out, history, order, offsets, numels, types, [k - 1 for k in ks],
+                         self.packed_mlp(history.device), int(self.config["hidden"]), int(self.config["embed"]),
+                         self.k_max)
 
     def predict(self, windows: Sequence[torch.Tensor], ks: Sequence[int],
                 names: Sequence[str] | None = None) -> list[list[torch.Tensor]]:
         """For each parameter's chronological window (W, *shape): its forecasts at ``ks`` record intervals ahead
-        (see :func:`predict_tensor`). ``names`` (optional) refine the parameter types."""
+        (see :func:`predict_tensor`), all parameters of one device and dtype in one call of the fused op
+        ``weightcast::nowcast_forecast`` (backend: :mod:`weightcast.ops.dispatch`). ``names`` (optional) refine the
+        parameter types. Forecasts of one call are views of one buffer; k = 0 gives a copy of the last state."""
         for k in ks:
             if not 0 <= k <= self.k_max:
                 raise ValueError(f"horizon {k} intervals is outside 0..{self.k_max}, the range this nowcaster "
                                  "was trained for")
+        for w in windows:
+            if w.shape[0] != self.window:
+                raise ValueError(f"this nowcaster takes windows of {self.window} states, got {w.shape[0]}")
         names = names or [None] * len(windows)
-        return [predict_tensor(self.tensors, w, param_type(w.shape[1:], n), ks) for w, n in zip(windows, names)]
+        ahead = sorted({k for k in ks if k > 0})
+        preds: list[list[torch.Tensor]] = [[] for _ in windows]
+        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, w in enumerate(windows):
+            groups.setdefault((w.device, w.dtype), []).append(i)
+        for (device, dtype), members in groups.items():
+            flat = torch.cat([windows[i].reshape(self.window, -1) for i in members], dim=1)
+            numels = [windows[i][0].numel() for i in members]
+            offsets = [sum(numels[:j]) for j in range(len(members))]
+            out = torch.empty(len(ahead), flat.shape[1], dtype=dtype, device=device)
+            if ahead:
+                types = [param_type(windows[i].shape[1:], names[i]) for i in members]
+                self._run(out, flat, list(range(self.window)), offsets, numels, types, ahead)
+            for i, start, n in zip(members, offsets, numels):
+                shape = windows[i].shape[1:]
+                preds[i] = [windows[i][-1].clone() if k == 0 else out[ahead.index(k), start:start + n].view(shape)
+                            for k in ks]
+        return preds
 
     def forecast(self, bucket, steps: list[int], target: int) -> list[torch.Tensor]:
         """The optimizer engine's path: the forecast of every parameter of ``bucket`` at step ``target`` (1-D, the
-        bucket's dtype), ``target`` a whole number 1..k_max of record intervals past the newest snapshot."""
+        bucket's dtype), ``target`` a whole number 1..k_max of record intervals past the newest snapshot; one call
+        of ``weightcast::nowcast_forecast`` on the engine's history buffer (the history is read in its storage
+        dtype and converted to float32, not first to the parameters' dtype)."""
         order = sorted(range(len(steps)), key=lambda i: steps[i])
         chrono = [steps[i] for i in order]
         spacing = (chrono[-1] - chrono[0]) / (len(chrono) - 1)
@@ -193,12 +238,10 @@ class NowcastForecaster(Forecaster):
         if not (k == round(k) and 1 <= k <= self.k_max):
             raise ValueError(f"nowcast predicts 1..{self.k_max} whole record intervals ahead; the optimizer asked "
                              f"for {target - chrono[-1]} steps with records {spacing:g} steps apart")
-        history = bucket.history.index_select(0, torch.tensor(order, device=bucket.device))
-        out = []
-        for i, shape in enumerate(bucket.shapes):
-            window = history[:, bucket.segment(i)].reshape(len(order), *shape).to(bucket.dtype)
-            out.append(predict_tensor(self.tensors, window, param_type(shape), [int(k)])[0].reshape(-1))
-        return out
+        out = torch.empty(1, bucket.padded, dtype=bucket.dtype, device=bucket.device)
+        self._run(out, bucket.history, order, list(bucket.offsets), list(bucket.numels),
+                  [param_type(shape) for shape in bucket.shapes], [int(k)])
+        return [out[0, bucket.segment(i)] for i in range(len(bucket.shapes))]
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": dict(self.config)}
