@@ -54,7 +54,7 @@ STUDY_TASKS = {
                            schedule=LONGER, model_kwargs={"widths": (64,)}, eval_limit=2000, needs_data_dir=True),
     "mnist-lenet5": StudyTask("mnist", "lenet5", Goal("acc", 0.985), budget=3000, eval_every=100, batch_size=64,
                               schedule=LONGER, eval_limit=2000, needs_data_dir=True),
-    "chars-gpt": StudyTask("chars", "gpt", Goal("loss", 2.3), budget=3000, eval_every=100, batch_size=16,
+    "chars-gpt": StudyTask("chars", "gpt", Goal("loss", 1.9), budget=3000, eval_every=100, batch_size=16,
                            schedule=LONGER, eval_limit=32, model_kwargs={"n_layer": 2, "n_embd": 32, "n_head": 2},
                            task_kwargs={"block_size": 32}),
 }
