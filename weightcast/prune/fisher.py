@@ -82,15 +82,16 @@ def optimal_update(A: torch.Tensor, lam: float, w0: torch.Tensor, keep: torch.Te
 
 
 def inverse_diagonal(A: torch.Tensor, lam: float) -> torch.Tensor:
-    """diag((A^T A + lam I)^-1) (float64, (p,)) by the Woodbury identity: (1 - colsum(A * (A A^T + lam I)^-1 A))
-    / lam; A (N, p)."""
+    """diag((A^T A + lam I)^-1) (float64, (p,)) by the Woodbury identity: (1 - colsum(B * B)) / lam with
+    B = L^-1 A, L L^T = A A^T + lam I (Cholesky); A (N, p)."""
     A = A.double()
     K = A @ A.T
     K.diagonal().add_(lam)
-    return (1 - (A * torch.linalg.solve(K, A)).sum(0)) / lam
+    B = torch.linalg.solve_triangular(torch.linalg.cholesky(K), A, upper=False)
+    return (1 - B.square().sum(0)) / lam
 
 
-def woodfisher_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 1e-2,
+def woodfisher_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 1e-3,
                     blocks: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One WoodFisher step on weights ``w`` (p,) with per-sample gradients ``G`` (N, p): the ``k`` weights of
     least rho_q = w_q^2 / (2 [F^-1]_qq) go, the others take the joint OBS update. Returns (keep (p,) bool,
@@ -121,7 +122,7 @@ def woodfisher_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 
     return keep, out
 
 
-def chita_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 1e-2, max_iter: int = 100,
+def chita_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 1e-3, max_iter: int = 100,
                tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """One CHITA step on weights ``w`` (p,) with per-sample gradients ``G`` (N, p): IHT with backtracking for
     the ridge-regularised sparse regression with ``k`` weights removed, then the optimal update on the support
@@ -188,7 +189,7 @@ def stage_sparsities(sparsity: float, stages: int) -> list[float]:
 
 
 def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch.Tensor, method: str = "woodfisher",
-                    stages: int = 4, rel_damp: float = 1e-2, block_size: int | None = None, **chita_kwargs
+                    stages: int = 4, rel_damp: float = 1e-3, block_size: int | None = None, **chita_kwargs
                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """WoodFisher (``method="woodfisher"``, ``block_size``: None the full Fisher, else blocks of that many
     weights within a layer) or CHITA (``"chita"``, ``max_iter``/``tol``) to ``sparsity`` over ``stages`` steps
