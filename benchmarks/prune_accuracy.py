@@ -230,10 +230,16 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
     lines += ["Hypernetwork vs global magnitude on the held-out models, one-shot accuracy (points):", "",
               "| network | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | hypernet - WoodFisher at 0.9 |",
               "|---" * (len(SPARSITIES) + 2) + "|"]
+    all_diffs = []
     for n in held:
         diffs = [100 * (acc(n, "hypernet", s) - acc(n, "magnitude", s)) for s in SPARSITIES]
+        all_diffs += diffs
         wf = 100 * (acc(n, "hypernet", 0.9) - acc(n, "woodfisher", 0.9))
         lines.append(f"| {n} | " + " | ".join(f"{d:+.2f}" for d in diffs) + f" | {wf:+.2f} |")
+    if all_diffs:
+        lines += ["", f"At or above magnitude at {sum(d >= 0 for d in all_diffs)} of {len(all_diffs)} points "
+                  f"(above at {sum(d > 0 for d in all_diffs)}); largest shortfall {min(all_diffs):+.2f}, "
+                  f"largest gain {max(all_diffs):+.2f} points."]
     lines.append("")
     if "mlp" in all_rows and {"magnitude", "magnitude-layer", "obs", "obs-uniform", "woodfisher", "chita"} <= set(
             present(all_rows["mlp"])):
