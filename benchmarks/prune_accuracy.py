@@ -154,12 +154,14 @@ def seed_summary(rows: list[dict]) -> str:
     lines = ["MLP 784-40-20-10 (training seeds 100 and 101) at s=0.9, one-shot, over the networks and calibration "
              "draws (the main tables' calibration batch, then random training batches of the same size with seeds "
              f"{', '.join(map(str, CALIBRATION_SEEDS))}): gain over global magnitude (points)", "",
-             "| method | median | min | max | points |", "|---|---|---|---|---|"]
-    for method in SEED_METHODS[1:]:
-        gains = sorted(100 * (r["value"] - magnitude[config(r)["network"]]) for r in rows if r["name"] == method)
-        if gains:
-            lines.append(f"| {method} | {statistics.median(gains):+.2f} | {gains[0]:+.2f} | {gains[-1]:+.2f} | "
-                         f"{len(gains)} |")
+             "| network | method | median | min | max | draws |", "|---|---|---|---|---|---|"]
+    for network in [*magnitude, "both"]:
+        for method in SEED_METHODS[1:]:
+            gains = sorted(100 * (r["value"] - magnitude[config(r)["network"]]) for r in rows
+                           if r["name"] == method and network in (config(r)["network"], "both"))
+            if gains:
+                lines.append(f"| {network} | {method} | {statistics.median(gains):+.2f} | {gains[0]:+.2f} | "
+                             f"{gains[-1]:+.2f} | {len(gains)} |")
     return "\n".join(lines + [""])
 
 

@@ -258,8 +258,8 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
     ``steps`` Adam steps (gradient norm clipped at 1): each step one model, one sparsity s ~ U(sparsity_range),
     one training batch, the cross-entropy of the masked model over that of global magnitude's mask (so that
     the high sparsities, whose losses are large, do not drown the others; 1 = as good as magnitude),
-    straight-through mask with ``temperature`` (a fraction of the scores' standard deviation). With ``val_zoo``, the mean validation accuracy of its models at
-    each s of :data:`VAL_SPARSITIES` (:func:`val_score`) is measured at step 0 (an untrained hypernetwork: global
+    straight-through mask with ``temperature`` (a fraction of the scores' standard deviation). With
+    ``val_zoo``, the validation accuracy of its models at each s of :data:`VAL_SPARSITIES` (:func:`val_score`) is measured at step 0 (an untrained hypernetwork: global
     magnitude) and every ``val_every`` steps (early stopping against magnitude): ``net`` ends with the weights of
     the checkpoint of largest summed mean gain over step 0 at the sparsities where it gains on average and loses
     on no validation run, and uses its learned change only at those sparsities (``net.active``,
