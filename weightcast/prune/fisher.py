@@ -201,8 +201,8 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
     layers = prunable_layers(model)
     shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
     w = torch.cat([weight_of(m).detach().flatten() for m in layers.values()]).double()
-    layer_of = torch.cat([torch.full((s.numel(),), i) for i, (_, s) in enumerate(shapes)])
-    alive = torch.ones(len(w), dtype=torch.bool)
+    layer_of = torch.cat([torch.full((s.numel(),), i, device=w.device) for i, (_, s) in enumerate(shapes)])
+    alive = torch.ones(len(w), dtype=torch.bool, device=w.device)
     work = copy.deepcopy(model)
     for s in stage_sparsities(sparsity, stages):
         _write(work, w, shapes)
