@@ -189,7 +189,7 @@ def stage_sparsities(sparsity: float, stages: int) -> list[float]:
 
 
 def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch.Tensor, method: str = "woodfisher",
-                    stages: int = 4, rel_damp: float = 1e-3, block_size: int | None = None, **chita_kwargs
+                    stages: int = 8, rel_damp: float = 1e-3, block_size: int | None = None, **chita_kwargs
                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """WoodFisher (``method="woodfisher"``, ``block_size``: None the full Fisher, else blocks of that many
     weights within a layer) or CHITA (``"chita"``, ``max_iter``/``tol``) to ``sparsity`` over ``stages`` steps
