@@ -7,18 +7,21 @@ Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's t
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
 Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS
 (each layer losing what global magnitude removes there; and "obs-uniform", OBC's uniform allocation),
-WoodFisher, CHITA; calibration: the first 1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98.
-For each: validation accuracy one-shot and after recovery (BatchNorm recalibration -- a no-op for these
-BN-free networks -- then ``--finetune-steps`` Adam steps on the masked model), the achieved sparsity, and the
-seconds the method took (its shared preparation -- Hessians and traces, gradients and inverses -- plus the
-per-sparsity step). Writes, per network, benchmarks/results/prune/prune_<network>.csv (weightcast.results
-schema), a markdown table and a PNG, and summary.md (the done-means checks computed from the rows).
+WoodFisher, CHITA (both with their defaults: full Fisher, 8 stages); calibration: the first 1,024 training
+examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and after recovery
+(BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
+masked model), the achieved sparsity, and the seconds the method took (OBS: its shared preparation -- Hessians
+and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages, gradients included). Writes, per
+network, benchmarks/results/prune/prune_<network>.csv (weightcast.results schema), a markdown table and a PNG;
+prune_seeds.csv (OBS, WoodFisher and CHITA at s = 0.9 on the two MLPs 784-40-20-10 with two more calibration
+draws); and summary.md (the done-means checks computed from the rows).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -27,13 +30,16 @@ import torch
 from common import RESULTS, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
-from weightcast.prune.fisher import Chita, WoodFisher, per_sample_grads
+from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import obs_prune, prepare as obs_prepare
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-uniform", "woodfisher", "chita")
 NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
+SEED_NETWORKS = ("mlp", "mlp-seed101")   # the two MLPs 784-40-20-10 (training seeds 100, 101)
+SEED_METHODS = ("magnitude", "obs", "woodfisher", "chita")
+CALIBRATION_SEEDS = (1, 2)
 OUT = RESULTS / "prune"
 
 
@@ -60,10 +66,7 @@ def method_pruner(method: str, model, data, net):
         prep = time.perf_counter() - start
         allocation = "uniform" if method == "obs-uniform" else "magnitude"
         return prep, lambda s: _split(obs_prune(model, s, x, allocation=allocation, state=state))
-    G = per_sample_grads(model, x, y)
-    pruner = WoodFisher(model, G) if method == "woodfisher" else Chita(model, G)
-    prep = time.perf_counter() - start
-    return prep, lambda s: _split(pruner.prune(s))
+    return 0.0, lambda s: _split(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
 
 
 def _split(result):
@@ -107,6 +110,59 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps(rows[start_rows:]))
     return rows
+
+
+def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) -> list[dict]:
+    """One-shot accuracy at s = 0.9 of the data-based methods on more calibration draws (``next(task.batches(
+    args.calibration, seed))`` for each seed of CALIBRATION_SEEDS) besides the first 1,024 training examples of
+    the main table (taken from ``main_rows``), and global magnitude's (data-free: once)."""
+    rows = []
+    for r in main_rows:
+        if r["metric"] == "acc" and r["x_value"] == 0.9 and _stage(r) == "one-shot" and r["name"] in SEED_METHODS:
+            rows.append(dict(r, benchmark="prune-seeds", config={"network": name, "run": entry["id"],
+                                                                   "calibration_seed": None, "stage": "one-shot"}))
+    for method in SEED_METHODS[1:]:
+        cached = args.cache / f"seeds-{name}-{method}.json" if args.cache else None
+        if cached is not None and cached.exists():
+            rows += json.loads(cached.read_text())
+            continue
+        new = []
+        for seed in CALIBRATION_SEEDS:
+            data = next(task.batches(args.calibration, seed))
+            pruned = copy.deepcopy(model)
+            masks, weights = method_pruner(method, model, data, None)[1](0.9)
+            apply_masks(pruned, masks, weights)
+            new.append(dict(benchmark="prune-seeds", name=method, metric="acc", unit="fraction", x_name="sparsity",
+                            x_value=0.9, value=task.evaluate(pruned)["acc"],
+                            config={"network": name, "run": entry["id"], "calibration_seed": seed,
+                                    "stage": "one-shot"}))
+            print(f"{name} {method} s=0.9 calibration seed {seed}: {new[-1]['value']:.4f}", flush=True)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(new))
+        rows += new
+    return rows
+
+
+def seed_summary(rows: list[dict]) -> str:
+    """Median and range over (network, calibration draw) of each data-based method's gain over global
+    magnitude at s = 0.9."""
+    def config(r):
+        return json.loads(r["config"]) if isinstance(r["config"], str) else r["config"]
+
+    magnitude = {config(r)["network"]: r["value"] for r in rows if r["name"] == "magnitude"}
+    lines = ["MLP 784-40-20-10 (training seeds 100 and 101) at s=0.9, one-shot, over the networks and calibration "
+             "draws (the main tables' calibration batch, then random training batches of the same size with seeds "
+             f"{', '.join(map(str, CALIBRATION_SEEDS))}): gain over global magnitude (points)", "",
+             "| network | method | median | min | max | draws |", "|---|---|---|---|---|---|"]
+    for network in [*magnitude, "both"]:
+        for method in SEED_METHODS[1:]:
+            gains = sorted(100 * (r["value"] - magnitude[config(r)["network"]]) for r in rows
+                           if r["name"] == method and network in (config(r)["network"], "both"))
+            if gains:
+                lines.append(f"| {network} | {method} | {statistics.median(gains):+.2f} | {gains[0]:+.2f} | "
+                             f"{gains[-1]:+.2f} | {len(gains)} |")
+    return "\n".join(lines + [""])
 
 
 def table(rows: list[dict], name: str) -> str:
@@ -176,10 +232,16 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
     lines += ["Hypernetwork vs global magnitude on the held-out models, one-shot accuracy (points):", "",
               "| network | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | hypernet - WoodFisher at 0.9 |",
               "|---" * (len(SPARSITIES) + 2) + "|"]
+    all_diffs = []
     for n in held:
         diffs = [100 * (acc(n, "hypernet", s) - acc(n, "magnitude", s)) for s in SPARSITIES]
+        all_diffs += diffs
         wf = 100 * (acc(n, "hypernet", 0.9) - acc(n, "woodfisher", 0.9))
         lines.append(f"| {n} | " + " | ".join(f"{d:+.2f}" for d in diffs) + f" | {wf:+.2f} |")
+    if all_diffs:
+        lines += ["", f"At or above magnitude at {sum(d >= 0 for d in all_diffs)} of {len(all_diffs)} points "
+                  f"(above at {sum(d > 0 for d in all_diffs)}); largest shortfall {min(all_diffs):+.2f}, "
+                  f"largest gain {max(all_diffs):+.2f} points."]
     lines.append("")
     if "mlp" in all_rows and {"magnitude", "magnitude-layer", "obs", "obs-uniform", "woodfisher", "chita"} <= set(
             present(all_rows["mlp"])):
@@ -223,8 +285,14 @@ def main() -> int:
         write_results(args.out / f"prune_{name}.csv", rows, device="cpu")
         (args.out / f"prune_{name}.md").write_text(table(rows, name) + "\n")
         plot(rows, name, args.out / f"prune_{name}.png")
-    (args.out / "summary.md").write_text(summary(all_rows))
-    print(summary(all_rows))
+    text = summary(all_rows)
+    seeds = [r for n in SEED_NETWORKS if n in all_rows and set(SEED_METHODS) <= set(present(all_rows[n]))
+             for r in seed_rows(n, loaded[n][0], loaded[n][1], tasks["mnist"], all_rows[n], args)]
+    if seeds:
+        write_results(args.out / "prune_seeds.csv", seeds, device="cpu")
+        text += "\n" + seed_summary(seeds)
+    (args.out / "summary.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -179,10 +179,51 @@ def test_hypernetwork_trains_and_round_trips(trained, task, tmp_path):
                           log=lambda *_: None)
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.head[-1].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.budget[-1].parameters())
     hypernet.save(net, tmp_path / "h.safetensors", {"command": "test"})
     again = hypernet.load(tmp_path / "h.safetensors")
     a, b = net.scores(trained, 0.8), again.scores(trained, 0.8)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hypernetwork_layer_offset_moves_the_layer_budgets(trained):
+    net = MaskHypernetwork(token_size=16, hidden=8, max_offset=1.0)
+    with torch.no_grad():   # offset ~ +1 on the last layer only (its flag in layer_features), 0 elsewhere
+        net.budget[0].weight.zero_()
+        net.budget[0].bias.zero_()
+        net.budget[0].weight[0, 8 + 3] = 5.0
+        net.budget[-1].weight[0, 0] = 1.0
+    ours = counts(prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net))
+    magnitude = counts(prune(copy.deepcopy(trained), 0.9, "magnitude"))
+    assert sum(ours.values()) == sum(magnitude.values())
+    assert ours["layers.4.weight"] < magnitude["layers.4.weight"]
+
+
+def test_hypernetwork_early_stopping_uses_the_change_only_where_it_beat_magnitude(trained, task):
+    net = MaskHypernetwork(token_size=16, hidden=8)
+    rows = hypernet.train(net, [(copy.deepcopy(trained), task)], steps=4, lr=0.05, batch_size=32, log_every=2,
+                          val_zoo=[(trained, task)], val_every=2, log=lambda *_: None)
+    checks = {r["step"]: r["val_acc_per_s"] for r in rows if "val_acc_per_s" in r}
+    assert set(checks) == {0, 2, 4} and all(len(v) == len(hypernet.VAL_SPARSITIES) for v in checks.values())
+    chosen, active = rows[-1]["selected_step"], rows[-1]["active"]
+    assert net.active.tolist() == active == [a > b for a, b in zip(checks[chosen], checks[0])]   # one run
+    expected = [a if on else b for a, b, on in zip(checks[chosen], checks[0], active)]
+    assert hypernet.val_score(net, [(trained, task)]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_inactive_sparsities_fall_back_to_magnitude(trained):
+    net = MaskHypernetwork(token_size=16, hidden=8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+        net.active.copy_(torch.tensor([True, True, False, True, True, True]))   # off at s = 0.8
+    assert [net.applies_at(s) for s in (0.3, 0.5, 0.6, 0.75, 0.8, 0.85, 0.9, 0.97, 0.98, 0.99)] == \
+        [False, True, True, False, False, False, True, True, True, False]
+    magnitude = prune(copy.deepcopy(trained), 0.8, "magnitude")
+    off = prune(copy.deepcopy(trained), 0.8, "hypernet", hypernet=net)
+    on = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net)
+    assert all(torch.equal(off[k], magnitude[k]) for k in off)
+    assert not all(torch.equal(on[k], prune(copy.deepcopy(trained), 0.9, "magnitude")[k]) for k in on)
 
 
 def test_shipped_hypernetwork_prunes_an_unseen_width(task):

@@ -62,7 +62,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
     ``allocation`` -- "magnitude": each layer loses what global magnitude would remove there, "uniform": every
     layer at ``sparsity`` -- ``rel_damp``, ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
-    global; method_kwargs ``block_size``/``rel_damp`` and ``rel_ridge``/``max_iter``).
+    global, in ``stages`` steps that recompute the gradients; method_kwargs ``stages``, ``rel_damp``, and
+    ``block_size`` for WoodFisher -- None, the full Fisher -- or ``max_iter``/``tol`` for CHITA).
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.
     apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
@@ -117,10 +118,9 @@ def _data_based(method, model, sparsity, x, y, kwargs) -> tuple[dict, dict]:
 
         result = obs_prune(model, sparsity, x, **kwargs)
     else:
-        from .fisher import Chita, WoodFisher, per_sample_grads
+        from .fisher import prune_in_stages
 
-        pruner = (WoodFisher if method == "woodfisher" else Chita)(model, per_sample_grads(model, x, y), **kwargs)
-        result = pruner.prune(sparsity)
+        result = prune_in_stages(model, sparsity, x, y, method, **kwargs)
     return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
 
 

@@ -45,7 +45,10 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
     train.add_argument("--steps", type=int, default=1500)
     train.add_argument("--lr", type=float, default=3e-4)
-    train.add_argument("--max-shift", type=float, default=0.5)
+    train.add_argument("--max-shift", type=float, default=0.5, help="bound of the change of a weight's log|w| score")
+    train.add_argument("--max-offset", type=float, default=1.0, help="bound of the per-layer score offset")
+    train.add_argument("--val-every", type=positive_int, default=100,
+                       help="steps between checkpoints scored on the validation runs (early stopping)")
     train.add_argument("--token-size", type=int, default=32)
     train.add_argument("--hidden", type=int, default=32)
     train.add_argument("--seed", type=int, default=0)
@@ -107,9 +110,10 @@ def _train(args) -> int:
     val_ids = set(zoo.validation_ids())
     pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded if e["id"] not in val_ids]
     val_pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded if e["id"] in val_ids]
-    net = hypernet.MaskHypernetwork(args.token_size, args.hidden, args.max_shift)
+    net = hypernet.MaskHypernetwork(args.token_size, args.hidden, args.max_shift, args.max_offset)
     start = time.perf_counter()
-    log = hypernet.train(net, pairs, steps=args.steps, lr=args.lr, seed=args.seed, val_zoo=val_pairs)
+    log = hypernet.train(net, pairs, steps=args.steps, lr=args.lr, seed=args.seed, val_zoo=val_pairs,
+                         val_every=args.val_every)
     seconds = time.perf_counter() - start
     validation = hypernet.validate(net, val_pairs)
     print(json.dumps(validation, indent=1))

@@ -1,22 +1,30 @@
-"""Pruning from per-sample gradients: WoodFisher and CHITA.
+"""Pruning from per-sample gradients: WoodFisher and CHITA, one-shot in stages.
 
-Both read the empirical Fisher F = G^T G / N of the prunable weights, G (N, p) the per-sample gradients of the
-loss (computed with ``torch.func.vmap(torch.func.grad(...))``), and choose the removed set Q globally over layers.
+Both read the damped empirical Fisher of the prunable weights, F = G^T G / N + lambda I = A^T A + lambda I
+(G (N, p) the per-sample gradients of the loss, computed with ``torch.func.vmap(torch.func.grad(...))``;
+A = G / sqrt(N); lambda = ``rel_damp`` x mean(diag G^T G / N), 1 when all gradients are zero), as the local
+quadratic model of the loss change 1/2 dw^T F dw, and choose the removed set Q globally over layers. Given Q,
+the best survivors under that model minimise it with w_Q = 0 (:func:`optimal_update`): the joint OBS update
+dw = -F^-1 E_Q (E_Q^T F^-1 E_Q)^-1 w_Q, computed on the N x N side as the ridge solution
+w_S = w0_S + A_S^T (A_S A_S^T + lambda I)^-1 A_Q w0_Q (float64).
 
-* WoodFisher (Singh & Alistarh, NeurIPS 2020): F block-diagonal (blocks of ``block_size`` consecutive weights
-  within a layer), each block inverted in closed form with damping, F_b^-1 = (G_b^T G_b / N + lambda I)^-1,
-  one lambda = rel_damp * mean(diag F) for all blocks (1 when all gradients are zero), so that the costs of
-  different blocks stay comparable; a weight costs
-  rho_q = w_q^2 / (2 [F^-1]_qq); the ``round(s * p)`` cheapest are removed, and each block's survivors take the
-  joint OBS update dw = -F^-1 E_Q (E_Q^T F^-1 E_Q)^-1 w_Q.
+* WoodFisher (Singh & Alistarh, NeurIPS 2020): a weight costs rho_q = w_q^2 / (2 [F^-1]_qq); the cheapest go. F
+  is the full Fisher (``block_size=None``: [F^-1]_qq by the Woodbury identity,
+  (A^T A + lambda I)^-1 = (I - A^T (A A^T + lambda I)^-1 A) / lambda, memory N x p) or block-diagonal (blocks
+  of ``block_size`` consecutive weights within a layer, inverted explicitly; for models too large for the full
+  form).
 * CHITA (Benbaki et al., "Fast as CHITA", ICML 2023): the sparse ridge regression
-  min_w 1/2 ||A (w - w0)||^2 + lambda/2 ||w - w0||^2  s.t. ||w||_0 <= k,  A = G / sqrt(N),
-  solved by iterative hard thresholding from the magnitude solution with a backtracking line search on the step
-  (starting at twice the previous accepted step, halved until the objective decreases, never below 1/L), then
-  the exact ridge solution on the final support (a Woodbury solve of size N, float64). The iterations run in
-  float32 (A is N x p: 4 bytes per gradient entry).
+  min_w 1/2 ||A (w - w0)||^2 + lambda/2 ||w - w0||^2  s.t. ||w||_0 <= k, solved by iterative hard
+  thresholding from the magnitude solution with a backtracking line search on the step (starting at twice the
+  previous accepted step, halved until the objective decreases, never below 1/L), then the optimal update on
+  the final support. The iterations run in float32.
+* Stages (both papers prune one-shot in several steps, recomputing the gradients): :func:`prune_in_stages`
+  reaches sparsity s through s_i = 1 - (1 - s)^(i / stages), i = 1..stages; each stage computes the gradients
+  at the current (pruned, updated) weights and prunes among the surviving weights only.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -54,125 +62,112 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
     return torch.cat(rows)
 
 
-def _flat_weights(model: nn.Module) -> tuple[torch.Tensor, list[tuple[str, torch.Size]]]:
-    layers = prunable_layers(model)
-    shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
-    return torch.cat([weight_of(m).detach().flatten() for m in layers.values()]).double(), shapes
+def damping(A: torch.Tensor, rel_damp: float) -> float:
+    """lambda = rel_damp x mean(diag A^T A) (1 when A is all zero)."""
+    mean = float(A.square().sum(0, dtype=torch.float64).mean()) if A.numel() else 0.0
+    return rel_damp * mean if mean > 0 else 1.0
 
 
-def _split(flat: torch.Tensor, shapes: list[tuple[str, torch.Size]]) -> dict[str, torch.Tensor]:
-    out, start = {}, 0
-    for name, shape in shapes:
-        n = shape.numel()
-        out[name] = flat[start:start + n].reshape(shape)
-        start += n
-    return out
+def optimal_update(A: torch.Tensor, lam: float, w0: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """argmin_w 1/2 (w - w0)^T (A^T A + lam I) (w - w0) with w = 0 off ``keep`` (float64, w0's shape): the joint
+    OBS update of the removed weights' survivors, w_S = w0_S + A_S^T (A_S A_S^T + lam I)^-1 A_R w0_R
+    (R = ~keep). A (N, p), w0 (p,), keep (p,) bool."""
+    A, w0 = A.double(), w0.double()
+    A_S = A[:, keep]
+    K = A_S @ A_S.T
+    K.diagonal().add_(lam)
+    w = torch.zeros_like(w0)
+    w[keep] = w0[keep] + A_S.T @ torch.linalg.solve(K, A[:, ~keep] @ w0[~keep])
+    return w
 
 
-def _blocks(shapes: list[tuple[str, torch.Size]], block_size: int) -> list[tuple[int, int]]:
-    """(start, stop) of consecutive blocks of at most block_size weights, never crossing a layer."""
-    out, start = [], 0
-    for _, shape in shapes:
-        stop = start + shape.numel()
-        out += [(b, min(b + block_size, stop)) for b in range(start, stop, block_size)]
-        start = stop
-    return out
+def inverse_diagonal(A: torch.Tensor, lam: float) -> torch.Tensor:
+    """diag((A^T A + lam I)^-1) (float64, (p,)) by the Woodbury identity: (1 - colsum(B * B)) / lam with
+    B = L^-1 A, L L^T = A A^T + lam I (Cholesky); A (N, p)."""
+    A = A.double()
+    K = A @ A.T
+    K.diagonal().add_(lam)
+    B = torch.linalg.solve_triangular(torch.linalg.cholesky(K), A, upper=False)
+    return (1 - B.square().sum(0)) / lam
 
 
-class WoodFisher:
-    """Block inverses of the damped empirical Fisher of a model's prunable weights (see the module docstring);
-    :meth:`prune` then serves any sparsity."""
-
-    def __init__(self, model: nn.Module, G: torch.Tensor, block_size: int = 128, rel_damp: float = 0.1):
-        self.w, self.shapes = _flat_weights(model)
-        self.blocks = _blocks(self.shapes, block_size)
-        self.inverses, diag = [], []
-        mean = float(G.square().mean(dtype=torch.float64)) if G.numel() else 0.0
-        self.lam = rel_damp * mean if mean > 0 else 1.0
-        for a, b in self.blocks:
-            Gb = G[:, a:b].double()
-            Fb = Gb.T @ Gb / len(G)
-            Fb.diagonal().add_(self.lam)
-            inv = torch.cholesky_inverse(torch.linalg.cholesky(Fb))
-            self.inverses.append(inv)
-            diag.append(inv.diagonal())
-        self.rho = self.w ** 2 / (2 * torch.cat(diag))
-
-    def prune(self, sparsity: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Parameter name -> (bool mask, float64 weight) at ``sparsity`` (global over layers)."""
-        k = round(sparsity * len(self.w))
-        removed = torch.zeros(len(self.w), dtype=torch.bool, device=self.w.device)
-        removed[torch.topk(self.rho, k, largest=False).indices] = True
-        w = self.w.clone()
-        for (a, b), inv in zip(self.blocks, self.inverses):
-            Q = removed[a:b].nonzero().squeeze(1)
-            if len(Q):
-                wb = w[a:b]
-                wb -= inv[:, Q] @ torch.linalg.solve(inv[Q][:, Q], wb[Q])
-                wb[Q] = 0.0
-        return {name: (m, v) for (name, m), v in zip(_split(~removed, self.shapes).items(),
-                                                      _split(w, self.shapes).values())}
+def woodfisher_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 1e-3,
+                    blocks: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One WoodFisher step on weights ``w`` (p,) with per-sample gradients ``G`` (N, p): the ``k`` weights of
+    least rho_q = w_q^2 / (2 [F^-1]_qq) go, the others take the joint OBS update. Returns (keep (p,) bool,
+    new weights (p,) float64).
+    ``blocks``: (start, stop) ranges covering 0..p of a block-diagonal F; None: the full F."""
+    A = G.double() / max(len(G), 1) ** 0.5
+    lam = damping(A, rel_damp)
+    w = w.double()
+    if blocks is None:
+        rho = w ** 2 / (2 * inverse_diagonal(A, lam))
+    else:
+        inverses = []
+        for a, b in blocks:
+            Fb = A[:, a:b].T @ A[:, a:b]
+            Fb.diagonal().add_(lam)
+            inverses.append(torch.cholesky_inverse(torch.linalg.cholesky(Fb)))
+        rho = w ** 2 / (2 * torch.cat([inv.diagonal() for inv in inverses]))
+    keep = _keep_largest(rho, len(w) - k)
+    if blocks is None:
+        return keep, optimal_update(A, lam, w, keep)
+    out = w.clone()
+    for (a, b), inv in zip(blocks, inverses):   # F block-diagonal: the joint update decomposes by block
+        Q = (~keep[a:b]).nonzero().squeeze(1)
+        if len(Q):
+            wb = out[a:b]
+            wb -= inv[:, Q] @ torch.linalg.solve(inv[Q][:, Q], wb[Q])
+            wb[Q] = 0.0
+    return keep, out
 
 
-class Chita:
-    """CHITA's sparse ridge regression on the gradient matrix (see the module docstring)."""
+def chita_step(w: torch.Tensor, G: torch.Tensor, k: int, rel_damp: float = 1e-3, max_iter: int = 100,
+               tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CHITA step on weights ``w`` (p,) with per-sample gradients ``G`` (N, p): IHT with backtracking for
+    the ridge-regularised sparse regression with ``k`` weights removed, then the optimal update on the support
+    found (module docstring). Returns (keep (p,) bool, new weights (p,) float64)."""
+    A = G.float() / max(len(G), 1) ** 0.5
+    lam = damping(A, rel_damp)
+    w0 = w.float()
+    keep_n = len(w0) - k
 
-    def __init__(self, model: nn.Module, G: torch.Tensor, rel_ridge: float = 0.1, max_iter: int = 100,
-                 tol: float = 1e-6):
-        w0, self.shapes = _flat_weights(model)
-        self.w0 = w0.float()
-        self.A = G.float() / len(G) ** 0.5
-        fisher_diag_mean = (self.A ** 2).sum(0).mean()
-        self.lam = float(rel_ridge * fisher_diag_mean) if fisher_diag_mean > 0 else 1.0
-        self.L = _top_eigenvalue(self.A) + self.lam
-        self.max_iter, self.tol = max_iter, tol
+    def objective(v):
+        d = v - w0
+        return float(0.5 * (A @ d).square().sum() + 0.5 * lam * d.square().sum())
 
-    def objective(self, w: torch.Tensor) -> float:
-        d = w - self.w0
-        return float(0.5 * (self.A @ d).square().sum() + 0.5 * self.lam * d.square().sum())
-
-    def _gradient(self, w: torch.Tensor) -> torch.Tensor:
-        d = w - self.w0
-        return self.A.T @ (self.A @ d) + self.lam * d
-
-    def prune(self, sparsity: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Parameter name -> (bool mask, float64 weight) at ``sparsity`` (global over layers)."""
-        keep_n = len(self.w0) - round(sparsity * len(self.w0))
-        w = _hard_threshold(self.w0, keep_n)
-        f, step = self.objective(w), 1.0 / self.L
-        for _ in range(self.max_iter):
-            g = self._gradient(w)
-            trial = 2 * step
-            while True:
-                candidate = _hard_threshold(w - trial * g, keep_n)
-                fc = self.objective(candidate)
-                if fc < f or trial <= 1.0 / self.L:
-                    break
-                trial /= 2
-            if fc >= f:
+    L = _top_eigenvalue(A) + lam
+    v = w0 * _keep_largest(w0.abs(), keep_n)
+    f, step = objective(v), 1.0 / L
+    for _ in range(max_iter):
+        d = v - w0
+        g = A.T @ (A @ d) + lam * d
+        trial = 2 * step
+        while True:
+            u = w0.new_zeros(len(w0))
+            candidate = v - trial * g
+            keep = _keep_largest(candidate.abs(), keep_n)
+            u[keep] = candidate[keep]
+            fc = objective(u)
+            if fc < f or trial <= 1.0 / L:
                 break
-            converged = f - fc <= self.tol * max(f, 1e-30)
-            w, f, step = candidate, fc, trial
-            if converged:
-                break
-        keep = w != 0
-        if keep_n > 0 and keep.sum() < keep_n:  # a weight that IHT zeroed exactly still counts as kept
-            keep = torch.zeros_like(keep)
-            keep[torch.topk(w.abs() + (self.w0.abs() * 1e-12), keep_n).indices] = True
-        w = self._ridge_on_support(keep)
-        return {name: (m, v) for (name, m), v in zip(_split(keep, self.shapes).items(),
-                                                      _split(w, self.shapes).values())}
+            trial /= 2
+        if fc >= f:
+            break
+        converged = f - fc <= tol * max(f, 1e-30)
+        v, f, step = u, fc, trial
+        if converged:
+            break
+    keep = _keep_largest(v.abs() + 1e-12 * w0.abs(), keep_n)   # a weight IHT zeroed exactly may still be kept
+    return keep, optimal_update(A, lam, w0, keep)
 
-    def _ridge_on_support(self, keep: torch.Tensor) -> torch.Tensor:
-        """argmin of the objective with w = 0 off ``keep``: w_S = w0_S + A_S^T (A_S A_S^T + lambda I)^-1 r,
-        r = A_R w0_R (R = removed)."""
-        A_S = self.A[:, keep]
-        r = self.A[:, ~keep] @ self.w0[~keep]
-        K = (A_S @ A_S.T).double()
-        K.diagonal().add_(self.lam)
-        w = torch.zeros_like(self.w0, dtype=torch.float64)
-        w[keep] = self.w0[keep].double() + A_S.T.double() @ torch.linalg.solve(K, r.double())
-        return w
+
+def _keep_largest(values: torch.Tensor, n: int) -> torch.Tensor:
+    """Bool mask of the ``n`` largest entries (ties by position)."""
+    keep = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    if n > 0:
+        keep[torch.topk(values, n).indices] = True
+    return keep
 
 
 def _top_eigenvalue(A: torch.Tensor, iters: int = 30) -> float:
@@ -188,9 +183,66 @@ def _top_eigenvalue(A: torch.Tensor, iters: int = 30) -> float:
     return 1.01 * value
 
 
-def _hard_threshold(w: torch.Tensor, keep_n: int) -> torch.Tensor:
-    out = torch.zeros_like(w)
-    if keep_n > 0:
-        idx = torch.topk(w.abs(), keep_n).indices
-        out[idx] = w[idx]
+def stage_sparsities(sparsity: float, stages: int) -> list[float]:
+    """s_i = 1 - (1 - s)^(i / stages), i = 1..stages: the density falls by the same factor at every stage."""
+    return [1 - (1 - sparsity) ** (i / stages) for i in range(1, stages + 1)]
+
+
+def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch.Tensor, method: str = "woodfisher",
+                    stages: int = 8, rel_damp: float = 1e-3, block_size: int | None = None, **chita_kwargs
+                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """WoodFisher (``method="woodfisher"``, ``block_size``: None the full Fisher, else blocks of that many
+    weights within a layer) or CHITA (``"chita"``, ``max_iter``/``tol``) to ``sparsity`` over ``stages`` steps
+    (module docstring), the gradients of the cross-entropy on the calibration batch (x, y) recomputed at every
+    step. Exactly ``round(sparsity * p)`` weights are removed over all prunable weights. Returns parameter name
+    -> (bool mask, float64 weight); ``model`` is not changed."""
+    if stages < 1:
+        raise ValueError(f"stages must be a positive integer, got {stages}")
+    layers = prunable_layers(model)
+    shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
+    w = torch.cat([weight_of(m).detach().flatten() for m in layers.values()]).double()
+    layer_of = torch.cat([torch.full((s.numel(),), i, device=w.device) for i, (_, s) in enumerate(shapes)])
+    alive = torch.ones(len(w), dtype=torch.bool, device=w.device)
+    work = copy.deepcopy(model)
+    for s in stage_sparsities(sparsity, stages):
+        _write(work, w, shapes)
+        G = per_sample_grads(work, x, y)[:, alive]
+        k = round(s * len(w)) - int((~alive).sum())
+        if method == "woodfisher":
+            blocks = None if block_size is None else _blocks(layer_of[alive], block_size)
+            keep, w_alive = woodfisher_step(w[alive], G, k, rel_damp, blocks)
+        else:
+            keep, w_alive = chita_step(w[alive], G, k, rel_damp, **chita_kwargs)
+        survivors = alive.nonzero().squeeze(1)
+        w = torch.zeros_like(w)
+        w[survivors] = w_alive
+        alive[survivors[~keep]] = False
+    return {name: (m, v) for (name, m), v in zip(_split(alive, shapes).items(), _split(w, shapes).values())}
+
+
+def _write(model: nn.Module, flat: torch.Tensor, shapes: list[tuple[str, torch.Size]]) -> None:
+    layers = prunable_layers(model)
+    with torch.no_grad():
+        for (name, _), value in zip(shapes, _split(flat, shapes).values()):
+            weight = weight_of(layers[name.removesuffix(".weight")])
+            weight.copy_(value.to(weight.dtype))
+
+
+def _split(flat: torch.Tensor, shapes: list[tuple[str, torch.Size]]) -> dict[str, torch.Tensor]:
+    out, start = {}, 0
+    for name, shape in shapes:
+        n = shape.numel()
+        out[name] = flat[start:start + n].reshape(shape)
+        start += n
+    return out
+
+
+def _blocks(layer_of: torch.Tensor, block_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive blocks of at most block_size weights, never crossing a layer (``layer_of``:
+    each weight's layer index, non-decreasing)."""
+    out, start = [], 0
+    for count in torch.unique_consecutive(layer_of, return_counts=True)[1].tolist():
+        stop = start + count
+        out += [(b, min(b + block_size, stop)) for b in range(start, stop, block_size)]
+        start = stop
     return out

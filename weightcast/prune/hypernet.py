@@ -5,23 +5,29 @@ Input: the prunable weights (Linear/Conv, :mod:`.layers`) tokenised by the proje
 positions, and the target sparsity s. Per weight it also reads data-free context from the weights: its
 normalised magnitude, the RMS of its output unit's row, of its input unit's column, of the next layer's
 weights leaving its output unit and of the previous layer's weights entering its input unit (how much the
-network uses the two neurons it connects), and the layer's size and place.
+network uses the two neurons it connects), and the layer's size and place (per layer also its RMS over all
+weights' and the fraction of it that global magnitude pruning removes at s).
 
     token embedding  h_k = MLP([tokens_k / rms, position_k, s])                              (K, H)
     layer context    h_k += Linear(mean of h over the token's layer)
     change per slot  c = MLP(Linear(h_k) + Linear([features, s])), minus its mean over the layer   (K, T)
-    score per slot   score = log|w| + max_shift * tanh(c)
-    anchored         each layer's scores shifted so that it loses as many weights as under global magnitude
+    layer offset     b_l = MLP([mean of h over layer l, layer features, s])                         (layers,)
+    score per slot   score = log|w| + max_shift * tanh(c) + max_offset * tanh(b_l)
 
-The last layer starts at zero, so an untrained hypernetwork is global magnitude pruning; training learns which
-weights of each layer to keep instead (:func:`anchor_to_magnitude`), moving a weight's log-magnitude score by
-at most ``max_shift`` (default 0.5: weights within a factor e^0.5 of the threshold can trade places; the
-shipped network was trained with 2).
+A residual on global magnitude pruning: both output layers start at zero, so an untrained hypernetwork *is*
+global magnitude pruning exactly. Training learns which weights of a layer to keep (the centred change c, moving
+a weight's log-magnitude score by at most ``max_shift``) and how many (the per-layer offset b_l, moving a whole
+layer's scores by at most ``max_offset``: the layer-wise sparsity allocation that magnitude cannot change; the
+bound keeps training from emptying a layer, where the gradient vanishes). Early stopping against magnitude on
+validation runs decides, per sparsity of a grid, whether the learned change is used there at all
+(:meth:`MaskHypernetwork.applies_at`): where it did not beat magnitude on validation, the hypernetwork falls back
+to magnitude pruning.
 
 Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
 sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, a random s in
-[0.5, 0.98] per step, through the task loss of the masked network with a straight-through top-k mask
-(hard mask forward, sigmoid((score - threshold) / temperature) backward). Seed: "Learning to Prune Image
+[0.5, 0.98] per step, through the task loss of the masked network relative to that of global magnitude's mask,
+with a straight-through top-k mask (hard mask forward, sigmoid((score - threshold) / temperature) backward).
+Seed: "Learning to Prune Image
 Classifiers in Weight Space via Hypernetworks" (Petruzzella, Pisa 2026).
 """
 from __future__ import annotations
@@ -44,6 +50,8 @@ from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
 from .layers import prunable_layers, weight_of
 
 NUM_FEATURES = 9
+LAYER_FEATURES = 6
+VAL_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)   # where checkpoints are judged against magnitude
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
 
@@ -62,6 +70,7 @@ class Prepared:
     features: torch.Tensor        # (K, T, NUM_FEATURES)
     log_abs: torch.Tensor         # (K, T) log|w|
     index: torch.Tensor           # (K, T) flat offset, -1 padding
+    layer_features: torch.Tensor  # (num_layers, LAYER_FEATURES - 1): layer_features() without the s-dependent one
 
 
 def _rms(t: torch.Tensor, dims) -> torch.Tensor:
@@ -111,48 +120,92 @@ def prepare(model: nn.Module, token_size: int) -> Prepared:
     feats = weight_features(weights)[:, index.clamp(min=0)] * valid
     log_abs = torch.where(valid, flat[index.clamp(min=0)].abs().clamp(min=1e-30).log(), 0.0)
     return Prepared([f"{n}.weight" for n in layers], [w.shape for w in weights], flat, tokens, tok.positions,
-                    token_layer, len(weights), feats.permute(1, 2, 0).contiguous(), log_abs, index)
+                    token_layer, len(weights), feats.permute(1, 2, 0).contiguous(), log_abs, index,
+                    layer_features(weights))
+
+
+def layer_features(weights: list[torch.Tensor]) -> torch.Tensor:
+    """(layers, LAYER_FEATURES - 1) float32 data-free features of every layer: log10 of its size, its share of
+    the weights, first/last-layer flags, log of its RMS over the RMS of all weights (the sixth,
+    :func:`magnitude_share`, depends on the sparsity)."""
+    n_total = sum(w.numel() for w in weights)
+    all_rms = _rms(torch.cat([w.flatten() for w in weights]), 0)
+    return torch.tensor([[math.log10(w.numel()), w.numel() / n_total, float(i == 0), float(i == len(weights) - 1),
+                          float((_rms(w, tuple(range(w.dim()))) / all_rms).log())] for i, w in enumerate(weights)])
+
+
+def magnitude_share(p: Prepared, sparsity: float) -> torch.Tensor:
+    """(layers, 1): the fraction of each layer's weights that global magnitude pruning removes at ``sparsity``."""
+    k = round(sparsity * len(p.flat))
+    removed = torch.zeros(len(p.flat))
+    if k:
+        removed[torch.topk(p.flat.abs(), k, largest=False).indices] = 1.0
+    sizes = [shape.numel() for shape in p.shapes]
+    return torch.stack([part.mean() for part in removed.split(sizes)])[:, None]
 
 
 class MaskHypernetwork(nn.Module):
     """Weights + sparsity -> a score per weight (module docstring). ``token_size``: values per token;
-    ``hidden``: width of every hidden layer; ``max_shift``: bound of the learned change of a log|w| score."""
+    ``hidden``: width of every hidden layer; ``max_shift``: bound of the learned change of a log|w| score within
+    its layer; ``max_offset``: bound of the learned per-layer offset of the scores."""
 
-    def __init__(self, token_size: int = 32, hidden: int = 32, max_shift: float = 0.5):
+    def __init__(self, token_size: int = 32, hidden: int = 32, max_shift: float = 0.5, max_offset: float = 1.0):
         super().__init__()
-        self.token_size, self.hidden, self.max_shift = token_size, hidden, max_shift
+        self.token_size, self.hidden, self.max_shift, self.max_offset = token_size, hidden, max_shift, max_offset
         self.embed = nn.Sequential(nn.Linear(token_size + POSITION_FEATURES + 1, hidden), nn.GELU(),
                                    nn.Linear(hidden, hidden))
         self.layer_context = nn.Linear(hidden, hidden)
         self.slot_token = nn.Linear(hidden, hidden)
         self.slot_features = nn.Linear(NUM_FEATURES + 1, hidden)
         self.head = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
+        self.budget = nn.Sequential(nn.Linear(hidden + LAYER_FEATURES + 1, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        for last in (self.head[-1], self.budget[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        # at which of VAL_SPARSITIES the learned change is used (set by train's early stopping)
+        self.register_buffer("active", torch.ones(len(VAL_SPARSITIES), dtype=torch.bool))
 
     def config(self) -> dict:
-        return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift}
+        return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift,
+                "max_offset": self.max_offset}
+
+    def applies_at(self, sparsity: float) -> bool:
+        """Whether the learned change is used at ``sparsity``: at an active sparsity of :data:`VAL_SPARSITIES`,
+        or strictly between two neighbouring active ones; elsewhere the scores are global magnitude's."""
+        active = self.active.tolist()
+        for i, grid_s in enumerate(VAL_SPARSITIES):
+            if abs(sparsity - grid_s) < 1e-9:
+                return active[i]
+            if i and VAL_SPARSITIES[i - 1] < sparsity < grid_s:
+                return active[i - 1] and active[i]
+        return False
 
     def flat_scores(self, p: Prepared, sparsity: float) -> torch.Tensor:
         """(n,) float32 score of every weight of the prepared model (layer order)."""
+        if not self.applies_at(sparsity):
+            return p.flat.abs().clamp(min=1e-30).log()
         K = len(p.tokens)
         s = torch.full((K, 1), float(sparsity))
         h = self.embed(torch.cat([p.tokens, p.positions, s], dim=1))
         sums = torch.zeros(p.num_layers, self.hidden).index_add_(0, p.token_layer, h)
         counts = torch.bincount(p.token_layer, minlength=p.num_layers).clamp(min=1)[:, None]
-        h = h + self.layer_context(sums / counts)[p.token_layer]
+        layer_mean = sums / counts
+        h = h + self.layer_context(layer_mean)[p.token_layer]
+        s_layer = torch.full((p.num_layers, 1), float(sparsity))
+        layer_in = torch.cat([layer_mean, p.layer_features, magnitude_share(p, sparsity), s_layer], 1)
+        offset = self.max_offset * torch.tanh(self.budget(layer_in)).squeeze(1)
         slot_in = torch.cat([p.features, s[:, None, :].expand(K, self.token_size, 1)], dim=2)
         z = self.slot_token(h)[:, None, :] + self.slot_features(slot_in)
         valid = p.index >= 0
         change = self.head(z).squeeze(-1) * valid
-        # centred per layer: a shift of a whole layer changes no mask (anchor_to_magnitude) and would only push
-        # tanh into saturation, where the gradient dies
+        # centred per layer: shifting a whole layer is the bounded offset's job; an uncentred change drifted
+        # into tanh saturation, where the gradient dies
         sums = torch.zeros(p.num_layers).index_add_(0, p.token_layer, change.sum(1))
         counts = torch.zeros(p.num_layers).index_add_(0, p.token_layer, valid.sum(1).float())
         change = change - (sums / counts)[p.token_layer][:, None]
-        scores = p.log_abs + self.max_shift * torch.tanh(change)
+        scores = p.log_abs + self.max_shift * torch.tanh(change) + offset[p.token_layer][:, None]
         out = torch.empty(len(p.flat), dtype=scores.dtype)
-        return anchor_to_magnitude(out.index_put((p.index[valid],), scores[valid]), p, sparsity)
+        return out.index_put((p.index[valid],), scores[valid])
 
     @torch.no_grad()
     def scores(self, model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
@@ -168,31 +221,6 @@ class MaskHypernetwork(nn.Module):
         return out
 
 
-def anchor_to_magnitude(scores: torch.Tensor, p: Prepared, sparsity: float) -> torch.Tensor:
-    """Shift each layer's scores so that a global top-k removes from every layer exactly as many weights as
-    global magnitude pruning does at ``sparsity`` (the midpoint between the layer's k_l-th and (k_l+1)-th
-    smallest score goes to 0). The hypernetwork thus chooses *which* weights of a layer go, not how many: a free
-    per-layer offset let training empty whole layers, where the straight-through gradient then vanishes."""
-    k = round(sparsity * len(p.flat))
-    removed = torch.zeros(len(p.flat), dtype=torch.bool)
-    if k:
-        removed[torch.topk(p.flat.abs(), k, largest=False).indices] = True
-    out, start = [], 0
-    for shape in p.shapes:
-        n = shape.numel()
-        layer, k_l = scores[start:start + n], int(removed[start:start + n].sum())
-        sorted_scores = layer.detach().sort().values
-        if k_l == 0:
-            mid = sorted_scores[0] - 1.0
-        elif k_l == n:
-            mid = sorted_scores[-1] + 1.0
-        else:
-            mid = (sorted_scores[k_l - 1] + sorted_scores[k_l]) / 2
-        out.append(layer - mid)
-        start += n
-    return torch.cat(out)
-
-
 def straight_through_mask(scores: torch.Tensor, sparsity: float, temperature: float = 0.1) -> torch.Tensor:
     """Hard top-k mask forward (``round(sparsity * n)`` removed), gradient of sigmoid((score - threshold) / t)
     backward, t = ``temperature`` x the scores' standard deviation."""
@@ -201,6 +229,15 @@ def straight_through_mask(scores: torch.Tensor, sparsity: float, temperature: fl
     hard = (scores > thr).float()
     soft = torch.sigmoid((scores - thr) / (temperature * scores.detach().std() + 1e-12))
     return hard + soft - soft.detach()
+
+
+def magnitude_mask(p: Prepared, sparsity: float) -> torch.Tensor:
+    """(n,) float32 global magnitude mask of the prepared model: ``round(sparsity * n)`` smallest |w| removed."""
+    mask = torch.ones(len(p.flat))
+    k = round(sparsity * len(p.flat))
+    if k:
+        mask[torch.topk(p.flat.abs(), k, largest=False).indices] = 0.0
+    return mask
 
 
 def masked_forward(model: nn.Module, p: Prepared, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -219,11 +256,15 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
           log_every: int = 100, log=print) -> list[dict]:
     """Train ``net`` over ``zoo`` (pairs of a pretrained model and its :class:`weightcast.data.Task`) for
     ``steps`` Adam steps (gradient norm clipped at 1): each step one model, one sparsity s ~ U(sparsity_range),
-    one training batch, the cross-entropy of the masked model, straight-through mask with ``temperature`` (a
-    fraction of the scores' standard deviation). With ``val_zoo``, the mean validation accuracy of its models at
-    s = 0.7, 0.9, 0.95 (:func:`val_score`) is measured at step 0 (global magnitude) and every ``val_every``
-    steps, and ``net`` ends with the weights that scored best. Returns the logged rows (step, mean loss or
-    val_acc, seconds)."""
+    one training batch, the cross-entropy of the masked model over that of global magnitude's mask (so that
+    the high sparsities, whose losses are large, do not drown the others; 1 = as good as magnitude),
+    straight-through mask with ``temperature`` (a fraction of the scores' standard deviation). With
+    ``val_zoo``, the validation accuracy of its models at each s of :data:`VAL_SPARSITIES` (:func:`val_score`) is measured at step 0 (an untrained hypernetwork: global
+    magnitude) and every ``val_every`` steps (early stopping against magnitude): ``net`` ends with the weights of
+    the checkpoint of largest summed mean gain over step 0 at the sparsities where it gains on average and loses
+    on no validation run, and uses its learned change only at those sparsities (``net.active``,
+    :meth:`MaskHypernetwork.applies_at`; elsewhere it is magnitude pruning). Returns
+    the logged rows (step, mean loss or val_acc, seconds; last the selected step and its active sparsities)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     prepared = [prepare(model, net.token_size) for model, _ in zoo]
@@ -233,15 +274,24 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     rows, running, count, start = [], 0.0, 0, time.perf_counter()
-    best = None
+    best = floor = None
 
     def checkpoint(step):
-        nonlocal best
-        score = val_score(net, val_zoo)
-        rows.append({"step": step, "val_acc": round(score, 5), "seconds": round(time.perf_counter() - start, 1)})
-        log(f"step {step}: validation accuracy {score:.4f}")
+        nonlocal best, floor
+        accs = val_accuracies(net, val_zoo)
+        per_s = [sum(col) / len(col) for col in zip(*accs)]
+        mean = sum(per_s) / len(per_s)
+        rows.append({"step": step, "val_acc": round(mean, 5), "val_acc_per_s": [round(a, 5) for a in per_s],
+                     "seconds": round(time.perf_counter() - start, 1)})
+        log(f"step {step}: validation accuracy {mean:.4f} " + " ".join(f"{a:.4f}" for a in per_s))
+        if floor is None:
+            floor = accs   # step 0: global magnitude pruning
+        # the learned change is used at s only where it beats magnitude on average and on no run loses to it
+        gains = [[a - b for a, b in zip(row, base)] for row, base in zip(accs, floor)]
+        active = [sum(col) > 0 and min(col) >= 0 for col in zip(*gains)]
+        score = sum(sum(col) / len(col) for col, on in zip(zip(*gains), active) if on)
         if best is None or score > best[0]:
-            best = (score, step, copy.deepcopy(net.state_dict()))
+            best = (score, step, copy.deepcopy(net.state_dict()), active)
 
     if val_zoo:
         checkpoint(0)
@@ -250,7 +300,9 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
         s = sparsity_range[0] + (sparsity_range[1] - sparsity_range[0]) * float(torch.rand((), generator=gen))
         x, y = next(batches[i])
         mask = straight_through_mask(net.flat_scores(prepared[i], s), s, temperature)
-        loss = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], mask, x), y)
+        with torch.no_grad():   # global magnitude's loss on the same batch: every s weighs the same
+            reference = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], magnitude_mask(prepared[i], s), x), y)
+        loss = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], mask, x), y) / reference.clamp(min=1e-3)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -265,25 +317,38 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
             checkpoint(step)
     if best is not None:
         net.load_state_dict(best[2])
-        rows.append({"selected_step": best[1], "val_acc": round(best[0], 5)})
-        log(f"kept the weights of step {best[1]} (validation accuracy {best[0]:.4f})")
+        net.active.copy_(torch.tensor(best[3]))
+        rows.append({"selected_step": best[1], "val_gain_sum": round(best[0], 5), "active": best[3]})
+        log(f"kept the weights of step {best[1]}, used at s = "
+            f"{[s for s, a in zip(VAL_SPARSITIES, best[3]) if a]} (validation gain summed over s {best[0]:.4f})")
     return rows
 
 
+
 @torch.no_grad()
-def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
-              sparsities: tuple[float, ...] = (0.7, 0.9, 0.95), limit: int = 2000) -> float:
-    """Mean accuracy of ``zoo``'s models under the hypernetwork's global masks at ``sparsities``, on the first
-    ``limit`` validation examples of each model's task."""
+def val_accuracies(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
+                   sparsities: tuple[float, ...] = VAL_SPARSITIES, limit: int | None = None) -> list[list[float]]:
+    """Accuracy of each of ``zoo``'s models (rows) at each sparsity of ``sparsities`` (columns) under the
+    hypernetwork's global masks, on the first ``limit`` validation examples of the model's task (default: its
+    whole validation split, so that checkpoints differing by noise are not taken for better)."""
     from .api import apply_masks, keep_top
 
-    accs = []
+    out = []
     for model, task in zoo:
+        row = []
         for s in sparsities:
             pruned = copy.deepcopy(model)
             apply_masks(pruned, keep_top(net.scores(pruned, s), s))
-            accs.append(task.evaluate(pruned, limit=limit)["acc"])
-    return sum(accs) / len(accs)
+            row.append(task.evaluate(pruned, limit=limit)["acc"])
+        out.append(row)
+    return out
+
+
+def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
+              sparsities: tuple[float, ...] = VAL_SPARSITIES, limit: int | None = None) -> list[float]:
+    """Mean over ``zoo``'s models of :func:`val_accuracies`, one per sparsity."""
+    rows = val_accuracies(net, zoo, sparsities, limit)
+    return [sum(col) / len(col) for col in zip(*rows)]
 
 
 def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:

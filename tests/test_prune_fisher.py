@@ -1,0 +1,126 @@
+"""WoodFisher and CHITA internals on tiny problems: the joint OBS update is the constrained least-squares optimum,
+the Woodbury inverse diagonal is exact, full and one-block WoodFisher agree, stages remove exactly and for good."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from weightcast.prune import BiasFreeMLP, prune
+from weightcast.prune.fisher import (chita_step, damping, inverse_diagonal, optimal_update, per_sample_grads,
+                                     prune_in_stages, stage_sparsities, woodfisher_step)
+
+
+def problem(n=7, p=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, p, generator=g, dtype=torch.float64), torch.randn(p, generator=g, dtype=torch.float64)
+
+
+def quadratic(A, lam, w0, w):
+    d = w - w0
+    return float(0.5 * (A @ d).square().sum() + 0.5 * lam * d.square().sum())
+
+
+def test_joint_obs_update_is_the_constrained_least_squares_optimum():
+    A, w0 = problem()
+    lam = 0.3
+    keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool)
+    ours = optimal_update(A, lam, w0, keep)
+    Fm = A.T @ A + lam * torch.eye(10, dtype=torch.float64)
+    Finv = torch.linalg.inv(Fm)
+    Q = (~keep).nonzero().squeeze(1)
+    obs = w0 - Finv[:, Q] @ torch.linalg.solve(Finv[Q][:, Q], w0[Q])   # -F^-1 E_Q (E_Q^T F^-1 E_Q)^-1 w_Q
+    # least squares over the kept weights: [A_S; sqrt(lam) I] d_S ~ [A_Q w0_Q; 0]
+    S = keep.nonzero().squeeze(1)
+    lhs = torch.cat([A[:, S], lam ** 0.5 * torch.eye(len(S), dtype=torch.float64)])
+    rhs = torch.cat([A[:, Q] @ w0[Q], torch.zeros(len(S), dtype=torch.float64)])
+    lsq = torch.zeros(10, dtype=torch.float64)
+    lsq[S] = w0[S] + torch.linalg.lstsq(lhs, rhs).solution
+    torch.testing.assert_close(ours, lsq)
+    torch.testing.assert_close(ours, torch.where(keep, obs, 0.0))
+    assert bool((ours[~keep] == 0).all())
+    for _ in range(20):   # no other weights on the support do better
+        other = torch.where(keep, ours + 0.05 * torch.randn(10, dtype=torch.float64), 0.0)
+        assert quadratic(A, lam, w0, other) >= quadratic(A, lam, w0, ours)
+
+
+def test_woodbury_inverse_diagonal_is_exact():
+    A, _ = problem(n=5, p=12, seed=1)
+    lam = 0.05
+    explicit = torch.linalg.inv(A.T @ A + lam * torch.eye(12, dtype=torch.float64)).diagonal()
+    torch.testing.assert_close(inverse_diagonal(A, lam), explicit)
+
+
+def test_full_woodfisher_equals_one_block_and_removes_the_cheapest():
+    A, w = problem(n=6, p=9, seed=2)
+    G = A.float() * 6 ** 0.5
+    keep_full, w_full = woodfisher_step(w, G, 4, rel_damp=0.1)
+    keep_block, w_block = woodfisher_step(w, G, 4, rel_damp=0.1, blocks=[(0, 9)])
+    assert torch.equal(keep_full, keep_block) and int((~keep_full).sum()) == 4
+    torch.testing.assert_close(w_full, w_block)
+    Ad = G.double() / 6 ** 0.5
+    rho = w ** 2 / inverse_diagonal(Ad, damping(Ad, 0.1))
+    assert set((~keep_full).nonzero().squeeze(1).tolist()) == set(torch.topk(rho, 4, largest=False).indices.tolist())
+
+
+def test_chita_step_removes_k_improves_on_magnitude_and_is_optimal_on_its_support():
+    A, w = problem(n=8, p=14, seed=3)
+    G = A.float() * 8 ** 0.5
+    keep, new = chita_step(w, G, 9, rel_damp=0.01)
+    assert int((~keep).sum()) == 9 and bool((new[~keep] == 0).all())
+    Ad = G.double() / 8 ** 0.5
+    lam = damping(Ad, 0.01)
+    magnitude = torch.zeros(14, dtype=torch.bool)
+    magnitude[torch.topk(w.abs(), 5).indices] = True
+    start = quadratic(Ad, lam, w, torch.where(magnitude, w, 0.0))   # IHT's starting point
+    assert quadratic(Ad, lam, w, new) < start
+    torch.testing.assert_close(new, optimal_update(Ad, lam, w, keep), rtol=1e-5, atol=1e-6)
+
+
+def test_stage_sparsities():
+    assert stage_sparsities(0.9, 1) == [0.9]
+    s = stage_sparsities(0.9, 4)
+    assert len(s) == 4 and abs(s[-1] - 0.9) < 1e-12 and all(a < b for a, b in zip(s, s[1:]))
+    torch.testing.assert_close(torch.tensor([1 - v for v in s]), torch.tensor([0.1 ** (i / 4) for i in range(1, 5)]))
+
+
+@pytest.mark.parametrize("method,kwargs", [("woodfisher", {}), ("woodfisher", {"block_size": 50}), ("chita", {})])
+def test_stages_remove_exactly_and_for_good(method, kwargs):
+    torch.manual_seed(0)
+    model = BiasFreeMLP((1, 6, 6), 4, (12, 8))
+    x, y = torch.randn(64, 1, 6, 6), torch.randint(0, 4, (64,))
+    p = 36 * 12 + 12 * 8 + 8 * 4
+    before = copy.deepcopy(model.state_dict())
+    one = prune_in_stages(model, 0.5, x, y, method, stages=1, **kwargs)
+    three = prune_in_stages(model, 0.85, x, y, method, stages=3, **kwargs)
+    for result, s in ((one, 0.5), (three, 0.85)):
+        assert sum(int((~m).sum()) for m, _ in result.values()) == round(s * p)
+        assert all(bool((w[~m] == 0).all()) for m, w in result.values())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())   # the model is not changed
+    # the first of three stages to 0.85 is one stage to 1 - 0.15^(1/3): its removed weights stay removed
+    first = prune_in_stages(model, stage_sparsities(0.85, 3)[0], x, y, method, stages=1, **kwargs)
+    for name, (mask, _) in first.items():
+        assert not bool((three[name][0] & ~mask).any()), name
+
+
+def test_stages_through_prune_and_bad_stages():
+    torch.manual_seed(0)
+    model = BiasFreeMLP((1, 6, 6), 4, (12, 8))
+    x, y = torch.randn(32, 1, 6, 6), torch.randint(0, 4, (32,))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="stages must be a positive integer"):
+        prune(model, 0.5, "woodfisher", data=(x, y), stages=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    masks = prune(model, 0.5, "chita", data=(x, y), stages=2)
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.5 * (36 * 12 + 12 * 8 + 8 * 4))
+
+
+def test_per_sample_grads_match_autograd():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(5, 3, bias=False), nn.ReLU(), nn.Linear(3, 2))
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 1, 0])
+    G = per_sample_grads(model, x, y)
+    for i in range(4):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        torch.testing.assert_close(G[i], torch.cat([model[1].weight.grad.flatten(), model[3].weight.grad.flatten()]))
