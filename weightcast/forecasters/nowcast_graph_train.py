@@ -31,7 +31,7 @@ from . import io
 from .neuron_graph import build_graph
 from .nowcast import features, mlp_forward, param_type, window_stats
 from .nowcast_graph import KIND, fallback_tensors, graph_forward, graph_shapes, init_graph
-from .nowcast_train import _l1, evaluate, strides
+from .nowcast_train import _l1, evaluate, record_interval, strides
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,7 @@ class _GraphRun:
         self.tensors = [snapshots[names[i]].reshape(len(steps), -1) for i in self.order]
         self.types = [param_type(snapshots[names[i]].shape[1:], names[i]) for i in self.order]
         self.num_placed = sum(self.tensors[j].shape[1] for j in range(len(self.graph.placed)))
-        diffs = (steps[1:] - steps[:-1]).unique()
-        if len(diffs) != 1:
-            raise ValueError(f"zoo run {self.id} is not recorded at a fixed interval (steps {steps[:5].tolist()}...)")
-        self.interval, self.length = int(diffs[0]), len(steps)
+        self.interval, self.length = record_interval(self.id, steps), len(steps)
 
 
 def _sample(run: _GraphRun, stride: int, start: int, window: int, k_max: int):

@@ -55,10 +55,16 @@ class _Run:
         self.tensors = [t.reshape(len(steps), -1) for t in snapshots.values()]
         self.types = [param_type(t.shape[1:], name) for name, t in snapshots.items()]
         self.sizes = torch.tensor([t.shape[1] for t in self.tensors])
-        diffs = (steps[1:] - steps[:-1]).unique()
-        if len(diffs) != 1:
-            raise ValueError(f"zoo run {self.id} is not recorded at a fixed interval (steps {steps[:5].tolist()}...)")
-        self.interval, self.length = int(diffs[0]), len(steps)
+        self.interval, self.length = record_interval(self.id, steps), len(steps)
+
+
+def record_interval(run_id: str, steps: torch.Tensor) -> int:
+    """The fixed number of steps between a zoo run's snapshots (``steps``: their steps, int64); ValueError if the
+    run was not recorded at a fixed interval."""
+    diffs = (steps[1:] - steps[:-1]).unique()
+    if len(diffs) != 1:
+        raise ValueError(f"zoo run {run_id} is not recorded at a fixed interval (steps {steps[:5].tolist()}...)")
+    return int(diffs[0])
 
 
 def strides(interval: int, length: int, cfg: NowcastTrainConfig) -> list[int]:
