@@ -56,8 +56,12 @@ def test_predict_refuses_horizons_outside_the_trained_range():
     f = NowcastForecaster(tensors=line_model(), config={"window": WINDOW, "hidden": 16, "k_max": K, "embed": 8,
                                                         "spacings": [10, 20]})
     w = torch.randn(WINDOW, 4)
-    with pytest.raises(ValueError, match="outside 0..8"):
+    with pytest.raises(ValueError, match="not a whole number in 0..8"):
         f.predict([w], [K + 1])
+    with pytest.raises(ValueError, match="horizon 2.5 intervals is not a whole number"):
+        f.predict([w], [2.5])
+    # a whole number of intervals given as a float (a constant horizon in steps / record_every) is the same horizon
+    torch.testing.assert_close(f.predict([w], [2.0])[0][0], f.predict([w], [2])[0][0])
     with pytest.raises(ValueError, match="record spacings"):
         f.check_schedule(WINDOW, 50, 50)
     with pytest.raises(ValueError, match="more than 8 record intervals"):

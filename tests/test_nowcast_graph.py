@@ -133,8 +133,10 @@ def test_untrained_model_stands_still_and_keeps_dtypes():
 def test_bad_inputs_are_refused():
     f = NowcastGraphForecaster(tensors=random_model(), config=CONFIG)
     w = [torch.randn(WINDOW, 3, 2), torch.randn(WINDOW, 3)]
-    with pytest.raises(ValueError, match="outside 0..6"):
+    with pytest.raises(ValueError, match="not a whole number in 0..6"):
         f.predict(w, [K + 1])
+    with pytest.raises(ValueError, match="not a whole number"):
+        f.predict(w, [1.5])
     with pytest.raises(ValueError, match="one name per parameter"):
         f.predict(w, [1], ["a.weight"])
     with pytest.raises(ValueError, match="same number of states"):

@@ -7,7 +7,8 @@ import torch
 
 from weightcast import data, models
 from weightcast.study import STUDY_TASKS
-from weightcast.study.jumps import Jumps, linear_predictor
+from weightcast.forecasters import get
+from weightcast.study.jumps import Jumps, linear_predictor, nowcast_predictor
 from weightcast.study.methods import Schedule, base_method, forecaster_of, options_of
 from weightcast.study.run import AFTER_STEPS, train_run
 
@@ -38,6 +39,18 @@ def test_jump_goes_k_record_intervals_ahead_on_a_line():
     p, jumps = _line_run([3])
     assert jumps.num_jumps == 1 and jumps.chosen == [3]
     torch.testing.assert_close(p, torch.full((6,), 10.0 + 3 * 2))
+
+
+def test_a_constant_horizon_schedule_drives_the_nowcaster():
+    # a constant horizon in steps gives k = horizon / record_every as a float; the nowcaster takes a whole one
+    ks = Schedule(window=5, record_every=10, horizon=20).ks(100)
+    assert ks == [2, 2]
+    p = torch.zeros(6, 4)
+    jumps = Jumps([p], nowcast_predictor(get("nowcast"), ["fc.weight"]), window=5, record_every=10, ks=ks)
+    for t in range(1, 51):
+        p += 0.01
+        jumps.after_step(t)
+    assert jumps.chosen == [2] and bool(torch.isfinite(p).all())
 
 
 def test_guard_keeps_the_best_candidate_and_can_refuse():

@@ -83,6 +83,19 @@ def init_nowcast(window: int, hidden: int, k_max: int, embed: int = 8, seed: int
             "w3": torch.zeros(shapes["w3"]), "b3": torch.zeros(shapes["b3"]), "skip": torch.zeros(shapes["skip"])}
 
 
+def whole_horizons(ks: Sequence[float], k_max: int) -> list[int]:
+    """``ks`` (record intervals) as ints, each checked to be a whole number in 0..``k_max``, the range a nowcaster
+    was trained for (one output head per whole interval). Raises ValueError naming the offending horizon."""
+    out = []
+    for k in ks:
+        if not (float(k).is_integer() and 0 <= k <= k_max):
+            raise ValueError(f"horizon {k} intervals is not a whole number in 0..{k_max}: this nowcaster predicts "
+                             f"whole record intervals up to the {k_max} it was trained for; use a horizon that is a "
+                             "multiple of record_every")
+        out.append(int(k))
+    return out
+
+
 def window_stats(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For one tensor's chronological window (W, n) float32: z (W, n), and the scalars mu, sigma, s (0-dim)."""
     mu = window.mean()
@@ -199,10 +212,7 @@ class NowcastForecaster(Forecaster):
         (see :func:`predict_tensor`), all parameters of one device and dtype in one call of the fused op
         ``weightcast::nowcast_forecast`` (backend: :mod:`weightcast.ops.dispatch`). ``names`` (optional) refine the
         parameter types. Forecasts of one call are views of one buffer; k = 0 gives a copy of the last state."""
-        for k in ks:
-            if not 0 <= k <= self.k_max:
-                raise ValueError(f"horizon {k} intervals is outside 0..{self.k_max}, the range this nowcaster "
-                                 "was trained for")
+        ks = whole_horizons(ks, self.k_max)
         for w in windows:
             if w.shape[0] != self.window:
                 raise ValueError(f"this nowcaster takes windows of {self.window} states, got {w.shape[0]}")

@@ -33,7 +33,7 @@ from . import io
 from .base import Forecaster
 from .neuron_graph import NeuronGraph, build_graph
 from .nowcast import (NUM_FEATURES_EXTRA, PARAM_TYPES, NowcastForecaster, features, init_nowcast, nowcast_shapes,
-                      param_type, predict_tensor, window_stats)
+                      param_type, predict_tensor, whole_horizons, window_stats)
 
 KIND = "nowcast-graph"
 FALLBACK = "fallback."
@@ -172,10 +172,7 @@ class NowcastGraphForecaster(NowcastForecaster):
         (the graph needs the whole network; ``names``, optional, refine the parameter types): each parameter's
         forecasts at ``ks`` record intervals ahead (:func:`predict_network`). The signature of the study's
         predictors (:func:`weightcast.study.jumps.nowcast_predictor` wraps it)."""
-        for k in ks:
-            if not 0 <= k <= self.k_max:
-                raise ValueError(f"horizon {k} intervals is outside 0..{self.k_max}, the range this nowcaster "
-                                 "was trained for")
+        ks = whole_horizons(ks, self.k_max)
         if names is not None and len(names) != len(windows):
             raise ValueError(f"got {len(names)} names for {len(windows)} windows; give one name per parameter")
         return predict_network(self.tensors, self.rounds, windows, ks, names)
