@@ -119,6 +119,26 @@ def test_ema_moves_with_each_jump():
     assert any(before != after for _, before, after, _ in result.jumps)
 
 
+def test_slow_ema_jumps_move_the_average_and_leave_the_trained_weights():
+    """jump-slow-ema-adamw forecasts the slow average's own trajectory and moves only the average: the weights AdamW
+    trains end exactly where slow-ema-adamw's do, while the judged average changes across the jumps."""
+    study = STUDY_TASKS["digits-mlp"]
+    task = data.get_task(study.task)
+    built = []
+
+    def make():
+        built.append(models.get(study.arch, **task.model_kwargs(), **study.model_kwargs))
+        return built[-1]
+
+    runs = [train_run(task, make, method, 3e-3, 1, study.goal, 100, 50, study.batch_size,
+                      Schedule(window=5, record_every=10, k_max=8))
+            for method in ("slow-ema-adamw", "jump-slow-ema-adamw:linear")]
+    assert [j[0] for j in runs[1].jumps] == [50, 100] and runs[0].jumps == []
+    assert any(before != after for _, before, after, _ in runs[1].jumps)
+    for plain, jumped in zip(built[0].parameters(), built[1].parameters()):
+        assert torch.equal(plain, jumped)
+
+
 def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):
     from weightcast.study.demo import DEMO_METHODS, run_demo
 

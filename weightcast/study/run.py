@@ -15,7 +15,7 @@ import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .jumps import Jumps, linear_predictor, nowcast_predictor
-from .methods import (CLIP_STD, EMA_DECAY, Schedule, base_method, forecaster_of, is_forecasting, is_jumping,
+from .methods import (CLIP_STD, EMA_DECAYS, Schedule, base_method, forecaster_of, is_forecasting, is_jumping,
                       make_optimizer, options_of)
 
 
@@ -104,8 +104,9 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     torch.manual_seed(seed)
     model = make_model()
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY))
-           if base_method(method).startswith("ema-") else None)
+    decay = EMA_DECAYS.get(base_method(method))
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+           if decay is not None else None)
     judged = ema.module if ema is not None else model
     schedule_free = method.startswith("schedulefree-")
     result = RunResult(method, lr, seed, budget)
@@ -130,8 +131,13 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
         with_error = bool(guard_of(method))
         guard = lambda: _eval_guard(task, model, gx, gy, with_error)  # noqa: E731
     jumps = None
+    # jumps on a slow average forecast the average's own trajectory and move only it (methods module docstring)
+    forecast_average = base_method(method) == "slow-ema-adamw"
+    if forecast_average and guard is not None:
+        guard = lambda: _eval_guard(task, judged, gx, gy, with_error)  # noqa: E731
     if is_jumping(method):
-        jumps = Jumps(list(model.parameters()), _predictor(forecaster_of(method), model, schedule, budget),
+        jumps = Jumps(list(judged.parameters()) if forecast_average else list(model.parameters()),
+                      _predictor(forecaster_of(method), model, schedule, budget),
                       window=schedule.window, record_every=schedule.record_every, ks=ks, guard=guard,
                       clip=CLIP_STD if "clip" in options else None)
     elif is_forecasting(method):
@@ -165,9 +171,10 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
             ema.update_parameters(model)
         if jumps is not None and step % schedule.jump_every == 0 and len(jumps.history) == schedule.window - 1:
             before_value = measure()
-            previous = [p.detach().clone() for p in model.parameters()] if ema is not None else None
+            follows = ema is not None and not forecast_average  # the average moves with the weights' jump
+            previous = [p.detach().clone() for p in model.parameters()] if follows else None
             jumps.after_step(step)
-            if ema is not None:  # the average moves with the jump
+            if follows:
                 with torch.no_grad():
                     for averaged, p, old in zip(ema.module.parameters(), model.parameters(), previous):
                         averaged.add_(p - old)
