@@ -89,3 +89,14 @@ def test_files_of_the_earlier_forecaster_format_still_load(tmp_path):
     (tmp_path / "old.safetensors").write_bytes(save({"w": torch.ones(1, 3), "b": torch.ones(1)}, metadata=meta))
     config, tensors = load_weights(tmp_path / "old.safetensors", "toy", shapes)
     assert config == {"n": 1} and torch.equal(tensors["w"], torch.ones(1, 3))
+
+
+def test_card_of_a_missing_file_says_the_file_is_missing(tmp_path):
+    from weightcast.weights_io import read_card
+
+    with pytest.raises(WeightFileError, match="does not exist"):
+        read_card(tmp_path / "missing.safetensors")
+    path = tmp_path / "m.safetensors"
+    save_weights(path, {"w": torch.zeros(2, 3), "b": torch.zeros(2)}, kind="toy", config={"n": 2})  # no card
+    with pytest.raises(WeightFileError, match="has no card"):
+        read_card(path)

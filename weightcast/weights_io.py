@@ -160,6 +160,9 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     """The card beside the weight file ``path``; raises :class:`WeightFileError` when it is missing or not
     JSON."""
     card = card_path(path)
+    if not Path(path).exists():
+        raise WeightFileError(f"{path} does not exist; give the path of a weight file (.safetensors) made by a "
+                              "training command")
     try:
         return json.loads(card.read_text())
     except FileNotFoundError:
