@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -48,16 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr-grid", nargs="+", default=[], metavar="NAME=LR[,LR...]",
                         help="learning-rate grid of a family (sgd, adamw) or a method, replacing the default "
                              "(one value: no tuning runs), e.g. adamw=1e-3")
+    parser.add_argument("--k-max", type=int, default=None,
+                        help="horizon of the first jump in record intervals, replacing every task's (it decays to "
+                             "1 over the budget), e.g. 6 for a forecaster trained for horizons up to 6 intervals")
     parser.add_argument("--data-dir", default=os.environ.get("WEIGHTCAST_DATA"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--quick", action="store_true", help="short budget, 1 seed, 1 lr per family (CI)")
     args = parser.parse_args(argv)
+    if args.k_max is not None and args.k_max < 1:
+        parser.error(f"--k-max must be at least 1, got {args.k_max}")
     torch.set_num_threads(args.threads)
     out = args.out or (Path(tempfile.mkdtemp(prefix="tta-")) if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.tasks:
         study = STUDY_TASKS[name]
+        if args.k_max is not None:
+            study = replace(study, schedule=replace(study.schedule, k_max=args.k_max))
         if study.needs_data_dir and not args.data_dir:
             print(f"skipping {name}: it needs MNIST (--data-dir or WEIGHTCAST_DATA)", file=sys.stderr)
             continue
