@@ -9,7 +9,7 @@ from weightcast import data, models
 from weightcast.study import STUDY_TASKS
 from weightcast.forecasters import get
 from weightcast.study.jumps import Jumps, linear_predictor, nowcast_predictor
-from weightcast.study.methods import Schedule, base_method, forecaster_of, options_of
+from weightcast.study.methods import Schedule, base_method, ema_decay, forecaster_of, options_of
 from weightcast.study.run import AFTER_STEPS, train_run
 
 
@@ -24,6 +24,10 @@ def test_method_names():
     assert forecaster_of("jump-adamw:nowcast+guard+clip") == "nowcast"
     assert options_of("jump-adamw:nowcast+guard+clip") == {"guard", "clip"}
     assert base_method("forecast-sgd:wnn") == "sgd" and base_method("ema-adamw") == "ema-adamw"
+    assert base_method("jump-slow-ema-adamw:nowcast") == "slow-ema-adamw"
+    # the slow average lags about ten record intervals: decay 0.999 at records 100 steps apart
+    assert ema_decay("jump-slow-ema-adamw:nowcast", Schedule(record_every=100)) == pytest.approx(0.999)
+    assert ema_decay("ema-adamw", Schedule(record_every=100)) == 0.99 and ema_decay("adamw", Schedule()) is None
 
 
 def _line_run(ks, guard=None, clip=None, steps=10):

@@ -15,7 +15,7 @@ import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from .jumps import Jumps, linear_predictor, nowcast_predictor
-from .methods import (CLIP_STD, EMA_DECAYS, Schedule, base_method, forecaster_of, is_forecasting, is_jumping,
+from .methods import (CLIP_STD, Schedule, base_method, ema_decay, forecaster_of, is_forecasting, is_jumping,
                       make_optimizer, options_of)
 
 
@@ -104,7 +104,7 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     torch.manual_seed(seed)
     model = make_model()
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
-    decay = EMA_DECAYS.get(base_method(method))
+    decay = ema_decay(method, schedule)
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
            if decay is not None else None)
     judged = ema.module if ema is not None else model
