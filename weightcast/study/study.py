@@ -21,8 +21,8 @@ from .run import RunResult, train_run
 from .tasks import ADAMW_LRS, SGD_LRS, StudyTask
 
 DEFAULT_METHODS = ("adamw", "adamw-cosine", "sgd", "lookahead-adamw", "schedulefree-adamw", "ema-adamw",
-                   "jump-adamw:linear+guard", "forecast-adamw:nowcast", "jump-adamw:nowcast+guard",
-                   "jump-ema-adamw:nowcast")
+                   "slow-ema-adamw", "jump-adamw:linear+guard", "forecast-adamw:nowcast", "jump-adamw:nowcast+guard",
+                   "jump-ema-adamw:nowcast", "jump-slow-ema-adamw:nowcast")
 TUNING_SEED = 0
 
 
