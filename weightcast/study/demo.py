@@ -2,7 +2,9 @@
 
 AdamW, schedule-free AdamW, an EMA of AdamW's weights, AdamW with the shipped nowcaster's guarded jumps, and the
 nowcaster's jumps along the trajectory of a slow average of AdamW's weights (judged on that average), each at the
-learning rate the full study tuned for it on digits-mlp (``DEMO_LRS``; no tuning runs here), on ``seeds`` seeds. The full study is ``python benchmarks/time_to_accuracy.py``.
+learning rate the full study tuned for it on digits-mlp (``DEMO_LRS``; no tuning runs here), on ``seeds`` seeds.
+The full study is ``python benchmarks/time_to_accuracy.py``; the 10-seed comparison on digits is
+``benchmarks/results/averaged/tta_digits-mlp.md``.
 """
 from __future__ import annotations
 
