@@ -2,8 +2,8 @@
 measure it on fresh seeds.
 
 Fair tuning: the methods that do not forecast (AdamW constant and cosine, SGD, Lookahead, schedule-free AdamW,
-EMA) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is the one that reaches the goal in the
-fewest steps on the tuning seed (ties and misses broken by the final metric). A forecasting method is its base
+the EMAs) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is
+the one that reaches the goal in the fewest steps on the tuning seed (ties and misses broken by the final metric). A forecasting method is its base
 optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate, with the task's fixed
 forecast schedule, and gets no tuning of its own. The reported numbers come from ``seeds`` other seeds.
 """
