@@ -9,7 +9,7 @@ from torch import nn
 from weightcast.data import get_task
 from weightcast.prune import (BiasFreeMLP, MaskHypernetwork, apply_masks, finetune, load_pruned, make_permanent,
                               prune, recalibrate_bn, sparsity_of)
-from weightcast.prune import hypernet
+from weightcast.prune import allocation, hypernet, scores
 from weightcast.prune.models import registered
 from weightcast.prune.obs import LayerOBS
 from weightcast import models
@@ -240,3 +240,97 @@ def test_bias_free_mlp_is_registered_inside_the_block_only():
     assert isinstance(model, BiasFreeMLP)
     assert [tuple(p.shape) for p in model.parameters()] == [(40, 784), (20, 40), (10, 20)]
     assert "mlp_nobias" not in models.names()
+
+
+def test_path_scores_are_synflow_scores_on_a_bias_free_mlp(trained):
+    weights = [layer.weight.detach().double() for layer in (trained.layers[0], trained.layers[2], trained.layers[4])]
+    leaves = [w.abs().requires_grad_() for w in weights]
+    x = torch.ones(weights[0].shape[1], dtype=torch.float64)
+    for w in leaves:
+        x = w @ x
+    R = x.sum()   # 1ᵀ|W3||W2||W1|1; SynFlow's score |w dR/dw| sums to R over every layer
+    R.backward()
+    R = float(R.detach())
+    for ours, w in zip(scores.path_scores(weights), leaves):
+        assert ours.shape == w.shape and float(ours.sum()) == pytest.approx(1.0)
+        torch.testing.assert_close(ours, (w * w.grad).detach() / R)
+
+
+def test_path_scores_chain_a_conv_into_a_linear_and_lamp_keeps_each_layers_order(lenet):
+    layers = [m for m in lenet.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    weights = [m.weight.detach() for m in layers]
+    for ours, w in zip(scores.path_scores(weights), weights):
+        assert ours.shape == w.shape and float(ours.sum()) == pytest.approx(1.0) and bool((ours > 0).all())
+    # the Linear after the flatten: inputs of a conv channel with a stronger path in carry larger scores
+    conv, fc = layers[1].weight.detach().abs(), layers[2].weight.detach().abs()
+    scale = torch.ones(conv.shape[0])
+    scale[0] = 100.0
+    boosted = scores.path_scores([*weights[:1], conv * scale[:, None, None, None], *weights[2:]])[2]
+    plain = scores.path_scores(weights)[2]
+    per_channel = fc.shape[1] // conv.shape[0]
+    ratio = (boosted / plain)[:, :per_channel].mean() / (boosted / plain)[:, per_channel:].mean()
+    assert ratio > 10
+    for score, w in zip(scores.lamp_scores(weights), weights):
+        order = w.abs().flatten().argsort()
+        assert bool((score.flatten()[order].diff() >= 0).all()) and float(score.max()) == pytest.approx(1.0)
+
+
+def test_offset_search_never_does_worse_than_magnitude_on_its_batch(trained, task):
+    p = hypernet.prepare(trained, 16)
+    x, y = task.eval_tensors("train", 256)
+    sizes = torch.tensor([shape.numel() for shape in p.shapes])
+    layer_of = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+
+    def loss(b):
+        mask = torch.ones(len(p.flat))
+        mask[torch.topk(p.flat.abs().log() + b[layer_of], round(0.95 * len(p.flat)), largest=False).indices] = 0
+        return float(nn.functional.cross_entropy(hypernet.masked_forward(trained, p, mask, x), y))
+
+    target = allocation.search_offsets(trained, p, x, y, 0.95)
+    b = target.offsets
+    assert b.shape == (3,) and abs(float(b.sum())) < 1e-5 and loss(b) <= loss(torch.zeros(3))
+    assert target.curves.shape == (3, len(allocation.SEARCH_GRID)) and float(target.curves.min()) >= -0.011
+    # the curves: the loss of one layer's offset moved to a grid value, relative to the optimum's
+    j = 2
+    moved = b.clone()
+    moved[0] = target.grid[j]
+    assert float(target.curves[0, j]) == pytest.approx(loss(moved) / loss(b) - 1, abs=1e-5)
+    assert float(target.loss(b)) == pytest.approx(0.0, abs=0.011)
+    assert torch.equal(allocation.search_offsets(trained, p, x, y, 0.95, min_gain=1.0).offsets, torch.zeros(3))
+
+
+def test_hypernetwork_fits_searched_offsets(trained, task):
+    net = MaskHypernetwork(token_size=16, hidden=8, max_shift=0.0, max_offset=1.5)
+    target = torch.tensor([-0.5, 0.0, 0.5])
+    grid = torch.tensor(allocation.SEARCH_GRID)
+    curves = (grid[None, :] - target[:, None]).abs()   # a loss landscape with its minimum at the target
+    rows = hypernet.train(net, [(copy.deepcopy(trained), task)], steps=150, lr=1e-2, log_every=50,
+                          targets=[{0.9: allocation.Target(target, grid, curves)}], log=lambda *_: None)
+    assert rows[-1]["loss"] < 0.05 < rows[0]["loss"]
+    p = hypernet.prepare(trained, 16)
+    torch.testing.assert_close(net.layer_offsets(p, 0.9), target, atol=0.1, rtol=0)
+    ours = counts(prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net))
+    magnitude = counts(prune(copy.deepcopy(trained), 0.9, "magnitude"))
+    assert ours["layers.0.weight"] > magnitude["layers.0.weight"] and \
+        ours["layers.4.weight"] < magnitude["layers.4.weight"]
+
+
+def test_shrink_scales_the_learned_change_and_is_chosen_on_validation(trained, task):
+    net = MaskHypernetwork(token_size=16, hidden=8, max_offset=1.0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+    p = hypernet.prepare(trained, 16)
+    full = net.flat_scores(p, 0.9) - p.flat.abs().log()
+    net.shrink.fill_(0.25)
+    torch.testing.assert_close(net.flat_scores(p, 0.9) - p.flat.abs().log(), 0.25 * full)
+    net.shrink.copy_(torch.tensor([1.0, 1.0, 1.0, 0.5, 0.25, 1.0]))
+    assert [net.strength(s) for s in (0.9, 0.92, 0.95, 0.99)] == [0.5, 0.25, 0.25, 0.0]
+    rows = hypernet.train(MaskHypernetwork(token_size=16, hidden=8), [(copy.deepcopy(trained), task)], steps=4,
+                          lr=0.05, batch_size=32, log_every=2, val_zoo=[(trained, task)], val_every=2,
+                          shrinks=(0.5,), log=lambda *_: None)
+    last = rows[-1]
+    assert set(last["val_gain_by_shrink"]) == {"1.0", "0.5"}
+    for j, (on, alpha) in enumerate(zip(last["active"], last["shrink"])):   # one validation run: gain > 0
+        gains = {float(a): g[j] for a, g in last["val_gain_by_shrink"].items()}
+        assert on == (max(gains.values()) > 0) and (not on or gains[alpha] == max(gains.values()))

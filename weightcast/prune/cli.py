@@ -49,6 +49,18 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--max-offset", type=float, default=1.0, help="bound of the per-layer score offset")
     train.add_argument("--val-every", type=positive_int, default=100,
                        help="steps between checkpoints scored on the validation runs (early stopping)")
+    train.add_argument("--objective", choices=("straight-through", "search"), default="straight-through",
+                       help="straight-through: the masked networks' task loss through a straight-through top-k "
+                            "mask; search: fit the per-layer offsets to those found by coordinate search on each "
+                            "training run's training data (allocation.offset_targets)")
+    train.add_argument("--search-examples", type=positive_int, default=2048,
+                       help="training examples per run for the offset search (--objective search)")
+    train.add_argument("--search-min-gain", type=float, default=0.01,
+                       help="relative loss decrease a searched offset must bring to be taken (--objective search)")
+    train.add_argument("--shrinks", type=float, nargs="*", default=[0.5, 0.25],
+                       help="fractions of the learned change also judged on the validation runs per sparsity")
+    train.add_argument("--models-per-step", type=positive_int, default=1,
+                       help="(model, sparsity, batch) draws averaged in each step's loss")
     train.add_argument("--token-size", type=int, default=32)
     train.add_argument("--hidden", type=int, default=32)
     train.add_argument("--seed", type=int, default=0)
@@ -100,7 +112,7 @@ def _train(args) -> int:
     import torch
 
     from ..data import get_task
-    from . import hypernet, zoo
+    from . import allocation, hypernet, zoo
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -112,8 +124,12 @@ def _train(args) -> int:
     val_pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded if e["id"] in val_ids]
     net = hypernet.MaskHypernetwork(args.token_size, args.hidden, args.max_shift, args.max_offset)
     start = time.perf_counter()
+    targets = (allocation.offset_targets(pairs, examples=args.search_examples, token_size=args.token_size,
+                                            min_gain=args.search_min_gain)
+               if args.objective == "search" else None)
     log = hypernet.train(net, pairs, steps=args.steps, lr=args.lr, seed=args.seed, val_zoo=val_pairs,
-                         val_every=args.val_every)
+                         val_every=args.val_every, models_per_step=args.models_per_step, targets=targets,
+                         shrinks=tuple(args.shrinks))
     seconds = time.perf_counter() - start
     validation = hypernet.validate(net, val_pairs)
     print(json.dumps(validation, indent=1))
@@ -125,7 +141,12 @@ def _train(args) -> int:
                      "validation_runs": sorted(val_ids)},
             "validation_note": "mean validation accuracy of the validation runs (full validation split) under "
                                "the hypernetwork's and global magnitude's masks, per sparsity",
-            "steps": args.steps, "lr": args.lr, "seed": args.seed, "train_seconds": round(seconds, 1),
+            "steps": args.steps, "lr": args.lr, "models_per_step": args.models_per_step, "seed": args.seed,
+            "train_seconds": round(seconds, 1),
+            "objective": args.objective,
+            "offset_targets": None if targets is None else
+            [{str(s): [round(v, 3) for v in target.offsets.tolist()] for s, target in per_run.items()}
+             for per_run in targets],
             "train_log": log, "validation": validation, "torch": torch.__version__}
     hypernet.save(net, out, card)
     print(f"saved {out} and {out.with_suffix('.json')}")

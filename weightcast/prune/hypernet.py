@@ -5,14 +5,17 @@ Input: the prunable weights (Linear/Conv, :mod:`.layers`) tokenised by the proje
 positions, and the target sparsity s. Per weight it also reads data-free context from the weights: its
 normalised magnitude, the RMS of its output unit's row, of its input unit's column, of the next layer's
 weights leaving its output unit and of the previous layer's weights entering its input unit (how much the
-network uses the two neurons it connects), and the layer's size and place (per layer also its RMS over all
-weights' and the fraction of it that global magnitude pruning removes at s).
+network uses the two neurons it connects), its path score (SynFlow's |w dR/dw| from the weights alone,
+:func:`.scores.path_scores`) and LAMP score (:func:`.scores.lamp_scores`), and the layer's size and place; per
+layer also its RMS over all weights' and the fractions of it that global pruning at s removes when it ranks
+by magnitude, by LAMP score and by path score (:func:`layer_shares`: three data-free sparsity allocations to
+choose between).
 
     token embedding  h_k = MLP([tokens_k / rms, position_k, s])                              (K, H)
     layer context    h_k += Linear(mean of h over the token's layer)
     change per slot  c = MLP(Linear(h_k) + Linear([features, s])), minus its mean over the layer   (K, T)
-    layer offset     b_l = MLP([mean of h over layer l, layer features, s])                         (layers,)
-    score per slot   score = log|w| + max_shift * tanh(c) + max_offset * tanh(b_l)
+    layer offset     b_l = MLP([mean of h over layer l, layer features, s]), minus its mean over layers (layers,)
+    score per slot   score = log|w| + strength(s) * (max_shift * tanh(c) + max_offset * tanh(b_l))
 
 A residual on global magnitude pruning: both output layers start at zero, so an untrained hypernetwork *is*
 global magnitude pruning exactly. Training learns which weights of a layer to keep (the centred change c, moving
@@ -24,9 +27,12 @@ validation runs decides, per sparsity of a grid, whether the learned change is u
 to magnitude pruning.
 
 Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
-sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, a random s in
-[0.5, 0.98] per step, through the task loss of the masked network relative to that of global magnitude's mask,
-with a straight-through top-k mask (hard mask forward, sigmoid((score - threshold) / temperature) backward).
+sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, either through the task
+loss of the masked network relative to that of global magnitude's mask, a random s in [0.5, 0.98] per step,
+with a straight-through top-k mask (hard mask forward, sigmoid((score - threshold) / temperature) backward), or
+(``targets``) by fitting the per-layer offsets to the ones searched with training data on each zoo run
+(:mod:`.allocation`); the shipped weights use the second. ``strength(s)`` (:meth:`MaskHypernetwork.strength`)
+is the early stopping's choice: 0 (magnitude) or the fraction of the learned change used at s.
 Seed: "Learning to Prune Image
 Classifiers in Weight Space via Hypernetworks" (Petruzzella, Pisa 2026).
 """
@@ -48,9 +54,10 @@ from torch.func import functional_call
 
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
 from .layers import prunable_layers, weight_of
+from .scores import lamp_scores, path_scores
 
-NUM_FEATURES = 9
-LAYER_FEATURES = 6
+NUM_FEATURES = 11
+LAYER_FEATURES = 8
 VAL_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)   # where checkpoints are judged against magnitude
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
@@ -70,7 +77,8 @@ class Prepared:
     features: torch.Tensor        # (K, T, NUM_FEATURES)
     log_abs: torch.Tensor         # (K, T) log|w|
     index: torch.Tensor           # (K, T) flat offset, -1 padding
-    layer_features: torch.Tensor  # (num_layers, LAYER_FEATURES - 1): layer_features() without the s-dependent one
+    layer_features: torch.Tensor  # (num_layers, LAYER_FEATURES - 3): layer_features() without the s-dependent ones
+    rankings: torch.Tensor        # (3, n): log|w|, LAMP and path scores, the global rankings of layer_shares()
 
 
 def _rms(t: torch.Tensor, dims) -> torch.Tensor:
@@ -81,7 +89,9 @@ def weight_features(weights: list[torch.Tensor]) -> torch.Tensor:
     """(NUM_FEATURES, n) float32 data-free features of every weight (layer order, flattened): log normalised
     |w|, log RMS of its row (output unit), column (input unit), of the next layer's weights leaving its output
     unit and of the previous layer's weights entering its input unit (each over its layer's RMS; 0 where there
-    is no such layer), log10 of the layer size, the layer's share of the weights, first/last-layer flags."""
+    is no such layer), log10 of the layer size, the layer's share of the weights, first/last-layer flags, the
+    log of its path score (:func:`.scores.path_scores`) times the layer size and the log of its LAMP score
+    (:func:`.scores.lamp_scores`)."""
     w3 = [w.detach().float().reshape(w.shape[0], w.shape[1], -1) for w in weights]
     rms = [_rms(w, (0, 1, 2)) for w in w3]
     n_total = sum(w.numel() for w in w3)
@@ -103,7 +113,11 @@ def weight_features(weights: list[torch.Tensor]) -> torch.Tensor:
                  prv.expand(shape), torch.full(shape, math.log10(w.numel())), torch.full(shape, w.numel() / n_total),
                  torch.full(shape, float(li == 0)), torch.full(shape, float(li == len(w3) - 1))]
         out.append(torch.stack([f.reshape(-1) for f in feats]))
-    return torch.cat(out, dim=1)
+    sizes = torch.tensor([w.numel() for w in w3], dtype=torch.float32)
+    path = torch.cat([p.flatten().float() * n for p, n in zip(path_scores(weights), sizes)])
+    lamp = torch.cat([s.flatten() for s in lamp_scores(weights)])
+    extra = torch.stack([path.clamp(min=1e-30).log(), lamp.clamp(min=1e-30).log()])
+    return torch.cat([torch.cat(out, dim=1), extra])
 
 
 def prepare(model: nn.Module, token_size: int) -> Prepared:
@@ -119,29 +133,33 @@ def prepare(model: nn.Module, token_size: int) -> Prepared:
     tokens = tok.tokenize(flat) / rms[token_layer][:, None]
     feats = weight_features(weights)[:, index.clamp(min=0)] * valid
     log_abs = torch.where(valid, flat[index.clamp(min=0)].abs().clamp(min=1e-30).log(), 0.0)
+    rankings = torch.stack([flat.abs().clamp(min=1e-30).log(),
+                            torch.cat([s.flatten() for s in lamp_scores(weights)]).clamp(min=1e-30).log(),
+                            torch.cat([s.flatten() for s in path_scores(weights)]).float().clamp(min=1e-30).log()])
     return Prepared([f"{n}.weight" for n in layers], [w.shape for w in weights], flat, tokens, tok.positions,
                     token_layer, len(weights), feats.permute(1, 2, 0).contiguous(), log_abs, index,
-                    layer_features(weights))
+                    layer_features(weights), rankings)
 
 
 def layer_features(weights: list[torch.Tensor]) -> torch.Tensor:
-    """(layers, LAYER_FEATURES - 1) float32 data-free features of every layer: log10 of its size, its share of
-    the weights, first/last-layer flags, log of its RMS over the RMS of all weights (the sixth,
-    :func:`magnitude_share`, depends on the sparsity)."""
+    """(layers, LAYER_FEATURES - 3) float32 data-free features of every layer: log10 of its size, its share of
+    the weights, first/last-layer flags, log of its RMS over the RMS of all weights (the other three,
+    :func:`layer_shares`, depend on the sparsity)."""
     n_total = sum(w.numel() for w in weights)
     all_rms = _rms(torch.cat([w.flatten() for w in weights]), 0)
     return torch.tensor([[math.log10(w.numel()), w.numel() / n_total, float(i == 0), float(i == len(weights) - 1),
                           float((_rms(w, tuple(range(w.dim()))) / all_rms).log())] for i, w in enumerate(weights)])
 
 
-def magnitude_share(p: Prepared, sparsity: float) -> torch.Tensor:
-    """(layers, 1): the fraction of each layer's weights that global magnitude pruning removes at ``sparsity``."""
+def layer_shares(p: Prepared, sparsity: float) -> torch.Tensor:
+    """(layers, 3): the fraction of each layer's weights that global pruning at ``sparsity`` removes when it
+    ranks by magnitude, by LAMP score and by path score (``p.rankings``): three data-free layer allocations."""
     k = round(sparsity * len(p.flat))
-    removed = torch.zeros(len(p.flat))
+    removed = torch.zeros(p.rankings.shape)
     if k:
-        removed[torch.topk(p.flat.abs(), k, largest=False).indices] = 1.0
+        removed.scatter_(1, torch.topk(p.rankings, k, dim=1, largest=False).indices, 1.0)
     sizes = [shape.numel() for shape in p.shapes]
-    return torch.stack([part.mean() for part in removed.split(sizes)])[:, None]
+    return torch.stack([part.mean(1) for part in removed.split(sizes, dim=1)])
 
 
 class MaskHypernetwork(nn.Module):
@@ -162,8 +180,9 @@ class MaskHypernetwork(nn.Module):
         for last in (self.head[-1], self.budget[-1]):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        # at which of VAL_SPARSITIES the learned change is used (set by train's early stopping)
+        # at which of VAL_SPARSITIES the learned change is used, and how much of it (set by train's early stopping)
         self.register_buffer("active", torch.ones(len(VAL_SPARSITIES), dtype=torch.bool))
+        self.register_buffer("shrink", torch.ones(len(VAL_SPARSITIES)))
 
     def config(self) -> dict:
         return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift,
@@ -180,20 +199,47 @@ class MaskHypernetwork(nn.Module):
                 return active[i - 1] and active[i]
         return False
 
+    def strength(self, sparsity: float) -> float:
+        """The fraction of the learned change used at ``sparsity`` (0 where :meth:`applies_at` is False): the
+        grid sparsity's ``shrink``, between two active ones the smaller of theirs."""
+        if not self.applies_at(sparsity):
+            return 0.0
+        shrink = self.shrink.tolist()
+        for i, grid_s in enumerate(VAL_SPARSITIES):
+            if abs(sparsity - grid_s) < 1e-9:
+                return shrink[i]
+            if i and VAL_SPARSITIES[i - 1] < sparsity < grid_s:
+                return min(shrink[i - 1], shrink[i])
+        return 0.0
+
+    def _embed(self, p: Prepared, sparsity: float) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.embed(torch.cat([p.tokens, p.positions, torch.full((len(p.tokens), 1), float(sparsity))], dim=1))
+        sums = torch.zeros(p.num_layers, self.hidden).index_add_(0, p.token_layer, h)
+        counts = torch.bincount(p.token_layer, minlength=p.num_layers).clamp(min=1)[:, None]
+        return h, sums / counts
+
+    def _offsets(self, p: Prepared, sparsity: float, layer_mean: torch.Tensor) -> torch.Tensor:
+        s_layer = torch.full((p.num_layers, 1), float(sparsity))
+        raw = self.budget(torch.cat([layer_mean, p.layer_features, layer_shares(p, sparsity), s_layer], 1))
+        raw = raw.squeeze(1)
+        # centred over the layers: a shift common to all layers moves no weight across the global threshold, and
+        # training spent its steps on it
+        return self.max_offset * torch.tanh(raw - raw.mean())
+
+    def layer_offsets(self, p: Prepared, sparsity: float) -> torch.Tensor:
+        """(layers,) the learned per-layer offsets b_l of the scores (module docstring), whether or not they are
+        used at ``sparsity`` (:meth:`applies_at`)."""
+        return self._offsets(p, sparsity, self._embed(p, sparsity)[1])
+
     def flat_scores(self, p: Prepared, sparsity: float) -> torch.Tensor:
         """(n,) float32 score of every weight of the prepared model (layer order)."""
         if not self.applies_at(sparsity):
             return p.flat.abs().clamp(min=1e-30).log()
         K = len(p.tokens)
         s = torch.full((K, 1), float(sparsity))
-        h = self.embed(torch.cat([p.tokens, p.positions, s], dim=1))
-        sums = torch.zeros(p.num_layers, self.hidden).index_add_(0, p.token_layer, h)
-        counts = torch.bincount(p.token_layer, minlength=p.num_layers).clamp(min=1)[:, None]
-        layer_mean = sums / counts
+        h, layer_mean = self._embed(p, sparsity)
         h = h + self.layer_context(layer_mean)[p.token_layer]
-        s_layer = torch.full((p.num_layers, 1), float(sparsity))
-        layer_in = torch.cat([layer_mean, p.layer_features, magnitude_share(p, sparsity), s_layer], 1)
-        offset = self.max_offset * torch.tanh(self.budget(layer_in)).squeeze(1)
+        offset = self._offsets(p, sparsity, layer_mean)
         slot_in = torch.cat([p.features, s[:, None, :].expand(K, self.token_size, 1)], dim=2)
         z = self.slot_token(h)[:, None, :] + self.slot_features(slot_in)
         valid = p.index >= 0
@@ -203,7 +249,8 @@ class MaskHypernetwork(nn.Module):
         sums = torch.zeros(p.num_layers).index_add_(0, p.token_layer, change.sum(1))
         counts = torch.zeros(p.num_layers).index_add_(0, p.token_layer, valid.sum(1).float())
         change = change - (sums / counts)[p.token_layer][:, None]
-        scores = p.log_abs + self.max_shift * torch.tanh(change) + offset[p.token_layer][:, None]
+        learned = self.max_shift * torch.tanh(change) + offset[p.token_layer][:, None]
+        scores = p.log_abs + self.strength(sparsity) * learned
         out = torch.empty(len(p.flat), dtype=scores.dtype)
         return out.index_put((p.index[valid],), scores[valid])
 
@@ -253,18 +300,28 @@ def masked_forward(model: nn.Module, p: Prepared, mask: torch.Tensor, x: torch.T
 def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int = 1500, lr: float = 3e-4,
           batch_size: int = 256, sparsity_range: tuple[float, float] = (0.5, 0.98), seed: int = 0,
           temperature: float = 0.1, val_zoo: list[tuple[nn.Module, object]] | None = None, val_every: int = 250,
-          log_every: int = 100, log=print) -> list[dict]:
+          log_every: int = 100, models_per_step: int = 1, targets: list[dict] | None = None,
+          shrinks: tuple[float, ...] = (), log=print) -> list[dict]:
     """Train ``net`` over ``zoo`` (pairs of a pretrained model and its :class:`weightcast.data.Task`) for
-    ``steps`` Adam steps (gradient norm clipped at 1): each step one model, one sparsity s ~ U(sparsity_range),
-    one training batch, the cross-entropy of the masked model over that of global magnitude's mask (so that
-    the high sparsities, whose losses are large, do not drown the others; 1 = as good as magnitude),
-    straight-through mask with ``temperature`` (a fraction of the scores' standard deviation). With
-    ``val_zoo``, the validation accuracy of its models at each s of :data:`VAL_SPARSITIES` (:func:`val_score`) is measured at step 0 (an untrained hypernetwork: global
+    ``steps`` Adam steps (gradient norm clipped at 1): each step ``models_per_step`` draws of a model, a sparsity
+    s ~ U(sparsity_range) and a training batch, the mean over the draws of the cross-entropy of the masked model
+    over that of global magnitude's mask (so that the high sparsities, whose losses are large, do not drown the
+    others; 1 = as good as magnitude), straight-through mask with ``temperature`` (a fraction of the scores'
+    standard deviation). With ``targets``
+    (one ``{s: Target}`` per model of ``zoo``, :func:`.allocation.offset_targets`) the loss is instead, at a
+    sparsity drawn from the model's targets, the searched relative loss of the learned per-layer offsets
+    (:meth:`MaskHypernetwork.layer_offsets`; ``Target.loss``, each layer's loss curve around the searched
+    optimum) plus 0.1 x their squared error against the searched offsets: a layer-wise allocation fitted
+    where it matters. With ``val_zoo``, the validation accuracy of its models at each s of
+    :data:`VAL_SPARSITIES` (:func:`val_score`) is measured at step 0 (an untrained hypernetwork: global
     magnitude) and every ``val_every`` steps (early stopping against magnitude): ``net`` ends with the weights of
     the checkpoint of largest summed mean gain over step 0 at the sparsities where it gains on average and loses
     on no validation run, and uses its learned change only at those sparsities (``net.active``,
-    :meth:`MaskHypernetwork.applies_at`; elsewhere it is magnitude pruning). Returns
-    the logged rows (step, mean loss or val_acc, seconds; last the selected step and its active sparsities)."""
+    :meth:`MaskHypernetwork.applies_at`; elsewhere it is magnitude pruning). With ``shrinks`` (fractions in
+    (0, 1)), the selected checkpoint's change is then also judged scaled down by each (``net.shrink``,
+    :meth:`MaskHypernetwork.strength`): per sparsity the fraction -- or none -- of largest mean validation gain
+    that loses on no run (:func:`_choose_shrink`). Returns the logged rows (step, mean loss or val_acc,
+    seconds; then the selected step and its active sparsities; last, with ``shrinks``, the fractions)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     prepared = [prepare(model, net.token_size) for model, _ in zoo]
@@ -296,15 +353,27 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
     if val_zoo:
         checkpoint(0)
     for step in range(1, steps + 1):
-        i = rng.randrange(len(zoo))
-        s = sparsity_range[0] + (sparsity_range[1] - sparsity_range[0]) * float(torch.rand((), generator=gen))
-        x, y = next(batches[i])
-        mask = straight_through_mask(net.flat_scores(prepared[i], s), s, temperature)
-        with torch.no_grad():   # global magnitude's loss on the same batch: every s weighs the same
-            reference = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], magnitude_mask(prepared[i], s), x), y)
-        loss = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], mask, x), y) / reference.clamp(min=1e-3)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for _ in range(models_per_step):
+            i = rng.randrange(len(zoo))
+            if targets is not None:
+                s = rng.choice(sorted(targets[i]))
+                offsets = net.layer_offsets(prepared[i], s)
+                draw = targets[i][s].loss(offsets) + 0.1 * F.mse_loss(offsets, targets[i][s].offsets)
+                (draw / models_per_step).backward()
+                loss += draw.detach() / models_per_step
+                continue
+            s = sparsity_range[0] + (sparsity_range[1] - sparsity_range[0]) * float(torch.rand((), generator=gen))
+            x, y = next(batches[i])
+            mask = straight_through_mask(net.flat_scores(prepared[i], s), s, temperature)
+            with torch.no_grad():   # global magnitude's loss on the same batch: every s weighs the same
+                reference = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], magnitude_mask(prepared[i], s),
+                                                           x), y)
+            draw = F.cross_entropy(masked_forward(zoo[i][0], prepared[i], mask, x), y) / reference.clamp(min=1e-3)
+            (draw / models_per_step).backward()
+            loss += draw.detach() / models_per_step
+        loss = torch.as_tensor(loss)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -321,7 +390,38 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
         rows.append({"selected_step": best[1], "val_gain_sum": round(best[0], 5), "active": best[3]})
         log(f"kept the weights of step {best[1]}, used at s = "
             f"{[s for s, a in zip(VAL_SPARSITIES, best[3]) if a]} (validation gain summed over s {best[0]:.4f})")
+        if shrinks:
+            rows.append(_choose_shrink(net, val_zoo, floor, shrinks, log))
     return rows
+
+
+def _choose_shrink(net: MaskHypernetwork, val_zoo, floor: list[list[float]], shrinks: tuple[float, ...],
+                   log) -> dict:
+    """At each sparsity of :data:`VAL_SPARSITIES`, the fraction of the learned change (1, the selected
+    checkpoint as it is, or one of ``shrinks``) with the largest mean validation gain over magnitude (``floor``)
+    among those that gain on average and lose on no run; none: magnitude there. Sets ``net.active`` and
+    ``net.shrink``; returns the log row."""
+    gains = {}
+    for alpha in (1.0, *shrinks):
+        net.active.fill_(True)
+        net.shrink.fill_(alpha)
+        accs = val_accuracies(net, val_zoo)
+        gains[alpha] = [[a - b for a, b in zip(row, base)] for row, base in zip(accs, floor)]
+    active, shrink = [], []
+    for j in range(len(VAL_SPARSITIES)):
+        best_alpha, best_gain = None, 0.0
+        for alpha, g in gains.items():
+            col = [row[j] for row in g]
+            if min(col) >= 0 and sum(col) / len(col) > best_gain:
+                best_alpha, best_gain = alpha, sum(col) / len(col)
+        active.append(best_alpha is not None)
+        shrink.append(best_alpha or 1.0)
+    net.active.copy_(torch.tensor(active))
+    net.shrink.copy_(torch.tensor(shrink))
+    log(f"shrink per s {dict(zip(VAL_SPARSITIES, shrink))}, used at s = "
+        f"{[s for s, a in zip(VAL_SPARSITIES, active) if a]}")
+    return {"shrink": shrink, "active": active,
+            "val_gain_by_shrink": {str(a): [round(sum(c) / len(c), 5) for c in zip(*g)] for a, g in gains.items()}}
 
 
 

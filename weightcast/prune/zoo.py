@@ -1,7 +1,8 @@
 """The pretrained-model zoos the mask hypernetwork is trained and judged on, built with :mod:`weightcast.zoo`.
 
-* :func:`train_specs`: 17 runs -- bias-free MLPs on MNIST at widths (32, 16), (64, 32), (96, 48), 3 seeds
-  each; LeNet-5 on MNIST at widths 0.5 and 1, 2 seeds; on digits a bias-free MLP (32, 16) and LeNet-5, 2 seeds.
+* :func:`train_specs`: 32 runs -- bias-free MLPs on MNIST at widths (32, 16), (64, 32), (96, 48), 6 seeds
+  each; LeNet-5 on MNIST at width 0.5 (4 seeds) and 1 (2 seeds); on digits a bias-free MLP (32, 16) and LeNet-5,
+  4 seeds each.
 * :func:`held_out_specs`: 5 runs the hypernetwork never sees -- the benchmark MLP 784-40-20-10 (a width not in
   the training zoo; seeds 100, 101), a trained width with a new seed, LeNet-5 on MNIST with a new seed (the
   LeNet-5 benchmark network) and LeNet-5 on digits with a new seed.
@@ -46,6 +47,12 @@ def _train_specs() -> list[RunSpec]:
     specs += [_run("mnist", "lenet5", {"width": w}, opts[s % 2], s, MNIST) for w in (0.5, 1.0) for s in range(2)]
     specs += [_run("digits", "mlp_nobias", {"widths": [32, 16]}, opts[s % 2], s, DIGITS) for s in range(2)]
     specs += [_run("digits", "lenet5", {"width": 1.0}, opts[s % 2], s, DIGITS) for s in range(2)]
+    # more seeds (appended, so that validation_ids' positions stay): MNIST MLPs, the small LeNet-5, digits
+    specs += [_run("mnist", "mlp_nobias", {"widths": w}, opts[s % 2], s, MNIST)
+              for w in ([32, 16], [64, 32], [96, 48]) for s in range(3, 6)]
+    specs += [_run("mnist", "lenet5", {"width": 0.5}, opts[s % 2], s, MNIST) for s in range(2, 4)]
+    specs += [_run("digits", arch, kwargs, opts[s % 2], s, DIGITS) for arch, kwargs in
+              (("mlp_nobias", {"widths": [32, 16]}), ("lenet5", {"width": 1.0})) for s in range(2, 4)]
     return specs
 
 
