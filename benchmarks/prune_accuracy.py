@@ -6,7 +6,8 @@ Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's t
 784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
 Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS
-(each layer losing what global magnitude removes there; and "obs-uniform", OBC's uniform allocation),
+(the cheapest steps over all layers' traces; "obs-magnitude": each layer losing what global magnitude removes
+there; "obs-uniform": OBC's uniform allocation),
 WoodFisher, CHITA (both with their defaults: full Fisher, 8 stages); calibration: the first 1,024 training
 examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and after recovery
 (BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
@@ -35,10 +36,12 @@ from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import obs_prune, prepare as obs_prepare
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-uniform", "woodfisher", "chita")
+METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-magnitude", "obs-uniform", "woodfisher",
+           "chita")
 NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
 SEED_NETWORKS = ("mlp", "mlp-seed101")   # the two MLPs 784-40-20-10 (training seeds 100, 101)
 SEED_METHODS = ("magnitude", "obs", "woodfisher", "chita")
+DATA_METHODS = ("obs", "obs-magnitude", "obs-uniform", "woodfisher", "chita")
 CALIBRATION_SEEDS = (1, 2)
 OUT = RESULTS / "prune"
 
@@ -61,10 +64,10 @@ def method_pruner(method: str, model, data, net):
             return keep_top(scores, s, scope), None
         return 0.0, run
     x, y = data
-    if method in ("obs", "obs-uniform"):
+    if method.startswith("obs"):
         state = obs_prepare(model, x)
         prep = time.perf_counter() - start
-        allocation = "uniform" if method == "obs-uniform" else "magnitude"
+        allocation = method.partition("-")[2] or "global"
         return prep, lambda s: _split(obs_prune(model, s, x, allocation=allocation, state=state))
     return 0.0, lambda s: _split(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
 
@@ -243,12 +246,12 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
                   f"(above at {sum(d > 0 for d in all_diffs)}); largest shortfall {min(all_diffs):+.2f}, "
                   f"largest gain {max(all_diffs):+.2f} points."]
     lines.append("")
-    if "mlp" in all_rows and {"magnitude", "magnitude-layer", "obs", "obs-uniform", "woodfisher", "chita"} <= set(
+    if "mlp" in all_rows and {"magnitude", "magnitude-layer", *DATA_METHODS} <= set(
             present(all_rows["mlp"])):
         mag = max(acc("mlp", "magnitude", 0.9), acc("mlp", "magnitude-layer", 0.9))
         lines += ["MLP 784-40-20-10 at s=0.9, one-shot, against the better magnitude variant "
                   f"({100 * mag:.2f}%):", ""]
-        for m in ("obs", "obs-uniform", "woodfisher", "chita"):
+        for m in DATA_METHODS:
             lines.append(f"- {m}: {100 * acc('mlp', m, 0.9):.2f}% ({100 * (acc('mlp', m, 0.9) - mag):+.2f} points)")
         lines.append("")
     return "\n".join(lines)

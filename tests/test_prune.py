@@ -66,6 +66,22 @@ def test_layer_wise_methods_hit_the_sparsity_in_every_layer(lenet, task, method,
                           "classifier.4.weight"}
 
 
+def test_obs_global_allocation_takes_the_cheapest_steps_over_all_layers(trained, task):
+    from weightcast.prune import obs
+
+    state = obs.prepare(trained, task.eval_tensors("train", 96)[0])
+    counts = obs.layer_counts(state, 0.7, "global")
+    assert sum(counts) == round(0.7 * sum(layer.W.numel() for layer in state.values()))
+    # each layer gives up its k cheapest steps, and no step given up costs more than any step kept, in any layer
+    ranked = [layer.losses.double().flatten().sort().values for layer in state.values()]
+    removed = max(float(r[k - 1]) for r, k in zip(ranked, counts) if k > 0)
+    kept = min(float(r[k]) for r, k in zip(ranked, counts) if k < len(r))
+    assert removed <= kept
+    assert counts != obs.layer_counts(state, 0.7, "uniform")  # the layers' costs differ, so their shares do
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        obs.layer_counts(state, 0.7, "per-row")
+
+
 def test_untrained_hypernetwork_is_global_magnitude(trained):
     a = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=MaskHypernetwork())
     b = prune(copy.deepcopy(trained), 0.9, "magnitude")
