@@ -6,16 +6,16 @@ Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's t
 784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
 Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS
-(the cheapest steps over all layers' traces; "obs-magnitude": each layer losing what global magnitude removes
-there; "obs-uniform": OBC's uniform allocation),
+(each layer losing what global magnitude removes there; "obs-global": the cheapest steps over all layers' traces;
+"obs-uniform": OBC's uniform allocation),
 WoodFisher, CHITA (both with their defaults: full Fisher, 8 stages); calibration: the first 1,024 training
 examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and after recovery
 (BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
 masked model), the achieved sparsity, and the seconds the method took (OBS: its shared preparation -- Hessians
 and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages, gradients included). Writes, per
 network, benchmarks/results/prune/prune_<network>.csv (weightcast.results schema), a markdown table and a PNG;
-prune_seeds.csv (OBS, WoodFisher and CHITA at s = 0.9 on the two MLPs 784-40-20-10 with two more calibration
-draws); and summary.md (the done-means checks computed from the rows).
+prune_seeds.csv (OBS with two allocations, WoodFisher and CHITA at s = 0.9 on the two MLPs 784-40-20-10 with two
+more calibration draws); and summary.md (the done-means checks computed from the rows).
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import obs_prune, prepare as obs_prepare
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-magnitude", "obs-uniform", "woodfisher",
+METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-global", "obs-uniform", "woodfisher",
            "chita")
 NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
 SEED_NETWORKS = ("mlp", "mlp-seed101")   # the two MLPs 784-40-20-10 (training seeds 100, 101)
-SEED_METHODS = ("magnitude", "obs", "woodfisher", "chita")
-DATA_METHODS = ("obs", "obs-magnitude", "obs-uniform", "woodfisher", "chita")
+SEED_METHODS = ("magnitude", "obs", "obs-global", "woodfisher", "chita")
+DATA_METHODS = ("obs", "obs-global", "obs-uniform", "woodfisher", "chita")
 CALIBRATION_SEEDS = (1, 2)
 OUT = RESULTS / "prune"
 
@@ -67,7 +67,7 @@ def method_pruner(method: str, model, data, net):
     if method.startswith("obs"):
         state = obs_prepare(model, x)
         prep = time.perf_counter() - start
-        allocation = method.partition("-")[2] or "global"
+        allocation = method.partition("-")[2] or "magnitude"
         return prep, lambda s: _split(obs_prune(model, s, x, allocation=allocation, state=state))
     return 0.0, lambda s: _split(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
 

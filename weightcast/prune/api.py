@@ -60,8 +60,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     method: ``"random"``; ``"magnitude"`` (|w|; ``scope`` "global" or "layer"); ``"hypernet"`` (the mask
     hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
     default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
-    ``allocation`` -- "global" (default): the cheapest OBS steps over all layers, "magnitude": each layer loses
-    what global magnitude would remove there, "uniform": every layer at ``sparsity`` -- ``rel_damp``, ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
+    ``allocation`` -- "magnitude" (default): each layer loses what global magnitude would remove there,
+    "global": the cheapest OBS steps over all layers, "uniform": every layer at ``sparsity`` -- ``rel_damp``,
+    ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
     global, in ``stages`` steps that recompute the gradients; method_kwargs ``stages``, ``rel_damp``, and
     ``block_size`` for WoodFisher -- None, the full Fisher -- or ``max_iter``/``tol`` for CHITA).
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
