@@ -136,7 +136,7 @@ def test_slow_ema_jumps_move_the_average_and_leave_the_trained_weights():
 
     runs = [train_run(task, make, method, 3e-3, 1, study.goal, 100, 50, study.batch_size,
                       Schedule(window=5, record_every=10, k_max=8))
-            for method in ("slow-ema-adamw", "jump-slow-ema-adamw:linear")]
+            for method in ("slow-ema-adamw", "jump-slow-ema-adamw:nowcast")]
     assert [j[0] for j in runs[1].jumps] == [50, 100] and runs[0].jumps == []
     assert any(before != after for _, before, after, _ in runs[1].jumps)
     for plain, jumped in zip(built[0].parameters(), built[1].parameters()):

@@ -14,7 +14,7 @@ from ._version import __version__  # the release; build_info()["version"] carrie
 _SUBMODULES = ("data", "errors", "forecasters", "history", "models", "ops", "optim", "results",
                "schedules", "study", "timing", "weights_io", "wsl", "zoo")
 # names re-exported from a submodule: name -> module
-_EXPORTS = {"Forecast": "optim", "ForecastSGD": "optim"}
+_EXPORTS = {"Forecast": "optim", "ForecastSGD": "optim", "ForecastEMA": "averaging"}
 
 
 def __getattr__(name: str):

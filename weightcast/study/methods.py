@@ -16,10 +16,11 @@ comes from the jumps and not from extra tuning:
 * "jump-ema-adamw:<predictor>": the same jumps on AdamW, judged on an EMA of its weights that moves by each jump's
   displacement (forecasting and weight averaging are complementary: one moves along the trajectory, the other
   removes its noise);
-* "jump-slow-ema-adamw:<predictor>": the jumps forecast the slow EMA's own trajectory (records of the average,
-  not of the noisy weights: ``benchmarks/forecastability.py`` finds it far more forecastable) and move the average,
-  which is what is judged; the weights AdamW trains are left as they are. The forecast makes up the lag of a slow
-  average (about 1,000 steps at decay 0.999) while keeping its low noise;
+* "jump-slow-ema-adamw:<forecaster>" ("nowcast" or "nowcast-graph"): :class:`weightcast.ForecastEMA`, the slow
+  average jumping along its own forecast trajectory (records of the average, not of the noisy weights:
+  ``benchmarks/forecastability.py`` finds it far more forecastable), judged on the average; the weights AdamW
+  trains are left as they are. The forecast makes up the lag of a slow average (about 1,000 steps at decay 0.999)
+  while keeping its low noise;
 * "forecast-adamw:<forecaster>" / "forecast-sgd:<forecaster>": the optimizer engine's jumps (any registered
   forecaster), the horizon of each jump set from the same schedule.
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..averaging import SLOW_EMA_LAG
 from ..optim import Forecast, ForecastSGD
 from ..schedules import Decaying
 from .lookahead import Lookahead
@@ -37,7 +39,6 @@ from .lookahead import Lookahead
 SGD_MOMENTUM = 0.9
 ADAMW_WEIGHT_DECAY = 0.01
 EMA_DECAY = 0.99
-SLOW_EMA_LAG = 10  # record intervals: the slow average's decay is 1 - 1 / (SLOW_EMA_LAG * record_every)
 CLIP_STD = 3.0
 
 
@@ -64,13 +65,16 @@ class Schedule:
         n = budget // self.jump_every
         if self.k_max is None:
             return [self.horizon / self.record_every] * n
-        return [self.decaying(budget).k(j) for j in range(n)]
+        decaying = self.horizon_schedule(budget)
+        decaying.bind(self.record_every, self.jump_every)
+        return [decaying.k(j) for j in range(n)]
 
-    def decaying(self, budget: int) -> Decaying:
-        """The decaying horizon schedule over ``budget`` steps, bound to this schedule's spacing and period."""
-        schedule = Decaying(self.k_max, self.power, total_steps=max(budget, self.jump_every))
-        schedule.bind(self.record_every, self.jump_every)
-        return schedule
+    def horizon_schedule(self, budget: int) -> int | Decaying:
+        """The horizon argument of the optimizer engine and of ForecastEMA over ``budget`` steps: the constant
+        horizon (steps), or the decaying schedule (unbound)."""
+        if self.k_max is None:
+            return self.horizon
+        return Decaying(self.k_max, self.power, max(budget, self.jump_every))
 
 
 def family(method: str) -> str:
@@ -122,10 +126,8 @@ def make_optimizer(method: str, params, lr: float, schedule: Schedule, budget: i
     if is_jumping(method):
         return make_optimizer(base_method(method), params, lr, schedule, budget)
     if is_forecasting(method):
-        horizon = schedule.horizon if schedule.k_max is None else Decaying(schedule.k_max, schedule.power,
-                                                                            max(budget, schedule.jump_every))
         jump = dict(window=schedule.window, record_every=schedule.record_every, jump_every=schedule.jump_every,
-                    horizon=horizon, after_jump=schedule.after_jump)
+                    horizon=schedule.horizon_schedule(budget), after_jump=schedule.after_jump)
         if method.startswith("forecast-sgd:"):
             return ForecastSGD(params, lr=lr, momentum=SGD_MOMENTUM, forecaster=forecaster_of(method), **jump), None
         base = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from ..averaging import ForecastEMA
 from .jumps import Jumps, linear_predictor, nowcast_predictor
 from .methods import (CLIP_STD, Schedule, base_method, ema_decay, forecaster_of, is_forecasting, is_jumping,
                       make_optimizer, options_of)
@@ -105,9 +106,13 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     model = make_model()
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
     decay = ema_decay(method, schedule)
+    # jumps on the slow average forecast the average's own trajectory and move only it (methods module docstring)
+    average = (ForecastEMA(model, forecaster_of(method), decay=decay, record_every=schedule.record_every,
+                           jump_every=schedule.jump_every, horizon=schedule.horizon_schedule(budget))
+               if is_jumping(method) and base_method(method) == "slow-ema-adamw" else None)
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-           if decay is not None else None)
-    judged = ema.module if ema is not None else model
+           if decay is not None and average is None else None)
+    judged = ema.module if ema is not None else average.module if average is not None else model
     schedule_free = method.startswith("schedulefree-")
     result = RunResult(method, lr, seed, budget)
     eval_seconds = [0.0]
@@ -131,13 +136,10 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
         with_error = bool(guard_of(method))
         guard = lambda: _eval_guard(task, model, gx, gy, with_error)  # noqa: E731
     jumps = None
-    # jumps on a slow average forecast the average's own trajectory and move only it (methods module docstring)
-    forecast_average = base_method(method) == "slow-ema-adamw"
-    if forecast_average and guard is not None:
-        guard = lambda: _eval_guard(task, judged, gx, gy, with_error)  # noqa: E731
-    if is_jumping(method):
-        jumps = Jumps(list(judged.parameters()) if forecast_average else list(model.parameters()),
-                      _predictor(forecaster_of(method), model, schedule, budget),
+    if average is not None and (guard is not None or options):
+        raise ValueError(f"{method}: the jumps of the slow average take no options (no guard, no clip)")
+    if is_jumping(method) and average is None:
+        jumps = Jumps(list(model.parameters()), _predictor(forecaster_of(method), model, schedule, budget),
                       window=schedule.window, record_every=schedule.record_every, ks=ks, guard=guard,
                       clip=CLIP_STD if "clip" in options else None)
     elif is_forecasting(method):
@@ -169,12 +171,18 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
             lr_schedule.step()
         if ema is not None:
             ema.update_parameters(model)
+        if average is not None:
+            before, jumps_before = [], average.num_jumps
+            if average.update(before_jump=lambda: before.append(measure())):
+                result.jumps.append((step, before[0], measure(), math.nan))
+                moved = average.num_jumps > jumps_before  # a forecast that is not finite is not written
+                result.horizons.append(average.horizon_at(step) // schedule.record_every if moved else 0)
+                pending[step + AFTER_STEPS] = len(result.jumps) - 1
         if jumps is not None and step % schedule.jump_every == 0 and len(jumps.history) == schedule.window - 1:
             before_value = measure()
-            follows = ema is not None and not forecast_average  # the average moves with the weights' jump
-            previous = [p.detach().clone() for p in model.parameters()] if follows else None
+            previous = [p.detach().clone() for p in model.parameters()] if ema is not None else None
             jumps.after_step(step)
-            if follows:
+            if ema is not None:  # the average moves with the weights' jump
                 with torch.no_grad():
                     for averaged, p, old in zip(ema.module.parameters(), model.parameters(), previous):
                         averaged.add_(p - old)

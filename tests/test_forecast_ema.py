@@ -1,0 +1,138 @@
+"""ForecastEMA: the average jumps along its forecast, the trained weights never move, exact resume, bad input."""
+import copy
+
+import pytest
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+import weightcast as wc
+from weightcast import data, models
+from weightcast.schedules import Decaying
+
+RECORD = 10
+
+
+class StepAhead:
+    """A stand-in forecaster: the last state plus k (so a jump's horizon is visible in the weights)."""
+
+    window = 5
+
+    def __init__(self, value=None):
+        self.value, self.calls = value, []
+
+    def check_schedule(self, window, record_every, max_horizon):
+        pass
+
+    def predict(self, windows, ks, names):
+        self.calls.append((list(ks), list(names)))
+        fill = (lambda w, k: torch.full_like(w[-1], self.value)) if self.value is not None else \
+            (lambda w, k: w[-1] + k)
+        return [[fill(w, k) for k in ks] for w in windows]
+
+
+def train(model, updates, average, opt=None, seed=0):
+    """``updates`` AdamW steps on digits, each followed by the average's update (ForecastEMA.update or an
+    AveragedModel's update_parameters); returns the optimizer (pass it back to continue)."""
+    task = data.get_task("digits")
+    opt = opt or torch.optim.AdamW(model.parameters(), lr=1e-2)
+    batches = task.batches(32, generator=seed)
+    update = average.update if isinstance(average, wc.ForecastEMA) else lambda: average.update_parameters(model)
+    for _ in range(updates):
+        x, y = next(batches)
+        opt.zero_grad()
+        task.loss(model(x), y).backward()
+        opt.step()
+        update()
+    return opt
+
+
+def mlp():
+    torch.manual_seed(0)
+    task = data.get_task("digits")
+    return models.get("mlp", **task.model_kwargs(), widths=(16,))
+
+
+def test_the_average_jumps_k_intervals_and_the_trained_weights_stay():
+    model, twin = mlp(), mlp()
+    forecaster = StepAhead()
+    avg = wc.ForecastEMA(model, forecaster, decay=0.9, record_every=RECORD,
+                         horizon=Decaying(k_max=4, power=2, total_steps=200))
+    plain = AveragedModel(twin, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    opt, twin_opt = train(model, 49, avg), train(twin, 49, plain)
+    for a, b in zip(avg.module.parameters(), plain.module.parameters()):
+        assert torch.equal(a, b)  # before the first jump: exactly an EMA
+    jumped = avg.update()  # update 50: the first jump
+    plain.update_parameters(twin)
+    assert jumped and avg.num_jumps == 1 and forecaster.calls[0][0] == [4]  # k_0 = k_max
+    assert forecaster.calls[0][1] == [n for n, _ in model.named_parameters()]
+    train(model, 150, avg, opt, seed=1)
+    train(twin, 150, plain, twin_opt, seed=1)
+    assert avg.num_jumps == 4 and [c[0] for c in forecaster.calls] == [[4], [3], [2], [1]]  # round(linspace(2, 1, 4)^2)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)  # the optimizer's weights never see a jump
+    assert any(not torch.equal(a, b) for a, b in zip(avg.module.parameters(), plain.module.parameters()))
+
+
+def test_a_jump_writes_the_forecast_of_the_recorded_average():
+    model = mlp()
+    avg = wc.ForecastEMA(model, StepAhead(), decay=0.5, record_every=RECORD, horizon=2 * RECORD)
+    train(model, 49, avg)
+    last = [p.clone() for p in avg.module.parameters()]  # EMA at update 49; the 50th is recorded, then jumped
+    params = [p.detach().clone() for p in model.parameters()]
+    seen = []
+    # no optimizer step between: the 50th average is 0.5 * last + 0.5 * params; before_jump sees it, then the jump
+    assert avg.update(before_jump=lambda: seen.append([p.clone() for p in avg.module.parameters()]))
+    assert len(seen) == 1
+    for a, b, before, p in zip(avg.module.parameters(), seen[0], last, params):
+        torch.testing.assert_close(b, 0.5 * before + 0.5 * p)
+        torch.testing.assert_close(a, 0.5 * before + 0.5 * p + 2)
+    assert not avg.update(before_jump=lambda: seen.append(None)) and len(seen) == 1
+
+
+def test_a_forecast_that_is_not_finite_is_not_written():
+    model = mlp()
+    avg = wc.ForecastEMA(model, StepAhead(float("nan")), decay=0.9, record_every=RECORD)
+    train(model, 50, avg)
+    assert avg.num_jumps == 0 and avg.num_skipped_jumps == 1
+    assert all(bool(torch.isfinite(p).all()) for p in avg.module.parameters())
+
+
+def test_state_dict_resumes_exactly():
+    model = mlp()
+    avg = wc.ForecastEMA(model, "nowcast", record_every=RECORD, horizon=Decaying(8, 2, total_steps=300))
+    opt = train(model, 73, avg)  # mid-window: 2 records held
+    state, model_state, opt_state = copy.deepcopy(avg.state_dict()), copy.deepcopy(model.state_dict()), \
+        copy.deepcopy(opt.state_dict())
+    train(model, 100, avg, opt, seed=1)
+
+    resumed_model = mlp()
+    resumed_model.load_state_dict(model_state)
+    resumed = wc.ForecastEMA(resumed_model, "nowcast", record_every=RECORD, horizon=Decaying(8, 2, total_steps=300))
+    resumed.load_state_dict(state)
+    resumed_opt = torch.optim.AdamW(resumed_model.parameters(), lr=1e-2)
+    resumed_opt.load_state_dict(opt_state)
+    train(resumed_model, 100, resumed, resumed_opt, seed=1)
+    assert resumed.num_jumps == avg.num_jumps >= 2
+    for a, b in zip(avg.module.parameters(), resumed.module.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_the_default_decay_lags_ten_records():
+    assert wc.ForecastEMA(mlp(), StepAhead(), record_every=100).decay == pytest.approx(0.999)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="decay must be in"):
+        wc.ForecastEMA(mlp(), StepAhead(), decay=1.0, record_every=RECORD)
+    with pytest.raises(ValueError, match="at least window \\* record_every"):
+        wc.ForecastEMA(mlp(), StepAhead(), record_every=RECORD, jump_every=20)
+    with pytest.raises(ValueError, match="multiple of record_every"):
+        wc.ForecastEMA(mlp(), StepAhead(), record_every=RECORD, jump_every=55)
+    with pytest.raises(ValueError, match="record intervals"):  # the nowcaster's card: k up to 32
+        wc.ForecastEMA(mlp(), "nowcast", record_every=100, horizon=3300)
+    with pytest.raises(TypeError, match="multi-horizon forecaster"):
+        wc.ForecastEMA(mlp(), object(), record_every=RECORD)
+    avg = wc.ForecastEMA(mlp(), StepAhead(), decay=0.9, record_every=RECORD)
+    other = wc.ForecastEMA(mlp(), StepAhead(), decay=0.8, record_every=RECORD)
+    with pytest.raises(ValueError, match="same decay"):
+        other.load_state_dict(avg.state_dict())
