@@ -85,13 +85,14 @@ def _rms(t: torch.Tensor, dims) -> torch.Tensor:
     return t.pow(2).mean(dims).sqrt().clamp(min=1e-12)
 
 
-def weight_features(weights: list[torch.Tensor]) -> torch.Tensor:
+def weight_features(weights: list[torch.Tensor], lamp: list[torch.Tensor], path: list[torch.Tensor]
+                    ) -> torch.Tensor:
     """(NUM_FEATURES, n) float32 data-free features of every weight (layer order, flattened): log normalised
     |w|, log RMS of its row (output unit), column (input unit), of the next layer's weights leaving its output
     unit and of the previous layer's weights entering its input unit (each over its layer's RMS; 0 where there
     is no such layer), log10 of the layer size, the layer's share of the weights, first/last-layer flags, the
-    log of its path score (:func:`.scores.path_scores`) times the layer size and the log of its LAMP score
-    (:func:`.scores.lamp_scores`)."""
+    log of its path score (``path``, :func:`.scores.path_scores`) times the layer size and the log of its LAMP
+    score (``lamp``, :func:`.scores.lamp_scores`)."""
     w3 = [w.detach().float().reshape(w.shape[0], w.shape[1], -1) for w in weights]
     rms = [_rms(w, (0, 1, 2)) for w in w3]
     n_total = sum(w.numel() for w in w3)
@@ -114,9 +115,9 @@ def weight_features(weights: list[torch.Tensor]) -> torch.Tensor:
                  torch.full(shape, float(li == 0)), torch.full(shape, float(li == len(w3) - 1))]
         out.append(torch.stack([f.reshape(-1) for f in feats]))
     sizes = torch.tensor([w.numel() for w in w3], dtype=torch.float32)
-    path = torch.cat([p.flatten().float() * n for p, n in zip(path_scores(weights), sizes)])
-    lamp = torch.cat([s.flatten() for s in lamp_scores(weights)])
-    extra = torch.stack([path.clamp(min=1e-30).log(), lamp.clamp(min=1e-30).log()])
+    path_flat = torch.cat([p.flatten().float() * n for p, n in zip(path, sizes)])
+    lamp_flat = torch.cat([s.flatten() for s in lamp])
+    extra = torch.stack([path_flat.clamp(min=1e-30).log(), lamp_flat.clamp(min=1e-30).log()])
     return torch.cat([torch.cat(out, dim=1), extra])
 
 
@@ -131,11 +132,12 @@ def prepare(model: nn.Module, token_size: int) -> Prepared:
     rms = tok.layer_rms_of_params(weights, eps=1e-12)
     token_layer = tok.token_layer.long()
     tokens = tok.tokenize(flat) / rms[token_layer][:, None]
-    feats = weight_features(weights)[:, index.clamp(min=0)] * valid
+    lamp, path = lamp_scores(weights), path_scores(weights)   # once: per-weight features and layer rankings
+    feats = weight_features(weights, lamp, path)[:, index.clamp(min=0)] * valid
     log_abs = torch.where(valid, flat[index.clamp(min=0)].abs().clamp(min=1e-30).log(), 0.0)
     rankings = torch.stack([flat.abs().clamp(min=1e-30).log(),
-                            torch.cat([s.flatten() for s in lamp_scores(weights)]).clamp(min=1e-30).log(),
-                            torch.cat([s.flatten() for s in path_scores(weights)]).float().clamp(min=1e-30).log()])
+                            torch.cat([s.flatten() for s in lamp]).clamp(min=1e-30).log(),
+                            torch.cat([s.flatten() for s in path]).float().clamp(min=1e-30).log()])
     return Prepared([f"{n}.weight" for n in layers], [w.shape for w in weights], flat, tokens, tok.positions,
                     token_layer, len(weights), feats.permute(1, 2, 0).contiguous(), log_abs, index,
                     layer_features(weights), rankings)
