@@ -11,12 +11,16 @@ For each model (the study's digits MLP, MNIST LeNet-5 and chars GPT at their stu
   ahead from the engine's history buffer, then the finiteness check and the write into the parameters, as
   ``weightcast.optim.engine`` does), with the fused kernel (cpp) and with the pure-PyTorch reference;
 * the study guard's forecast (``NowcastForecaster.predict``: k, k/2, k/4 from one call on the stacked windows; the
-  guard's loss evaluations are not included), kernel and reference.
+  guard's loss evaluations are not included), kernel and reference;
+* :class:`weightcast.ForecastEMA` (the forecast slow average, records R apart): one update of its average (paid every
+  training step, as by any EMA of the weights), and one jump period of W x R updates with W records and a jump
+  (kernel); its records and jump cost the period minus W x R updates.
 
 The quantities are timed in interleaved rounds (one call of each per round; medians and 20th/80th percentiles over
 the rounds), so that load changes on a shared machine hit them alike. A jump period is W records and one jump per W
 x R training steps (R = record_every, the study's value per task by default). Amortised share = (W records + jump) /
-(W x R steps + W records + jump). Per-jump share = jump / step.
+(W x R steps + W records + jump); for ForecastEMA, (W x R updates + W records + jump) / (W x R steps + the same).
+Per-jump share = jump / step.
 
 GPU: no GPU was measured. The jump time on an H100 is estimated from the kernel's FLOP and byte counts per element
 (``weightcast.ops.nowcast_forecast.flops_per_element``) against NVIDIA's published H100 SXM peaks (FP32 non-tensor
@@ -38,7 +42,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from weightcast import models
+from weightcast import ForecastEMA, models
 from weightcast.data import get_task
 from weightcast.forecasters import get
 from weightcast.history import Bucket
@@ -149,6 +153,16 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
         windows = [torch.stack([h[i] for h in history]) for i in range(len(params))]
         forecaster.predict(windows, ks)
 
+    average = ForecastEMA(model, forecaster, record_every=spacing, horizon=k * spacing)  # a jump every W x R updates
+
+    def ema_update():
+        average.averaged.update_parameters(model)
+
+    def ema_period():
+        for _ in range(average.jump_every):
+            average.update()
+        assert average.num_updates % window == 0 and not average.records
+
     def on(backend, fn):
         def run():
             with use_backend(backend):
@@ -157,7 +171,8 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
 
     timed = interleaved({"train_step": train_step, "record": record, "jump_cpp": on("cpp", jump),
                          "jump_reference": on("reference", jump), "guard_forecast_cpp": on("cpp", guard_forecast),
-                         "guard_forecast_reference": on("reference", guard_forecast)}, repeats)
+                         "guard_forecast_reference": on("reference", guard_forecast), "ema_update": ema_update,
+                         "ema_period_cpp": on("cpp", ema_period)}, repeats)
     config = {"batch": case["batch"], "threads": torch.get_num_threads(), "window": window, "k": k, "guard_ks": ks}
     rows = [{"benchmark": "nowcast_jump", "name": f"{name}:{label}", "metric": "time", "unit": "ms",
              "x_name": "params", "x_value": n, "value": med, "q20": q20, "q80": q80, "config": config}
@@ -176,6 +191,14 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
             rows.append({"benchmark": "nowcast_jump", "name": f"{name}:jump_{backend}", "metric": "amortised_share",
                          "unit": "fraction", "x_name": "record_every", "x_value": r, "value": share,
                          "config": {"jump_every": window * r, "records_per_period": window, "params": n}})
+    ema = timed["ema_update"][0]
+    ema_extra = timed["ema_period_cpp"][0] - average.jump_every * ema
+    for r in rs:
+        share = (window * r * ema + ema_extra) / (window * r * step + window * r * ema + ema_extra)
+        summary["shares"][("forecast_ema", r)] = share
+        rows.append({"benchmark": "nowcast_jump", "name": f"{name}:forecast_ema_cpp", "metric": "amortised_share",
+                     "unit": "fraction", "x_name": "record_every", "x_value": r, "value": share,
+                     "config": {"jump_every": window * r, "ema_update_every": 1, "params": n}})
     cfg = forecaster.config
     work = flops_per_element(window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
     gpu_bytes = 4 * work["reads"] + 4 * work["writes"] + 8  # float32 history and forecast; the engine's write
@@ -199,20 +222,22 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
              f" {load[3]:.2f} / {load[4]:.2f} / {load[5]:.2f} at the end (2 cores shared). Medians of repeated runs; "
              "q20-q80 in the CSV.", "",
              "| model | params | step (ms) | record (ms) | jump kernel (ms) | jump reference (ms) | guard forecast "
-             "kernel / reference (ms) | jump / step (kernel) | kernel GFLOP/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "kernel / reference (ms) | jump / step (kernel) | kernel GFLOP/s | ForecastEMA update / period of W x R (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         t = s["times"]
         lines.append(f"| {name} | {s['params']:,} | {t['train_step'][0]:.2f} | {t['record'][0]:.3f} | "
                      f"{t['jump_cpp'][0]:.2f} | {t['jump_reference'][0]:.2f} | {t['guard_forecast_cpp'][0]:.2f} / "
                      f"{t['guard_forecast_reference'][0]:.2f} | {100 * t['jump_cpp'][0] / t['train_step'][0]:.0f}% | "
-                     f"{s['cpu_gflops']:.1f} |")
-    lines += ["", "Amortised share of training time (W records + one jump per W x R steps; target <= 1%):", "",
-              "| model | R (steps) | jump every | kernel | reference |", "|---|---|---|---|---|"]
+                     f"{s['cpu_gflops']:.1f} | {t['ema_update'][0]:.3f} / {t['ema_period_cpp'][0]:.2f} |")
+    lines += ["", "Amortised share of training time (W records + one jump per W x R steps; target <= 1%; ForecastEMA "
+              "also averages at every step):", "",
+              "| model | R (steps) | jump every | kernel | reference | ForecastEMA (kernel) |", "|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         for r in sorted({r for _, r in s["shares"]}):
             lines.append(f"| {name} | {r} | {s['window'] * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "
-                         f"{100 * s['shares'][('reference', r)]:.2f}% |")
+                         f"{100 * s['shares'][('reference', r)]:.2f}% | "
+                         f"{100 * s['shares'][('forecast_ema', r)]:.2f}% |")
     lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2, a "
               f"ReLU 1) and moves {gpu_bytes} bytes on the engine path (float32: {work['reads']} history values read "
               "over the reduction and element passes, one forecast written, the engine's read of it and write of "

@@ -136,3 +136,22 @@ def test_bad_input_is_refused():
     other = wc.ForecastEMA(mlp(), StepAhead(), decay=0.8, record_every=RECORD)
     with pytest.raises(ValueError, match="same decay"):
         other.load_state_dict(avg.state_dict())
+
+
+def test_without_a_forecaster_it_is_torchs_ema_exactly():
+    """forecaster=None: a plain EMA, the same numbers as AveragedModel with get_ema_multi_avg_fn (its fast update
+    path included), batch-norm buffers copied from the model at every update as AveragedModel does."""
+    def bn_mlp():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16),
+                                   torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+    model, twin = bn_mlp(), bn_mlp()
+    avg = wc.ForecastEMA(model, None, decay=0.95)
+    plain = AveragedModel(twin, multi_avg_fn=get_ema_multi_avg_fn(0.95))
+    train(model, 30, avg)
+    train(twin, 30, plain)
+    assert avg.num_jumps == 0 and avg.records == [] and int(avg.averaged.n_averaged) == 30
+    for a, b in zip(avg.module.state_dict().values(), plain.module.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.equal(avg.module[2].running_mean, torch.zeros(16))  # the buffers followed the model

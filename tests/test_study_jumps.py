@@ -28,6 +28,13 @@ def test_method_names():
     # the slow average lags about ten record intervals: decay 0.999 at records 100 steps apart
     assert ema_decay("jump-slow-ema-adamw:nowcast", Schedule(record_every=100)) == pytest.approx(0.999)
     assert ema_decay("ema-adamw", Schedule(record_every=100)) == 0.99 and ema_decay("adamw", Schedule()) is None
+    # "+lag<N>": the slow average lags N record intervals instead, with or without jumps
+    assert base_method("slow-ema-adamw+lag3") == "slow-ema-adamw"
+    assert ema_decay("jump-slow-ema-adamw:nowcast+lag3", Schedule(record_every=100)) == pytest.approx(1 - 1 / 300)
+    assert ema_decay("slow-ema-adamw+lag5", Schedule(record_every=10)) == pytest.approx(0.98)
+    for bad in ("ema-adamw+lag3", "slow-ema-adamw+lag0", "jump-slow-ema-adamw:nowcast+lag2+lag3"):
+        with pytest.raises(ValueError, match="lag"):
+            ema_decay(bad, Schedule())
 
 
 def _line_run(ks, guard=None, clip=None, steps=10):
@@ -90,6 +97,7 @@ def test_clip_bounds_each_move_by_the_tensors_move_spread():
 
 
 @pytest.mark.parametrize("method", ["jump-adamw:linear+guard", "adamw-cosine", "schedulefree-adamw", "ema-adamw",
+                                    "slow-ema-adamw+lag3", "jump-slow-ema-adamw:nowcast+lag3",
                                     "lookahead-adamw"])
 def test_study_methods_run(method):
     study = STUDY_TASKS["digits-mlp"]

@@ -5,7 +5,8 @@ Baselines a user would pick instead of forecasting, each tuned on its family's l
 "lookahead-sgd" (Zhang et al., 2019), "schedulefree-adamw" (Defazio et al., 2024, the ``schedulefree`` package;
 evaluated at its averaged point), "ema-adamw" (AdamW, evaluated on an exponential moving average of the weights,
 decay 0.99) and "slow-ema-adamw" (the same with decay 1 - 1 / (10 R), R the task's record spacing: 0.999 on
-MNIST and the GPT, where R = 100; less noise, a lag of about ten record intervals).
+MNIST and the GPT, where R = 100; less noise, a lag of about ten record intervals). A suffix "+lag<N>" sets the
+slow average's lag to N record intervals instead (decay 1 - 1 / (N R)), for it and for the jumps on it below.
 
 Forecasting methods run at their base optimizer's tuned learning rate with the task's schedule, so that a speedup
 comes from the jumps and not from extra tuning:
@@ -27,6 +28,7 @@ comes from the jumps and not from extra tuning:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -93,10 +95,11 @@ def is_jumping(method: str) -> bool:
 
 
 def base_method(method: str) -> str:
-    """The optimizer a method adds jumps to ("jump-adamw:nowcast+guard" -> "adamw"); others are their own base."""
+    """The optimizer a method adds jumps to ("jump-adamw:nowcast+guard" -> "adamw"); others are their own base,
+    without options ("slow-ema-adamw+lag3" -> "slow-ema-adamw")."""
     if is_forecasting(method) or is_jumping(method):
         return method.split(":", 1)[0].split("-", 1)[1]
-    return method
+    return method.split("+", 1)[0]
 
 
 def forecaster_of(method: str) -> str | None:
@@ -109,14 +112,23 @@ def options_of(method: str) -> set[str]:
     return set(method.split("+")[1:])
 
 
+def lag_of(method: str) -> int:
+    """The slow average's lag in record intervals: N of a "+lag<N>" suffix, else ``SLOW_EMA_LAG``."""
+    lags = [option for option in options_of(method) if re.fullmatch(r"lag\d+", option)]
+    if len(lags) > 1 or (lags and base_method(method) != "slow-ema-adamw") or lags == ["lag0"]:
+        raise ValueError(f"{method}: '+lag<N>' (N >= 1 record intervals, once) applies to the slow average only, "
+                         "e.g. slow-ema-adamw+lag3 or jump-slow-ema-adamw:nowcast+lag3")
+    return int(lags[0][3:]) if lags else SLOW_EMA_LAG
+
+
 def ema_decay(method: str, schedule: Schedule) -> float | None:
     """Decay of the weight average a method is judged on (its base's; module docstring), None when it is judged on
     the weights themselves."""
-    base = base_method(method)
+    lag, base = lag_of(method), base_method(method)
     if base == "ema-adamw":
         return EMA_DECAY
     if base == "slow-ema-adamw":
-        return 1.0 - 1.0 / (SLOW_EMA_LAG * schedule.record_every)
+        return 1.0 - 1.0 / (lag * schedule.record_every)
     return None
 
 
@@ -132,6 +144,7 @@ def make_optimizer(method: str, params, lr: float, schedule: Schedule, budget: i
             return ForecastSGD(params, lr=lr, momentum=SGD_MOMENTUM, forecaster=forecaster_of(method), **jump), None
         base = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
         return Forecast(base, forecaster_of(method), **jump), None
+    method = base_method(method)  # options such as "+lag3" change the average, not the optimizer
     if method == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM), None
     if method == "lookahead-sgd":

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ..averaging import ForecastEMA
 from .jumps import Jumps, linear_predictor, nowcast_predictor
@@ -106,13 +105,12 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     model = make_model()
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
     decay = ema_decay(method, schedule)
-    # jumps on the slow average forecast the average's own trajectory and move only it (methods module docstring)
-    average = (ForecastEMA(model, forecaster_of(method), decay=decay, record_every=schedule.record_every,
-                           jump_every=schedule.jump_every, horizon=schedule.horizon_schedule(budget))
-               if is_jumping(method) and base_method(method) == "slow-ema-adamw" else None)
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-           if decay is not None and average is None else None)
-    judged = ema.module if ema is not None else average.module if average is not None else model
+    # the judged average (methods module docstring); only the slow average's jumps forecast it (and move only it)
+    slow_jumps = is_jumping(method) and base_method(method) == "slow-ema-adamw"
+    average = (ForecastEMA(model, forecaster_of(method) if slow_jumps else None, decay=decay,
+                           record_every=schedule.record_every, jump_every=schedule.jump_every,
+                           horizon=schedule.horizon_schedule(budget)) if decay is not None else None)
+    judged = average.module if average is not None else model
     schedule_free = method.startswith("schedulefree-")
     result = RunResult(method, lr, seed, budget)
     eval_seconds = [0.0]
@@ -136,9 +134,9 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
         with_error = bool(guard_of(method))
         guard = lambda: _eval_guard(task, model, gx, gy, with_error)  # noqa: E731
     jumps = None
-    if average is not None and (guard is not None or options):
-        raise ValueError(f"{method}: the jumps of the slow average take no options (no guard, no clip)")
-    if is_jumping(method) and average is None:
+    if slow_jumps and (guard is not None or {o for o in options if not o.startswith("lag")}):
+        raise ValueError(f"{method}: the jumps of the slow average take no options but +lag<N> (no guard, no clip)")
+    if is_jumping(method) and not slow_jumps:
         jumps = Jumps(list(model.parameters()), _predictor(forecaster_of(method), model, schedule, budget),
                       window=schedule.window, record_every=schedule.record_every, ks=ks, guard=guard,
                       clip=CLIP_STD if "clip" in options else None)
@@ -169,8 +167,6 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
         opt.step()
         if lr_schedule is not None:
             lr_schedule.step()
-        if ema is not None:
-            ema.update_parameters(model)
         if average is not None:
             before, jumps_before = [], average.num_jumps
             if average.update(before_jump=lambda: before.append(measure())):
@@ -180,11 +176,11 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
                 pending[step + AFTER_STEPS] = len(result.jumps) - 1
         if jumps is not None and step % schedule.jump_every == 0 and len(jumps.history) == schedule.window - 1:
             before_value = measure()
-            previous = [p.detach().clone() for p in model.parameters()] if ema is not None else None
+            previous = [p.detach().clone() for p in model.parameters()] if average is not None else None
             jumps.after_step(step)
-            if ema is not None:  # the average moves with the weights' jump
+            if average is not None:  # the average moves with the weights' jump
                 with torch.no_grad():
-                    for averaged, p, old in zip(ema.module.parameters(), model.parameters(), previous):
+                    for averaged, p, old in zip(average.module.parameters(), model.parameters(), previous):
                         averaged.add_(p - old)
             result.jumps.append((step, before_value, measure(), math.nan))
             result.horizons.append(jumps.chosen[-1])
