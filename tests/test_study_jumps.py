@@ -159,3 +159,17 @@ def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):
     assert (tmp_path / "tta_digits-mlp.md").exists() and (tmp_path / "tta_digits-mlp.png").exists()
     header = (tmp_path / "tta_digits-mlp.csv").read_text().splitlines()[0]
     assert header.startswith("benchmark,name,metric,unit")
+
+
+def test_the_slow_average_is_tuned_over_its_lag_and_its_jumps_take_that_lag():
+    from weightcast.study import run_study
+    from weightcast.study.study import SLOW_EMA_LAGS
+
+    results = run_study(STUDY_TASKS["digits-mlp"], ["slow-ema-adamw", "jump-slow-ema-adamw:nowcast", "adamw"],
+                        seeds=1, lrs={"adamw": (1e-2,)}, budget=100, progress=False)
+    base = next(name for name in results if name.startswith("slow-ema-adamw+lag"))
+    tried = [r.method for r in results[base]["tuning"]]
+    assert tried == [f"slow-ema-adamw+lag{lag}" for lag in SLOW_EMA_LAGS] and base in tried
+    lag = base.split("+")[1]
+    assert set(results) == {base, f"jump-slow-ema-adamw:nowcast+{lag}", "adamw"}
+    assert results["adamw"]["tuning"] == [] and all(len(e["runs"]) == 1 for e in results.values())

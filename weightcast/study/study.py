@@ -5,7 +5,10 @@ Fair tuning: the methods that do not forecast (AdamW constant and cosine, SGD, L
 the EMAs) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is
 the one that reaches the goal in the fewest steps on the tuning seed (ties and misses broken by the final metric). A forecasting method is its base
 optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate, with the task's fixed
-forecast schedule, and gets no tuning of its own. The reported numbers come from ``seeds`` other seeds.
+forecast schedule, and gets no tuning of its own. The slow average ("slow-ema-adamw") is tuned over its lag too
+(:data:`SLOW_EMA_LAGS` record intervals, every pair with the learning rates), which makes it the EMA baseline
+tuned over its decay; the jumps on it ("jump-slow-ema-adamw:...") use the base's tuned lag and rate, and their
+name in the results says the lag ("+lag4"). The reported numbers come from ``seeds`` other seeds.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from .. import data, models
-from .methods import base_method, family
+from .methods import base_method, family, options_of
 from .run import RunResult, train_run
 from .tasks import ADAMW_LRS, SGD_LRS, StudyTask
 
@@ -24,6 +27,28 @@ DEFAULT_METHODS = ("adamw", "adamw-cosine", "sgd", "lookahead-adamw", "schedulef
                    "slow-ema-adamw", "jump-adamw:linear+guard", "forecast-adamw:nowcast", "jump-adamw:nowcast+guard",
                    "jump-ema-adamw:nowcast", "jump-slow-ema-adamw:nowcast")
 TUNING_SEED = 0
+SLOW_EMA_LAGS = (2, 4, 10)  # record intervals: decay 1 - 1 / (lag R); 0.98, 0.99, 0.996 at R = 10
+
+
+def _needs_lag(method: str) -> bool:
+    """A method on the slow average without its own "+lag<N>": it takes the tuned base's lag."""
+    return base_method(method) == "slow-ema-adamw" and not any(o.startswith("lag") for o in options_of(method))
+
+
+def _candidates(method: str, lrs: tuple[float, ...], tune_lag: bool) -> list[tuple[str, float]]:
+    """The (method name, lr) pairs a tuned method tries: its learning rates, and for the slow average its lags."""
+    if method == "slow-ema-adamw" and tune_lag:
+        return [(f"{method}+lag{lag}", lr) for lag in SLOW_EMA_LAGS for lr in lrs]
+    return [(method, lr) for lr in lrs]
+
+
+def _measured_name(method: str, tuned_name: str) -> str:
+    """The name ``method`` runs under: a base runs as tuned; a method that needs it gets the tuned lag."""
+    if method == base_method(method):
+        return tuned_name
+    if not _needs_lag(method):
+        return method
+    return f"{method}+{next(o for o in options_of(tuned_name) if o.startswith('lag'))}"
 
 
 def _score(result: RunResult, metric: str) -> tuple[float, float]:
@@ -39,7 +64,8 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
 
     ``lrs`` overrides the grids: per family ({"sgd": (...), "adamw": (...)}) or per method ({"ema-adamw": (...)});
     a one-value grid is used without tuning runs. ``budget`` overrides the task's step budget.
-    Returns ``{method: {"lr": float, "tuning": [RunResult], "runs": [RunResult]}}``.
+    Returns ``{name: {"lr": float, "tuning": [RunResult], "runs": [RunResult]}}``, one entry per method, named
+    as it ran (the slow average's methods with their tuned lag, e.g. "slow-ema-adamw+lag4").
     """
     if budget is not None:
         study = replace(study, budget=budget)
@@ -51,7 +77,9 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
     for method in methods:
         if base_method(method) not in tuned:
             tuned.append(base_method(method))
-    total = sum(len(grid(m)) for m in tuned if len(grid(m)) > 1) + seeds * len(methods)
+    tune_lag = any(_needs_lag(m) for m in methods)
+    candidates = {m: _candidates(m, tuple(grid(m)), tune_lag) for m in tuned}
+    total = sum(len(c) for c in candidates.values() if len(c) > 1) + seeds * len(methods)
     bar = tqdm(total=total, desc=f"{study.task}/{study.arch}", unit="run", disable=not progress)
 
     def one(method, lr, seed):
@@ -61,13 +89,14 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
         return result
 
     # a one-value grid needs no tuning run
-    tuning = {m: [one(m, lr, TUNING_SEED) for lr in grid(m)] if len(grid(m)) > 1 else [] for m in tuned}
-    best_lr = {m: min(runs, key=lambda r: _score(r, study.goal.metric)).lr if runs else grid(m)[0]
-               for m, runs in tuning.items()}
+    tuning = {m: [one(name, lr, TUNING_SEED) for name, lr in c] if len(c) > 1 else [] for m, c in candidates.items()}
+    winners = {m: min(runs, key=lambda r: _score(r, study.goal.metric)) for m, runs in tuning.items() if runs}
+    best = {m: (winners[m].method, winners[m].lr) if m in winners else candidates[m][0] for m in tuning}
     results = {}
     for method in methods:
-        lr = best_lr[base_method(method)]
-        runs = [one(method, lr, seed) for seed in range(1, seeds + 1)]
-        results[method] = {"lr": lr, "tuning": tuning.get(method, []), "runs": runs}
+        tuned_name, lr = best[base_method(method)]
+        name = _measured_name(method, tuned_name)
+        runs = [one(name, lr, seed) for seed in range(1, seeds + 1)]
+        results[name] = {"lr": lr, "tuning": tuning.get(method, []), "runs": runs}
     bar.close()
     return results
