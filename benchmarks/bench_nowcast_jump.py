@@ -222,7 +222,8 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
              f" {load[3]:.2f} / {load[4]:.2f} / {load[5]:.2f} at the end (2 cores shared). Medians of repeated runs; "
              "q20-q80 in the CSV.", "",
              "| model | params | step (ms) | record (ms) | jump kernel (ms) | jump reference (ms) | guard forecast "
-             "kernel / reference (ms) | jump / step (kernel) | kernel GFLOP/s | ForecastEMA update / period of W x R (ms) |",
+             "kernel / reference (ms) | jump / step (kernel) | kernel GFLOP/s | ForecastEMA update / period of W x R "
+             "(ms) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         t = s["times"]
@@ -232,7 +233,8 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
                      f"{s['cpu_gflops']:.1f} | {t['ema_update'][0]:.3f} / {t['ema_period_cpp'][0]:.2f} |")
     lines += ["", "Amortised share of training time (W records + one jump per W x R steps; target <= 1%; ForecastEMA "
               "also averages at every step):", "",
-              "| model | R (steps) | jump every | kernel | reference | ForecastEMA (kernel) |", "|---|---|---|---|---|---|"]
+              "| model | R (steps) | jump every | kernel | reference | ForecastEMA (kernel) |",
+              "|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         for r in sorted({r for _, r in s["shares"]}):
             lines.append(f"| {name} | {r} | {s['window'] * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "

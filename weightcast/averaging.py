@@ -24,7 +24,8 @@ The average is held in a :class:`torch.optim.swa_utils.AveragedModel` and update
 ``get_ema_multi_avg_fn`` (a copy at the first update, then ``torch._foreach_lerp_`` with weight ``1 - decay``: the
 same numbers), but on parameter lists gathered once: ``AveragedModel.update_parameters`` regroups the tensors at
 every call, which made it 7-9x slower on the study's small models (0.10 against 0.011 ms on the digits MLP, 0.20
-against 0.030 ms on LeNet-5, one CPU thread), a cost paid at every training step. Buffers (batch-norm statistics) are not averaged: they are copied from ``model`` at every update, as
+against 0.030 ms on LeNet-5, one CPU thread), a cost paid at every training step. Buffers (batch-norm
+statistics) are not averaged: they are copied from ``model`` at every update, as
 :class:`torch.optim.swa_utils.AveragedModel` does by default; recompute them for ``module`` if the model has any.
 """
 from __future__ import annotations
@@ -46,12 +47,13 @@ class ForecastEMA:
 
     forecaster: a multi-horizon forecaster by name ("nowcast", "nowcast-graph") or an object with ``window``,
     ``predict(windows, ks, names)`` and ``check_schedule(window, record_every, max_horizon)``
-    (:class:`weightcast.forecasters.nowcast.NowcastForecaster`); None for a plain EMA. decay: of the average, in (0, 1); default
-    ``1 - 1 / (10 * record_every)`` (0.999 at 100), a lag of about ten record intervals. record_every: updates
-    between records (>= 1); jump_every: updates between jumps, a multiple of record_every and at least
-    ``window * record_every`` (default that); horizon: steps ahead, an int or a :class:`weightcast.schedules.Schedule`
-    (default ``jump_every``). Raises TypeError for a forecaster without ``predict`` and ValueError for a decay
-    outside (0, 1), a bad schedule, or one the forecaster was not trained for.
+    (:class:`weightcast.forecasters.nowcast.NowcastForecaster`); None for a plain EMA. decay: of the average, in
+    (0, 1); default ``1 - 1 / (10 * record_every)`` (0.999 at 100), a lag of about ten record intervals.
+    record_every: updates between records (>= 1); jump_every: updates between jumps, a multiple of record_every and
+    at least ``window * record_every`` (default that); horizon: steps ahead, an int or a
+    :class:`weightcast.schedules.Schedule` (default ``jump_every``). Raises TypeError for a forecaster without
+    ``predict`` and ValueError for a decay outside (0, 1), a bad schedule, or one the forecaster was not trained
+    for.
     """
 
     def __init__(self, model: nn.Module, forecaster: Any = "nowcast", *, decay: float | None = None,
