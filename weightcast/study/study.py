@@ -1,14 +1,14 @@
 """Run a time-to-accuracy comparison on one study task: tune each method's learning rate on one seed, then
 measure it on fresh seeds.
 
-Fair tuning: the methods that do not forecast (AdamW constant and cosine, SGD, Lookahead, schedule-free AdamW,
-the EMAs) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is
-the one that reaches the goal in the fewest steps on the tuning seed (ties and misses broken by the final
-metric). A forecasting method is its base optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate, with the task's fixed
-forecast schedule, and gets no tuning of its own. The slow average ("slow-ema-adamw") is tuned over its lag too
-(:data:`SLOW_EMA_LAGS` record intervals, every pair with the learning rates), which makes it the EMA baseline
-tuned over its decay; the jumps on it ("jump-slow-ema-adamw:...") use the base's tuned lag and rate, and their
-name in the results says the lag ("+lag4"). The reported numbers come from ``seeds`` other seeds.
+Fair tuning: the methods that do not forecast (AdamW constant and cosine, SGD, Lookahead, schedule-free AdamW, the
+EMAs) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is the
+one that reaches the goal in the fewest steps on the tuning seed (ties and misses broken by the final metric). A
+forecasting method is its base optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate,
+with the task's fixed forecast schedule, and gets no tuning of its own. The slow average ("slow-ema-adamw") is tuned
+over its lag too (:data:`SLOW_EMA_LAGS` record intervals, every pair with the learning rates), which makes it the
+EMA baseline tuned over its decay; the jumps on it ("jump-slow-ema-adamw:...") use the base's tuned lag and rate,
+and their name in the results says the lag ("+lag4"). The reported numbers come from ``seeds`` other seeds.
 """
 from __future__ import annotations
 
