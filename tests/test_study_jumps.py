@@ -161,7 +161,7 @@ def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):
     assert header.startswith("benchmark,name,metric,unit")
 
 
-def test_the_slow_average_is_tuned_over_its_lag_and_its_jumps_take_that_lag():
+def test_the_slow_average_and_its_jumps_are_each_tuned_over_the_lag():
     from weightcast.study import run_study
     from weightcast.study.study import SLOW_EMA_LAGS
 
@@ -170,6 +170,8 @@ def test_the_slow_average_is_tuned_over_its_lag_and_its_jumps_take_that_lag():
     base = next(name for name in results if name.startswith("slow-ema-adamw+lag"))
     tried = [r.method for r in results[base]["tuning"]]
     assert tried == [f"slow-ema-adamw+lag{lag}" for lag in SLOW_EMA_LAGS] and base in tried
-    lag = base.split("+")[1]
-    assert set(results) == {base, f"jump-slow-ema-adamw:nowcast+{lag}", "adamw"}
+    jumps = next(name for name in results if name.startswith("jump-slow-ema-adamw:nowcast+lag"))
+    tried = [r.method for r in results[jumps]["tuning"]]
+    assert tried == [f"jump-slow-ema-adamw:nowcast+lag{lag}" for lag in SLOW_EMA_LAGS] and jumps in tried
+    assert set(results) == {base, jumps, "adamw"} and results[jumps]["lr"] == results[base]["lr"]
     assert results["adamw"]["tuning"] == [] and all(len(e["runs"]) == 1 for e in results.values())

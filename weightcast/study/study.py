@@ -5,10 +5,12 @@ Fair tuning: the methods that do not forecast (AdamW constant and cosine, SGD, L
 EMAs) each get the same grid of their family (:data:`SGD_LRS` or :data:`ADAMW_LRS`); the best learning rate is the
 one that reaches the goal in the fewest steps on the tuning seed (ties and misses broken by the final metric). A
 forecasting method is its base optimizer plus jumps, used as a drop-in: it runs at its base's tuned learning rate,
-with the task's fixed forecast schedule, and gets no tuning of its own. The slow average ("slow-ema-adamw") is tuned
-over its lag too (:data:`SLOW_EMA_LAGS` record intervals, every pair with the learning rates), which makes it the
-EMA baseline tuned over its decay; the jumps on it ("jump-slow-ema-adamw:...") use the base's tuned lag and rate,
-and their name in the results says the lag ("+lag4"). The reported numbers come from ``seeds`` other seeds.
+with the task's fixed forecast schedule, and gets no tuning of its own, with one exception: the lag of a weight
+average. The slow average ("slow-ema-adamw") is tuned over :data:`SLOW_EMA_LAGS` record intervals with its learning
+rates (every pair), which makes it the EMA baseline tuned over its decay; the jumps on it
+("jump-slow-ema-adamw:...") are tuned over the same lags at the base's tuned rate (the best lag with jumps is
+longer: the forecast makes up the lag); both names in the results say the lag ("+lag4"). The reported numbers come
+from ``seeds`` other seeds.
 """
 from __future__ import annotations
 
@@ -42,13 +44,6 @@ def _candidates(method: str, lrs: tuple[float, ...], tune_lag: bool) -> list[tup
     return [(method, lr) for lr in lrs]
 
 
-def _measured_name(method: str, tuned_name: str) -> str:
-    """The name ``method`` runs under: a base runs as tuned; a method that needs it gets the tuned lag."""
-    if method == base_method(method):
-        return tuned_name
-    if not _needs_lag(method):
-        return method
-    return f"{method}+{next(o for o in options_of(tuned_name) if o.startswith('lag'))}"
 
 
 def _score(result: RunResult, metric: str) -> tuple[float, float]:
@@ -79,7 +74,9 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
             tuned.append(base_method(method))
     tune_lag = any(_needs_lag(m) for m in methods)
     candidates = {m: _candidates(m, tuple(grid(m)), tune_lag) for m in tuned}
-    total = sum(len(c) for c in candidates.values() if len(c) > 1) + seeds * len(methods)
+    lag_tuned = [m for m in methods if m != base_method(m) and _needs_lag(m)]
+    total = (sum(len(c) for c in candidates.values() if len(c) > 1) + len(SLOW_EMA_LAGS) * len(lag_tuned)
+             + seeds * len(methods))
     bar = tqdm(total=total, desc=f"{study.task}/{study.arch}", unit="run", disable=not progress)
 
     def one(method, lr, seed):
@@ -90,12 +87,16 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
 
     # a one-value grid needs no tuning run
     tuning = {m: [one(name, lr, TUNING_SEED) for name, lr in c] if len(c) > 1 else [] for m, c in candidates.items()}
-    winners = {m: min(runs, key=lambda r: _score(r, study.goal.metric)) for m, runs in tuning.items() if runs}
-    best = {m: (winners[m].method, winners[m].lr) if m in winners else candidates[m][0] for m in tuning}
+    winner = lambda runs: min(runs, key=lambda r: _score(r, study.goal.metric))  # noqa: E731
+    best = {m: (winner(runs).method, winner(runs).lr) if runs else candidates[m][0] for m, runs in tuning.items()}
     results = {}
     for method in methods:
-        tuned_name, lr = best[base_method(method)]
-        name = _measured_name(method, tuned_name)
+        name, lr = best[base_method(method)]
+        if method != base_method(method):  # jumps (or a fixed lag) on the tuned base, at its rate
+            name = method
+        if method in lag_tuned:  # the jumps' own lag, at the base's rate
+            tuning[method] = [one(f"{method}+lag{lag}", lr, TUNING_SEED) for lag in SLOW_EMA_LAGS]
+            name = winner(tuning[method]).method
         runs = [one(name, lr, seed) for seed in range(1, seeds + 1)]
         results[name] = {"lr": lr, "tuning": tuning.get(method, []), "runs": runs}
     bar.close()
