@@ -155,3 +155,32 @@ def test_without_a_forecaster_it_is_torchs_ema_exactly():
     for a, b in zip(avg.module.state_dict().values(), plain.module.state_dict().values()):
         assert torch.equal(a, b)
     assert not torch.equal(avg.module[2].running_mean, torch.zeros(16))  # the buffers followed the model
+
+
+class MoveGuard:
+    """A guard loss: |(how far every weight moved from where the first call saw it) - best_move|."""
+
+    def __init__(self, best_move):
+        self.best_move, self.origin = best_move, None
+
+    def __call__(self, module):
+        flat = torch.cat([p.flatten() for p in module.parameters()])
+        if self.origin is None:
+            self.origin = flat.clone()  # the guard's first call sees the average as it is
+        return float((flat - self.origin).mean() - self.best_move) ** 2
+
+
+def test_the_guard_keeps_the_best_horizon_or_the_average_as_it_is():
+    """Candidates k, k/2, k/4 (one forecast) and staying; the guard's loss picks one; 'stay' restores the average."""
+    for best_move, chosen in ((4.0, 4), (1.9, 2), (0.0, 0)):  # StepAhead moves every weight by k
+        model = mlp()
+        avg = wc.ForecastEMA(model, StepAhead(), decay=0.5, record_every=RECORD, horizon=8 * RECORD,
+                             guard=MoveGuard(best_move))
+        train(model, 49, avg)
+        seen = []
+        assert avg.update(before_jump=lambda: seen.append([p.clone() for p in avg.module.parameters()]))
+        assert avg.chosen == [chosen] and avg.num_jumps == (chosen > 0)  # of 8, 4, 2 and staying
+        for a, b in zip(avg.module.parameters(), seen[0]):
+            torch.testing.assert_close(a, b + chosen, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="guard_fractions"):
+        wc.ForecastEMA(mlp(), StepAhead(), record_every=RECORD, guard=lambda m: 0.0, guard_fractions=(1.0, 0.0))

@@ -97,7 +97,7 @@ def test_clip_bounds_each_move_by_the_tensors_move_spread():
 
 
 @pytest.mark.parametrize("method", ["jump-adamw:linear+guard", "adamw-cosine", "schedulefree-adamw", "ema-adamw",
-                                    "slow-ema-adamw+lag3", "jump-slow-ema-adamw:nowcast+lag3",
+                                    "slow-ema-adamw+lag3", "jump-slow-ema-adamw:nowcast+lag3+guard",
                                     "lookahead-adamw"])
 def test_study_methods_run(method):
     study = STUDY_TASKS["digits-mlp"]
@@ -149,6 +149,9 @@ def test_slow_ema_jumps_move_the_average_and_leave_the_trained_weights():
     assert any(before != after for _, before, after, _ in runs[1].jumps)
     for plain, jumped in zip(built[0].parameters(), built[1].parameters()):
         assert torch.equal(plain, jumped)
+    with pytest.raises(ValueError, match="'\\+guard' and '\\+lag<N>' only"):
+        train_run(task, make, "jump-slow-ema-adamw:nowcast+clip", 3e-3, 1, study.goal, 100, 50, study.batch_size,
+                  Schedule(window=5, record_every=10, k_max=8))
 
 
 def test_quick_demo_writes_its_table_csv_and_plot(tmp_path):

@@ -20,6 +20,12 @@ with the forecast ``horizon`` steps past its newest record (horizon of the j-th 
 from the schedule) and the records are cleared. A forecast that is not finite is not written
 (:attr:`ForecastEMA.num_skipped_jumps`). With ``forecaster=None`` it is a plain EMA (no records, no jumps).
 
+Guard (optional): because the nowcaster gives every horizon from one forward, a jump can score the candidate
+horizons k, k/2, k/4 (``guard_fractions``) and staying where the average is, with a loss the user supplies
+(``guard(module) -> float``, lower is better; e.g. the loss on a fixed training batch in eval mode), and keep the
+best: the guard of the issue "forecast jumps that pay" applied to the average. :attr:`ForecastEMA.chosen` lists
+the horizon (record intervals) each jump used, 0 where the average stayed.
+
 The average is held in a :class:`torch.optim.swa_utils.AveragedModel` and updated with the same operation as its
 ``get_ema_multi_avg_fn`` (a copy at the first update, then ``torch._foreach_lerp_`` with weight ``1 - decay``: the
 same numbers), but on parameter lists gathered once: ``AveragedModel.update_parameters`` regroups the tensors at
@@ -51,13 +57,16 @@ class ForecastEMA:
     (0, 1); default ``1 - 1 / (10 * record_every)`` (0.999 at 100), a lag of about ten record intervals.
     record_every: updates between records (>= 1); jump_every: updates between jumps, a multiple of record_every and
     at least ``window * record_every`` (default that); horizon: steps ahead, an int or a
-    :class:`weightcast.schedules.Schedule` (default ``jump_every``). Raises TypeError for a forecaster without
-    ``predict`` and ValueError for a decay outside (0, 1), a bad schedule, or one the forecaster was not trained
-    for.
+    :class:`weightcast.schedules.Schedule` (default ``jump_every``). guard: ``guard(module) -> float`` or None;
+    guard_fractions: the fractions of k it tries, each in (0, 1] (module docstring). Raises TypeError for a
+    forecaster without ``predict`` and ValueError for a decay outside (0, 1), bad guard fractions, a bad schedule,
+    or one the forecaster was not trained for.
     """
 
     def __init__(self, model: nn.Module, forecaster: Any = "nowcast", *, decay: float | None = None,
-                 record_every: int = 100, jump_every: int | None = None, horizon: int | Schedule | None = None):
+                 record_every: int = 100, jump_every: int | None = None, horizon: int | Schedule | None = None,
+                 guard: Callable[[nn.Module], float] | None = None,
+                 guard_fractions: tuple[float, ...] = (1.0, 0.5, 0.25)):
         self.forecaster = forecasters.get(forecaster) if isinstance(forecaster, str) else forecaster
         if forecaster is not None and not callable(getattr(self.forecaster, "predict", None)):
             raise TypeError(f"ForecastEMA needs a multi-horizon forecaster with predict(windows, ks, names), such as "
@@ -73,6 +82,9 @@ class ForecastEMA:
         self.decay = 1.0 - 1.0 / (SLOW_EMA_LAG * self.record_every) if decay is None else float(decay)
         if not 0.0 < self.decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
+        if not guard_fractions or not all(0.0 < f <= 1.0 for f in guard_fractions):
+            raise ValueError(f"guard_fractions must be fractions of the horizon in (0, 1], got {guard_fractions}")
+        self.guard, self.guard_fractions = guard, tuple(guard_fractions)
         self.horizon = as_schedule(horizon, self.jump_every)
         self.horizon.bind(self.record_every, self.jump_every)
         if forecaster is not None:
@@ -85,6 +97,7 @@ class ForecastEMA:
         self._buffer_sources, self._buffer_targets = list(model.buffers()), list(self.module.buffers())
         self.records: list[list[torch.Tensor]] = []
         self.num_updates = self.num_jumps = self.num_skipped_jumps = 0
+        self.chosen: list[int] = []  # horizon (record intervals) of each jump; 0 where the average stayed
 
     @property
     def module(self) -> nn.Module:
@@ -114,16 +127,32 @@ class ForecastEMA:
         if before_jump is not None:
             before_jump()
         k = self.horizon_at(t) // self.record_every
+        ks = [k] if self.guard is None else sorted({max(1, round(k * f)) for f in self.guard_fractions}, reverse=True)
         windows = [torch.stack([record[i] for record in self.records]) for i in range(len(self.names))]
-        forecast = [pred[0] for pred in self.forecaster.predict(windows, [k], self.names)]
+        preds = self.forecaster.predict(windows, ks, self.names)
         self.records = []
-        if not all(bool(torch.isfinite(f).all()) for f in forecast):
+        candidates = [[pred[j] for pred in preds] for j in range(len(ks))]
+        finite = [j for j, c in enumerate(candidates) if all(bool(torch.isfinite(f).all()) for f in c)]
+        if len(finite) < len(ks):
             self.num_skipped_jumps += 1
-            return True
-        for p, f in zip(self.module.parameters(), forecast):
-            p.copy_(f)
-        self.num_jumps += 1
+        best = self._guarded(candidates, finite) if self.guard is not None else (finite[0] if finite else None)
+        self.chosen.append(0 if best is None else ks[best])
+        if best is not None:
+            torch._foreach_copy_(self._targets, candidates[best])
+            self.num_jumps += 1
         return True
+
+    def _guarded(self, candidates: list[list[torch.Tensor]], finite: list[int]) -> int | None:
+        """The candidate with the lowest guard loss, None when the average as it is scores best (it is restored)."""
+        current = [p.clone() for p in self._targets]
+        best, best_loss = None, self.guard(self.module)
+        for j in finite:
+            torch._foreach_copy_(self._targets, candidates[j])
+            loss = self.guard(self.module)
+            if loss < best_loss:
+                best, best_loss = j, loss
+        torch._foreach_copy_(self._targets, current)
+        return best
 
     def horizon_at(self, t: int) -> int:
         """Horizon (steps) of the jump at update ``t`` (a multiple of ``jump_every``)."""
@@ -137,7 +166,7 @@ class ForecastEMA:
         """Everything needed to resume exactly: the average, its records, the counters and the schedule."""
         return {"averaged": self.averaged.state_dict(), "records": [[t.clone() for t in r] for r in self.records],
                 "num_updates": self.num_updates, "num_jumps": self.num_jumps,
-                "num_skipped_jumps": self.num_skipped_jumps, "config": self._config()}
+                "num_skipped_jumps": self.num_skipped_jumps, "chosen": list(self.chosen), "config": self._config()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; raises ValueError when it was made with another decay or schedule."""
@@ -147,4 +176,4 @@ class ForecastEMA:
         self.averaged.load_state_dict(state["averaged"])
         self.records = [[t.clone() for t in r] for r in state["records"]]
         self.num_updates, self.num_jumps = int(state["num_updates"]), int(state["num_jumps"])
-        self.num_skipped_jumps = int(state["num_skipped_jumps"])
+        self.num_skipped_jumps, self.chosen = int(state["num_skipped_jumps"]), list(state["chosen"])

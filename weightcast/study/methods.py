@@ -21,7 +21,7 @@ comes from the jumps and not from extra tuning:
   average jumping along its own forecast trajectory (records of the average, not of the noisy weights:
   ``benchmarks/forecastability.py`` finds it far more forecastable), judged on the average; the weights AdamW
   trains are left as they are. The forecast makes up the lag of a slow average (about 1,000 steps at decay 0.999)
-  while keeping its low noise;
+  while keeping its low noise; "+guard" scores k, k/2, k/4 and staying on a training batch, as above;
 * "forecast-adamw:<forecaster>" / "forecast-sgd:<forecaster>": the optimizer engine's jumps (any registered
   forecaster), the horizon of each jump set from the same schedule.
 """

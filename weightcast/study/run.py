@@ -105,11 +105,20 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     model = make_model()
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
     decay = ema_decay(method, schedule)
+    options = options_of(method)
+    guard_batch = (next(task.batches(GUARD_BATCH, generator=seed + 7919))
+                   if "guard" in options or guard_of(method) is not None else None)
+    with_error = bool(guard_of(method))
     # the judged average (methods module docstring); only the slow average's jumps forecast it (and move only it)
     slow_jumps = is_jumping(method) and base_method(method) == "slow-ema-adamw"
+    if slow_jumps and (with_error or "clip" in options):
+        raise ValueError(f"{method}: the jumps of the slow average take '+guard' and '+lag<N>' only")
+    average_guard = ((lambda module: _eval_guard(task, module, *guard_batch, False))
+                     if slow_jumps and guard_batch is not None else None)
     average = (ForecastEMA(model, forecaster_of(method) if slow_jumps else None, decay=decay,
                            record_every=schedule.record_every, jump_every=schedule.jump_every,
-                           horizon=schedule.horizon_schedule(budget)) if decay is not None else None)
+                           horizon=schedule.horizon_schedule(budget), guard=average_guard)
+               if decay is not None else None)
     judged = average.module if average is not None else model
     schedule_free = method.startswith("schedulefree-")
     result = RunResult(method, lr, seed, budget)
@@ -127,15 +136,10 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
 
     ks = schedule.ks(budget)
     pending: dict[int, int] = {}  # step -> index of the jump whose "after" is measured then
-    options = options_of(method)
     guard = None
-    if "guard" in options or guard_of(method) is not None:
-        gx, gy = next(task.batches(GUARD_BATCH, generator=seed + 7919))
-        with_error = bool(guard_of(method))
-        guard = lambda: _eval_guard(task, model, gx, gy, with_error)  # noqa: E731
+    if guard_batch is not None:
+        guard = lambda: _eval_guard(task, model, *guard_batch, with_error)  # noqa: E731
     jumps = None
-    if slow_jumps and (guard is not None or {o for o in options if not o.startswith("lag")}):
-        raise ValueError(f"{method}: the jumps of the slow average take no options but +lag<N> (no guard, no clip)")
     if is_jumping(method) and not slow_jumps:
         jumps = Jumps(list(model.parameters()), _predictor(forecaster_of(method), model, schedule, budget),
                       window=schedule.window, record_every=schedule.record_every, ks=ks, guard=guard,
@@ -168,11 +172,10 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
         if lr_schedule is not None:
             lr_schedule.step()
         if average is not None:
-            before, jumps_before = [], average.num_jumps
+            before = []
             if average.update(before_jump=lambda: before.append(measure())):
                 result.jumps.append((step, before[0], measure(), math.nan))
-                moved = average.num_jumps > jumps_before  # a forecast that is not finite is not written
-                result.horizons.append(average.horizon_at(step) // schedule.record_every if moved else 0)
+                result.horizons.append(average.chosen[-1])  # 0: not finite, or the guard kept the average
                 pending[step + AFTER_STEPS] = len(result.jumps) - 1
         if jumps is not None and step % schedule.jump_every == 0 and len(jumps.history) == schedule.window - 1:
             before_value = measure()
