@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 DEMO_METHODS = ("adamw", "schedulefree-adamw", "ema-adamw", "jump-adamw:nowcast+guard",
-                "jump-slow-ema-adamw:nowcast")
+                "jump-slow-ema-adamw:nowcast+lag10")  # ForecastEMA's default lag: no lag-tuning runs either
 # tuned on seed 0 of digits-mlp over ADAMW_LRS by benchmarks/time_to_accuracy.py (benchmarks/results/tta_digits-mlp.*);
 # at digits' record spacing (10 steps) the slow average's decay is the EMA's (0.99), so it takes the EMA's rate
 DEMO_LRS = {"adamw": (1e-2,), "schedulefree-adamw": (1e-2,), "ema-adamw": (1e-2,), "slow-ema-adamw": (1e-2,)}
