@@ -12,9 +12,9 @@ For each model (the study's digits MLP, MNIST LeNet-5 and chars GPT at their stu
   ``weightcast.optim.engine`` does), with the fused kernel (cpp) and with the pure-PyTorch reference;
 * the study guard's forecast (``NowcastForecaster.predict``: k, k/2, k/4 from one call on the stacked windows; the
   guard's loss evaluations are not included), kernel and reference;
-* :class:`weightcast.ForecastEMA` (the forecast slow average, records R apart): one update of its average (paid every
-  training step, as by any EMA of the weights), and one jump period of W x R updates with W records and a jump
-  (kernel); its records and jump cost the period minus W x R updates.
+* :class:`weightcast.ForecastEMA` (the forecast slow average, records R apart): one jump period of W x R updates
+  with W records and a jump (kernel), and the same W x R updates of a plain EMA (``forecaster=None``: the averaging
+  every training step that any EMA of the weights costs); the records and the jump cost the difference.
 
 The quantities are timed in interleaved rounds (one call of each per round; medians and 20th/80th percentiles over
 the rounds), so that load changes on a shared machine hit them alike. A jump period is W records and one jump per W
@@ -155,13 +155,16 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
 
     average = ForecastEMA(model, forecaster, record_every=spacing, horizon=k * spacing)  # a jump every W x R updates
 
-    def ema_update():
-        average.averaged.update_parameters(model)
+    plain = ForecastEMA(model, None)  # the same averaging, no records or jumps
+
+    def plain_period():
+        for _ in range(average.jump_every):
+            plain.update()
 
     def ema_period():
         for _ in range(average.jump_every):
             average.update()
-        assert average.num_updates % window == 0 and not average.records
+        assert average.num_updates % average.jump_every == 0 and not average.records
 
     def on(backend, fn):
         def run():
@@ -171,7 +174,7 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
 
     timed = interleaved({"train_step": train_step, "record": record, "jump_cpp": on("cpp", jump),
                          "jump_reference": on("reference", jump), "guard_forecast_cpp": on("cpp", guard_forecast),
-                         "guard_forecast_reference": on("reference", guard_forecast), "ema_update": ema_update,
+                         "guard_forecast_reference": on("reference", guard_forecast), "ema_period_plain": plain_period,
                          "ema_period_cpp": on("cpp", ema_period)}, repeats)
     config = {"batch": case["batch"], "threads": torch.get_num_threads(), "window": window, "k": k, "guard_ks": ks}
     rows = [{"benchmark": "nowcast_jump", "name": f"{name}:{label}", "metric": "time", "unit": "ms",
@@ -191,14 +194,16 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
             rows.append({"benchmark": "nowcast_jump", "name": f"{name}:jump_{backend}", "metric": "amortised_share",
                          "unit": "fraction", "x_name": "record_every", "x_value": r, "value": share,
                          "config": {"jump_every": window * r, "records_per_period": window, "params": n}})
-    ema = timed["ema_update"][0]
-    ema_extra = timed["ema_period_cpp"][0] - average.jump_every * ema
+    ema = timed["ema_period_plain"][0] / average.jump_every  # one averaging update
+    ema_extra = timed["ema_period_cpp"][0] - timed["ema_period_plain"][0]  # W records and the jump
+    summary["ema_update_ms"] = ema
     for r in rs:
-        share = (window * r * ema + ema_extra) / (window * r * step + window * r * ema + ema_extra)
-        summary["shares"][("forecast_ema", r)] = share
-        rows.append({"benchmark": "nowcast_jump", "name": f"{name}:forecast_ema_cpp", "metric": "amortised_share",
-                     "unit": "fraction", "x_name": "record_every", "x_value": r, "value": share,
-                     "config": {"jump_every": window * r, "ema_update_every": 1, "params": n}})
+        total = window * r * step + window * r * ema + ema_extra
+        for part, cost in (("forecast_ema_jump", ema_extra), ("forecast_ema_averaging", window * r * ema)):
+            summary["shares"][(part, r)] = cost / total
+            rows.append({"benchmark": "nowcast_jump", "name": f"{name}:{part}_cpp", "metric": "amortised_share",
+                         "unit": "fraction", "x_name": "record_every", "x_value": r, "value": cost / total,
+                         "config": {"jump_every": window * r, "ema_update_every": 1, "params": n}})
     cfg = forecaster.config
     work = flops_per_element(window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
     gpu_bytes = 4 * work["reads"] + 4 * work["writes"] + 8  # float32 history and forecast; the engine's write
@@ -230,16 +235,17 @@ def markdown(summaries: dict, work: dict, gpu_bytes: int, load: tuple, rs_shown:
         lines.append(f"| {name} | {s['params']:,} | {t['train_step'][0]:.2f} | {t['record'][0]:.3f} | "
                      f"{t['jump_cpp'][0]:.2f} | {t['jump_reference'][0]:.2f} | {t['guard_forecast_cpp'][0]:.2f} / "
                      f"{t['guard_forecast_reference'][0]:.2f} | {100 * t['jump_cpp'][0] / t['train_step'][0]:.0f}% | "
-                     f"{s['cpu_gflops']:.1f} | {t['ema_update'][0]:.3f} / {t['ema_period_cpp'][0]:.2f} |")
-    lines += ["", "Amortised share of training time (W records + one jump per W x R steps; target <= 1%; ForecastEMA "
-              "also averages at every step):", "",
-              "| model | R (steps) | jump every | kernel | reference | ForecastEMA (kernel) |",
-              "|---|---|---|---|---|---|"]
+                     f"{s['cpu_gflops']:.1f} | {s['ema_update_ms']:.3f} / {t['ema_period_cpp'][0]:.2f} |")
+    lines += ["", "Amortised share of training time (W records + one jump per W x R steps; target <= 1%; ForecastEMA's "
+              "records + jump, and its averaging at every step, which any EMA of the weights costs):", "",
+              "| model | R (steps) | jump every | kernel | reference | ForecastEMA records + jump (kernel) | "
+              "ForecastEMA averaging |", "|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         for r in sorted({r for _, r in s["shares"]}):
             lines.append(f"| {name} | {r} | {s['window'] * r} | {100 * s['shares'][('cpp', r)]:.2f}% | "
                          f"{100 * s['shares'][('reference', r)]:.2f}% | "
-                         f"{100 * s['shares'][('forecast_ema', r)]:.2f}% |")
+                         f"{100 * s['shares'][('forecast_ema_jump', r)]:.2f}% | "
+                         f"{100 * s['shares'][('forecast_ema_averaging', r)]:.2f}% |")
     lines += ["", f"Per element and output row the kernel does {work['flops']} FLOP (a multiply-add counts 2, a "
               f"ReLU 1) and moves {gpu_bytes} bytes on the engine path (float32: {work['reads']} history values read "
               "over the reduction and element passes, one forecast written, the engine's read of it and write of "
