@@ -5,7 +5,7 @@
 Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's training zoo): the MLP
 784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
-Methods: random, magnitude (global, per layer), hypernet (shipped weights; global masks), layer-wise OBS
+Methods: random, magnitude (global, per layer), LAMP (global), hypernet (shipped weights; global masks), layer-wise OBS
 (each layer losing what global magnitude removes there; "obs-global": the cheapest steps over all layers' traces;
 "obs-uniform": OBC's uniform allocation),
 WoodFisher, CHITA (both with their defaults: full Fisher, 8 stages); calibration: the first 1,024 training
@@ -15,7 +15,9 @@ masked model), the achieved sparsity, and the seconds the method took (OBS: its 
 and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages, gradients included). Writes, per
 network, benchmarks/results/prune/prune_<network>.csv (weightcast.results schema), a markdown table and a PNG;
 prune_seeds.csv (OBS with two allocations, WoodFisher and CHITA at s = 0.9 on the two MLPs 784-40-20-10 with two
-more calibration draws); and summary.md (the done-means checks computed from the rows).
+more calibration draws); prune_validation.csv (unless --skip-validation: the diagnosis on the training zoo's
+validation runs -- data-free methods at s = 0.8, 0.9, 0.95 and, at 0.9, the ceilings that read data:
+validation_rows); and summary.md (the done-means checks computed from the rows, then the diagnosis).
 """
 from __future__ import annotations
 
@@ -31,13 +33,15 @@ import torch
 from common import RESULTS, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
+from weightcast.prune.allocation import search_offsets
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import obs_prune, prepare as obs_prepare
+from weightcast.prune.scores import lamp_scores
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-METHODS = ("random", "magnitude", "magnitude-layer", "hypernet", "obs", "obs-global", "obs-uniform", "woodfisher",
-           "chita")
+METHODS = ("random", "magnitude", "magnitude-layer", "lamp", "hypernet", "obs", "obs-global", "obs-uniform",
+           "woodfisher", "chita")
 NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
 SEED_NETWORKS = ("mlp", "mlp-seed101")   # the two MLPs 784-40-20-10 (training seeds 100, 101)
 SEED_METHODS = ("magnitude", "obs", "obs-global", "woodfisher", "chita")
@@ -50,7 +54,8 @@ def method_pruner(method: str, model, data, net):
     """(prepare seconds, function sparsity -> (masks, weights or None))."""
     start = time.perf_counter()
     layers = prunable_layers(model)
-    if method in ("random", "magnitude", "magnitude-layer", "hypernet"):
+    layer_keys = [f"{n}.weight" for n in layers]
+    if method in ("random", "magnitude", "magnitude-layer", "lamp", "hypernet"):
         scope = "layer" if method == "magnitude-layer" else "global"
 
         def run(s):
@@ -59,6 +64,8 @@ def method_pruner(method: str, model, data, net):
                 scores = {f"{n}.weight": torch.rand(weight_of(m).shape, generator=g) for n, m in layers.items()}
             elif method == "hypernet":
                 scores = net.scores(model, s)
+            elif method == "lamp":
+                scores = dict(zip(layer_keys, lamp_scores([weight_of(m) for m in layers.values()])))
             else:
                 scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in layers.items()}
             return keep_top(scores, s, scope), None
@@ -113,6 +120,101 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps(rows[start_rows:]))
     return rows
+
+
+VALIDATION_SPARSITIES = (0.8, 0.9, 0.95)
+# data-free, at every s of VALIDATION_SPARSITIES; then the ceilings that read data, at s = 0.9 only
+VALIDATION_FREE = ("magnitude", "lamp", "hypernet", "hypernet-ungated")
+VALIDATION_DATA = ("searched-allocation", "obs-mask", "woodfisher-mask", "woodfisher")
+
+
+def validation_pruner(method: str, model, task, net, ungated, calibration: int):
+    """Function sparsity -> (masks, weights or None) of a method of the validation diagnosis: the data-free
+    ones (``hypernet-ungated``: the learned change at full strength at every s, ``ungated``), the offsets searched
+    with the run's training data (allocation.search_offsets, the best layer allocation of magnitude's scores the
+    hypernetwork's offsets can aim at), OBS's and WoodFisher's masks without their weight updates, and
+    WoodFisher."""
+    layers = prunable_layers(model)
+    keys = [f"{n}.weight" for n in layers]
+    weights = [weight_of(m).detach() for m in layers.values()]
+    data = task.eval_tensors("train", calibration)
+    if method in ("magnitude", "lamp", "hypernet"):
+        return method_pruner(method, model, data, net)[1]
+    if method == "hypernet-ungated":
+        return lambda s: (keep_top(ungated.scores(model, s), s), None)
+    if method == "searched-allocation":
+        def run(s):
+            x, y = task.eval_tensors("train", 2048)
+            offsets = search_offsets(model, hypernet.prepare(model, net.token_size), x, y, s).offsets.tolist()
+            return keep_top({k: w.abs().log() + b for k, w, b in zip(keys, weights, offsets)}, s), None
+        return run
+    base = method.removesuffix("-mask")
+    if base == method:
+        return method_pruner(method, model, data, None)[1]
+    return lambda s: (method_pruner(base, model, data, None)[1](s)[0], None)
+
+
+def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
+    """One-shot validation accuracy of VALIDATION_FREE at VALIDATION_SPARSITIES and of VALIDATION_DATA at
+    s = 0.9 on the training zoo's validation runs (zoo.validation_ids(): the runs the hypernetwork's early
+    stopping and gate were chosen on, never the held-out models)."""
+    val_ids = zoo.validation_ids()
+    specs = [s for s in zoo.train_specs() if s.run_id in val_ids]
+    ungated = copy.deepcopy(net)
+    ungated.active.fill_(True)
+    ungated.shrink.fill_(1.0)
+    tasks, rows = {}, []
+    for entry, model in zoo.load_models(root / "train", specs):
+        task_name = entry["spec"]["task"]
+        task = tasks.setdefault(task_name, get_task(task_name, data_dir))
+        cached = args.cache / f"validation-{entry['id']}.json" if args.cache else None
+        if cached is not None and cached.exists():
+            rows += json.loads(cached.read_text())
+            continue
+        new = []
+        for method in VALIDATION_FREE + VALIDATION_DATA:
+            run = validation_pruner(method, model, task, net, ungated, args.calibration)
+            for s in VALIDATION_SPARSITIES if method in VALIDATION_FREE else (0.9,):
+                pruned = copy.deepcopy(model)
+                apply_masks(pruned, *run(s))
+                new.append(dict(benchmark="prune-validation", name=method, metric="acc", unit="fraction",
+                                x_name="sparsity", x_value=s, value=task.evaluate(pruned)["acc"],
+                                config={"run": entry["id"], "stage": "one-shot", "calibration": args.calibration}))
+                print(f"validation {entry['id']} {method} s={s}: {new[-1]['value']:.4f}", flush=True)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(new))
+        rows += new
+    return rows
+
+
+def validation_summary(rows: list[dict]) -> str:
+    """Per validation run, each method's one-shot gain over global magnitude (points); WoodFisher absolute."""
+    acc = {(_config(r)["run"], r["name"], r["x_value"]): r["value"] for r in rows}
+    runs = list(dict.fromkeys(_config(r)["run"] for r in rows))
+    lines = ["Validation runs of the training zoo (where the hypernetwork's checkpoint and gate were chosen; no "
+             "held-out model): one-shot accuracy gain over global magnitude (points). hypernet: as shipped (gated); "
+             "hypernet-ungated: its learned change at full strength at every s. With data (ceilings, s = 0.9): "
+             "searched-allocation -- the per-layer offsets of magnitude's scores searched on 2,048 training "
+             "examples (the target the hypernetwork's offsets are fitted to); obs-mask, woodfisher-mask -- their "
+             "masks without the weight updates; woodfisher -- with them.", ""]
+    free = [m for m in VALIDATION_FREE if m != "magnitude"]
+    for s in VALIDATION_SPARSITIES:
+        methods = free + (list(VALIDATION_DATA) if s == 0.9 else [])
+        lines += [f"s = {s}:", "", "| run | magnitude (%) | " + " | ".join(methods) + " |",
+                  "|---" * (len(methods) + 2) + "|"]
+        gains = {m: [] for m in methods}
+        for run in runs:
+            mag = acc[(run, "magnitude", s)]
+            cells = []
+            for m in methods:
+                gains[m].append(100 * (acc[(run, m, s)] - mag))
+                cells.append(f"{gains[m][-1]:+.2f}")
+            lines.append(f"| {run} | {100 * mag:.2f} | " + " | ".join(cells) + " |")
+        lines.append("| mean (runs below magnitude) | | " + " | ".join(
+            f"{statistics.mean(g):+.2f} ({sum(x < 0 for x in g)})" for g in gains.values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) -> list[dict]:
@@ -219,9 +321,12 @@ def present(rows: list[dict]) -> list[str]:
     return [m for m in METHODS if any(r["name"] == m for r in rows)]
 
 
+def _config(row) -> dict:
+    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+
+
 def _stage(row):
-    config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-    return config.get("stage")
+    return _config(row).get("stage")
 
 
 def summary(all_rows: dict[str, list[dict]]) -> str:
@@ -246,6 +351,16 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
                   f"(above at {sum(d > 0 for d in all_diffs)}); largest shortfall {min(all_diffs):+.2f}, "
                   f"largest gain {max(all_diffs):+.2f} points."]
     lines.append("")
+    lamp = [n for n in held if "lamp" in present(all_rows[n])]
+    if lamp:
+        lines += ["LAMP (data-free, global top-k of LAMP scores) vs global magnitude on the held-out models, one-shot "
+                  "(points):", "", "| network | " + " | ".join(f"s={s}" for s in SPARSITIES)
+                  + " | LAMP - WoodFisher at 0.9 |", "|---" * (len(SPARSITIES) + 2) + "|"]
+        for n in lamp:
+            lines.append(f"| {n} | " + " | ".join(f"{100 * (acc(n, 'lamp', s) - acc(n, 'magnitude', s)):+.2f}"
+                                                   for s in SPARSITIES)
+                         + f" | {100 * (acc(n, 'lamp', 0.9) - acc(n, 'woodfisher', 0.9)):+.2f} |")
+        lines.append("")
     if "mlp" in all_rows and {"magnitude", "magnitude-layer", *DATA_METHODS} <= set(
             present(all_rows["mlp"])):
         mag = max(acc("mlp", "magnitude", 0.9), acc("mlp", "magnitude-layer", 0.9))
@@ -270,6 +385,8 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=None, help="keep each (network, method)'s rows here and "
                         "reuse them on the next run (to run the methods in parts); off by default")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-validation", action="store_true", help="leave out the diagnosis on the training "
+                        "zoo's validation runs (prune_validation.csv and its summary section)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = args.zoo or zoo.default_dir()
@@ -294,6 +411,10 @@ def main() -> int:
     if seeds:
         write_results(args.out / "prune_seeds.csv", seeds, device="cpu")
         text += "\n" + seed_summary(seeds)
+    if not args.skip_validation:
+        val_rows = validation_rows(root, args.data_dir, net(), args)
+        write_results(args.out / "prune_validation.csv", val_rows, device="cpu")
+        text += "\n" + validation_summary(val_rows)
     (args.out / "summary.md").write_text(text)
     print(text)
     return 0

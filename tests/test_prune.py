@@ -44,7 +44,7 @@ def counts(masks):
     return {k: int((~m).sum()) for k, m in masks.items()}
 
 
-@pytest.mark.parametrize("method", ["random", "magnitude", "hypernet", "obs", "woodfisher", "chita"])
+@pytest.mark.parametrize("method", ["random", "magnitude", "lamp", "hypernet", "obs", "woodfisher", "chita"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.77, 0.98])
 def test_global_methods_hit_the_sparsity_exactly(trained, task, method, sparsity):
     model = copy.deepcopy(trained)
@@ -56,7 +56,8 @@ def test_global_methods_hit_the_sparsity_exactly(trained, task, method, sparsity
 
 
 @pytest.mark.parametrize("method,kwargs", [("random", {"scope": "layer"}), ("magnitude", {"scope": "layer"}),
-                                           ("hypernet", {"scope": "layer"}), ("obs", {"allocation": "uniform"})])
+                                           ("lamp", {"scope": "layer"}), ("hypernet", {"scope": "layer"}),
+                                           ("obs", {"allocation": "uniform"})])
 def test_layer_wise_methods_hit_the_sparsity_in_every_layer(lenet, task, method, kwargs):
     model = copy.deepcopy(lenet)
     masks = prune(model, 0.83, method, data=task.eval_tensors("train", 64), hypernet=MaskHypernetwork(), **kwargs)
@@ -291,6 +292,22 @@ def test_path_scores_chain_a_conv_into_a_linear_and_lamp_keeps_each_layers_order
         assert bool((score.flatten()[order].diff() >= 0).all()) and float(score.max()) == pytest.approx(1.0)
 
 
+def test_lamp_allocation_ignores_layer_scales_and_keeps_every_layer(lenet):
+    # LAMP ranks within a layer by |w| and across layers by relative size: scaling one layer by 1e-3 empties it
+    # under global magnitude pruning, and moves no LAMP mask
+    scaled = copy.deepcopy(lenet)
+    with torch.no_grad():
+        scaled.classifier[2].weight.mul_(1e-3)
+    lamp = prune(copy.deepcopy(lenet), 0.95, "lamp", apply=False)
+    assert all(torch.equal(lamp[k], m) for k, m in prune(scaled, 0.95, "lamp", apply=False).items())
+    assert not prune(scaled, 0.95, "magnitude", apply=False)["classifier.2.weight"].any()
+    for name, mask in lamp.items():
+        w = dict(lenet.named_parameters())[name].detach().abs()
+        assert mask.flatten()[w.flatten().argmax()] and w[mask].min() >= w[~mask].max(), name
+    assert {k: int(m.sum()) for k, m in lamp.items()} != \
+        {k: int(m.sum()) for k, m in prune(copy.deepcopy(lenet), 0.95, "magnitude", apply=False).items()}
+
+
 def test_offset_search_never_does_worse_than_magnitude_on_its_batch(trained, task):
     p = hypernet.prepare(trained, 16)
     x, y = task.eval_tensors("train", 256)
@@ -350,3 +367,29 @@ def test_shrink_scales_the_learned_change_and_is_chosen_on_validation(trained, t
     for j, (on, alpha) in enumerate(zip(last["active"], last["shrink"])):   # one validation run: gain > 0
         gains = {float(a): g[j] for a, g in last["val_gain_by_shrink"].items()}
         assert on == (max(gains.values()) > 0) and (not on or gains[alpha] == max(gains.values()))
+
+
+def test_benchmark_validation_diagnosis_methods_and_summary(trained, task):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import prune_accuracy as bench
+
+    net = MaskHypernetwork(token_size=16, hidden=8)   # untrained: magnitude pruning, gated or not
+    n = sum(m.numel() for m in (trained.layers[0].weight, trained.layers[2].weight, trained.layers[4].weight))
+    masks = {}
+    for method in bench.VALIDATION_FREE + bench.VALIDATION_DATA:
+        model = copy.deepcopy(trained)
+        masks[method], weights = bench.validation_pruner(method, model, task, net, net, 96)(0.9)
+        assert sum(counts(masks[method]).values()) == round(0.9 * n), method
+        assert (weights is None) == (method != "woodfisher"), method
+    for method in ("hypernet", "hypernet-ungated"):
+        assert all(torch.equal(masks[method][k], m) for k, m in masks["magnitude"].items())
+    assert all(torch.equal(masks["woodfisher-mask"][k], m) for k, m in masks["woodfisher"].items())
+    rows = [dict(name=m, x_value=s, value=v, config={"run": "r"}) for s in bench.VALIDATION_SPARSITIES
+            for m, v in (("magnitude", 0.5), ("lamp", 0.49), ("hypernet", 0.5), ("hypernet-ungated", 0.52))]
+    rows += [dict(name=m, x_value=0.9, value=0.6, config={"run": "r"}) for m in bench.VALIDATION_DATA]
+    text = bench.validation_summary(rows)
+    assert "| r | 50.00 | -1.00 | +0.00 | +2.00 | +10.00 | +10.00 | +10.00 | +10.00 |" in text
+    assert "| mean (runs below magnitude) | | -1.00 (1) | +0.00 (0) | +2.00 (0) |" in text

@@ -73,7 +73,7 @@ def test_prune_apply_help_lists_methods_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["prune", "apply", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("{random,magnitude,hypernet,obs,woodfisher,chita}", "(default: magnitude)", "(default: 1024)",
+    for text in ("{random,magnitude,lamp,hypernet,obs,woodfisher,chita}", "(default: magnitude)", "(default: 1024)",
                  "fraction of the prunable weights removed", "weight_mask", "load_pruned", "--permanent"):
         assert text in out, text
 

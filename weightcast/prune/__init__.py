@@ -3,7 +3,7 @@
     from weightcast.prune import prune
     masks = prune(model, 0.9, method="obs", data=(x, y))   # {"<layer>.weight": bool mask}, applied in place
 
-Methods (:func:`prune`): random, magnitude (global / per layer), hypernet (weights only), layer-wise OBS
+Methods (:func:`prune`): random, magnitude (global / per layer), LAMP, hypernet (weights only), layer-wise OBS
 (:mod:`.obs`, kernel :mod:`.obs_kernel`), WoodFisher and CHITA (:mod:`.fisher`). Masks are applied with
 ``torch.nn.utils.prune.custom_from_mask``; :func:`finetune` and :func:`recalibrate_bn` recover accuracy after.
 """

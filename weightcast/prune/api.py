@@ -10,7 +10,7 @@ from torch.nn.utils import prune as torch_prune
 
 from .layers import prunable_layers, weight_of
 
-DATA_FREE = ("random", "magnitude", "hypernet")
+DATA_FREE = ("random", "magnitude", "lamp", "hypernet")
 DATA_BASED = ("obs", "woodfisher", "chita")
 METHODS = DATA_FREE + DATA_BASED
 SCOPES = ("global", "layer")
@@ -57,7 +57,10 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
 
     sparsity: fraction of weights removed, in [0, 1); every method removes exactly ``round(sparsity * n)`` (n
     the prunable weights: all of them for the global methods, each layer's for layer-wise ones).
-    method: ``"random"``; ``"magnitude"`` (|w|; ``scope`` "global" or "layer"); ``"hypernet"`` (the mask
+    method: ``"random"``; ``"magnitude"`` (|w|; ``scope`` "global" or "layer"); ``"lamp"`` (LAMP scores,
+    :func:`.scores.lamp_scores`, global top-k: magnitude within each layer, a data-free layer allocation in
+    which every layer keeps its largest weight while at least one weight per layer is kept; with
+    ``scope="layer"`` it is per-layer magnitude); ``"hypernet"`` (the mask
     hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
     default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
     ``allocation`` -- "magnitude" (default): each layer loses what global magnitude would remove there,
@@ -86,6 +89,11 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
                           for n, m in layers.items()}, sparsity, scope)
     elif method == "magnitude":
         masks = keep_top({f"{n}.weight": weight_of(m).detach().abs() for n, m in layers.items()}, sparsity, scope)
+    elif method == "lamp":
+        from .scores import lamp_scores
+
+        masks = keep_top(dict(zip((f"{n}.weight" for n in layers),
+                                  lamp_scores([weight_of(m) for m in layers.values()]))), sparsity, scope)
     elif method == "hypernet":
         from .hypernet import load_default
 
