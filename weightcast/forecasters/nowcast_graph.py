@@ -88,7 +88,7 @@ def graph_forward(tensors: dict[str, torch.Tensor], feats: torch.Tensor, types: 
     """m (E, K) float32 from edge features (E, F), parameter-type indices (E,) int64 and the graph (``src``,
     ``dst`` (E,) int64 node indices < ``num_nodes``); ``rounds`` message-passing rounds (module docstring)."""
     x = torch.cat([feats, tensors["type_embed"][types]], dim=1)
-    e = torch.relu(x @ tensors["enc_w"].T + tensors["enc_b"])
+    e = torch.addmm(tensors["enc_b"], x, tensors["enc_w"].T).relu_()
     hidden = e.shape[1]
     n = e.new_zeros(num_nodes, hidden)
     ones = e.new_ones(len(src))
@@ -101,9 +101,10 @@ def graph_forward(tensors: dict[str, torch.Tensor], feats: torch.Tensor, types: 
         # [e, n[src], n[dst]] @ W.T with W split by its three input blocks: the node terms are projected once per
         # node and gathered, not once per edge (the same sum; a third of the per-edge multiplications)
         w_edge, w_src, w_dst = tensors[f"edge{r}_w"].split(hidden, dim=1)
-        e = e + torch.relu(e @ w_edge.T + (n @ w_src.T)[src] + (n @ w_dst.T)[dst] + tensors[f"edge{r}_b"])
-    decoded = torch.relu(e @ tensors["dec_w"].T + tensors["dec_b"])
-    return decoded @ tensors["out_w"].T + tensors["out_b"] + feats @ tensors["skip"].T
+        update = torch.addmm(tensors[f"edge{r}_b"], e, w_edge.T)  # a fresh tensor: in-place below is autograd-safe
+        e = e + update.add_((n @ w_src.T)[src]).add_((n @ w_dst.T)[dst]).relu_()
+    decoded = torch.addmm(tensors["dec_b"], e, tensors["dec_w"].T).relu_()
+    return torch.addmm(tensors["out_b"], decoded, tensors["out_w"].T) + feats @ tensors["skip"].T
 
 
 def graph_inputs(windows: Sequence[torch.Tensor], graph: NeuronGraph, names: Sequence[str] | None):
