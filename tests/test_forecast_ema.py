@@ -134,13 +134,23 @@ def test_bad_input_is_refused():
         wc.ForecastEMA(mlp(), object(), record_every=RECORD)
     avg = wc.ForecastEMA(mlp(), StepAhead(), decay=0.9, record_every=RECORD)
     other = wc.ForecastEMA(mlp(), StepAhead(), decay=0.8, record_every=RECORD)
-    with pytest.raises(ValueError, match="same decay"):
+    with pytest.raises(ValueError, match="same forecaster, decay"):
         other.load_state_dict(avg.state_dict())
+    with pytest.raises(ValueError, match="same forecaster, decay"):  # a plain EMA is not a forecast one
+        wc.ForecastEMA(mlp(), None, decay=0.9, record_every=RECORD).load_state_dict(avg.state_dict())
+    with pytest.raises(TypeError, match="guard must be a function"):
+        wc.ForecastEMA(mlp(), StepAhead(), record_every=RECORD, guard=3.0)
+    with pytest.raises(ValueError, match="plain EMA"):
+        wc.ForecastEMA(mlp(), None, guard=lambda m: 0.0)
+    with pytest.raises(TypeError, match="guard_fractions must be a sequence"):
+        wc.ForecastEMA(mlp(), StepAhead(), record_every=RECORD, guard_fractions=0.5)
+    with pytest.raises(ValueError, match="model with parameters"):
+        wc.ForecastEMA(torch.nn.ReLU(), None)
 
 
 def test_without_a_forecaster_it_is_torchs_ema_exactly():
-    """forecaster=None: a plain EMA, the same numbers as AveragedModel with get_ema_multi_avg_fn (its fast update
-    path included), batch-norm buffers copied from the model at every update as AveragedModel does."""
+    """forecaster=None: a plain EMA, the same numbers as AveragedModel with get_ema_multi_avg_fn, batch-norm buffers
+    copied from the model at every update; no records, no jumps."""
     def bn_mlp():
         torch.manual_seed(0)
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16),
@@ -184,3 +194,66 @@ def test_the_guard_keeps_the_best_horizon_or_the_average_as_it_is():
             torch.testing.assert_close(a, b + chosen, rtol=0, atol=0)
     with pytest.raises(ValueError, match="guard_fractions"):
         wc.ForecastEMA(mlp(), StepAhead(), record_every=RECORD, guard=lambda m: 0.0, guard_fractions=(1.0, 0.0))
+
+
+def _at_first_jump(guard):
+    """A ForecastEMA with StepAhead and ``guard`` trained to one update before its first jump (k = 8)."""
+    model = mlp()
+    avg = wc.ForecastEMA(model, StepAhead(), decay=0.5, record_every=RECORD, horizon=8 * RECORD, guard=guard)
+    train(model, 49, avg)
+    return model, avg
+
+
+def test_a_guard_loss_that_is_not_finite_never_wins_and_a_failing_guard_changes_nothing():
+    losses = iter([float("nan"), 2.0, float("inf"), 1.0])  # staying, then k = 8, 4, 2
+    _, avg = _at_first_jump(lambda m: next(losses))
+    assert avg.update() and avg.chosen == [2] and avg.num_jumps == 1  # the one finite loss, at k = 2, wins
+
+    calls = []
+
+    def failing(module):
+        calls.append(1)
+        if len(calls) == 2:  # on the first candidate, after it was written into the average
+            raise KeyError("boom")
+        return 0.0
+
+    _, avg = _at_first_jump(failing)
+    seen = []
+    with pytest.raises(KeyError):
+        avg.update(before_jump=lambda: seen.append([p.clone() for p in avg.module.parameters()]))
+    assert avg.chosen == [] and avg.num_jumps == 0 and len(avg.records) == 5
+    for a, b in zip(avg.module.parameters(), seen[0]):
+        assert torch.equal(a, b)  # the average as it was before the jump
+    _, bad = _at_first_jump(lambda m: torch.ones(3))
+    with pytest.raises(TypeError, match="must return a number"):
+        bad.update()
+
+
+def test_the_average_follows_the_live_parameters_and_refuses_a_dtype_mismatch():
+    """Parameters re-assigned after construction (load_state_dict(assign=True)) are followed; a deep copy of the
+    ForecastEMA averages its own copy of the model; a model moved to another dtype gets an error that says what to
+    do (AveragedModel also raises)."""
+    model = mlp()
+    avg = wc.ForecastEMA(model, None, decay=0.5)
+    train(model, 3, avg)
+    model.load_state_dict({k: v.clone() + 1 for k, v in model.state_dict().items()}, assign=True)
+    train(model, 20, avg)
+    for a, p in zip(avg.module.parameters(), model.parameters()):
+        assert float((a - p).detach().abs().max()) < 0.1  # it follows the new tensors (+1 away from the old ones)
+    twin = copy.deepcopy(avg)
+    before = [p.clone() for p in twin.module.parameters()]
+    train(twin.model, 5, twin)
+    assert all(not torch.equal(a, b) for a, b in zip(twin.module.parameters(), before))
+    model.double()
+    with pytest.raises(RuntimeError, match="avg.module.to"):
+        avg.update()
+
+
+def test_state_dict_is_a_snapshot():
+    model = mlp()
+    avg = wc.ForecastEMA(model, None, decay=0.5)
+    train(model, 3, avg)
+    state = avg.state_dict()
+    saved = [v.clone() for v in state["averaged"].values()]
+    train(model, 3, avg)
+    assert all(torch.equal(a, b) for a, b in zip(state["averaged"].values(), saved))

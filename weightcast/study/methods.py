@@ -112,12 +112,52 @@ def options_of(method: str) -> set[str]:
     return set(method.split("+")[1:])
 
 
+BASELINES = ("sgd", "adamw", "adamw-cosine", "lookahead-sgd", "lookahead-adamw", "schedulefree-adamw", "ema-adamw",
+             "slow-ema-adamw")
+JUMP_BASES = ("sgd", "adamw", "ema-adamw", "slow-ema-adamw")  # "jump-<base>:<predictor>"
+JUMP_PREDICTORS = ("linear", "nowcast", "nowcast-graph")
+FORECAST_BASES = ("sgd", "adamw")  # "forecast-<base>:<registered forecaster>"
+LAG_OPTION = "lag<N>, N >= 1"  # how check_method names the slow average's lag option
+
+
+def check_method(method: str) -> None:
+    """Raise ValueError, saying what is wrong and which names are valid, for a method the study cannot run (the
+    study checks every name before its first run)."""
+    from ..forecasters import names as forecaster_names
+
+    head = method.split("+", 1)[0]
+    if is_jumping(method) or is_forecasting(method):
+        kind = head.split("-", 1)[0]
+        if ":" not in head:
+            raise ValueError(f"{method}: a {kind} method names its forecaster after a colon, e.g. {head}:nowcast")
+        bases, predictors = (JUMP_BASES, JUMP_PREDICTORS) if kind == "jump" else (FORECAST_BASES, forecaster_names())
+        if base_method(method) not in bases or forecaster_of(method) not in predictors:
+            raise ValueError(f"{method}: {kind}-<base>:<forecaster> takes a base in {list(bases)} and a forecaster "
+                             f"in {list(predictors)}")
+        allowed = ({"guard", LAG_OPTION} if base_method(method) == "slow-ema-adamw" else
+                   {"guard", "guard-err", "clip"} if kind == "jump" else {"guard", "guard-err"})
+    elif head in BASELINES:
+        allowed = {LAG_OPTION} if head == "slow-ema-adamw" else set()
+    else:
+        raise ValueError(f"unknown method {method!r}; baselines {list(BASELINES)}, or jump-<base>:<predictor> "
+                         f"(bases {list(JUMP_BASES)}, predictors {list(JUMP_PREDICTORS)}) and "
+                         f"forecast-<base>:<forecaster> (bases {list(FORECAST_BASES)}), e.g. jump-adamw:nowcast+guard")
+    bad = sorted(o for o in options_of(method)
+                 if o not in allowed and not (LAG_OPTION in allowed and re.fullmatch(r"lag[1-9]\d*", o)))
+    if bad:
+        raise ValueError(f"{method}: options {bad} do not apply; {head} takes "
+                         f"{sorted('+' + o for o in allowed) or 'no options'}")
+    lag_of(method)
+
+
 def lag_of(method: str) -> int:
     """The slow average's lag in record intervals: N of a "+lag<N>" suffix, else ``SLOW_EMA_LAG``."""
     lags = [option for option in options_of(method) if re.fullmatch(r"lag\d+", option)]
-    if len(lags) > 1 or (lags and base_method(method) != "slow-ema-adamw") or lags == ["lag0"]:
-        raise ValueError(f"{method}: '+lag<N>' (N >= 1 record intervals, once) applies to the slow average only, "
-                         "e.g. slow-ema-adamw+lag3 or jump-slow-ema-adamw:nowcast+lag3")
+    if lags and base_method(method) != "slow-ema-adamw":
+        raise ValueError(f"{method}: '+lag<N>' applies to the slow average only, e.g. slow-ema-adamw+lag3 or "
+                         "jump-slow-ema-adamw:nowcast+lag3")
+    if len(lags) > 1 or lags == ["lag0"]:
+        raise ValueError(f"{method}: give one '+lag<N>' with N >= 1 record intervals, e.g. slow-ema-adamw+lag3")
     return int(lags[0][3:]) if lags else SLOW_EMA_LAG
 
 
@@ -133,7 +173,9 @@ def ema_decay(method: str, schedule: Schedule) -> float | None:
 
 
 def make_optimizer(method: str, params, lr: float, schedule: Schedule, budget: int = 0):
-    """Build ``method`` (module docstring). Returns ``(optimizer, lr_scheduler or None)``."""
+    """Build ``method`` (module docstring). Returns ``(optimizer, lr_scheduler or None)``; ValueError for a name
+    :func:`check_method` refuses."""
+    check_method(method)
     params = list(params)
     if is_jumping(method):
         return make_optimizer(base_method(method), params, lr, schedule, budget)
@@ -165,5 +207,4 @@ def make_optimizer(method: str, params, lr: float, schedule: Schedule, budget: i
                                              warmup_steps=budget // 20)
         opt.train()
         return opt, None
-    raise ValueError(f"unknown method {method!r}; e.g. sgd, adamw, adamw-cosine, lookahead-adamw, "
-                     "schedulefree-adamw, ema-adamw, jump-adamw:nowcast+guard, forecast-adamw:wnn")
+    raise ValueError(f"make_optimizer does not build {method!r}")  # check_method admits only what is built above

@@ -21,13 +21,13 @@ from .methods import (CLIP_STD, Schedule, base_method, ema_decay, forecaster_of,
 
 # a suffix on a forecasting method adds a jump guard; its criteria on the guard batch: the loss ("+guard"), or the
 # loss and the error rate ("+guard-err": a jump must lower neither, see weightcast.optim.guard)
-GUARD_SUFFIXES = {"+guard": False, "+guard-err": True}
+GUARD_OPTIONS = {"guard": False, "guard-err": True}
 GUARD_BATCH = 512  # training examples (fixed per run, never validation data) the jump guard evaluates
 
 
 def guard_of(method: str) -> bool | None:
     """None without a guard suffix; else whether the guard also watches the error rate."""
-    return next((with_error for suffix, with_error in GUARD_SUFFIXES.items() if method.endswith(suffix)), None)
+    return next((with_error for option, with_error in GUARD_OPTIONS.items() if option in options_of(method)), None)
 
 
 @torch.no_grad()
@@ -106,13 +106,10 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     opt, lr_schedule = make_optimizer(method, model.parameters(), lr, schedule, budget)
     decay = ema_decay(method, schedule)
     options = options_of(method)
-    guard_batch = (next(task.batches(GUARD_BATCH, generator=seed + 7919))
-                   if "guard" in options or guard_of(method) is not None else None)
+    guard_batch = next(task.batches(GUARD_BATCH, generator=seed + 7919)) if guard_of(method) is not None else None
     with_error = bool(guard_of(method))
     # the judged average (methods module docstring); only the slow average's jumps forecast it (and move only it)
     slow_jumps = is_jumping(method) and base_method(method) == "slow-ema-adamw"
-    if slow_jumps and (with_error or "clip" in options):
-        raise ValueError(f"{method}: the jumps of the slow average take '+guard' and '+lag<N>' only")
     average_guard = ((lambda module: _eval_guard(task, module, *guard_batch, False))
                      if slow_jumps and guard_batch is not None else None)
     average = (ForecastEMA(model, forecaster_of(method) if slow_jumps else None, decay=decay,
@@ -201,5 +198,5 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
                 result.steps_to_target, result.seconds_to_target = step, seconds
     result.train_seconds = time.perf_counter() - train_start - eval_seconds[0]
     result.final = result.curve[-1][2] if result.curve and not result.diverged else float("nan")
-    result.skipped_jumps = getattr(opt, "num_skipped_jumps", 0)
+    result.skipped_jumps = average.num_skipped_jumps if slow_jumps else getattr(opt, "num_skipped_jumps", 0)
     return result

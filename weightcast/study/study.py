@@ -21,7 +21,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from .. import data, models
-from .methods import base_method, family, options_of
+from .methods import base_method, check_method, family, options_of
 from .run import RunResult, train_run
 from .tasks import ADAMW_LRS, SGD_LRS, StudyTask
 
@@ -62,6 +62,8 @@ def run_study(study: StudyTask, methods=DEFAULT_METHODS, seeds: int = 3, data_di
     Returns ``{name: {"lr": float, "tuning": [RunResult], "runs": [RunResult]}}``, one entry per method, named
     as it ran (the slow average's methods with their tuned lag, e.g. "slow-ema-adamw+lag4").
     """
+    for method in methods:  # every name before the first run
+        check_method(method)
     if budget is not None:
         study = replace(study, budget=budget)
     task = data.get_task(study.task, data_dir=data_dir, **study.task_kwargs)
