@@ -30,6 +30,10 @@ best: the guard of the issue "forecast jumps that pay" applied to the average. A
 wins; an exception from the guard restores the average and keeps the records. :attr:`ForecastEMA.chosen` lists the
 horizon (record intervals) each jump used, 0 where the average stayed.
 
+Memory, in copies of the parameters: the average (1) and up to W records; a jump stacks the records (W more) and
+holds one forecast per candidate (1, or 3 with the default guard fractions) and, with a guard, a copy of the
+average: about 2W + 5 at a guarded jump (15 at W = 5).
+
 The average is a :class:`torch.optim.swa_utils.AveragedModel` with ``get_ema_multi_avg_fn(decay)``, updated with its
 ``update_parameters`` (which finds the model's parameters at every call, so a model moved or re-assigned after
 construction is followed, and one that no longer matches the average's dtype raises, saying what to do). Buffers
