@@ -33,6 +33,7 @@ def run_demo(out: Path, seeds: int = 1, quick: bool = False) -> str:
     (out / "tta_digits-mlp.md").write_text(table)
     plot(results, study.goal, out / "tta_digits-mlp.png", title)
     note = (f"{seeds} seed(s): steps to the goal vary by 30-60% (std/mean) over seeds on this task; 10 seeds of these "
-            "methods: benchmarks/results/averaged/tta_digits-mlp.md; every baseline, 3 seeds: "
+            "methods: benchmarks/results/averaged/tta_digits-mlp.md (with the average's lag tuned: "
+            "benchmarks/results/tuned-lag/tta_digits-mlp.md); every baseline, 3 seeds: "
             "benchmarks/results/long/tta_digits-mlp.md")
     return table + f"\n{note}\ndone in {time.perf_counter() - start:.0f} s; results in {out}\n"
