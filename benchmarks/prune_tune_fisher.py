@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import inspect
 import json
 import statistics
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 from common import RESULTS, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, keep_top, zoo
-from weightcast.prune.fisher import prune_in_stages
+from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
 
 OUT = RESULTS / "prune"
@@ -101,7 +102,8 @@ def table(rows: list[dict]) -> str:
     runs = list(dict.fromkeys(_config(r)["run"] for r in rows))
     lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation MLPs "
              "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples; the mean is over "
-             "the runs listed.", ""]
+             "the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
+             f"{DEFAULT_STAGES}, rel_damp {inspect.signature(prune_in_stages).parameters['rel_damp'].default}.", ""]
     for s in sorted({r["x_value"] for r in rows}):
         settings = {}
         for r in rows:
@@ -113,7 +115,8 @@ def table(rows: list[dict]) -> str:
             continue
         lines += [f"s = {s} (global magnitude: " + ", ".join(f"{100 * mag[(run, s)]:.2f}%" for run in runs
                                                            if (run, s) in mag) + "):", "",
-                  "| method | N | stages | rel_damp | " + " | ".join(runs) + " | mean |", "|---" * (len(runs) + 5) + "|"]
+                  "| method | N | stages | rel_damp | " + " | ".join(runs) + " | mean |",
+                  "|---" * (len(runs) + 5) + "|"]
         for (method, n, stages, damp), gains in sorted(settings.items()):
             cells = [f"{gains[run]:+.2f}" if run in gains else "" for run in runs]
             lines.append(f"| {method} | {n} | {stages} | {damp:g} | " + " | ".join(cells)
