@@ -124,3 +124,18 @@ def test_per_sample_grads_match_autograd():
         model.zero_grad()
         nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
         torch.testing.assert_close(G[i], torch.cat([model[1].weight.grad.flatten(), model[3].weight.grad.flatten()]))
+
+
+@pytest.mark.parametrize("method", ["woodfisher", "chita"])
+def test_default_stages_are_the_methods_own(method, monkeypatch):
+    from weightcast.prune import fisher
+
+    torch.manual_seed(0)
+    model = BiasFreeMLP((1, 6, 6), 4, (12, 8))
+    x, y = torch.randn(32, 1, 6, 6), torch.randint(0, 4, (32,))
+    calls = []
+    real = fisher.per_sample_grads
+    monkeypatch.setattr(fisher, "per_sample_grads", lambda *a, **k: calls.append(1) or real(*a, **k))
+    prune(model, 0.5, method, data=(x, y))   # through prune(): no stages given
+    assert len(calls) == fisher.DEFAULT_STAGES[method]
+    assert fisher.DEFAULT_STAGES["chita"] != fisher.DEFAULT_STAGES["woodfisher"]

@@ -66,7 +66,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     ``allocation`` -- "magnitude" (default): each layer loses what global magnitude would remove there,
     "global": the cheapest OBS steps over all layers, "uniform": every layer at ``sparsity`` -- ``rel_damp``,
     ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
-    global, in ``stages`` steps that recompute the gradients; method_kwargs ``stages``, ``rel_damp``, and
+    global, in ``stages`` steps that recompute the gradients; method_kwargs ``stages`` (default
+    :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, and
     ``block_size`` for WoodFisher -- None, the full Fisher -- or ``max_iter``/``tol`` for CHITA).
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.

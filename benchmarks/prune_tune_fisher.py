@@ -1,0 +1,157 @@
+"""Choose WoodFisher's and CHITA's hyperparameters on the prune zoo's validation MLPs (never a held-out model).
+
+    python benchmarks/prune_tune_fisher.py --data-dir ../shared/data --zoo .cache/prune-zoo \
+        --methods woodfisher chita --rel-damp 1e-4 1e-3 1e-2 1e-1 --stages 1 8 32 --calibration 1024 4096 \
+        --sparsities 0.9
+
+Runs: the MNIST MLPs among the training zoo's validation runs (weightcast.prune.zoo.validation_ids(), the runs
+the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)). For every setting of the
+grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py) x stages x
+rel_damp (weightcast.prune.fisher.prune_in_stages) -- and every sparsity, the one-shot validation accuracy (full
+MNIST validation split) of the pruned and updated weights, and global magnitude's once per (run, sparsity).
+
+Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema; name = method, x_value =
+sparsity, config = run, calibration, stages, rel_damp) and prune_tune_fisher.md: per sparsity and setting, the
+gain over global magnitude on each run and their mean. Resumable and cumulative: a (run, setting, sparsity)
+already in the CSV is not run again, so the grid can be run in parts (each call appends its rows) and the
+markdown always covers every row of the CSV.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import inspect
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, write_results
+from weightcast.data import get_task
+from weightcast.prune import apply_masks, keep_top, zoo
+from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
+from weightcast.prune.layers import prunable_layers, weight_of
+
+OUT = RESULTS / "prune"
+CSV_NAME, MD_NAME = "prune_tune_fisher.csv", "prune_tune_fisher.md"
+SETTING = ("calibration", "stages", "rel_damp")
+
+
+def validation_mlps() -> list:
+    """The specs of the training zoo's validation runs that are MNIST MLPs."""
+    ids = set(zoo.validation_ids())
+    return [s for s in zoo.train_specs() if s.run_id in ids and s.run_id.startswith("mnist-mlp_nobias")]
+
+
+def _config(row: dict) -> dict:
+    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+
+
+def _key(row: dict) -> tuple:
+    c = _config(row)
+    return (c["run"], row["name"], float(row["x_value"])) + tuple(c.get(k) for k in SETTING)
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [dict(r, x_value=float(r["x_value"]), value=float(r["value"])) for r in csv.DictReader(f)]
+
+
+def one_shot(model, task, masks, weights) -> float:
+    pruned = copy.deepcopy(model)
+    apply_masks(pruned, masks, weights)
+    return task.evaluate(pruned)["acc"]
+
+
+def tune_rows(specs, zoo_dir: Path, task, args, done: set[tuple]):
+    """Yield the rows of (run, setting, sparsity) not in ``done``, one at a time."""
+    for entry, model in zoo.load_models(zoo_dir, specs):
+        run = entry["id"]
+        common = dict(metric="acc", unit="fraction", x_name="sparsity", benchmark="prune-tune-fisher")
+        for s in args.sparsities:
+            if (run, "magnitude", s, None, None, None) not in done:
+                scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
+                yield dict(common, name="magnitude", x_value=s, value=one_shot(model, task, keep_top(scores, s), None),
+                           config={"run": run, "stage": "one-shot"})
+        for method in args.methods:
+            for n in args.calibration:
+                x, y = task.eval_tensors("train", n)
+                for stages in args.stages:
+                    for damp in args.rel_damp:
+                        for s in args.sparsities:
+                            if (run, method, s, n, stages, damp) in done:
+                                continue
+                            result = prune_in_stages(model, s, x, y, method, stages=stages, rel_damp=damp)
+                            acc = one_shot(model, task, {k: m for k, (m, _) in result.items()},
+                                           {k: w for k, (_, w) in result.items()})
+                            print(f"{run} {method} N={n} stages={stages} rel_damp={damp:g} s={s}: {acc:.4f}",
+                                  flush=True)
+                            yield dict(common, name=method, x_value=s, value=acc,
+                                       config={"run": run, "stage": "one-shot", "calibration": n, "stages": stages,
+                                               "rel_damp": damp})
+
+
+def table(rows: list[dict]) -> str:
+    """Per sparsity, each setting's one-shot gain over global magnitude (points) on each run and the mean over
+    the runs that have it."""
+    mag = {(_config(r)["run"], r["x_value"]): r["value"] for r in rows if r["name"] == "magnitude"}
+    runs = list(dict.fromkeys(_config(r)["run"] for r in rows))
+    lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation MLPs "
+             "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples; the mean is over "
+             "the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
+             f"{DEFAULT_STAGES}, rel_damp {inspect.signature(prune_in_stages).parameters['rel_damp'].default}.", ""]
+    for s in sorted({r["x_value"] for r in rows}):
+        settings = {}
+        for r in rows:
+            if r["name"] != "magnitude" and r["x_value"] == s:
+                c = _config(r)
+                settings.setdefault((r["name"],) + tuple(c[k] for k in SETTING), {})[c["run"]] = \
+                    100 * (r["value"] - mag[(c["run"], s)])
+        if not settings:
+            continue
+        lines += [f"s = {s} (global magnitude: " + ", ".join(f"{100 * mag[(run, s)]:.2f}%" for run in runs
+                                                           if (run, s) in mag) + "):", "",
+                  "| method | N | stages | rel_damp | " + " | ".join(runs) + " | mean |",
+                  "|---" * (len(runs) + 5) + "|"]
+        for (method, n, stages, damp), gains in sorted(settings.items()):
+            cells = [f"{gains[run]:+.2f}" if run in gains else "" for run in runs]
+            lines.append(f"| {method} | {n} | {stages} | {damp:g} | " + " | ".join(cells)
+                         + f" | {statistics.mean(gains.values()):+.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder (default zoo.default_dir())")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--methods", nargs="+", default=["woodfisher", "chita"], choices=["woodfisher", "chita"])
+    parser.add_argument("--rel-damp", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2, 1e-1])
+    parser.add_argument("--stages", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--calibration", nargs="+", type=int, default=[1024, 4096])
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    specs = validation_mlps()
+    root = args.zoo or zoo.default_dir()
+    task = get_task("mnist", args.data_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / CSV_NAME
+    rows = read_rows(path)
+    for row in tune_rows(specs, root / "train", task, args, {_key(r) for r in rows}):
+        write_results(path, [row], device="cpu", append=path.exists())
+        rows.append(row)
+        (args.out / MD_NAME).write_text(table(rows) + "\n")
+    (args.out / MD_NAME).write_text(table(rows) + "\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""benchmarks/prune_tune_fisher.py: the runs it tunes on, its rows (resumed from its CSV), its gain table."""
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from weightcast.data import get_task
+from weightcast.prune import BiasFreeMLP, apply_masks, zoo
+from weightcast.prune.fisher import prune_in_stages
+from weightcast.results import write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import prune_tune_fisher as tune  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(task):
+    torch.manual_seed(0)
+    model = BiasFreeMLP(task.input_shape, 10, (24, 12))
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    batches = task.batches(64, 0)
+    for _ in range(100):
+        x, y = next(batches)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def test_tunes_on_the_validation_mnist_mlps_only():
+    specs = tune.validation_mlps()
+    held_out = {s.run_id for s in zoo.held_out_specs()}
+    assert len(specs) == 3
+    assert all(s.run_id in zoo.validation_ids() and s.run_id not in held_out for s in specs)
+    assert {(s.task, s.arch, tuple(s.model_kwargs["widths"])) for s in specs} == {
+        ("mnist", "mlp_nobias", w) for w in ((32, 16), (64, 32), (96, 48))}
+
+
+def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkeypatch, tmp_path):
+    monkeypatch.setattr(tune.zoo, "load_models", lambda root, specs: [({"id": "r"}, trained)])
+    args = argparse.Namespace(methods=["woodfisher"], calibration=[64], stages=[1, 2], rel_damp=[1e-2],
+                              sparsities=[0.8])
+    rows = list(tune.tune_rows([], tmp_path, task, args, set()))
+    assert [(r["name"], r["config"].get("stages")) for r in rows] == [("magnitude", None), ("woodfisher", 1),
+                                                                        ("woodfisher", 2)]
+    x, y = task.eval_tensors("train", 64)
+    result = prune_in_stages(trained, 0.8, x, y, "woodfisher", stages=2, rel_damp=1e-2)
+    pruned = apply_masks(copy.deepcopy(trained), {k: m for k, (m, _) in result.items()},
+                         {k: w for k, (_, w) in result.items()})
+    assert rows[2]["value"] == task.evaluate(pruned)["acc"]
+    path = tmp_path / "t.csv"
+    write_results(path, rows[:2], device="cpu")
+    done = {tune._key(r) for r in tune.read_rows(path)}
+    assert [r["config"].get("stages") for r in tune.tune_rows([], tmp_path, task, args, done)] == [2]
+
+
+def test_table_gains_and_means():
+    def row(name, run, value, **setting):
+        return dict(name=name, x_value=0.9, value=value, config={"run": run, **setting})
+
+    setting = dict(calibration=1024, stages=8, rel_damp=1e-3)
+    rows = [row("magnitude", "a", 0.90), row("magnitude", "b", 0.80),
+            row("woodfisher", "a", 0.93, **setting), row("woodfisher", "b", 0.81, **setting),
+            row("chita", "a", 0.89, **dict(setting, stages=1))]
+    text = tune.table(rows)
+    assert "s = 0.9 (global magnitude: 90.00%, 80.00%):" in text
+    assert "| woodfisher | 1024 | 8 | 0.001 | +3.00 | +1.00 | +2.00 |" in text
+    assert "| chita | 1024 | 1 | 0.001 | -1.00 |  | -1.00 |" in text
