@@ -50,6 +50,13 @@ CALIBRATION_SEEDS = (1, 2)
 OUT = RESULTS / "prune"
 
 
+def save_cache(cached: Path | None, rows: list[dict]) -> None:
+    """Write ``rows`` to the ``--cache`` file ``cached`` (None: no cache)."""
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(rows))
+
+
 def method_pruner(method: str, model, data, net):
     """(prepare seconds, function sparsity -> (masks, weights or None))."""
     start = time.perf_counter()
@@ -116,9 +123,7 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
                      dict(common, metric="time", unit="s", value=seconds, config={**config, "prepare_s": prep})]
             print(f"{name} {method} s={s}: one-shot {one_shot:.4f} recovered {recovered:.4f} "
                   f"({seconds:.2f} s)", flush=True)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(rows[start_rows:]))
+        save_cache(cached, rows[start_rows:])
     return rows
 
 
@@ -181,9 +186,7 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
                                 x_name="sparsity", x_value=s, value=task.evaluate(pruned)["acc"],
                                 config={"run": entry["id"], "stage": "one-shot", "calibration": args.calibration}))
                 print(f"validation {entry['id']} {method} s={s}: {new[-1]['value']:.4f}", flush=True)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(new))
+        save_cache(cached, new)
         rows += new
     return rows
 
@@ -242,9 +245,7 @@ def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) 
                             config={"network": name, "run": entry["id"], "calibration_seed": seed,
                                     "stage": "one-shot"}))
             print(f"{name} {method} s=0.9 calibration seed {seed}: {new[-1]['value']:.4f}", flush=True)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(new))
+        save_cache(cached, new)
         rows += new
     return rows
 

@@ -4,36 +4,13 @@ import copy
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from torch import nn
-
-from weightcast.data import get_task
-from weightcast.prune import BiasFreeMLP, apply_masks, zoo
+from weightcast.prune import apply_masks, zoo
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.results import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import prune_tune_fisher as tune  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def task():
-    return get_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(task):
-    torch.manual_seed(0)
-    model = BiasFreeMLP(task.input_shape, 10, (24, 12))
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    batches = task.batches(64, 0)
-    for _ in range(100):
-        x, y = next(batches)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+from test_prune import task, trained  # noqa: E402,F401  (the digits task and a trained bias-free MLP)
 
 
 def test_tunes_on_the_validation_mnist_mlps_only():
