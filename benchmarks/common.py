@@ -2,6 +2,7 @@
 median timing (weightcast.timing) and the conversion of a benchmark's wide rows into the writer's long rows."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -10,6 +11,11 @@ from weightcast.results import device_name, write_results  # noqa: F401  (re-exp
 from weightcast.timing import median_ms  # noqa: F401  (re-exported for the benchmark scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def row_config(row: Mapping[str, Any]) -> dict:
+    """A results row's config as a dict (a JSON string when the row was read back from a CSV)."""
+    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
 
 
 def device_slug(device: str) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, write_results
+from common import RESULTS, row_config, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
 from weightcast.prune.allocation import search_offsets
@@ -193,8 +193,8 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
 
 def validation_summary(rows: list[dict]) -> str:
     """Per validation run, each method's one-shot gain over global magnitude (points); WoodFisher absolute."""
-    acc = {(_config(r)["run"], r["name"], r["x_value"]): r["value"] for r in rows}
-    runs = list(dict.fromkeys(_config(r)["run"] for r in rows))
+    acc = {(row_config(r)["run"], r["name"], r["x_value"]): r["value"] for r in rows}
+    runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
     lines = ["Validation runs of the training zoo (where the hypernetwork's checkpoint and gate were chosen; no "
              "held-out model): one-shot accuracy gain over global magnitude (points). hypernet: as shipped (gated); "
              "hypernet-ungated: its learned change at full strength at every s. With data (ceilings, s = 0.9): "
@@ -322,12 +322,8 @@ def present(rows: list[dict]) -> list[str]:
     return [m for m in METHODS if any(r["name"] == m for r in rows)]
 
 
-def _config(row) -> dict:
-    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-
-
 def _stage(row):
-    return _config(row).get("stage")
+    return row_config(row).get("stage")
 
 
 def summary(all_rows: dict[str, list[dict]]) -> str:

@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import inspect
-import json
 import statistics
 from pathlib import Path
 
 import torch
 
-from common import RESULTS, write_results
+from common import RESULTS, row_config, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, keep_top, zoo
 from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
+from weightcast.results import read_results
 
 OUT = RESULTS / "prune"
 CSV_NAME, MD_NAME = "prune_tune_fisher.csv", "prune_tune_fisher.md"
@@ -45,20 +44,16 @@ def validation_mlps() -> list:
     return [s for s in zoo.train_specs() if s.run_id in ids and s.run_id.startswith("mnist-mlp_nobias")]
 
 
-def _config(row: dict) -> dict:
-    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
-
-
 def _key(row: dict) -> tuple:
-    c = _config(row)
+    c = row_config(row)
     return (c["run"], row["name"], float(row["x_value"])) + tuple(c.get(k) for k in SETTING)
 
 
 def read_rows(path: Path) -> list[dict]:
+    """The rows written so far (none when the file does not exist), x_value and value as floats."""
     if not path.exists():
         return []
-    with open(path, newline="") as f:
-        return [dict(r, x_value=float(r["x_value"]), value=float(r["value"])) for r in csv.DictReader(f)]
+    return [dict(r, x_value=float(r["x_value"]), value=float(r["value"])) for r in read_results(path)]
 
 
 def one_shot(model, task, masks, weights) -> float:
@@ -98,8 +93,8 @@ def tune_rows(specs, zoo_dir: Path, task, args, done: set[tuple]):
 def table(rows: list[dict]) -> str:
     """Per sparsity, each setting's one-shot gain over global magnitude (points) on each run and the mean over
     the runs that have it."""
-    mag = {(_config(r)["run"], r["x_value"]): r["value"] for r in rows if r["name"] == "magnitude"}
-    runs = list(dict.fromkeys(_config(r)["run"] for r in rows))
+    mag = {(row_config(r)["run"], r["x_value"]): r["value"] for r in rows if r["name"] == "magnitude"}
+    runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
     lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation MLPs "
              "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples; the mean is over "
              "the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
@@ -108,7 +103,7 @@ def table(rows: list[dict]) -> str:
         settings = {}
         for r in rows:
             if r["name"] != "magnitude" and r["x_value"] == s:
-                c = _config(r)
+                c = row_config(r)
                 settings.setdefault((r["name"],) + tuple(c[k] for k in SETTING), {})[c["run"]] = \
                     100 * (r["value"] - mag[(c["run"], s)])
         if not settings:
