@@ -117,6 +117,9 @@ BASELINES = ("sgd", "adamw", "adamw-cosine", "lookahead-sgd", "lookahead-adamw",
 JUMP_BASES = ("sgd", "adamw", "ema-adamw", "slow-ema-adamw")  # "jump-<base>:<predictor>"
 JUMP_PREDICTORS = ("linear", "nowcast", "nowcast-graph")
 FORECAST_BASES = ("sgd", "adamw")  # "forecast-<base>:<registered forecaster>"
+# a suffix on a forecasting method adds a jump guard; its criteria on the guard batch: the loss ("+guard"), or the
+# loss and the error rate ("+guard-err": a jump must lower neither, see weightcast.optim.guard)
+GUARD_OPTIONS = {"guard": False, "guard-err": True}
 LAG_OPTION = "lag<N>, N >= 1"  # how check_method names the slow average's lag option
 
 
@@ -135,7 +138,7 @@ def check_method(method: str) -> None:
             raise ValueError(f"{method}: {kind}-<base>:<forecaster> takes a base in {list(bases)} and a forecaster "
                              f"in {list(predictors)}")
         allowed = ({"guard", LAG_OPTION} if base_method(method) == "slow-ema-adamw" else
-                   {"guard", "guard-err", "clip"} if kind == "jump" else {"guard", "guard-err"})
+                   {*GUARD_OPTIONS, "clip"} if kind == "jump" else set(GUARD_OPTIONS))
     elif head in BASELINES:
         allowed = {LAG_OPTION} if head == "slow-ema-adamw" else set()
     else:

@@ -15,13 +15,9 @@ import torch
 
 from ..averaging import ForecastEMA
 from .jumps import Jumps, linear_predictor, nowcast_predictor
-from .methods import (CLIP_STD, Schedule, base_method, ema_decay, forecaster_of, is_forecasting, is_jumping,
-                      make_optimizer, options_of)
+from .methods import (CLIP_STD, GUARD_OPTIONS, Schedule, base_method, ema_decay, forecaster_of, is_forecasting,
+                      is_jumping, make_optimizer, options_of)
 
-
-# a suffix on a forecasting method adds a jump guard; its criteria on the guard batch: the loss ("+guard"), or the
-# loss and the error rate ("+guard-err": a jump must lower neither, see weightcast.optim.guard)
-GUARD_OPTIONS = {"guard": False, "guard-err": True}
 GUARD_BATCH = 512  # training examples (fixed per run, never validation data) the jump guard evaluates
 
 
