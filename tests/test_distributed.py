@@ -28,6 +28,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
     torch.save({"gathered": gathered, "jumps": opt.num_jumps}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()  # both ranks done with gloo before either tears it down (a race there aborts a rank)
     dist.destroy_process_group()
 
 
@@ -81,6 +82,7 @@ def _fsdp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         refused = str(exc)
     torch.save({"plain": plain, "no_jump": no_jump, "jumps": jumps, "refused": refused},
                os.path.join(out_dir, f"fsdp{rank}.pt"))
+    dist.barrier()  # both ranks done with gloo before either tears it down (a race there aborts a rank)
     dist.destroy_process_group()
 
 
