@@ -62,15 +62,15 @@ def method_pruner(method: str, model, data, net):
     start = time.perf_counter()
     layers = prunable_layers(model)
     layer_keys = [f"{n}.weight" for n in layers]
-    if method in ("random", "magnitude", "magnitude-layer", "lamp", "hypernet"):
+    if method == "hypernet":   # its scores, or WoodFisher on its input prior's samples where calibrated
+        return 0.0, lambda s: net.prune(model, s)
+    if method in ("random", "magnitude", "magnitude-layer", "lamp"):
         scope = "layer" if method == "magnitude-layer" else "global"
 
         def run(s):
             if method == "random":
                 g = torch.Generator().manual_seed(int(s * 1000))
                 scores = {f"{n}.weight": torch.rand(weight_of(m).shape, generator=g) for n, m in layers.items()}
-            elif method == "hypernet":
-                scores = net.scores(model, s)
             elif method == "lamp":
                 scores = dict(zip(layer_keys, lamp_scores([weight_of(m) for m in layers.values()])))
             else:

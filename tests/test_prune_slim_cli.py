@@ -83,6 +83,12 @@ def finetune_args(tmp_path, weights, *extra):
             "--out", str(tmp_path / "slim.safetensors"), "--steps", "1", *extra]
 
 
+@pytest.mark.parametrize("flag, value, match", [("--hypernet", "missing.safetensors", "--hypernet .*no such file"),
+                                                ("--out", "/nonexist/dir/h.safetensors", "--out .*does not exist")])
+def test_prune_prior_bad_input_is_one_line(capsys, flag, value, match):
+    assert re.search(match, error_of(["prune", "prior", flag, value], capsys))
+
+
 def test_slim_finetune_bad_input_is_one_line(tmp_path, capsys):
     model = get("lenet5", **get_task("digits").model_kwargs())
     pt = tmp_path / "pre.pt"

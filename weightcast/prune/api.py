@@ -62,7 +62,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     which every layer keeps its largest weight while at least one weight per layer is kept; with
     ``scope="layer"`` it is per-layer magnitude); ``"hypernet"`` (the mask
     hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
-    default the shipped one; ``scope`` as for magnitude); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
+    default the shipped one; ``scope`` as for magnitude; where it is calibrated, WoodFisher on samples of its
+    input prior for the model's task, :meth:`MaskHypernetwork.prune` -- method_kwargs ``prior`` names the task,
+    found from the model when omitted, and ``samples``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
     ``allocation`` -- "magnitude" (default): each layer loses what global magnitude would remove there,
     "global": the cheapest OBS steps over all layers, "uniform": every layer at ``sparsity`` -- ``rel_damp``,
     ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
@@ -99,7 +101,7 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
         from .hypernet import load_default
 
         net = hypernet if hypernet is not None else load_default()
-        masks = keep_top(net.scores(model, sparsity), sparsity, scope)
+        masks, weights = net.prune(model, sparsity, scope, **method_kwargs)
     else:
         masks, weights = _data_based(method, model, sparsity, x, y, method_kwargs)
     if apply:

@@ -2,6 +2,8 @@
 
     weightcast prune zoo   --data-dir DATA [--zoo DIR]                   train + held-out zoos (resumable)
     weightcast prune train --data-dir DATA [--zoo DIR] [--out FILE] [--steps N]
+    weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] [--out FILE]
+        (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples)
     weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
         (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it)
 """
@@ -36,7 +38,9 @@ def add_subparser(subparsers) -> None:
     sub = parser.add_subparsers(dest="prune_command", required=True)
     zoo = sub.add_parser("zoo", help="build the training and held-out zoos of pretrained models")
     train = sub.add_parser("train", help="train the mask hypernetwork on the training zoo")
-    for p in (zoo, train):
+    prior = sub.add_parser("prior", help="fit the mask hypernetwork's input priors (one per training task) and "
+                                         "choose on the validation runs where it prunes by WoodFisher on them")
+    for p in (zoo, train, prior):
         p.add_argument("--zoo", type=Path, default=None, help="zoo folder (default $WEIGHTCAST_PRUNE_ZOO or "
                        "~/.cache/weightcast/prune-zoo)")
         p.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
@@ -65,6 +69,10 @@ def add_subparser(subparsers) -> None:
     train.add_argument("--hidden", type=int, default=32)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
+    prior.add_argument("--hypernet", type=Path, default=None,
+                       help="the trained hypernetwork to add the priors to (default: the shipped one)")
+    prior.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
+    prior.set_defaults(func=_prior)
     apply = sub.add_parser(
         "apply", formatter_class=HelpFormatter,
         help="prune a saved model (state_dict file) and save the pruned state_dict",
@@ -149,6 +157,42 @@ def _train(args) -> int:
              for per_run in targets],
             "train_log": log, "validation": validation, "torch": torch.__version__}
     hypernet.save(net, out, card)
+    print(f"saved {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _prior(args) -> int:
+    import torch
+
+    from ..data import get_task
+    from . import hypernet, zoo
+
+    source = args.hypernet or hypernet.DEFAULT_FILE
+    if not source.is_file():
+        raise InputError(f"--hypernet {source}: no such file; pass a weights file written by `weightcast prune "
+                         "train`")
+    out = args.out or hypernet.DEFAULT_FILE
+    _check_out(out)
+    torch.set_num_threads(args.threads)
+    net = hypernet.load(source)
+    card = json.loads(source.with_suffix(".json").read_text()) if source.with_suffix(".json").exists() else {}
+    root = args.zoo or zoo.default_dir()
+    val_ids = set(zoo.validation_ids())
+    loaded = zoo.load_models(root / "train", [s for s in zoo.train_specs() if s.run_id in val_ids])
+    tasks = {name: get_task(name, args.data_dir) for name in sorted({s.task for s in zoo.train_specs()})}
+    start = time.perf_counter()
+    hypernet.fit_priors(net, tasks)
+    row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded])
+    card["input_priors"] = {
+        "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
+        "method": "weightcast.prune.prior (module docstring): class means, shared within-class covariance and "
+                  "class frequencies of each task's whole training split; MaskHypernetwork.prune runs "
+                  f"WoodFisher on {hypernet.CALIBRATION_SAMPLES} samples where `calibrated` is set",
+        "tasks": {name: {"examples": len(task.train_y), "shape": list(net.priors[name].shape)}
+                  for name, task in tasks.items()},
+        "validation_runs": [e["id"] for e, _ in loaded], "sparsities": list(hypernet.VAL_SPARSITIES),
+        **row, "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+    hypernet.save(net, out, {k: v for k, v in card.items() if k != "config"})
     print(f"saved {out} and {out.with_suffix('.json')}")
     return 0
 

@@ -26,6 +26,13 @@ validation runs decides, per sparsity of a grid, whether the learned change is u
 (:meth:`MaskHypernetwork.applies_at`): where it did not beat magnitude on validation, the hypernetwork falls back
 to magnitude pruning.
 
+Input priors (:mod:`.prior`, :meth:`MaskHypernetwork.prune`): the hypernetwork also keeps, per task of its
+training zoo, a class-conditional Gaussian of the task's inputs fitted on its training split, and at the
+sparsities where that beat its scores on every validation run of the task (``calibrated``,
+:func:`choose_calibration`) it prunes by WoodFisher on 1,024 labelled samples of the prior of the model's task:
+a mask *and* the compensating weight update, still without reading any data. Elsewhere, and for models of a
+task it has no prior for, it prunes by its scores.
+
 Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
 sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, either through the task
 loss of the masked network relative to that of global magnitude's mask, a random s in [0.5, 0.98] per step,
@@ -54,6 +61,7 @@ from torch.func import functional_call
 
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
 from .layers import prunable_layers, weight_of
+from .prior import InputPrior
 from .scores import lamp_scores, path_scores
 
 NUM_FEATURES = 11
@@ -61,6 +69,8 @@ LAYER_FEATURES = 8
 VAL_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)   # where checkpoints are judged against magnitude
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
+PRIOR_PREFIX = "prior."     # the input priors' tensors in the weights file: prior.<task>.<field>
+CALIBRATION_SAMPLES = 1024   # synthetic inputs per prune() on an input prior, as many as the benchmark's real batch
 
 
 @dataclass
@@ -185,6 +195,10 @@ class MaskHypernetwork(nn.Module):
         # at which of VAL_SPARSITIES the learned change is used, and how much of it (set by train's early stopping)
         self.register_buffer("active", torch.ones(len(VAL_SPARSITIES), dtype=torch.bool))
         self.register_buffer("shrink", torch.ones(len(VAL_SPARSITIES)))
+        self.priors: dict[str, InputPrior] = {}   # task name -> input prior (prior.py), saved with the weights
+        # task name -> at which of VAL_SPARSITIES prune() runs WoodFisher on that prior's samples
+        # (choose_calibration; none until chosen)
+        self.calibrated: dict[str, list[bool]] = {}
 
     def config(self) -> dict:
         return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift,
@@ -193,13 +207,46 @@ class MaskHypernetwork(nn.Module):
     def applies_at(self, sparsity: float) -> bool:
         """Whether the learned change is used at ``sparsity``: at an active sparsity of :data:`VAL_SPARSITIES`,
         or strictly between two neighbouring active ones; elsewhere the scores are global magnitude's."""
-        active = self.active.tolist()
-        for i, grid_s in enumerate(VAL_SPARSITIES):
-            if abs(sparsity - grid_s) < 1e-9:
-                return active[i]
-            if i and VAL_SPARSITIES[i - 1] < sparsity < grid_s:
-                return active[i - 1] and active[i]
-        return False
+        return _on_grid(self.active.tolist(), sparsity)
+
+    def calibrates_at(self, sparsity: float, prior: str) -> bool:
+        """Whether :meth:`prune` runs WoodFisher on the samples of input prior ``prior`` at ``sparsity``: where
+        its ``calibrated`` flag is set on :data:`VAL_SPARSITIES`, or strictly between two such
+        (:func:`choose_calibration`)."""
+        return _on_grid(self.calibrated.get(prior, [False] * len(VAL_SPARSITIES)), sparsity)
+
+    def prior_for(self, model: nn.Module, prior: str | None = None) -> str | None:
+        """The name of the input prior :meth:`prune` uses for ``model``: ``prior`` itself, else the one whose
+        task ``model`` classifies (:meth:`InputPrior.accepts`), None if none. Raises ValueError for an unknown
+        name, or when several priors fit (pass ``prior=``)."""
+        if prior is not None:
+            if prior not in self.priors:
+                raise ValueError(f"the hypernetwork has no input prior {prior!r}; it has {sorted(self.priors)}")
+            return prior
+        fitting = [name for name, p in self.priors.items() if p.accepts(model)]
+        if len(fitting) > 1:
+            raise ValueError(f"the model accepts the inputs of several input priors {fitting}; name the task it "
+                             "was trained on with prior=")
+        return fitting[0] if fitting else None
+
+    def prune(self, model: nn.Module, sparsity: float, scope: str = "global", prior: str | None = None,
+              samples: int = CALIBRATION_SAMPLES) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """(masks, new weights or None) for ``model`` at ``sparsity``, reading its weights only: where
+        the input prior of the model's task (:meth:`prior_for`) :meth:`calibrates_at`, WoodFisher
+        (:func:`.fisher.prune_in_stages`, global) on ``samples`` labelled inputs drawn from the prior -- masks and
+        the compensated float64 weights; otherwise the top :meth:`scores` (``scope`` "global" or "layer"), weights
+        unchanged (None). ``scope="layer"`` always takes the scores."""
+        from .api import keep_top
+
+        chosen = self.prior_for(model, prior) if scope == "global" else None
+        if chosen is None or not self.calibrates_at(sparsity, chosen):
+            return keep_top(self.scores(model, sparsity), sparsity, scope), None
+        from .fisher import prune_in_stages
+
+        x, y = self.priors[chosen].sample(samples)
+        device = weight_of(next(iter(prunable_layers(model).values()))).device
+        result = prune_in_stages(model, sparsity, x.to(device), y.to(device), "woodfisher")
+        return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
 
     def strength(self, sparsity: float) -> float:
         """The fraction of the learned change used at ``sparsity`` (0 where :meth:`applies_at` is False): the
@@ -268,6 +315,17 @@ class MaskHypernetwork(nn.Module):
             out[name] = flat[start:start + shape.numel()].reshape(shape).to(device)
             start += shape.numel()
         return out
+
+
+def _on_grid(flags: list[bool], sparsity: float) -> bool:
+    """``flags`` (one per :data:`VAL_SPARSITIES`) read at ``sparsity``: the grid point's flag, strictly between
+    two grid points both of theirs, outside the grid False."""
+    for i, grid_s in enumerate(VAL_SPARSITIES):
+        if abs(sparsity - grid_s) < 1e-9:
+            return flags[i]
+        if i and VAL_SPARSITIES[i - 1] < sparsity < grid_s:
+            return flags[i - 1] and flags[i]
+    return False
 
 
 def straight_through_mask(scores: torch.Tensor, sparsity: float, temperature: float = 0.1) -> torch.Tensor:
@@ -430,20 +488,50 @@ def _choose_shrink(net: MaskHypernetwork, val_zoo, floor: list[list[float]], shr
 @torch.no_grad()
 def val_accuracies(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
                    sparsities: tuple[float, ...] = VAL_SPARSITIES, limit: int | None = None) -> list[list[float]]:
-    """Accuracy of each of ``zoo``'s models (rows) at each sparsity of ``sparsities`` (columns) under the
-    hypernetwork's global masks, on the first ``limit`` validation examples of the model's task (default: its
-    whole validation split, so that checkpoints differing by noise are not taken for better)."""
-    from .api import apply_masks, keep_top
+    """Accuracy of each of ``zoo``'s models (rows) at each sparsity of ``sparsities`` (columns) pruned by the
+    hypernetwork (:meth:`MaskHypernetwork.prune`, global), on the first ``limit`` validation examples of the
+    model's task (default: its whole validation split, so that checkpoints differing by noise are not taken for
+    better)."""
+    from .api import apply_masks
 
     out = []
     for model, task in zoo:
         row = []
         for s in sparsities:
             pruned = copy.deepcopy(model)
-            apply_masks(pruned, keep_top(net.scores(pruned, s), s))
+            apply_masks(pruned, *net.prune(pruned, s))
             row.append(task.evaluate(pruned, limit=limit)["acc"])
         out.append(row)
     return out
+
+
+def fit_priors(net: MaskHypernetwork, tasks: dict[str, object]) -> None:
+    """Fit ``net.priors[name]`` (:meth:`.prior.InputPrior.fit`) on the whole training split of every task of
+    ``tasks`` (name -> :class:`weightcast.data.Task` with ``train_x``/``train_y``)."""
+    for name, task in sorted(tasks.items()):
+        net.priors[name] = InputPrior.fit(task.train_x.cpu(), task.train_y.cpu())
+
+
+def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, object]], log=print) -> dict:
+    """Set ``net.calibrated``: for each input prior and each s of :data:`VAL_SPARSITIES`, whether WoodFisher on
+    the prior's samples (:meth:`MaskHypernetwork.prune`) beats the hypernetwork's scores there on the validation
+    runs of ``val_zoo`` of the prior's task on average and loses on none of them -- the rule that gates the
+    learned change against magnitude; a prior without validation runs is never used. Returns the log row: the
+    flags, each run's prior, and both validation accuracies per run and sparsity."""
+    grid = len(VAL_SPARSITIES)
+    net.calibrated = {name: [False] * grid for name in net.priors}
+    scored = val_accuracies(net, val_zoo)
+    net.calibrated = {name: [True] * grid for name in net.priors}
+    calibrated = val_accuracies(net, val_zoo)
+    owners = [net.prior_for(model) for model, _ in val_zoo]
+    for name in net.priors:
+        runs = [i for i, owner in enumerate(owners) if owner == name]
+        gains = [[calibrated[i][j] - scored[i][j] for i in runs] for j in range(grid)]
+        net.calibrated[name] = [bool(g) and sum(g) > 0 and min(g) >= 0 for g in gains]
+        log(f"WoodFisher on the {name} prior used at s = "
+            f"{[s for s, on in zip(VAL_SPARSITIES, net.calibrated[name]) if on]} ({len(runs)} validation runs)")
+    return {"calibrated": net.calibrated, "prior_of_run": owners, "val_acc_scores": scored,
+            "val_acc_calibrated": calibrated}
 
 
 def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
@@ -458,8 +546,13 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
     with .json) -- the card says how the weights were made."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
-              metadata={"config": json.dumps(net.config())})
+    tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+    for name, prior in net.priors.items():
+        tensors.update(prior.tensors(f"{PRIOR_PREFIX}{name}."))
+        tensors[f"{PRIOR_PREFIX}{name}.calibrated"] = torch.tensor(net.calibrated.get(name, [False] * len(
+            VAL_SPARSITIES)))
+    save_file(tensors, str(path), metadata={"config": json.dumps(net.config()),
+                                            "priors": json.dumps({n: p.shape for n, p in net.priors.items()})})
     path.with_suffix(".json").write_text(json.dumps({**card, "config": net.config()}, indent=2) + "\n")
 
 
@@ -472,9 +565,13 @@ def load(path: str | Path) -> MaskHypernetwork:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    net = MaskHypernetwork(**config)
-    net.load_state_dict(load_file(str(path)))
+        metadata = f.metadata()
+    net = MaskHypernetwork(**json.loads(metadata["config"]))
+    tensors = load_file(str(path))
+    for name, shape in json.loads(metadata.get("priors", "{}")).items():
+        net.priors[name] = InputPrior.from_tensors(tensors, f"{PRIOR_PREFIX}{name}.", tuple(shape))
+        net.calibrated[name] = tensors[f"{PRIOR_PREFIX}{name}.calibrated"].tolist()
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PRIOR_PREFIX)})
     return net.eval()
 
 
@@ -486,8 +583,9 @@ def load_default() -> MaskHypernetwork:
 @torch.no_grad()
 def validate(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
              sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)) -> dict:
-    """Mean validation accuracy over ``zoo``'s models (on their tasks' validation split) of the hypernetwork's
-    global masks and of global magnitude masks, per sparsity: ``{"hypernet": {s: acc}, "magnitude": {...}}``."""
+    """Mean validation accuracy over ``zoo``'s models (on their tasks' validation split) pruned by the
+    hypernetwork (:meth:`MaskHypernetwork.prune`, global) and by global magnitude, per sparsity:
+    ``{"hypernet": {s: acc}, "magnitude": {...}}``."""
     from .api import apply_masks, keep_top
 
     out = {"hypernet": {}, "magnitude": {}}
@@ -496,10 +594,11 @@ def validate(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
         for model, task in zoo:
             for method in accs:
                 pruned = copy.deepcopy(model)
-                layers = prunable_layers(pruned)
-                scores = (net.scores(pruned, s) if method == "hypernet" else
-                          {f"{n}.weight": weight_of(m).abs() for n, m in layers.items()})
-                apply_masks(pruned, keep_top(scores, s))
+                if method == "hypernet":
+                    apply_masks(pruned, *net.prune(pruned, s))
+                else:
+                    apply_masks(pruned, keep_top({f"{n}.weight": weight_of(m).abs()
+                                                  for n, m in prunable_layers(pruned).items()}, s))
                 accs[method].append(task.evaluate(pruned)["acc"])
         for method, values in accs.items():
             out[method][str(s)] = round(sum(values) / len(values), 4)

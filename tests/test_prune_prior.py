@@ -1,0 +1,133 @@
+"""The input prior (class-conditional Gaussian of a task's inputs) and the hypernetwork's pruning on its samples."""
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from weightcast.prune import BiasFreeMLP, MaskHypernetwork, hypernet, prune
+from weightcast.prune.fisher import prune_in_stages
+from weightcast.prune.prior import InputPrior
+from test_prune import task, trained  # noqa: F401 -- the shared fixtures
+
+
+def lda_draws(n, seed=0):
+    """Inputs (n, 1, 2, 3) of a known class-conditional Gaussian: 3 classes, shared covariance L L^T."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.tensor([[0.0] * 6, [2.0] * 6, [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]])
+    L = torch.tril(torch.rand(6, 6, generator=g)) + torch.eye(6)
+    y = torch.multinomial(torch.tensor([0.5, 0.3, 0.2]), n, replacement=True, generator=g)
+    x = means[y] + torch.randn(n, 6, generator=g) @ L.T
+    return x.reshape(n, 1, 2, 3), y, means, L @ L.T
+
+
+def test_the_prior_recovers_the_class_means_covariance_and_frequencies():
+    x, y, means, cov = lda_draws(40_000)
+    prior = InputPrior.fit(x, y)
+    assert prior.shape == (1, 2, 3)
+    assert torch.allclose(prior.means, means, atol=0.1)
+    fitted = prior.scale_tril @ prior.scale_tril.T
+    assert torch.allclose(fitted, cov, rtol=0.05, atol=0.1)
+    assert torch.allclose(prior.class_probs, torch.tensor([0.5, 0.3, 0.2]), atol=0.01)
+    assert prior.bounds.tolist() == [x.min().item(), x.max().item()]
+
+
+def test_samples_are_labelled_bounded_and_reproducible():
+    x, y, _, _ = lda_draws(5_000)
+    prior = InputPrior.fit(x.clamp(-1.5, 3.0), y)
+    xs, ys = prior.sample(3_000, seed=4)
+    assert xs.shape == (3_000, 1, 2, 3) and xs.dtype == torch.float32 and ys.dtype == torch.int64
+    assert xs.min() >= -1.5 and xs.max() <= 3.0
+    assert torch.equal(xs, prior.sample(3_000, seed=4)[0]) and not torch.equal(xs, prior.sample(3_000, seed=5)[0])
+    class_means = torch.stack([xs.flatten(1)[ys == c].mean(0) for c in range(3)])
+    assert torch.allclose(class_means, prior.means, atol=0.25)   # clamping moves them a little
+
+
+def test_fit_refuses_a_class_without_examples():
+    x, y, _, _ = lda_draws(100)
+    with pytest.raises(ValueError, match=r"classes \[1\] have no example"):
+        InputPrior.fit(x[y != 1], y[y != 1])
+
+
+def test_a_prior_accepts_the_classifiers_of_its_task_only(task, trained):
+    prior = InputPrior.fit(task.train_x, task.train_y)
+    assert prior.accepts(trained)
+    torch.manual_seed(0)
+    assert not prior.accepts(BiasFreeMLP(task.input_shape, 10, (24, 12)))   # right shapes, not a digits classifier
+    assert not prior.accepts(BiasFreeMLP((1, 28, 28), 10, (8,)))   # another input size
+    assert not prior.accepts(BiasFreeMLP(task.input_shape, 7, (8,)))   # another number of classes
+
+
+@pytest.fixture(scope="module")
+def calibrated_net(task):
+    net = MaskHypernetwork(token_size=16, hidden=8)
+    hypernet.fit_priors(net, {"digits": task})
+    net.calibrated["digits"] = [False, False, False, True, True, False]   # at 0.9 and 0.95
+    return net
+
+
+def test_where_calibrated_the_hypernetwork_is_woodfisher_on_the_priors_samples(trained, calibrated_net):
+    x, y = calibrated_net.priors["digits"].sample(hypernet.CALIBRATION_SAMPLES)
+    expected = prune_in_stages(trained, 0.9, x, y, "woodfisher")
+    model = copy.deepcopy(trained)
+    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net)
+    for key, (mask, weight) in expected.items():
+        assert torch.equal(masks[key], mask)
+        layer = dict(model.named_modules())[key.removesuffix(".weight")]
+        assert torch.equal(layer.weight, (weight * mask).float())
+    assert [calibrated_net.calibrates_at(s, "digits") for s in (0.85, 0.9, 0.92, 0.95, 0.97)] == \
+        [False, True, True, True, False]
+
+
+def test_elsewhere_or_per_layer_it_takes_its_scores(trained, calibrated_net):
+    for s, scope in ((0.8, "global"), (0.9, "layer")):
+        model = copy.deepcopy(trained)
+        masks = prune(model, s, "hypernet", hypernet=calibrated_net, scope=scope)
+        magnitude = prune(copy.deepcopy(trained), s, "magnitude", scope=scope)   # untrained net: magnitude
+        assert all(torch.equal(masks[k], magnitude[k]) for k in masks)
+        assert torch.equal(model.layers[0].weight_orig, trained.layers[0].weight)   # weights not updated
+
+
+def test_a_model_no_prior_fits_takes_the_scores(calibrated_net):
+    model = BiasFreeMLP((1, 28, 28), 10, (8,))   # MNIST-sized: the net has a digits prior only
+    assert calibrated_net.prior_for(model) is None
+    masks = prune(copy.deepcopy(model), 0.9, "hypernet", hypernet=calibrated_net)
+    assert all(torch.equal(masks[k], m) for k, m in prune(copy.deepcopy(model), 0.9, "magnitude").items())
+
+
+def test_an_unknown_or_ambiguous_prior_is_refused(trained, calibrated_net):
+    with pytest.raises(ValueError, match=r"no input prior 'mnist'; it has \['digits'\]"):
+        prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, prior="mnist")
+    net = copy.deepcopy(calibrated_net)
+    net.priors["digits-copy"] = net.priors["digits"]
+    with pytest.raises(ValueError, match="several input priors"):
+        prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net)
+    masks = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net, prior="digits")   # named: it runs
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.9 * sum(m.numel() for m in masks.values()))
+
+
+def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, tmp_path):
+    path = tmp_path / "h.safetensors"
+    hypernet.save(calibrated_net, path, {"command": "test"})
+    again = hypernet.load(path)
+    assert again.calibrated == calibrated_net.calibrated
+    for field in ("means", "scale_tril", "class_probs", "bounds"):
+        assert torch.equal(getattr(again.priors["digits"], field), getattr(calibrated_net.priors["digits"], field))
+    assert again.priors["digits"].shape == calibrated_net.priors["digits"].shape
+    older = {k: v for k, v in load_file(str(path)).items() if not k.startswith("prior.")}
+    save_file(older, str(path), metadata={"config": '{"token_size": 16, "hidden": 8}'})
+    old = hypernet.load(path)
+    assert old.priors == {} and old.calibrated == {}
+
+
+def test_calibration_is_chosen_where_it_beats_the_scores_on_every_validation_run(trained, task):
+    net = MaskHypernetwork(token_size=16, hidden=8)
+    hypernet.fit_priors(net, {"digits": task})
+    x, y, _, _ = lda_draws(1000)
+    net.priors["other"] = InputPrior.fit(x, y)   # a task without validation runs
+    row = hypernet.choose_calibration(net, [(trained, task), (trained, task)], log=lambda *_: None)
+    before, after = row["val_acc_scores"][0], row["val_acc_calibrated"][0]
+    assert row["prior_of_run"] == ["digits", "digits"]
+    assert row["calibrated"]["digits"] == net.calibrated["digits"] == [a > b for a, b in zip(after, before)]
+    assert any(net.calibrated["digits"])   # WoodFisher on the prior beats magnitude somewhere on this digits MLP
+    assert net.calibrated["other"] == [False] * len(hypernet.VAL_SPARSITIES)
