@@ -7,8 +7,10 @@ Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's t
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
 Methods: random, magnitude (global, per layer), LAMP (global), hypernet (shipped weights,
 MaskHypernetwork.prune: global), layer-wise OBS (each layer losing what global magnitude removes there;
-"obs-global": the cheapest steps over all layers' traces; "obs-uniform": OBC's uniform allocation), WoodFisher, CHITA (with their defaults: full Fisher, weightcast.prune.fisher.DEFAULT_STAGES stages); calibration:
-the first 1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and after recovery
+"obs-global": the cheapest steps over all layers' traces; "obs-uniform": OBC's uniform allocation), WoodFisher,
+CHITA (with their defaults: full Fisher, weightcast.prune.fisher.DEFAULT_STAGES stages); calibration: the first
+1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and
+after recovery
 (BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
 masked model), the achieved sparsity, and the seconds the method took (OBS: its shared preparation -- Hessians
 and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages, gradients included). Writes, per
