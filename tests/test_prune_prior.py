@@ -3,9 +3,10 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import load_file, save_file
 
-from weightcast.prune import BiasFreeMLP, MaskHypernetwork, hypernet, prune
+from weightcast.prune import BiasFreeMLP, MaskHypernetwork, apply_masks, hypernet, prune
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.prior import InputPrior
 from test_prune import task, trained  # noqa: F401 -- the shared fixtures
@@ -70,13 +71,32 @@ def test_where_calibrated_the_hypernetwork_is_woodfisher_on_the_priors_samples(t
     x, y = calibrated_net.priors["digits"].sample(hypernet.CALIBRATION_SAMPLES)
     expected = prune_in_stages(trained, 0.9, x, y, "woodfisher")
     model = copy.deepcopy(trained)
-    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net)
+    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net, draws=1)
     for key, (mask, weight) in expected.items():
         assert torch.equal(masks[key], mask)
         layer = dict(model.named_modules())[key.removesuffix(".weight")]
         assert torch.equal(layer.weight, (weight * mask).float())
     assert [calibrated_net.calibrates_at(s, "digits") for s in (0.85, 0.9, 0.92, 0.95, 0.97)] == \
         [False, True, True, True, False]
+
+
+def test_of_several_draws_it_keeps_the_one_best_on_another_draw(trained, calibrated_net):
+    prior = calibrated_net.priors["digits"]
+    x_check, y_check = prior.sample(512, seed=3)
+    losses, results = [], []
+    for seed in range(3):
+        result = prune_in_stages(trained, 0.95, *prior.sample(512, seed), "woodfisher")
+        pruned = apply_masks(copy.deepcopy(trained), {k: m for k, (m, _) in result.items()},
+                             {k: w for k, (_, w) in result.items()})
+        with torch.no_grad():
+            losses.append(float(nn.functional.cross_entropy(pruned(x_check), y_check)))
+        results.append(result)
+    best = results[min(range(3), key=losses.__getitem__)]
+    masks, weights = calibrated_net.prune(trained, 0.95, samples=512, draws=3)
+    assert all(torch.equal(masks[k], m) and torch.equal(weights[k], w) for k, (m, w) in best.items())
+    for bad in ({"samples": 0}, {"draws": 0}):
+        with pytest.raises(ValueError, match="samples and draws must be positive"):
+            calibrated_net.prune(trained, 0.95, **bad)
 
 
 def test_elsewhere_or_per_layer_it_takes_its_scores(trained, calibrated_net):
@@ -125,9 +145,9 @@ def test_calibration_is_chosen_where_it_beats_the_scores_on_every_validation_run
     hypernet.fit_priors(net, {"digits": task})
     x, y, _, _ = lda_draws(1000)
     net.priors["other"] = InputPrior.fit(x, y)   # a task without validation runs
-    row = hypernet.choose_calibration(net, [(trained, task), (trained, task)], log=lambda *_: None)
+    row = hypernet.choose_calibration(net, [(trained, task)], log=lambda *_: None)
     before, after = row["val_acc_scores"][0], row["val_acc_calibrated"][0]
-    assert row["prior_of_run"] == ["digits", "digits"]
+    assert row["prior_of_run"] == ["digits"]
     assert row["calibrated"]["digits"] == net.calibrated["digits"] == [a > b for a, b in zip(after, before)]
     assert any(net.calibrated["digits"])   # WoodFisher on the prior beats magnitude somewhere on this digits MLP
     assert net.calibrated["other"] == [False] * len(hypernet.VAL_SPARSITIES)

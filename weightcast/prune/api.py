@@ -64,7 +64,7 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
     default the shipped one; ``scope`` as for magnitude; where it is calibrated, WoodFisher on samples of its
     input prior for the model's task, :meth:`MaskHypernetwork.prune` -- method_kwargs ``prior`` names the task,
-    found from the model when omitted, and ``samples``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
+    found from the model when omitted, ``samples`` and ``draws``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
     ``allocation`` -- "magnitude" (default): each layer loses what global magnitude would remove there,
     "global": the cheapest OBS steps over all layers, "uniform": every layer at ``sparsity`` -- ``rel_damp``,
     ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;

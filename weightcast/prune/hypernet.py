@@ -29,8 +29,9 @@ to magnitude pruning.
 Input priors (:mod:`.prior`, :meth:`MaskHypernetwork.prune`): the hypernetwork also keeps, per task of its
 training zoo, a class-conditional Gaussian of the task's inputs fitted on its training split, and at the
 sparsities where that beat its scores on every validation run of the task (``calibrated``,
-:func:`choose_calibration`) it prunes by WoodFisher on 1,024 labelled samples of the prior of the model's task:
-a mask *and* the compensating weight update, still without reading any data. Elsewhere, and for models of a
+:func:`choose_calibration`) it prunes by WoodFisher on 1,024 labelled samples of the prior of the model's task
+(the best of three draws on a fourth): a mask *and* the compensating weight update, still without reading any
+data. Elsewhere, and for models of a
 task it has no prior for, it prunes by its scores.
 
 Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
@@ -71,6 +72,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
 PRIOR_PREFIX = "prior."     # the input priors' tensors in the weights file: prior.<task>.<field>
 CALIBRATION_SAMPLES = 1024   # synthetic inputs per prune() on an input prior, as many as the benchmark's real batch
+CALIBRATION_DRAWS = 3   # prune() runs WoodFisher on this many draws of them and keeps the best on another draw
 
 
 @dataclass
@@ -230,23 +232,38 @@ class MaskHypernetwork(nn.Module):
         return fitting[0] if fitting else None
 
     def prune(self, model: nn.Module, sparsity: float, scope: str = "global", prior: str | None = None,
-              samples: int = CALIBRATION_SAMPLES) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+              samples: int = CALIBRATION_SAMPLES, draws: int = CALIBRATION_DRAWS
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """(masks, new weights or None) for ``model`` at ``sparsity``, reading its weights only: where
         the input prior of the model's task (:meth:`prior_for`) :meth:`calibrates_at`, WoodFisher
-        (:func:`.fisher.prune_in_stages`, global) on ``samples`` labelled inputs drawn from the prior -- masks and
-        the compensated float64 weights; otherwise the top :meth:`scores` (``scope`` "global" or "layer"), weights
-        unchanged (None). ``scope="layer"`` always takes the scores."""
-        from .api import keep_top
+        (:func:`.fisher.prune_in_stages`, global) on ``samples`` labelled inputs drawn from the prior, ``draws``
+        times (seeds 0 .. draws-1), keeping the draw whose pruned model has the lowest cross-entropy on another
+        draw (seed ``draws``) -- masks and the compensated float64 weights; otherwise the top :meth:`scores`
+        (``scope`` "global" or "layer"), weights unchanged (None). ``scope="layer"`` always takes the scores.
+        Raises ValueError for ``samples`` or ``draws`` below 1."""
+        from .api import apply_masks, keep_top
 
+        if samples < 1 or draws < 1:
+            raise ValueError(f"samples and draws must be positive integers, got samples={samples}, draws={draws}")
         chosen = self.prior_for(model, prior) if scope == "global" else None
         if chosen is None or not self.calibrates_at(sparsity, chosen):
             return keep_top(self.scores(model, sparsity), sparsity, scope), None
         from .fisher import prune_in_stages
 
-        x, y = self.priors[chosen].sample(samples)
-        device = weight_of(next(iter(prunable_layers(model).values()))).device
-        result = prune_in_stages(model, sparsity, x.to(device), y.to(device), "woodfisher")
-        return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
+        first = weight_of(next(iter(prunable_layers(model).values())))
+        x_check, y_check = self.priors[chosen].sample(samples, seed=draws)
+        x_check, y_check = x_check.to(first.device, first.dtype), y_check.to(first.device)
+        best = None
+        for seed in range(draws):
+            x, y = self.priors[chosen].sample(samples, seed)
+            result = prune_in_stages(model, sparsity, x.to(first.device), y.to(first.device), "woodfisher")
+            masks, weights = {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
+            with torch.no_grad():
+                pruned = apply_masks(copy.deepcopy(model), masks, weights).eval()
+                loss = float(F.cross_entropy(pruned(x_check), y_check))
+            if best is None or loss < best[0]:
+                best = (loss, masks, weights)
+        return best[1], best[2]
 
     def strength(self, sparsity: float) -> float:
         """The fraction of the learned change used at ``sparsity`` (0 where :meth:`applies_at` is False): the
