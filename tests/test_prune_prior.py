@@ -44,10 +44,26 @@ def test_samples_are_labelled_bounded_and_reproducible():
     assert torch.allclose(class_means, prior.means, atol=0.25)   # clamping moves them a little
 
 
-def test_fit_refuses_a_class_without_examples():
+def test_fit_refuses_labels_it_cannot_use_and_takes_any_integer_labels():
     x, y, _, _ = lda_draws(100)
     with pytest.raises(ValueError, match=r"classes \[1\] have no example"):
         InputPrior.fit(x[y != 1], y[y != 1])
+    for bad_y in (y.float(), y[:50], y[:, None], torch.zeros(100, dtype=torch.long)):
+        with pytest.raises(ValueError, match="integer labels|at least two classes"):
+            InputPrior.fit(x, bad_y)
+    fitted = InputPrior.fit(x, y.to(torch.uint8))
+    assert torch.equal(fitted.means, InputPrior.fit(x, y).means)
+    constant = InputPrior.fit(torch.ones(20, 3), torch.arange(20) % 2)   # no variance: the ridge floor
+    assert torch.isfinite(constant.scale_tril).all()
+
+
+def test_a_prior_with_wrong_or_non_finite_tensors_is_refused():
+    prior = InputPrior.fit(*lda_draws(500)[:2])
+    fields = {f: getattr(prior, f) for f in ("means", "scale_tril", "class_probs", "bounds")}
+    for name, bad in (("class_probs", prior.class_probs[:2]), ("bounds", prior.bounds[:1]),
+                      ("scale_tril", prior.scale_tril * float("nan"))):
+        with pytest.raises(ValueError, match="needs means|must be finite"):
+            InputPrior(**{**fields, name: bad}, shape=prior.shape)
 
 
 def test_a_prior_accepts_the_classifiers_of_its_task_only(task, trained):
@@ -94,9 +110,32 @@ def test_of_several_draws_it_keeps_the_one_best_on_another_draw(trained, calibra
     best = results[min(range(3), key=losses.__getitem__)]
     masks, weights = calibrated_net.prune(trained, 0.95, samples=512, draws=3)
     assert all(torch.equal(masks[k], m) and torch.equal(weights[k], w) for k, (m, w) in best.items())
-    for bad in ({"samples": 0}, {"draws": 0}):
-        with pytest.raises(ValueError, match="samples and draws must be positive"):
-            calibrated_net.prune(trained, 0.95, **bad)
+    for name, bad in (("samples", 0), ("draws", 0), ("samples", 2.5), ("draws", True)):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+            calibrated_net.prune(trained, 0.95, **{name: bad})
+
+
+def test_a_double_model_is_pruned_on_double_samples(trained, calibrated_net):
+    model = copy.deepcopy(trained).double()
+    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net, draws=1)
+    expected = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, draws=1)
+    assert model.layers[0].weight.dtype == torch.float64
+    agree = sum(int((masks[k] == expected[k]).sum()) for k in masks) / sum(m.numel() for m in masks.values())
+    assert agree > 0.97   # the same draws; float64 gradients move only near-ties of the selection
+
+
+def test_where_no_prior_is_calibrated_the_model_is_not_run(trained, calibrated_net):
+    class TwoInputs(nn.Module):   # cannot run on a batch alone: the old scores path must not call it
+        def __init__(self):
+            super().__init__()
+            self.inner = copy.deepcopy(trained)
+
+        def forward(self, x, scale):
+            return self.inner(x) * scale
+
+    masks = prune(TwoInputs(), 0.8, "hypernet", hypernet=calibrated_net)   # not calibrated at 0.8
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.8 * sum(m.numel() for m in masks.values()))
+    assert not calibrated_net.priors["digits"].accepts(TwoInputs())   # any failure to run: not its classifier
 
 
 def test_elsewhere_or_per_layer_it_takes_its_scores(trained, calibrated_net):
@@ -115,11 +154,19 @@ def test_a_model_no_prior_fits_takes_the_scores(calibrated_net):
     assert all(torch.equal(masks[k], m) for k, m in prune(copy.deepcopy(model), 0.9, "magnitude").items())
 
 
-def test_an_unknown_or_ambiguous_prior_is_refused(trained, calibrated_net):
-    with pytest.raises(ValueError, match=r"no input prior 'mnist'; it has \['digits'\]"):
-        prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, prior="mnist")
+def test_an_unknown_ambiguous_or_unfitting_prior_is_refused(trained, calibrated_net):
+    for scope in ("global", "layer"):
+        with pytest.raises(ValueError, match=r"no input prior 'mnist'; it has \['digits'\]"):
+            prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, prior="mnist", scope=scope)
+    for model, match in ((BiasFreeMLP((1, 28, 28), 10, (8,)), r"does not run on this prior's inputs \(1, 8, 8\)"),
+                         (BiasFreeMLP((1, 8, 8), 7, (8,)), r"returns \(2, 7\) .* not one logit per class \(2, 10\)")):
+        before = copy.deepcopy(model.state_dict())
+        with pytest.raises(ValueError, match=match):
+            prune(model, 0.9, "hypernet", hypernet=calibrated_net, prior="digits")
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # left as it was
     net = copy.deepcopy(calibrated_net)
     net.priors["digits-copy"] = net.priors["digits"]
+    net.calibrated["digits-copy"] = net.calibrated["digits"]
     with pytest.raises(ValueError, match="several input priors"):
         prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net)
     masks = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=net, prior="digits")   # named: it runs
@@ -134,8 +181,18 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
     for field in ("means", "scale_tril", "class_probs", "bounds"):
         assert torch.equal(getattr(again.priors["digits"], field), getattr(calibrated_net.priors["digits"], field))
     assert again.priors["digits"].shape == calibrated_net.priors["digits"].shape
-    older = {k: v for k, v in load_file(str(path)).items() if not k.startswith("prior.")}
-    save_file(older, str(path), metadata={"config": '{"token_size": 16, "hidden": 8}'})
+    tensors = load_file(str(path))
+    config = '{"token_size": 16, "hidden": 8}'
+    damaged = [({k: v for k, v in tensors.items() if k != "prior.digits.scale_tril"}, '{"digits": [1, 8, 8]}'),
+               ({**tensors, "prior.digits.calibrated": torch.ones(2, dtype=torch.bool)}, '{"digits": [1, 8, 8]}'),
+               ({**tensors, "prior.digits.bounds": torch.zeros(3)}, '{"digits": [1, 8, 8]}'),
+               (tensors, "{}"), (tensors, "{not json")]
+    for file_tensors, priors in damaged:
+        save_file(file_tensors, str(path), metadata={"config": config, "priors": priors})
+        with pytest.raises(ValueError, match="its input priors are damaged"):
+            hypernet.load(path)
+    older = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
+    save_file(older, str(path), metadata={"config": config})
     old = hypernet.load(path)
     assert old.priors == {} and old.calibrated == {}
 

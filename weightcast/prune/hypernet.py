@@ -217,15 +217,24 @@ class MaskHypernetwork(nn.Module):
         (:func:`choose_calibration`)."""
         return _on_grid(self.calibrated.get(prior, [False] * len(VAL_SPARSITIES)), sparsity)
 
-    def prior_for(self, model: nn.Module, prior: str | None = None) -> str | None:
-        """The name of the input prior :meth:`prune` uses for ``model``: ``prior`` itself, else the one whose
-        task ``model`` classifies (:meth:`InputPrior.accepts`), None if none. Raises ValueError for an unknown
-        name, or when several priors fit (pass ``prior=``)."""
+    def _check_prior_name(self, prior: str | None) -> None:
+        if prior is not None and prior not in self.priors:
+            raise ValueError(f"the hypernetwork has no input prior {prior!r}; it has {sorted(self.priors)}")
+
+    def prior_for(self, model: nn.Module, prior: str | None = None, names: list[str] | None = None) -> str | None:
+        """The name of the input prior :meth:`prune` uses for ``model``, among ``names`` (default: all): ``prior``
+        itself if it is among them (checked with :meth:`InputPrior.logits`), else the one whose task ``model``
+        classifies (:meth:`InputPrior.accepts`), None if none. Runs the model on synthetic inputs. Raises
+        ValueError for an unknown name, a named prior the model does not fit, or several priors that fit (pass
+        ``prior=``)."""
+        self._check_prior_name(prior)
+        names = list(self.priors) if names is None else names
         if prior is not None:
-            if prior not in self.priors:
-                raise ValueError(f"the hypernetwork has no input prior {prior!r}; it has {sorted(self.priors)}")
-            return prior
-        fitting = [name for name, p in self.priors.items() if p.accepts(model)]
+            if prior in names:
+                self.priors[prior].logits(model, 2)
+                return prior
+            return None
+        fitting = [name for name in names if self.priors[name].accepts(model)]
         if len(fitting) > 1:
             raise ValueError(f"the model accepts the inputs of several input priors {fitting}; name the task it "
                              "was trained on with prior=")
@@ -234,19 +243,24 @@ class MaskHypernetwork(nn.Module):
     def prune(self, model: nn.Module, sparsity: float, scope: str = "global", prior: str | None = None,
               samples: int = CALIBRATION_SAMPLES, draws: int = CALIBRATION_DRAWS
               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
-        """(masks, new weights or None) for ``model`` at ``sparsity``, reading its weights only: where
-        the input prior of the model's task (:meth:`prior_for`) :meth:`calibrates_at`, WoodFisher
-        (:func:`.fisher.prune_in_stages`, global) on ``samples`` labelled inputs drawn from the prior, ``draws``
-        times (seeds 0 .. draws-1), keeping the draw whose pruned model has the lowest cross-entropy on another
-        draw (seed ``draws``) -- masks and the compensated float64 weights; otherwise the top :meth:`scores`
-        (``scope`` "global" or "layer"), weights unchanged (None). ``scope="layer"`` always takes the scores.
-        Raises ValueError for ``samples`` or ``draws`` below 1."""
+        """(masks, new weights or None) for ``model`` at ``sparsity``, from its weights and no data: where the input
+        prior of the model's task (:meth:`prior_for`, among the priors that :meth:`calibrates_at` ``sparsity``)
+        is calibrated, WoodFisher (:func:`.fisher.prune_in_stages`, global) on ``samples`` labelled inputs drawn
+        from the prior (about 1,024: the Fisher is estimated from them), ``draws`` times (seeds 0 .. draws-1),
+        keeping the draw whose pruned model has the lowest cross-entropy on another draw (seed ``draws``) --
+        masks and the compensated float64 weights; the model is run on those synthetic inputs. Otherwise the top
+        :meth:`scores` (``scope`` "global" or "layer"), weights unchanged (None); ``scope="layer"`` always takes
+        the scores. Raises ValueError for ``samples`` or ``draws`` that are not positive integers, and as
+        :meth:`prior_for` does."""
         from .api import apply_masks, keep_top
 
-        if samples < 1 or draws < 1:
-            raise ValueError(f"samples and draws must be positive integers, got samples={samples}, draws={draws}")
-        chosen = self.prior_for(model, prior) if scope == "global" else None
-        if chosen is None or not self.calibrates_at(sparsity, chosen):
+        for name, value in (("samples", samples), ("draws", draws)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self._check_prior_name(prior)
+        calibrated = [name for name in self.priors if self.calibrates_at(sparsity, name)]
+        chosen = self.prior_for(model, prior, calibrated) if scope == "global" and calibrated else None
+        if chosen is None:
             return keep_top(self.scores(model, sparsity), sparsity, scope), None
         from .fisher import prune_in_stages
 
@@ -256,12 +270,13 @@ class MaskHypernetwork(nn.Module):
         best = None
         for seed in range(draws):
             x, y = self.priors[chosen].sample(samples, seed)
-            result = prune_in_stages(model, sparsity, x.to(first.device), y.to(first.device), "woodfisher")
+            result = prune_in_stages(model, sparsity, x.to(first.device, first.dtype), y.to(first.device),
+                                     "woodfisher")
             masks, weights = {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
             with torch.no_grad():
                 pruned = apply_masks(copy.deepcopy(model), masks, weights).eval()
                 loss = float(F.cross_entropy(pruned(x_check), y_check))
-            if best is None or loss < best[0]:
+            if best is None or loss < best[0] or math.isnan(best[0]):   # a NaN loss never wins
                 best = (loss, masks, weights)
         return best[1], best[2]
 
@@ -574,7 +589,8 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
 
 
 def load(path: str | Path) -> MaskHypernetwork:
-    """A saved hypernetwork (see :func:`save`). Raises FileNotFoundError saying how to train one."""
+    """A saved hypernetwork (see :func:`save`). Raises FileNotFoundError saying how to train one, ValueError
+    naming the file when its input priors are incomplete or inconsistent."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no mask hypernetwork at {path}; train one with `weightcast prune train --zoo DIR "
@@ -585,9 +601,21 @@ def load(path: str | Path) -> MaskHypernetwork:
         metadata = f.metadata()
     net = MaskHypernetwork(**json.loads(metadata["config"]))
     tensors = load_file(str(path))
-    for name, shape in json.loads(metadata.get("priors", "{}")).items():
-        net.priors[name] = InputPrior.from_tensors(tensors, f"{PRIOR_PREFIX}{name}.", tuple(shape))
-        net.calibrated[name] = tensors[f"{PRIOR_PREFIX}{name}.calibrated"].tolist()
+    try:
+        shapes = json.loads(metadata.get("priors", "{}"))
+        for name, shape in shapes.items():
+            prefix = f"{PRIOR_PREFIX}{name}."
+            net.priors[name] = InputPrior.from_tensors(tensors, prefix, tuple(shape))
+            net.calibrated[name] = tensors[prefix + "calibrated"].tolist()
+            if len(net.calibrated[name]) != len(VAL_SPARSITIES):
+                raise ValueError(f"prior {name!r} has {len(net.calibrated[name])} calibration flags, not one per "
+                                 f"sparsity of {VAL_SPARSITIES}")
+        stray = {k.split(".")[1] for k in tensors if k.startswith(PRIOR_PREFIX)} - set(shapes)
+        if stray:
+            raise ValueError(f"tensors of priors {sorted(stray)} but no entry for them in the metadata")
+    except (KeyError, ValueError) as exc:   # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: its input priors are damaged ({exc}); rewrite them with `weightcast prune "
+                         "prior --hypernet FILE --out FILE`") from exc
     net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PRIOR_PREFIX)})
     return net.eval()
 
