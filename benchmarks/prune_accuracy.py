@@ -34,6 +34,7 @@ import torch
 from common import RESULTS, row_config, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
+from weightcast.prune.api import masks_and_weights
 from weightcast.prune.allocation import search_offsets
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
@@ -83,12 +84,8 @@ def method_pruner(method: str, model, data, net):
         state = obs_prepare(model, x)
         prep = time.perf_counter() - start
         allocation = method.partition("-")[2] or "magnitude"
-        return prep, lambda s: _split(obs_prune(model, s, x, allocation=allocation, state=state))
-    return 0.0, lambda s: _split(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
-
-
-def _split(result):
-    return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
+        return prep, lambda s: masks_and_weights(obs_prune(model, s, x, allocation=allocation, state=state))
+    return 0.0, lambda s: masks_and_weights(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
 
 
 def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:

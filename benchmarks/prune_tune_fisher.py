@@ -29,6 +29,7 @@ import torch
 from common import RESULTS, row_config, write_results
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, keep_top, zoo
+from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.results import read_results
@@ -81,8 +82,7 @@ def tune_rows(specs, zoo_dir: Path, task, args, done: set[tuple]):
                             if (run, method, s, n, stages, damp) in done:
                                 continue
                             result = prune_in_stages(model, s, x, y, method, stages=stages, rel_damp=damp)
-                            acc = one_shot(model, task, {k: m for k, (m, _) in result.items()},
-                                           {k: w for k, (_, w) in result.items()})
+                            acc = one_shot(model, task, *masks_and_weights(result))
                             print(f"{run} {method} N={n} stages={stages} rel_damp={damp:g} s={s}: {acc:.4f}",
                                   flush=True)
                             yield dict(common, name=method, x_value=s, value=acc,

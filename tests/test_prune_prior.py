@@ -7,6 +7,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from weightcast.prune import BiasFreeMLP, MaskHypernetwork, apply_masks, hypernet, prune
+from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.prior import InputPrior
 from test_prune import task, trained  # noqa: F401 -- the shared fixtures
@@ -102,8 +103,7 @@ def test_of_several_draws_it_keeps_the_one_best_on_another_draw(trained, calibra
     losses, results = [], []
     for seed in range(3):
         result = prune_in_stages(trained, 0.95, *prior.sample(512, seed), "woodfisher")
-        pruned = apply_masks(copy.deepcopy(trained), {k: m for k, (m, _) in result.items()},
-                             {k: w for k, (_, w) in result.items()})
+        pruned = apply_masks(copy.deepcopy(trained), *masks_and_weights(result))
         with torch.no_grad():
             losses.append(float(nn.functional.cross_entropy(pruned(x_check), y_check)))
         results.append(result)

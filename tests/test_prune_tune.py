@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from weightcast.prune import apply_masks, zoo
+from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.results import write_results
 
@@ -31,8 +32,7 @@ def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkey
                                                                         ("woodfisher", 2)]
     x, y = task.eval_tensors("train", 64)
     result = prune_in_stages(trained, 0.8, x, y, "woodfisher", stages=2, rel_damp=1e-2)
-    pruned = apply_masks(copy.deepcopy(trained), {k: m for k, (m, _) in result.items()},
-                         {k: w for k, (_, w) in result.items()})
+    pruned = apply_masks(copy.deepcopy(trained), *masks_and_weights(result))
     assert rows[2]["value"] == task.evaluate(pruned)["acc"]
     path = tmp_path / "t.csv"
     write_results(path, rows[:2], device="cpu")

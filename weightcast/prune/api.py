@@ -133,6 +133,13 @@ def _data_based(method, model, sparsity, x, y, kwargs) -> tuple[dict, dict]:
         from .fisher import prune_in_stages
 
         result = prune_in_stages(model, sparsity, x, y, method, **kwargs)
+    return masks_and_weights(result)
+
+
+def masks_and_weights(result: dict[str, tuple[torch.Tensor, torch.Tensor]]
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The ``{name: (mask, weight)}`` of the data-based pruners (OBS, WoodFisher, CHITA) as ``(masks, weights)``,
+    the arguments of :func:`apply_masks`."""
     return {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
 
 

@@ -252,7 +252,7 @@ class MaskHypernetwork(nn.Module):
         :meth:`scores` (``scope`` "global" or "layer"), weights unchanged (None); ``scope="layer"`` always takes
         the scores. Raises ValueError for ``samples`` or ``draws`` that are not positive integers, and as
         :meth:`prior_for` does."""
-        from .api import apply_masks, keep_top
+        from .api import apply_masks, keep_top, masks_and_weights
 
         for name, value in (("samples", samples), ("draws", draws)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -272,7 +272,7 @@ class MaskHypernetwork(nn.Module):
             x, y = self.priors[chosen].sample(samples, seed)
             result = prune_in_stages(model, sparsity, x.to(first.device, first.dtype), y.to(first.device),
                                      "woodfisher")
-            masks, weights = {k: m for k, (m, _) in result.items()}, {k: w for k, (_, w) in result.items()}
+            masks, weights = masks_and_weights(result)
             with torch.no_grad():
                 pruned = apply_masks(copy.deepcopy(model), masks, weights).eval()
                 loss = float(F.cross_entropy(pruned(x_check), y_check))
