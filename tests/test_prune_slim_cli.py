@@ -89,6 +89,18 @@ def test_prune_prior_bad_input_is_one_line(capsys, flag, value, match):
     assert re.search(match, error_of(["prune", "prior", flag, value], capsys))
 
 
+@pytest.mark.parametrize("command", ["train", "prior"])
+def test_prune_commands_name_a_missing_zoo_in_one_line(tmp_path, capsys, command):
+    err = error_of(["prune", command, "--zoo", str(tmp_path), "--data-dir", str(tmp_path)], capsys)
+    assert re.search(r"zoo .* lacks runs .*build it with `weightcast prune zoo", err)
+
+
+def test_missing_data_is_one_line(state, tmp_path, capsys):
+    argv = apply_args(state, tmp_path / "p.pt", "--data-dir", str(tmp_path))
+    argv[argv.index("--task") + 1] = "mnist"
+    assert re.search(r"MNIST file not found: .*train-images-idx3-ubyte.gz", error_of(argv, capsys))
+
+
 def test_slim_finetune_bad_input_is_one_line(tmp_path, capsys):
     model = get("lenet5", **get_task("digits").model_kwargs())
     pt = tmp_path / "pre.pt"

@@ -7,3 +7,8 @@ calling the library can catch them as :class:`InputError` or as the :class:`Valu
 
 class InputError(ValueError):
     """Bad input (a file, a directory, an argument): the message names it and says how to repair it."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or directory the user named, or must build first, is missing: the message says how to make it.
+    Also a :class:`FileNotFoundError`, so code that catches that keeps working."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError, MissingInputError
 from .splits import Splits
 
 ENV_VAR = "WEIGHTCAST_DATA"
@@ -36,7 +37,7 @@ def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir is None:
         data_dir = os.environ.get(ENV_VAR)
     if not data_dir:
-        raise FileNotFoundError(
+        raise MissingInputError(
             "MNIST needs a data directory: pass data_dir=... (CLI: --data-dir DIR) or set "
             f"{ENV_VAR}=DIR, where DIR holds the four idx gz files or a mnist/ folder with them."
         )
@@ -50,28 +51,29 @@ def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
 def read_idx(path: Path, magic: int, shape: tuple[int, ...]) -> torch.Tensor:
     """Read one gzip-compressed idx file of unsigned bytes; return a uint8 tensor of exactly ``shape``.
 
-    Raises FileNotFoundError or ValueError naming the file and what was expected.
+    Raises :class:`weightcast.errors.MissingInputError` (a FileNotFoundError) or
+    :class:`weightcast.errors.InputError` (a ValueError) naming the file and what was expected.
     """
     kind = f"a gzip-compressed idx file of uint8 with magic {magic} and shape {'x'.join(map(str, shape))}"
     if not path.is_file():
-        raise FileNotFoundError(f"MNIST file not found: {path}; expected {kind} there.")
+        raise MissingInputError(f"MNIST file not found: {path}; expected {kind} there.")
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path} is corrupt ({e}); expected {kind}. Replace it with the original file.") from e
+        raise InputError(f"{path} is corrupt ({e}); expected {kind}. Replace it with the original file.") from e
     header = 4 + 4 * len(shape)
     if len(raw) < header:
-        raise ValueError(f"{path} holds {len(raw)} bytes after decompression, too few for an idx header; "
+        raise InputError(f"{path} holds {len(raw)} bytes after decompression, too few for an idx header; "
                          f"expected {kind}.")
     found_magic, *dims = struct.unpack(f">{1 + len(shape)}I", raw[:header])
     if found_magic != magic:
-        raise ValueError(f"{path} has idx magic number {found_magic}; expected {kind}.")
+        raise InputError(f"{path} has idx magic number {found_magic}; expected {kind}.")
     if tuple(dims) != shape:
-        raise ValueError(f"{path} has shape {'x'.join(map(str, dims))}; expected {kind}.")
+        raise InputError(f"{path} has shape {'x'.join(map(str, dims))}; expected {kind}.")
     body = raw[header:]
     if len(body) != torch.Size(shape).numel():
-        raise ValueError(f"{path} holds {len(body)} data bytes, but its header promises "
+        raise InputError(f"{path} holds {len(body)} data bytes, but its header promises "
                          f"{torch.Size(shape).numel()}; the file is truncated or padded. Expected {kind}.")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(shape)
 
@@ -82,7 +84,7 @@ def _load(root: Path) -> Splits:
     for key in ("train_y", "val_y"):
         top = int(tensors[key].max())
         if top > 9:
-            raise ValueError(f"{root / FILES[key][0]} has label {top}; expected MNIST labels 0..9.")
+            raise InputError(f"{root / FILES[key][0]} has label {top}; expected MNIST labels 0..9.")
         tensors[key] = tensors[key].long()
     return Splits(**tensors)
 

@@ -55,10 +55,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.base != "sgd" and args.momentum:
         raise InputError(f"--momentum applies to --base sgd only; drop it for --base {args.base}")
     torch.set_num_threads(args.threads)
-    try:
-        task = get_task(args.task, data_dir=args.data_dir)
-    except FileNotFoundError as exc:
-        raise InputError(str(exc)) from exc
+    task = get_task(args.task, data_dir=args.data_dir)   # missing data: a MissingInputError, printed as one line
     check_task(task, args.model, args.batch_size)
     args.out.mkdir(parents=True, exist_ok=True)
     config = dict(task=args.task, model=args.model, width=args.width, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,

@@ -60,6 +60,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import MissingInputError
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
 from .layers import prunable_layers, weight_of
 from .prior import InputPrior
@@ -589,11 +590,11 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
 
 
 def load(path: str | Path) -> MaskHypernetwork:
-    """A saved hypernetwork (see :func:`save`). Raises FileNotFoundError saying how to train one, ValueError
-    naming the file when its input priors are incomplete or inconsistent."""
+    """A saved hypernetwork (see :func:`save`). Raises MissingInputError (a FileNotFoundError) saying how to train
+    one, ValueError naming the file when its input priors are incomplete or inconsistent."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no mask hypernetwork at {path}; train one with `weightcast prune train --zoo DIR "
+        raise MissingInputError(f"no mask hypernetwork at {path}; train one with `weightcast prune train --zoo DIR "
                                 "--out FILE`")
     from safetensors import safe_open
 

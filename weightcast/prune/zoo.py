@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import models
+from ..errors import MissingInputError
 from ..zoo import RunSpec, build_zoo, load_trajectory, read_manifest
 from .models import registered
 
@@ -87,12 +88,13 @@ def build(out: str | os.PathLike, specs: list[RunSpec], data_dir: str | os.PathL
 
 def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) -> list[tuple[dict, nn.Module]]:
     """(manifest entry, trained model in eval mode) for every run of ``zoo_dir`` (only ``specs``' runs when
-    given, in their order). Raises FileNotFoundError naming the build command when a run is missing."""
+    given, in their order). Raises MissingInputError (a FileNotFoundError) naming the build command when a run
+    is missing."""
     entries = {e["id"]: e for e in read_manifest(zoo_dir)["runs"]}
     ids = [s.run_id for s in specs] if specs is not None else list(entries)
     missing = [i for i in ids if i not in entries]
     if missing:
-        raise FileNotFoundError(f"zoo {zoo_dir} lacks runs {missing[:3]}...; build it with "
+        raise MissingInputError(f"zoo {zoo_dir} lacks runs {missing[:3]}...; build it with "
                                 "`weightcast prune zoo --out DIR --data-dir DATA`")
     out = []
     for run_id in ids:
