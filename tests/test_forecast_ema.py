@@ -257,3 +257,51 @@ def test_state_dict_is_a_snapshot():
     saved = [v.clone() for v in state["averaged"].values()]
     train(model, 3, avg)
     assert all(torch.equal(a, b) for a, b in zip(state["averaged"].values(), saved))
+
+
+def test_frozen_parameters_are_not_forecast():
+    """A parameter the model does not train keeps its value in the average through a jump; only the trained ones
+    are given to the forecaster."""
+    model = mlp()
+    first = next(model.parameters())
+    first.requires_grad_(False)
+    forecaster = StepAhead()
+    avg = wc.ForecastEMA(model, forecaster, decay=0.5, record_every=RECORD, horizon=2 * RECORD)
+    train(model, 50, avg)
+    assert avg.num_jumps == 1
+    assert forecaster.calls[0][1] == [n for n, p in model.named_parameters() if p.requires_grad]
+    assert torch.equal(next(avg.module.parameters()), first)
+
+
+def test_the_guard_leaves_the_modes_of_the_average_as_they_were():
+    _, avg = _at_first_jump(lambda m: float(m.eval() is m))   # a guard that switches the average to eval mode
+    avg.module.train()
+    assert avg.update() and all(m.training for m in avg.module.modules())
+
+
+def test_a_forecast_of_the_wrong_shape_is_refused_naming_the_forecaster():
+    class Short(StepAhead):
+        def predict(self, windows, ks, names):
+            return [[w[-1].flatten() for _ in ks] for w in windows]
+
+    model = mlp()
+    avg = wc.ForecastEMA(model, Short(), decay=0.5, record_every=RECORD)
+    with pytest.raises(TypeError, match="Short.*must return.*shaped like the parameter"):
+        train(model, 50, avg)
+    assert avg.num_jumps == 0
+
+
+def test_torch_save_of_the_whole_object_resumes_exactly(tmp_path):
+    model = mlp()
+    avg = wc.ForecastEMA(model, "nowcast", record_every=RECORD, horizon=Decaying(8, 2, total_steps=300))
+    opt = train(model, 73, avg)
+    torch.save({"avg": avg, "opt": opt.state_dict()}, tmp_path / "avg.pt")
+    loaded = torch.load(tmp_path / "avg.pt", weights_only=False)
+    resumed = loaded["avg"]
+    resumed_opt = torch.optim.AdamW(resumed.model.parameters(), lr=1e-2)
+    resumed_opt.load_state_dict(loaded["opt"])
+    train(model, 100, avg, opt, seed=1)
+    train(resumed.model, 100, resumed, resumed_opt, seed=1)
+    assert resumed.num_jumps == avg.num_jumps >= 2
+    for a, b in zip(avg.module.parameters(), resumed.module.parameters()):
+        assert torch.equal(a, b)

@@ -20,8 +20,9 @@ Timing, as in the optimizer engine: at the end of the t-th :meth:`update` (t fro
 ``t % record_every == 0``; when ``t % jump_every == 0`` and ``window`` records are held, the average is overwritten
 with the forecast ``horizon`` steps past its newest record (horizon of the j-th period, j = t // jump_every - 1,
 from the schedule) and the records are cleared. A forecast that is not finite is not written: where no candidate
-is finite the jump is skipped (:attr:`ForecastEMA.num_skipped_jumps`). With ``forecaster=None`` it is a plain EMA
-(no records, no jumps).
+is finite the jump is skipped (:attr:`ForecastEMA.num_skipped_jumps`). Only the parameters the model trains
+(``requires_grad``) are forecast; a frozen one keeps its value. With ``forecaster=None`` it is a plain EMA (no
+records, no jumps). :meth:`ForecastEMA.state_dict` resumes exactly; ``torch.save`` of the whole object does too.
 
 Guard (optional): because the nowcaster gives every horizon from one forward, a jump can score the candidate
 horizons k, k/2, k/4 (``guard_fractions``) and staying where the average is, with a loss the user supplies
@@ -42,6 +43,7 @@ construction is followed, and one that no longer matches the average's dtype rai
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable
 
@@ -69,7 +71,8 @@ class ForecastEMA:
     guard_fractions: the fractions of k it tries, each in (0, 1] (module docstring). Raises TypeError for a
     forecaster without those attributes, a guard that is not callable or guard fractions that are not numbers, and
     ValueError for a model without parameters, a decay outside (0, 1), guard fractions outside (0, 1], a guard
-    without a forecaster, a bad schedule, or one the forecaster was not trained for.
+    without a forecaster, a bad schedule, or one the forecaster was not trained for; at a jump, TypeError for a
+    forecast that is not one tensor per horizon shaped like each parameter.
     """
 
     def __init__(self, model: nn.Module, forecaster: Any = "nowcast", *, decay: float | None = None,
@@ -118,6 +121,18 @@ class ForecastEMA:
         self.num_updates = self.num_jumps = self.num_skipped_jumps = 0
         self.chosen: list[int] = []  # horizon (record intervals) of each jump; 0 where the average stayed
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.save / pickle: get_ema_multi_avg_fn's function is local and cannot be pickled; it is rebuilt from
+        # the decay on loading (the average itself is pickled as it is)
+        state = self.__dict__.copy()
+        state["averaged"] = copy.copy(self.averaged)
+        state["averaged"].multi_avg_fn = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.averaged.multi_avg_fn = get_ema_multi_avg_fn(self.decay)
+
     @property
     def module(self) -> nn.Module:
         """The averaged model (a copy of ``model`` holding the average); evaluate this one."""
@@ -151,25 +166,47 @@ class ForecastEMA:
         return True
 
     def _jump(self, k: int) -> None:
-        """Forecast k record intervals ahead (and k's guard fractions), keep the best finite candidate."""
+        """Forecast k record intervals ahead (and k's guard fractions), keep the best finite candidate. Only the
+        parameters the model trains (``requires_grad``) are forecast; a frozen one keeps its average, which is its
+        value."""
         ks = [k] if self.guard is None else sorted({max(1, round(k * f)) for f in self.guard_fractions}, reverse=True)
-        windows = [torch.stack([record[i] for record in self.records]) for i in range(len(self.names))]
-        preds = self.forecaster.predict(windows, ks, self.names)
+        trained = [i for i, p in enumerate(self.model.parameters()) if p.requires_grad]
+        windows = [torch.stack([record[i] for record in self.records]) for i in trained]
+        names = [self.names[i] for i in trained]
+        preds = self.forecaster.predict(windows, ks, names)
+        self._check_forecast(preds, windows, ks)
         candidates = [[pred[j] for pred in preds] for j in range(len(ks))]
         finite = [j for j, c in enumerate(candidates) if all(bool(torch.isfinite(f).all()) for f in c)]
-        best = self._guarded(candidates, finite) if self.guard is not None else (finite[0] if finite else None)
+        targets = [self._average_params()[i] for i in trained]
+        best = self._guarded(targets, candidates, finite) if self.guard is not None else (finite[0] if finite else None)
         self.records = []
         self.num_skipped_jumps += not finite
         self.chosen.append(0 if best is None else ks[best])
         if best is not None:
-            torch._foreach_copy_(self._average_params(), candidates[best])
+            torch._foreach_copy_(targets, candidates[best])
             self.num_jumps += 1
 
-    def _guarded(self, candidates: list[list[torch.Tensor]], finite: list[int]) -> int | None:
-        """The candidate with the lowest guard loss, None when the average as it is scores best; the average is
-        restored afterwards, also when the guard raises."""
-        targets = self._average_params()
+    def _check_forecast(self, preds, windows: list[torch.Tensor], ks: list[int]) -> None:
+        """Raise TypeError naming the forecaster unless ``predict`` gave, per parameter, one forecast per horizon of
+        ``ks``, each of the parameter's shape."""
+        try:
+            shapes_ok = len(preds) == len(windows) and all(
+                len(pred) == len(ks) and all(torch.is_tensor(f) and f.shape == w.shape[1:] for f in pred)
+                for pred, w in zip(preds, windows))
+        except TypeError:
+            shapes_ok = False
+        if not shapes_ok:
+            raise TypeError(f"{self.forecaster!r}.predict(windows, ks, names) must return, for each of the "
+                            f"{len(windows)} windows, {len(ks)} forecasts (one per horizon of {ks}) shaped like "
+                            "the parameter")
+
+    def _guarded(self, targets: list[torch.Tensor], candidates: list[list[torch.Tensor]], finite: list[int]
+                 ) -> int | None:
+        """The candidate for ``targets`` (parameters of the average) with the lowest guard loss, None when the
+        average as it is scores best; the average and the train/eval mode of its modules are restored afterwards,
+        also when the guard raises."""
         current = [p.clone() for p in targets]
+        modes = [(m, m.training) for m in self.module.modules()]
         try:
             best, best_loss = None, self._guard_loss()
             for j in finite:
@@ -179,6 +216,8 @@ class ForecastEMA:
                     best, best_loss = j, loss
         finally:
             torch._foreach_copy_(targets, current)
+            for module, training in modes:
+                module.training = training
         return best
 
     def _guard_loss(self) -> float:
