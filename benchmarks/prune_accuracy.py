@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import hashlib
 import json
 import statistics
 import time
@@ -36,7 +38,7 @@ from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.allocation import search_offsets
-from weightcast.prune.fisher import prune_in_stages
+from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import obs_prune, prepare as obs_prepare
 from weightcast.prune.scores import lamp_scores
@@ -50,6 +52,34 @@ SEED_METHODS = ("magnitude", "obs", "obs-global", "woodfisher", "chita")
 DATA_METHODS = ("obs", "obs-global", "obs-uniform", "woodfisher", "chita")
 CALIBRATION_SEEDS = (1, 2)
 OUT = RESULTS / "prune"
+
+
+@functools.cache
+def hypernet_digest() -> str:
+    """The first 16 hex digits of the shipped hypernetwork weights' SHA-256 (they decide its rows)."""
+    return hashlib.sha256(hypernet.DEFAULT_FILE.read_bytes()).hexdigest()[:16]
+
+
+def settings(method: str) -> dict:
+    """What decides a method's rows besides the network, the calibration size and the fine-tuning steps: the
+    stages of WoodFisher and CHITA (and of their masks), the hypernetwork's weights. Written into each row's
+    config, so that a results file says what made it and the cache reuses only rows made the same way."""
+    base = method.removesuffix("-mask")
+    if base in DEFAULT_STAGES:
+        return {"stages": DEFAULT_STAGES[base]}
+    if method.startswith("hypernet"):
+        return {"hypernet_sha256": hypernet_digest()}
+    return {}
+
+
+def load_cache(cached: Path | None, expected: dict) -> list[dict] | None:
+    """The rows of the ``--cache`` file ``cached`` if every row's config holds ``expected`` and the method's
+    :func:`settings` (made the same way now), else None (no cache, no file, or stale rows: recomputed)."""
+    if cached is None or not cached.exists():
+        return None
+    rows = json.loads(cached.read_text())
+    fresh = all(row_config(r).items() >= {**expected, **settings(r["name"])}.items() for r in rows)
+    return rows if rows and fresh else None
 
 
 def save_cache(cached: Path | None, rows: list[dict]) -> None:
@@ -95,8 +125,11 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
                  x_value=0.0, value=dense, config={"stage": "dense", "run": entry["id"]})]
     for method in args.methods:
         cached = args.cache / f"{name}-{method}.json" if args.cache else None
-        if cached is not None and cached.exists():
-            rows += json.loads(cached.read_text())
+        config = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps,
+                  **settings(method)}
+        reused = load_cache(cached, config)
+        if reused is not None:
+            rows += reused
             continue
         start_rows = len(rows)
         prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
@@ -110,7 +143,6 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
             recalibrate_bn(pruned, [data[0]])
             finetune(pruned, task.batches(128, 0), args.finetune_steps, lr=1e-3)
             recovered = task.evaluate(pruned)["acc"]
-            config = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps}
             common = dict(benchmark=f"prune-{name}", name=method, x_name="sparsity", x_value=s)
             rows += [dict(common, metric="acc", unit="fraction", value=one_shot,
                           config={**config, "stage": "one-shot"}),
@@ -171,8 +203,9 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
         task_name = entry["spec"]["task"]
         task = tasks.setdefault(task_name, get_task(task_name, data_dir))
         cached = args.cache / f"validation-{entry['id']}.json" if args.cache else None
-        if cached is not None and cached.exists():
-            rows += json.loads(cached.read_text())
+        reused = load_cache(cached, {"run": entry["id"], "calibration": args.calibration})
+        if reused is not None:
+            rows += reused
             continue
         new = []
         for method in VALIDATION_FREE + VALIDATION_DATA:
@@ -182,7 +215,8 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
                 apply_masks(pruned, *run(s))
                 new.append(dict(benchmark="prune-validation", name=method, metric="acc", unit="fraction",
                                 x_name="sparsity", x_value=s, value=task.evaluate(pruned)["acc"],
-                                config={"run": entry["id"], "stage": "one-shot", "calibration": args.calibration}))
+                                config={"run": entry["id"], "stage": "one-shot", "calibration": args.calibration,
+                                        **settings(method)}))
                 print(f"validation {entry['id']} {method} s={s}: {new[-1]['value']:.4f}", flush=True)
         save_cache(cached, new)
         rows += new
@@ -226,11 +260,13 @@ def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) 
     for r in main_rows:
         if r["metric"] == "acc" and r["x_value"] == 0.9 and _stage(r) == "one-shot" and r["name"] in SEED_METHODS:
             rows.append(dict(r, benchmark="prune-seeds", config={"network": name, "run": entry["id"],
-                                                                   "calibration_seed": None, "stage": "one-shot"}))
+                                                                   "calibration_seed": None, "stage": "one-shot",
+                                                                   **settings(r["name"])}))
     for method in SEED_METHODS[1:]:
         cached = args.cache / f"seeds-{name}-{method}.json" if args.cache else None
-        if cached is not None and cached.exists():
-            rows += json.loads(cached.read_text())
+        reused = load_cache(cached, {"network": name, "calibration": args.calibration})
+        if reused is not None:
+            rows += reused
             continue
         new = []
         for seed in CALIBRATION_SEEDS:
@@ -241,7 +277,7 @@ def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) 
             new.append(dict(benchmark="prune-seeds", name=method, metric="acc", unit="fraction", x_name="sparsity",
                             x_value=0.9, value=task.evaluate(pruned)["acc"],
                             config={"network": name, "run": entry["id"], "calibration_seed": seed,
-                                    "stage": "one-shot"}))
+                                    "stage": "one-shot", "calibration": args.calibration, **settings(method)}))
             print(f"{name} {method} s=0.9 calibration seed {seed}: {new[-1]['value']:.4f}", flush=True)
         save_cache(cached, new)
         rows += new
