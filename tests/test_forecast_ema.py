@@ -151,11 +151,6 @@ def test_bad_input_is_refused():
 def test_without_a_forecaster_it_is_torchs_ema_exactly():
     """forecaster=None: a plain EMA, the same numbers as AveragedModel with get_ema_multi_avg_fn, batch-norm buffers
     copied from the model at every update; no records, no jumps."""
-    def bn_mlp():
-        torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16),
-                                   torch.nn.ReLU(), torch.nn.Linear(16, 10))
-
     model, twin = bn_mlp(), bn_mlp()
     avg = wc.ForecastEMA(model, None, decay=0.95)
     plain = AveragedModel(twin, multi_avg_fn=get_ema_multi_avg_fn(0.95))
@@ -259,24 +254,53 @@ def test_state_dict_is_a_snapshot():
     assert all(torch.equal(a, b) for a, b in zip(state["averaged"].values(), saved))
 
 
-def test_frozen_parameters_are_not_forecast():
-    """A parameter the model does not train keeps its value in the average through a jump; only the trained ones
-    are given to the forecaster."""
+def bn_mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16),
+                               torch.nn.ReLU(), torch.nn.Linear(16, 10))
+
+
+def test_a_jump_forecasts_every_parameter_and_writes_only_the_trained_ones():
+    """The forecaster sees the whole network (a graph forecaster needs it); a frozen parameter's average is not
+    moved; with every parameter frozen a jump moves nothing and does not fail."""
     model = mlp()
     first = next(model.parameters())
     first.requires_grad_(False)
     forecaster = StepAhead()
     avg = wc.ForecastEMA(model, forecaster, decay=0.5, record_every=RECORD, horizon=2 * RECORD)
-    train(model, 50, avg)
-    assert avg.num_jumps == 1
-    assert forecaster.calls[0][1] == [n for n, p in model.named_parameters() if p.requires_grad]
-    assert torch.equal(next(avg.module.parameters()), first)
+    train(model, 49, avg)
+    before = [p.clone() for p in avg.module.parameters()]
+    assert avg.update() and avg.num_jumps == 1
+    assert forecaster.calls[0][1] == [n for n, _ in model.named_parameters()]
+    assert torch.equal(next(avg.module.parameters()), before[0]) and torch.equal(before[0], first)
+    assert all(not torch.equal(a, b) for a, b in list(zip(avg.module.parameters(), before))[1:])
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _ in range(49):
+        avg.update()
+    seen = []
+    assert avg.update(before_jump=lambda: seen.append([p.clone() for p in avg.module.parameters()]))
+    assert avg.chosen == [2, 0] and avg.num_jumps == 1 and avg.records == []
+    assert all(torch.equal(a, b) for a, b in zip(avg.module.parameters(), seen[0]))
 
 
-def test_the_guard_leaves_the_modes_of_the_average_as_they_were():
-    _, avg = _at_first_jump(lambda m: float(m.eval() is m))   # a guard that switches the average to eval mode
-    avg.module.train()
-    assert avg.update() and all(m.training for m in avg.module.modules())
+def test_the_guard_restores_the_averages_modes_and_buffers():
+    x = torch.randn(32, 64)
+
+    def train_mode_guard(module):   # a guard that runs the average in train mode: batch-norm statistics change
+        module.train()
+        return float(module(x).square().mean())
+
+    model = bn_mlp()
+    avg = wc.ForecastEMA(model, StepAhead(), decay=0.5, record_every=RECORD, horizon=8 * RECORD,
+                         guard=train_mode_guard)
+    train(model, 49, avg)
+    avg.module.eval()
+    seen = []
+    assert avg.update(before_jump=lambda: seen.append({k: b.clone() for k, b in avg.module.named_buffers()}))
+    assert not any(m.training for m in avg.module.modules())
+    assert all(torch.equal(b, seen[0][k]) for k, b in avg.module.named_buffers())
 
 
 def test_a_forecast_of_the_wrong_shape_is_refused_naming_the_forecaster():
@@ -291,17 +315,18 @@ def test_a_forecast_of_the_wrong_shape_is_refused_naming_the_forecaster():
     assert avg.num_jumps == 0
 
 
-def test_torch_save_of_the_whole_object_resumes_exactly(tmp_path):
+def test_torch_save_of_the_whole_object_with_its_model_resumes_exactly(tmp_path):
     model = mlp()
     avg = wc.ForecastEMA(model, "nowcast", record_every=RECORD, horizon=Decaying(8, 2, total_steps=300))
     opt = train(model, 73, avg)
-    torch.save({"avg": avg, "opt": opt.state_dict()}, tmp_path / "avg.pt")
+    torch.save({"model": model, "avg": avg, "opt": opt.state_dict()}, tmp_path / "avg.pt")
     loaded = torch.load(tmp_path / "avg.pt", weights_only=False)
     resumed = loaded["avg"]
-    resumed_opt = torch.optim.AdamW(resumed.model.parameters(), lr=1e-2)
+    assert resumed.model is loaded["model"]   # one object again: training the loaded model moves the average
+    resumed_opt = torch.optim.AdamW(loaded["model"].parameters(), lr=1e-2)
     resumed_opt.load_state_dict(loaded["opt"])
     train(model, 100, avg, opt, seed=1)
-    train(resumed.model, 100, resumed, resumed_opt, seed=1)
+    train(loaded["model"], 100, resumed, resumed_opt, seed=1)
     assert resumed.num_jumps == avg.num_jumps >= 2
     for a, b in zip(avg.module.parameters(), resumed.module.parameters()):
         assert torch.equal(a, b)

@@ -20,9 +20,14 @@ Timing, as in the optimizer engine: at the end of the t-th :meth:`update` (t fro
 ``t % record_every == 0``; when ``t % jump_every == 0`` and ``window`` records are held, the average is overwritten
 with the forecast ``horizon`` steps past its newest record (horizon of the j-th period, j = t // jump_every - 1,
 from the schedule) and the records are cleared. A forecast that is not finite is not written: where no candidate
-is finite the jump is skipped (:attr:`ForecastEMA.num_skipped_jumps`). Only the parameters the model trains
-(``requires_grad``) are forecast; a frozen one keeps its value. With ``forecaster=None`` it is a plain EMA (no
-records, no jumps). :meth:`ForecastEMA.state_dict` resumes exactly; ``torch.save`` of the whole object does too.
+is finite the jump is skipped (:attr:`ForecastEMA.num_skipped_jumps`). A jump writes only the parameters the model
+trains at that moment (``requires_grad``); a frozen one's average is not moved by it. With ``forecaster=None`` it is
+a plain EMA (no records, no jumps).
+
+Saving: :meth:`ForecastEMA.state_dict` (with the model's and the optimizer's) resumes exactly. ``torch.save`` of the
+whole object also works (``torch.load(..., weights_only=False)``), but it pickles the model with it: save the
+model in the same ``torch.save`` call (it stays the same object after loading) and train ``avg.model``, or the
+average follows a copy; a guard must then be picklable (a module-level function, not a lambda).
 
 Guard (optional): because the nowcaster gives every horizon from one forward, a jump can score the candidate
 horizons k, k/2, k/4 (``guard_fractions``) and staying where the average is, with a loss the user supplies
@@ -166,18 +171,22 @@ class ForecastEMA:
         return True
 
     def _jump(self, k: int) -> None:
-        """Forecast k record intervals ahead (and k's guard fractions), keep the best finite candidate. Only the
-        parameters the model trains (``requires_grad``) are forecast; a frozen one keeps its average, which is its
-        value."""
+        """Forecast k record intervals ahead (and k's guard fractions), keep the best finite candidate. Every
+        parameter is forecast (a graph forecaster needs the whole network); only those the model trains
+        (``requires_grad``) are written, as in the optimizer engine."""
         ks = [k] if self.guard is None else sorted({max(1, round(k * f)) for f in self.guard_fractions}, reverse=True)
-        trained = [i for i, p in enumerate(self.model.parameters()) if p.requires_grad]
-        windows = [torch.stack([record[i] for record in self.records]) for i in trained]
-        names = [self.names[i] for i in trained]
-        preds = self.forecaster.predict(windows, ks, names)
+        windows = [torch.stack([record[i] for record in self.records]) for i in range(len(self.names))]
+        preds = self.forecaster.predict(windows, ks, self.names)
         self._check_forecast(preds, windows, ks)
-        candidates = [[pred[j] for pred in preds] for j in range(len(ks))]
+        trained = [i for i, p in enumerate(self.model.parameters()) if p.requires_grad]
+        if not trained:   # nothing trains, so nothing moves
+            self.records = []
+            self.chosen.append(0)
+            return
+        params = self._average_params()
+        targets = [params[i] for i in trained]
+        candidates = [[preds[i][j] for i in trained] for j in range(len(ks))]
         finite = [j for j, c in enumerate(candidates) if all(bool(torch.isfinite(f).all()) for f in c)]
-        targets = [self._average_params()[i] for i in trained]
         best = self._guarded(targets, candidates, finite) if self.guard is not None else (finite[0] if finite else None)
         self.records = []
         self.num_skipped_jumps += not finite
@@ -203,9 +212,11 @@ class ForecastEMA:
     def _guarded(self, targets: list[torch.Tensor], candidates: list[list[torch.Tensor]], finite: list[int]
                  ) -> int | None:
         """The candidate for ``targets`` (parameters of the average) with the lowest guard loss, None when the
-        average as it is scores best; the average and the train/eval mode of its modules are restored afterwards,
-        also when the guard raises."""
+        average as it is scores best; the average, its buffers (a guard in train mode updates batch-norm
+        statistics) and the train/eval modes of its modules are restored afterwards, also when the guard raises."""
         current = [p.clone() for p in targets]
+        buffers = list(self.module.buffers())
+        saved_buffers = [b.clone() for b in buffers]
         modes = [(m, m.training) for m in self.module.modules()]
         try:
             best, best_loss = None, self._guard_loss()
@@ -216,6 +227,8 @@ class ForecastEMA:
                     best, best_loss = j, loss
         finally:
             torch._foreach_copy_(targets, current)
+            for buffer, saved in zip(buffers, saved_buffers):
+                buffer.copy_(saved)
             for module, training in modes:
                 module.training = training
         return best
