@@ -62,24 +62,30 @@ def hypernet_digest() -> str:
 
 def settings(method: str) -> dict:
     """What decides a method's rows besides the network, the calibration size and the fine-tuning steps: the
-    stages of WoodFisher and CHITA (and of their masks), the hypernetwork's weights. Written into each row's
+    stages of WoodFisher and CHITA (and of their masks); the hypernetwork's weights and, since it runs WoodFisher
+    on its input priors where calibrated, WoodFisher's stages and its samples and draws. Written into each row's
     config, so that a results file says what made it and the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
     if base in DEFAULT_STAGES:
         return {"stages": DEFAULT_STAGES[base]}
     if method.startswith("hypernet"):
-        return {"hypernet_sha256": hypernet_digest()}
+        return {"hypernet_sha256": hypernet_digest(), "stages": DEFAULT_STAGES["woodfisher"],
+                "samples": hypernet.CALIBRATION_SAMPLES, "draws": hypernet.CALIBRATION_DRAWS}
     return {}
 
 
 def load_cache(cached: Path | None, expected: dict) -> list[dict] | None:
     """The rows of the ``--cache`` file ``cached`` if every row's config holds ``expected`` and the method's
-    :func:`settings` (made the same way now), else None (no cache, no file, or stale rows: recomputed)."""
+    :func:`settings` (made the same way now), else None (no cache or no file; stale rows are recomputed, saying
+    so)."""
     if cached is None or not cached.exists():
         return None
     rows = json.loads(cached.read_text())
-    fresh = all(row_config(r).items() >= {**expected, **settings(r["name"])}.items() for r in rows)
-    return rows if rows and fresh else None
+    if rows and all(row_config(r).items() >= {**expected, **settings(r["name"])}.items() for r in rows):
+        return rows
+    print(f"{cached}: rows made another way (expected {expected} and each method's settings); recomputing",
+          flush=True)
+    return None
 
 
 def save_cache(cached: Path | None, rows: list[dict]) -> None:
@@ -261,10 +267,11 @@ def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) 
         if r["metric"] == "acc" and r["x_value"] == 0.9 and _stage(r) == "one-shot" and r["name"] in SEED_METHODS:
             rows.append(dict(r, benchmark="prune-seeds", config={"network": name, "run": entry["id"],
                                                                    "calibration_seed": None, "stage": "one-shot",
+                                                                   "calibration": args.calibration,
                                                                    **settings(r["name"])}))
     for method in SEED_METHODS[1:]:
         cached = args.cache / f"seeds-{name}-{method}.json" if args.cache else None
-        reused = load_cache(cached, {"network": name, "calibration": args.calibration})
+        reused = load_cache(cached, {"network": name, "run": entry["id"], "calibration": args.calibration})
         if reused is not None:
             rows += reused
             continue
@@ -287,10 +294,7 @@ def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) 
 def seed_summary(rows: list[dict]) -> str:
     """Median and range over (network, calibration draw) of each data-based method's gain over global
     magnitude at s = 0.9."""
-    def config(r):
-        return json.loads(r["config"]) if isinstance(r["config"], str) else r["config"]
-
-    magnitude = {config(r)["network"]: r["value"] for r in rows if r["name"] == "magnitude"}
+    magnitude = {row_config(r)["network"]: r["value"] for r in rows if r["name"] == "magnitude"}
     lines = ["MLP 784-40-20-10 (training seeds 100 and 101) at s=0.9, one-shot, over the networks and calibration "
              "draws (the main tables' calibration batch, then random training batches of the same size with seeds "
              f"{', '.join(map(str, CALIBRATION_SEEDS))}): gain over global magnitude (points)", "",
@@ -298,7 +302,7 @@ def seed_summary(rows: list[dict]) -> str:
     for network in [*magnitude, "both"]:
         for method in SEED_METHODS[1:]:
             gains = sorted(100 * (r["value"] - magnitude[config(r)["network"]]) for r in rows
-                           if r["name"] == method and network in (config(r)["network"], "both"))
+                           if r["name"] == method and network in (row_config(r)["network"], "both"))
             if gains:
                 lines.append(f"| {network} | {method} | {statistics.median(gains):+.2f} | {gains[0]:+.2f} | "
                              f"{gains[-1]:+.2f} | {len(gains)} |")
@@ -306,8 +310,7 @@ def seed_summary(rows: list[dict]) -> str:
 
 
 def table(rows: list[dict], name: str) -> str:
-    acc = {(r["name"], r["x_value"], json.loads(r["config"]) ["stage"] if isinstance(r["config"], str)
-            else r["config"]["stage"]): r["value"] for r in rows if r["metric"] == "acc"}
+    acc = {(r["name"], r["x_value"], row_config(r)["stage"]): r["value"] for r in rows if r["metric"] == "acc"}
     secs = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "time"}
     ach = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "achieved_sparsity"}
     dense = acc[("dense", 0.0, "dense")]

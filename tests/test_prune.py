@@ -393,3 +393,25 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task):
     text = bench.validation_summary(rows)
     assert "| r | 50.00 | -1.00 | +0.00 | +2.00 | +10.00 | +10.00 | +10.00 | +10.00 |" in text
     assert "| mean (runs below magnitude) | | -1.00 (1) | +0.00 (0) | +2.00 (0) |" in text
+
+
+def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import prune_accuracy as bench
+
+    monkeypatch.setattr(bench, "hypernet_digest", lambda: "w1")
+    expected = {"run": "r", "calibration": 1024}
+    rows = [dict(name=m, config={**expected, **bench.settings(m)}) for m in ("magnitude", "chita", "hypernet")]
+    bench.save_cache(tmp_path / "c.json", rows)
+    assert bench.load_cache(tmp_path / "c.json", expected) == rows
+    assert bench.load_cache(tmp_path / "missing.json", expected) is None and bench.load_cache(None, expected) is None
+    assert bench.load_cache(tmp_path / "c.json", {**expected, "run": "other"}) is None   # another model
+    monkeypatch.setattr(bench, "DEFAULT_STAGES", {**bench.DEFAULT_STAGES, "woodfisher": 99})
+    assert bench.settings("hypernet")["stages"] == 99   # the hypernetwork runs WoodFisher where calibrated
+    assert bench.load_cache(tmp_path / "c.json", expected) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(bench, "hypernet_digest", lambda: "w2")   # other hypernetwork weights
+    assert bench.load_cache(tmp_path / "c.json", expected) is None

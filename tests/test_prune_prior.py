@@ -10,6 +10,7 @@ from weightcast.prune import BiasFreeMLP, MaskHypernetwork, apply_masks, hyperne
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.prior import InputPrior
+from weightcast.weights_io import WeightFileError
 from test_prune import task, trained  # noqa: F401 -- the shared fixtures
 
 
@@ -189,7 +190,7 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
                (tensors, "{}"), (tensors, "{not json")]
     for file_tensors, priors in damaged:
         save_file(file_tensors, str(path), metadata={"config": config, "priors": priors})
-        with pytest.raises(ValueError, match="its input priors are damaged"):
+        with pytest.raises(WeightFileError, match="its input priors are damaged"):
             hypernet.load(path)
     older = {k: v for k, v in tensors.items() if not k.startswith("prior.")}
     save_file(older, str(path), metadata={"config": config})

@@ -83,16 +83,43 @@ def finetune_args(tmp_path, weights, *extra):
             "--out", str(tmp_path / "slim.safetensors"), "--steps", "1", *extra]
 
 
-@pytest.mark.parametrize("flag, value, match", [("--hypernet", "missing.safetensors", "--hypernet .*no such file"),
+@pytest.mark.parametrize("flag, value, match", [("--hypernet", "missing.safetensors",
+                                                 "no mask hypernetwork file at missing.safetensors"),
                                                 ("--out", "/nonexist/dir/h.safetensors", "--out .*does not exist")])
 def test_prune_prior_bad_input_is_one_line(capsys, flag, value, match):
     assert re.search(match, error_of(["prune", "prior", flag, value], capsys))
 
 
 @pytest.mark.parametrize("command", ["train", "prior"])
-def test_prune_commands_name_a_missing_zoo_in_one_line(tmp_path, capsys, command):
+def test_prune_commands_name_a_missing_zoo_in_one_line(tmp_path, capsys, command, monkeypatch):
     err = error_of(["prune", command, "--zoo", str(tmp_path), "--data-dir", str(tmp_path)], capsys)
-    assert re.search(r"zoo .* lacks runs .*build it with `weightcast prune zoo", err)
+    advice = re.search(r"lacks \d+ of its runs .*build them with `weightcast (prune zoo [^`]*)`", err).group(1)
+    assert f"--zoo {tmp_path} " in advice
+    # the advice is a command line `weightcast prune zoo` takes (its work is not run here)
+    import weightcast.prune.zoo as zoo
+    monkeypatch.setattr(zoo, "build", lambda out, *a, **k: {"runs": []})
+    assert main(advice.replace("DATA", str(tmp_path)).split()) == 0
+
+
+@pytest.mark.parametrize("content", [b"x", "no config", "damaged priors"])
+def test_prune_prior_refuses_a_file_that_is_not_a_hypernetwork_in_one_line(tmp_path, capsys, content):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from weightcast.prune import hypernet
+
+    path = tmp_path / "bad.safetensors"
+    if content == "no config":
+        save_file({"x": torch.zeros(2)}, str(path))
+    elif content == "damaged priors":
+        with safe_open(str(hypernet.DEFAULT_FILE), "pt") as f:
+            meta = {**f.metadata(), "priors": "{not json"}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        save_file(tensors, str(path), metadata=meta)
+    else:
+        path.write_bytes(content)
+    err = error_of(["prune", "prior", "--hypernet", str(path), "--zoo", str(tmp_path)], capsys)
+    assert re.search(f"{path}(: its input priors are damaged| is not a mask hypernetwork file)", err)
 
 
 def test_missing_data_is_one_line(state, tmp_path, capsys):

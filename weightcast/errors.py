@@ -1,7 +1,8 @@
 """The project's error type for bad input: a message that says what is wrong and what to do about it.
 
 The ``weightcast`` command line prints such errors as one line (no traceback) and exits with status 1; code
-calling the library can catch them as :class:`InputError` or as the :class:`ValueError` they also are.
+calling the library can catch them as :class:`InputError` or as the :class:`ValueError` they also are
+(:class:`MissingInputError`, for a missing file, also as :class:`FileNotFoundError`).
 """
 
 

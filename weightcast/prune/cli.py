@@ -168,9 +168,6 @@ def _prior(args) -> int:
     from . import hypernet, zoo
 
     source = args.hypernet or hypernet.DEFAULT_FILE
-    if not source.is_file():
-        raise InputError(f"--hypernet {source}: no such file; pass a weights file written by `weightcast prune "
-                         "train`")
     out = args.out or hypernet.DEFAULT_FILE
     _check_out(out)
     torch.set_num_threads(args.threads)

@@ -61,6 +61,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import MissingInputError
+from ..weights_io import WeightFileError
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
 from .layers import prunable_layers, weight_of
 from .prior import InputPrior
@@ -591,17 +592,22 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
 
 def load(path: str | Path) -> MaskHypernetwork:
     """A saved hypernetwork (see :func:`save`). Raises MissingInputError (a FileNotFoundError) saying how to train
-    one, ValueError naming the file when its input priors are incomplete or inconsistent."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"no mask hypernetwork at {path}; train one with `weightcast prune train --zoo DIR "
-                                "--out FILE`")
-    from safetensors import safe_open
+    one, and :class:`weightcast.weights_io.WeightFileError` (an InputError, a ValueError) naming the file when it
+    is not a mask hypernetwork's safetensors file or its input priors are incomplete or inconsistent."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), "pt") as f:
-        metadata = f.metadata()
-    net = MaskHypernetwork(**json.loads(metadata["config"]))
-    tensors = load_file(str(path))
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"no mask hypernetwork file at {path}; train one with `weightcast prune train "
+                                "--zoo DIR --out FILE`")
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+        net = MaskHypernetwork(**json.loads(metadata["config"]))
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise WeightFileError(f"{path} is not a mask hypernetwork file ({type(exc).__name__}: {exc}); pass one "
+                              "written by `weightcast prune train` or `weightcast prune prior`") from None
     try:
         shapes = json.loads(metadata.get("priors", "{}"))
         for name, shape in shapes.items():
@@ -615,9 +621,13 @@ def load(path: str | Path) -> MaskHypernetwork:
         if stray:
             raise ValueError(f"tensors of priors {sorted(stray)} but no entry for them in the metadata")
     except (KeyError, ValueError) as exc:   # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{path}: its input priors are damaged ({exc}); rewrite them with `weightcast prune "
-                         "prior --hypernet FILE --out FILE`") from exc
-    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PRIOR_PREFIX)})
+        raise WeightFileError(f"{path}: its input priors are damaged ({exc}); rewrite them with `weightcast prune "
+                              "prior --hypernet FILE --out FILE`") from exc
+    try:
+        net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PRIOR_PREFIX)})
+    except RuntimeError as exc:
+        raise WeightFileError(f"{path}: its tensors do not fit its config ({' '.join(str(exc).split())[:300]}); "
+                              "train it again with `weightcast prune train`") from None
     return net.eval()
 
 

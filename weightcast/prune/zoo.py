@@ -94,8 +94,10 @@ def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) 
     ids = [s.run_id for s in specs] if specs is not None else list(entries)
     missing = [i for i in ids if i not in entries]
     if missing:
-        raise MissingInputError(f"zoo {zoo_dir} lacks runs {missing[:3]}...; build it with "
-                                "`weightcast prune zoo --out DIR --data-dir DATA`")
+        root = Path(zoo_dir).parent if Path(zoo_dir).name in ("train", "heldout") else Path(zoo_dir)
+        raise MissingInputError(f"zoo {zoo_dir} lacks {len(missing)} of its runs ({', '.join(missing[:3])}"
+                                f"{', ...' if len(missing) > 3 else ''}); build them with `weightcast prune zoo "
+                                f"--zoo {root} --data-dir DATA`")
     out = []
     for run_id in ids:
         entry = entries[run_id]
