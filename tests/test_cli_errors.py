@@ -54,6 +54,14 @@ def test_window_the_runs_cannot_supply_is_refused_at_once(quick_zoo, tmp_path, c
     assert "is not a zoo: it has no manifest.json" in err
 
 
+@pytest.mark.parametrize("kind", ["farcast", "nowcast"])
+def test_graph_only_options_are_refused_for_other_kinds(tmp_path, capsys, kind):
+    err = run_error(train_args(tmp_path, tmp_path / "f.safetensors", "--held-out-zoo", str(tmp_path / "missing"),
+                               kind=kind), capsys)
+    assert f"--held-out-zoo applies to --kind nowcast-graph only; drop it for --kind {kind}" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_horizons_beyond_the_runs_are_refused_and_trained_ones_are_all_trained(quick_zoo, tmp_path, capsys):
     out = tmp_path / "f.safetensors"
     err = run_error(train_args(quick_zoo, out, "--max-horizon", "6"), capsys)  # 5 + 6 > 9 snapshots

@@ -21,10 +21,17 @@ from ..cli_common import (HelpFormatter, existing_dir, nonnegative_float, nonneg
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from ..errors import InputError
     from ..weights_io import check_out_path
     from .train import TrainConfig, save_trained, train
 
     check_out_path(args.out)  # before the training, not after
+    given = [flag for flag, value in (("--compare", args.compare), ("--held-out-zoo", args.held_out_zoo))
+             if value is not None]
+    if given and args.kind != "nowcast-graph":
+        verb, pronoun = ("apply", "them") if len(given) > 1 else ("applies", "it")
+        raise InputError(f"{' and '.join(given)} {verb} to --kind nowcast-graph only; drop {pronoun} for --kind "
+                         f"{args.kind}")
     if args.kind == "nowcast":
         from .nowcast_train import train_from_args
 
