@@ -27,8 +27,9 @@ def test_benchmark_writes_times_shares_and_the_estimate(tmp_path):
     assert "H100 estimate (not a measurement" in out.with_suffix(".md").read_text()
 
 
-def test_benchmark_refuses_bad_arguments(capsys):
-    for argv in (["--record-every", "0"], ["--repeats", "1"], ["--models", "resnet"]):
+def test_benchmark_refuses_bad_arguments(capsys, monkeypatch):
+    monkeypatch.setattr(bench_nowcast_jump.torch.cuda, "is_available", lambda: False)
+    for argv in (["--record-every", "0"], ["--repeats", "1"], ["--models", "resnet"], ["--device", "cuda"]):
         with pytest.raises(SystemExit) as exit_info:
             bench_nowcast_jump.main(argv)
         assert exit_info.value.code == 2

@@ -5,13 +5,15 @@
 #
 # 1. build _C with its CUDA kernels against the machine's CUDA torch (WEIGHTCAST_FORCE_CUDA=1; the arch list
 #    defaults to the visible GPU's), editable, no dependencies fetched (the machine has no registry)
-# 2. tests/test_native.py, test_ops_public.py, test_latent_ops.py, test_wnn.py and test_triton_kernels.py on cpu
-#    and cuda
+# 2. tests/test_native.py, test_ops_public.py, test_latent_ops.py, test_wnn.py, test_triton_kernels.py,
+#    test_nowcast_ops.py and test_prune_obs_kernel.py on cpu and cuda
 # 3. compute-sanitizer memcheck and racecheck over tools/sanitize_native.py (odd sizes, misaligned views,
 #    every dtype pair), when compute-sanitizer is installed
 # 4. benchmarks/bench_native_ops.py (bandwidth against copy_) and, if present, bench_triton_ops.py
 # 5. benchmarks/bench_latent_jump.py --device cuda: every forecaster's jump against a ResNet-18 training step
 #    (the latent jump's <= 5% target), written to benchmarks/results/latent/jump_cuda.{csv,md}
+# 6. benchmarks/bench_nowcast_jump.py --device cuda: the nowcast jump against the study models' training steps
+#    (the per-jump <= 5% target of the issue "forecast jumps that pay"), -> benchmarks/results/nowcast_jump_<gpu>.*
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -30,7 +32,7 @@ fi
 
 step "tests"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_ops_public.py tests/test_latent_ops.py \
-  tests/test_wnn.py tests/test_triton_kernels.py 2>&1 | tee "$OUT/tests.log" \
+  tests/test_wnn.py tests/test_triton_kernels.py tests/test_nowcast_ops.py tests/test_prune_obs_kernel.py 2>&1 | tee "$OUT/tests.log" \
   | tail -15
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
@@ -58,5 +60,9 @@ step "jump cost"
 "$PYTHON" benchmarks/bench_latent_jump.py --device cuda 2>&1 | tee "$OUT/bench_latent_jump.log" | tail -20
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 cp benchmarks/results/latent/jump_cuda.* "$OUT"/ 2>/dev/null || true
+step "nowcast jump cost"
+"$PYTHON" benchmarks/bench_nowcast_jump.py --device cuda 2>&1 | tee "$OUT/bench_nowcast_jump.log" | tail -30
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+cp benchmarks/results/nowcast_jump_*.csv benchmarks/results/nowcast_jump_*.md "$OUT"/ 2>/dev/null || true
 echo; [ $status = 0 ] && echo "gpu_check: all passed" || echo "gpu_check: FAILED"
 exit $status
