@@ -1,6 +1,7 @@
 """Pruners: exact sparsity, masks through torch.nn.utils.prune, save/load, errors, OBS details, hypernetwork."""
 import copy
 import io
+import warnings
 
 import pytest
 import torch
@@ -176,6 +177,21 @@ def test_other_bad_inputs(trained, task):
         hypernet.load("/nonexistent/hypernet.safetensors")
 
 
+def test_a_mask_that_empties_a_layer_is_warned_about(trained):
+    def shrunk():
+        model = copy.deepcopy(trained)
+        with torch.no_grad():
+            model.layers[2].weight.mul_(1e-6)   # global magnitude then removes this whole layer first
+        return model
+
+    with pytest.warns(UserWarning, match=r"kept no weight of \['layers.2.weight'\].*scope='layer'"):
+        prune(shrunk(), 0.5, "magnitude")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prune(copy.deepcopy(trained), 0.5, "magnitude")
+        prune(shrunk(), 0.5, "magnitude", scope="layer")
+
+
 def test_finetune_keeps_the_masks_and_bn_recalibration(trained, task):
     model = prune_copy(trained, 0.9, "magnitude")
     before = [layer.weight_mask.clone() for layer in (model.layers[0], model.layers[2], model.layers[4])]
@@ -228,6 +244,7 @@ def test_hypernetwork_early_stopping_uses_the_change_only_where_it_beat_magnitud
     assert hypernet.val_score(net, [(trained, task)]) == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:pruning by hypernet")   # a random hypernetwork may empty a layer
 def test_inactive_sparsities_fall_back_to_magnitude(trained):
     net = MaskHypernetwork(token_size=16, hidden=8)
     with torch.no_grad():

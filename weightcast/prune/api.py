@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
@@ -104,9 +105,21 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
         masks, weights = net.prune(model, sparsity, scope, **method_kwargs)
     else:
         masks, weights = _data_based(method, model, sparsity, x, y, method_kwargs)
+    _warn_emptied_layers(masks, method, sparsity)
     if apply:
         apply_masks(model, masks, weights if update_weights else None)
     return masks
+
+
+def _warn_emptied_layers(masks: dict[str, torch.Tensor], method: str, sparsity: float) -> None:
+    """Warn (UserWarning) when a mask keeps no weight of a layer: a global selection may empty a whole layer (layer
+    collapse; e.g. CHITA on the prune zoo's LeNet-5 on digits at s = 0.9 empties its second convolution), and a
+    feed-forward network's output then no longer depends on its input."""
+    emptied = [name for name, mask in masks.items() if not bool(mask.any())]
+    if emptied:
+        warnings.warn(f"pruning by {method} at sparsity {sparsity} kept no weight of {emptied}: the layer passes on "
+                      "only its bias (in a feed-forward network the output then no longer depends on the input); "
+                      "use scope='layer', a lower sparsity or another method", stacklevel=3)
 
 
 def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
