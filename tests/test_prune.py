@@ -317,12 +317,14 @@ def test_lamp_allocation_ignores_layer_scales_and_keeps_every_layer(lenet):
         scaled.classifier[2].weight.mul_(1e-3)
     lamp = prune(copy.deepcopy(lenet), 0.95, "lamp", apply=False)
     assert all(torch.equal(lamp[k], m) for k, m in prune(scaled, 0.95, "lamp", apply=False).items())
-    assert not prune(scaled, 0.95, "magnitude", apply=False)["classifier.2.weight"].any()
+    with pytest.warns(UserWarning, match="kept no weight of .*classifier.2.weight"):
+        assert not prune(scaled, 0.95, "magnitude", apply=False)["classifier.2.weight"].any()
     for name, mask in lamp.items():
         w = dict(lenet.named_parameters())[name].detach().abs()
         assert mask.flatten()[w.flatten().argmax()] and w[mask].min() >= w[~mask].max(), name
-    assert {k: int(m.sum()) for k, m in lamp.items()} != \
-        {k: int(m.sum()) for k, m in prune(copy.deepcopy(lenet), 0.95, "magnitude", apply=False).items()}
+    with pytest.warns(UserWarning, match=r"kept no weight of \['features.3.weight'"):   # the unscaled one too
+        magnitude = prune(copy.deepcopy(lenet), 0.95, "magnitude", apply=False)
+    assert {k: int(m.sum()) for k, m in lamp.items()} != {k: int(m.sum()) for k, m in magnitude.items()}
 
 
 def test_offset_search_never_does_worse_than_magnitude_on_its_batch(trained, task):
