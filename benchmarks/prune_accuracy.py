@@ -301,7 +301,7 @@ def seed_summary(rows: list[dict]) -> str:
              "| network | method | median | min | max | draws |", "|---|---|---|---|---|---|"]
     for network in [*magnitude, "both"]:
         for method in SEED_METHODS[1:]:
-            gains = sorted(100 * (r["value"] - magnitude[config(r)["network"]]) for r in rows
+            gains = sorted(100 * (r["value"] - magnitude[row_config(r)["network"]]) for r in rows
                            if r["name"] == method and network in (row_config(r)["network"], "both"))
             if gains:
                 lines.append(f"| {network} | {method} | {statistics.median(gains):+.2f} | {gains[0]:+.2f} | "

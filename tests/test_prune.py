@@ -434,3 +434,15 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
     monkeypatch.undo()
     monkeypatch.setattr(bench, "hypernet_digest", lambda: "w2")   # other hypernetwork weights
     assert bench.load_cache(tmp_path / "c.json", expected) is None
+
+
+def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import prune_accuracy as bench
+
+    rows = [dict(name="magnitude", value=0.90, config={"network": "mlp"})]
+    rows += [dict(name="obs", value=v, config={"network": "mlp"}) for v in (0.91, 0.93, 0.92)]
+    assert "| mlp | obs | +2.00 | +1.00 | +3.00 | 3 |" in bench.seed_summary(rows)
