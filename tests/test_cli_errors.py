@@ -54,11 +54,17 @@ def test_window_the_runs_cannot_supply_is_refused_at_once(quick_zoo, tmp_path, c
     assert "is not a zoo: it has no manifest.json" in err
 
 
-@pytest.mark.parametrize("kind", ["farcast", "nowcast"])
-def test_graph_only_options_are_refused_for_other_kinds(tmp_path, capsys, kind):
-    err = run_error(train_args(tmp_path, tmp_path / "f.safetensors", "--held-out-zoo", str(tmp_path / "missing"),
-                               kind=kind), capsys)
-    assert f"--held-out-zoo applies to --kind nowcast-graph only; drop it for --kind {kind}" in err
+@pytest.mark.parametrize("kind, extra, wrong", [
+    ("farcast", ["--held-out-zoo", "missing"], "--held-out-zoo does"),
+    ("nowcast", ["--held-out-zoo", "missing", "--rounds", "3"], "--rounds, --held-out-zoo do"),
+    ("nowcast", ["--reg", "0.5"], "--reg does"),
+    ("wnn", ["--k-max", "8", "--spacings", "10"], "--k-max, --spacings do"),
+    ("nowcast-graph", ["--elements", "64", "--max-horizon", "3"], "--max-horizon, --elements do"),
+])
+def test_options_of_other_kinds_are_refused(tmp_path, capsys, kind, extra, wrong):
+    err = run_error(train_args(tmp_path, tmp_path / "f.safetensors", kind=kind)
+                    + [str(tmp_path / e) if e == "missing" else e for e in extra], capsys)
+    assert f"{wrong} not apply to --kind {kind}; drop" in err
     assert not list(tmp_path.iterdir())
 
 
