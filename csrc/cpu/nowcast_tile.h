@@ -38,6 +38,19 @@ typedef float Vec __attribute__((vector_size(kLanes * sizeof(float)), may_alias)
 #define WEIGHTCAST_SPLAT(c) (Vec{} + (c))
 #define WEIGHTCAST_RELU(a) ((a) < Vec{} ? Vec{} : (a))
 
+// One hidden unit of a tile: out = relu(bias + sum_q row[q] in[q]) for each of the tile's elements. Inlined into
+// every clone of mlp_tile, so it takes that clone's instruction set and contraction.
+__attribute__((always_inline)) inline void relu_unit(float bias, const float* row, const Vec (*in)[kVecs], int64_t n,
+                                                     Vec* out) {
+  Vec acc[kVecs];
+  for (int64_t v = 0; v < kVecs; ++v) acc[v] = WEIGHTCAST_SPLAT(bias);
+  for (int64_t q = 0; q < n; ++q) {
+    const Vec c = WEIGHTCAST_SPLAT(row[q]);
+    for (int64_t v = 0; v < kVecs; ++v) acc[v] += c * in[q][v];
+  }
+  for (int64_t v = 0; v < kVecs; ++v) out[v] = WEIGHTCAST_RELU(acc[v]);
+}
+
 // The MLP of one tile: features x[q] (q < W: d_1 .. d_{W-1}, z_{W-1}; kTile elements each) -> m[r] for every
 // requested row, with the per-segment biases bias1 (H) and bias_out (R) already folded. The second layer (H x H,
 // nearly all of the work) keeps the accumulators of kUnits hidden units (kUnits x kVecs vectors: 16 AVX-512
@@ -56,15 +69,7 @@ void mlp_tile(const Vec (*x)[kVecs], const NowcastLayout& l, const float* mlp, c
   const float* b2 = mlp + l.b2;
   Vec h1[kNowcastMaxHidden][kVecs];
   Vec h2[kNowcastMaxHidden][kVecs];
-  for (int64_t j = 0; j < hidden; ++j) {
-    Vec acc[kVecs];
-    for (int64_t v = 0; v < kVecs; ++v) acc[v] = WEIGHTCAST_SPLAT(bias1[j]);
-    for (int64_t q = 0; q < w; ++q) {
-      const Vec c = WEIGHTCAST_SPLAT(w1[j * fe + q]);
-      for (int64_t v = 0; v < kVecs; ++v) acc[v] += c * x[q][v];
-    }
-    for (int64_t v = 0; v < kVecs; ++v) h1[j][v] = WEIGHTCAST_RELU(acc[v]);
-  }
+  for (int64_t j = 0; j < hidden; ++j) relu_unit(bias1[j], w1 + j * fe, x, w, h1[j]);
   int64_t j = 0;
   for (; j + kUnits <= hidden; j += kUnits) {
     Vec a[kUnits][kVecs];
@@ -81,15 +86,7 @@ void mlp_tile(const Vec (*x)[kVecs], const NowcastLayout& l, const float* mlp, c
     for (int64_t u = 0; u < kUnits; ++u)
       for (int64_t v = 0; v < kVecs; ++v) h2[j + u][v] = WEIGHTCAST_RELU(a[u][v]);
   }
-  for (; j < hidden; ++j) {
-    Vec a[kVecs];
-    for (int64_t v = 0; v < kVecs; ++v) a[v] = WEIGHTCAST_SPLAT(b2[j]);
-    for (int64_t q = 0; q < hidden; ++q) {
-      const Vec c = WEIGHTCAST_SPLAT(w2[j * hidden + q]);
-      for (int64_t v = 0; v < kVecs; ++v) a[v] += c * h1[q][v];
-    }
-    for (int64_t v = 0; v < kVecs; ++v) h2[j][v] = WEIGHTCAST_RELU(a[v]);
-  }
+  for (; j < hidden; ++j) relu_unit(b2[j], w2 + j * hidden, h1, hidden, h2[j]);
   for (int64_t r = 0; r < num_rows; ++r) {
     const float* w3 = mlp + l.w3 + rows[r] * hidden;
     const float* skip = mlp + l.skip + rows[r] * l.f;
