@@ -162,6 +162,15 @@ def test_without_a_forecaster_it_is_torchs_ema_exactly():
     assert not torch.equal(avg.module[2].running_mean, torch.zeros(16))  # the buffers followed the model
 
 
+def test_a_plain_ema_does_not_check_the_jump_arguments_it_does_not_use():
+    """forecaster=None ignores jump_every and horizon, so a jump_every left over from a forecasting setup (below
+    the default window * record_every) is not refused (review); with a forecaster it still is."""
+    avg = wc.ForecastEMA(torch.nn.Linear(3, 2), None, decay=0.99, jump_every=50)
+    assert avg.update() is False and avg.num_jumps == 0
+    with pytest.raises(ValueError, match="jump_every"):
+        wc.ForecastEMA(torch.nn.Linear(3, 2), StepAhead(), jump_every=50)
+
+
 class MoveGuard:
     """A guard loss: |(how far every weight moved from where the first call saw it) - best_move|."""
 

@@ -68,7 +68,7 @@ class ForecastEMA:
     forecaster: a multi-horizon forecaster by name ("nowcast", "nowcast-graph") or an object with ``window``,
     ``predict(windows, ks, names)`` and ``check_schedule(window, record_every, max_horizon)``
     (:class:`weightcast.forecasters.nowcast.NowcastForecaster`); None for a plain EMA (then no guard, and
-    record_every, jump_every and horizon are not used). decay: of the average, in (0, 1); default
+    jump_every and horizon are not used; record_every only sets the default decay). decay: of the average, in (0, 1); default
     ``1 - 1 / (10 * record_every)`` (0.999 at 100), a lag of about ten record intervals. record_every: updates
     between records (>= 1); jump_every: updates between jumps, a multiple of record_every and at least
     ``window * record_every`` (default that); horizon: steps ahead, an int or a
@@ -107,7 +107,7 @@ class ForecastEMA:
         self.record_every = as_int("record_every", record_every, 1)
         period = self.window * self.record_every
         self.jump_every = period if jump_every is None else as_int("jump_every", jump_every, 1)
-        if self.jump_every % self.record_every or self.jump_every < period:
+        if forecaster is not None and (self.jump_every % self.record_every or self.jump_every < period):
             raise ValueError(f"jump_every ({self.jump_every}) must be a multiple of record_every "
                              f"({self.record_every}) and at least window * record_every ({period}), the updates "
                              "that refill the cleared window")
