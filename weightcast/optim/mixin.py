@@ -80,7 +80,8 @@ def split_forecast(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     ``torch.distributed.checkpoint``'s get/set_optimizer_state_dict hand it over; they keep only "state" and
     "param_groups"). A plain torch optimizer that loaded a forecasting checkpoint keeps the group entry in its
     param groups but drops the mark from its own ``state_dict()``: that stale entry is left out, with a warning,
-    and the history starts empty.
+    and the history starts empty. So does a checkpoint that weightcast saved before the mark was introduced: it
+    resumes with an empty window.
     """
     base = dict(state_dict)
     forecast = base.pop(FORECAST_KEY, None)
@@ -92,10 +93,11 @@ def split_forecast(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         if marked or named:
             forecast = in_group
         else:
-            warnings.warn("weightcast: this state_dict's param group holds a forecast state, but the state_dict was "
-                          "not made by a forecasting optimizer (a plain torch optimizer loaded a forecasting "
-                          "checkpoint and saved it again, so that state is stale); the forecast history starts "
-                          "empty", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"weightcast: this state_dict's param group holds a forecast state but the state_dict lacks "
+                          f"the {FORECAST_MARK!r} mark of a forecasting optimizer's state_dict(): a plain torch "
+                          "optimizer loaded a forecasting checkpoint and saved it again (the state is stale), or "
+                          "weightcast saved it before the mark existed; the forecast history starts empty",
+                          RuntimeWarning, stacklevel=4)
     base["param_groups"] = groups
     return base, forecast
 
