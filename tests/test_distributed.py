@@ -41,6 +41,44 @@ def test_ranks_stay_identical_after_jumps(tmp_path):
         assert torch.equal(result["gathered"][0], result["gathered"][1])
 
 
+def _guard_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    opt = wc.ForecastSGD(ddp.parameters(), lr=0.2, momentum=0.9, forecaster="linear", window=3, record_every=2,
+                         jump_every=6, horizon=24)
+    g = torch.Generator().manual_seed(100 + rank)  # each rank judges a jump on its own guard batch
+    gx, gy = torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    opt.guard_jumps(lambda: torch.nn.functional.cross_entropy(model(gx), gy))
+    data = torch.Generator().manual_seed(7 + rank)
+    for _ in range(36):
+        x, y = torch.randn(32, 8, generator=data), torch.randint(0, 3, (32,), generator=data)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ddp(x), y).backward()
+        opt.step()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    torch.save({"gathered": gathered, "counts": (opt.num_jumps, opt.num_rejected_jumps)},
+               os.path.join(out_dir, f"guard{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_a_guarded_jump_is_decided_alike_on_every_rank(tmp_path):
+    """Rank-local guard batches disagree about some jumps; the criteria are averaged over the ranks, so every
+    rank takes the same decision and the replicas stay identical."""
+    world = 2
+    mp.spawn(_guard_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    results = [torch.load(tmp_path / f"guard{rank}.pt") for rank in range(world)]
+    assert results[0]["counts"] == results[1]["counts"]
+    assert sum(results[0]["counts"]) == 6 and results[0]["counts"][1] > 0  # both outcomes occur
+    for result in results:
+        assert torch.equal(result["gathered"][0], result["gathered"][1])
+
+
 def _fsdp_run(forecaster, jump_every, world, window=3):
     """Train a small FSDP2 model (every rank sees the same data); return (local shards, full parameters, jumps)."""
     from torch.distributed.device_mesh import init_device_mesh

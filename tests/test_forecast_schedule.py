@@ -118,9 +118,90 @@ def test_after_jump_momentum_handling(after_jump):
         if after_jump == "keep":
             assert torch.equal(buffer, expected)
         elif after_jump == "reset":
-            assert buffer is None
+            assert torch.equal(buffer, torch.zeros_like(expected))
         else:
             torch.testing.assert_close(buffer, expected * 0.9 ** 2)
+
+
+SGD_PATHS = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
+
+def reset_run(make, steps=4):
+    """Two parameters, a jump every 2 steps with after_jump="reset"; ``b`` has no gradient at the first jump
+    step (an unused branch), so a jump resets ``a``'s state only. Returns both parameters."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.randn(4)), torch.nn.Parameter(torch.randn(4))
+    opt = make([a, b])
+    for t in range(1, steps + 1):
+        a.grad = torch.ones(4)
+        b.grad = None if t == 2 else torch.ones(4)
+        opt.step()
+    assert opt.num_jumps == steps // 2
+    return a.detach(), b.detach()
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["ForecastSGD", "Forecast(SGD)"])
+def test_reset_when_a_parameter_had_no_gradient_at_the_jump_is_the_same_on_every_sgd_path(wrapped):
+    """The fused kernel takes no mix of present and missing momentum buffers: reset keeps every buffer."""
+    schedule = dict(forecaster="linear", window=2, record_every=1, jump_every=2, horizon=1, after_jump="reset")
+
+    def make(path):
+        if wrapped:
+            return lambda params: wc.Forecast(torch.optim.SGD(params, lr=0.1, momentum=0.9, **path), **schedule)
+        return lambda params: wc.ForecastSGD(params, lr=0.1, momentum=0.9, **path, **schedule)
+
+    results = {name: reset_run(make(path)) for name, path in SGD_PATHS.items()}
+    for name, result in results.items():
+        assert all(torch.equal(x, y) for x, y in zip(result, results["for-loop"])), name
+
+
+RESET_BASES = {
+    "RMSprop": lambda params: torch.optim.RMSprop(params, lr=0.01, momentum=0.9, foreach=False),
+    "RMSprop-foreach": lambda params: torch.optim.RMSprop(params, lr=0.01, momentum=0.9, foreach=True),
+    "Adam": lambda params: torch.optim.Adam(params, lr=0.01),
+    "SGD-dampening": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9, dampening=0.5),
+}
+
+
+@pytest.mark.parametrize("make", RESET_BASES.values(), ids=RESET_BASES.keys())
+def test_reset_zeroes_the_momentum_state_of_any_optimizer_as_it_initialises_it(make):
+    """After a reset jump the base optimizer continues from zeroed momentum-like state (momentum_buffer, exp_avg),
+    the other state untouched: the same as the plain optimizer given the jumped parameters and that state."""
+    p = torch.nn.Parameter(torch.randn(5))
+    opt = wc.Forecast(make([p]), forecaster="linear", window=2, record_every=1, jump_every=2, after_jump="reset")
+    grads = torch.randn(3, 5, generator=torch.Generator().manual_seed(1))
+    for t in range(2):
+        p.grad = grads[t]
+        opt.step()
+    assert opt.num_jumps == 1
+    assert all(not bool(opt.state[p][k].any()) for k in ("momentum_buffer", "exp_avg") if k in opt.state[p])
+    twin = torch.nn.Parameter(p.detach().clone())
+    plain = make([twin])
+    plain.load_state_dict(copy.deepcopy(opt.optimizer.state_dict()))
+    p.grad, twin.grad = grads[2], grads[2].clone()
+    opt.step()  # step 3: no jump
+    plain.step()
+    assert torch.equal(p, twin)
+
+
+def test_a_jump_step_at_which_nothing_moves_is_no_jump():
+    """lr 0 at every jump step: no parameter was updated, so nothing is forecast, counted, hooked or reset."""
+    p, twin = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    opt = wc.ForecastSGD([p], lr=0.1, momentum=0.9, forecaster="linear", window=2, record_every=1, jump_every=2,
+                         horizon=5, after_jump="reset")
+    plain = torch.optim.SGD([twin], lr=0.1, momentum=0.9)
+    hooked = []
+    opt.register_jump_hooks(before=lambda o, t: hooked.append(t), after=lambda o, t: hooked.append(t))
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda k: 0.0 if k % 2 else 1.0) for o in (opt, plain)]
+    for _ in range(4):
+        p.grad, twin.grad = -torch.ones(3), -torch.ones(3)
+        opt.step()
+        plain.step()
+        for s in schedulers:
+            s.step()
+    assert opt.num_jumps == opt.num_skipped_jumps == opt.num_rejected_jumps == 0 and hooked == []
+    assert torch.equal(p, twin) and torch.equal(opt.state[p]["momentum_buffer"], plain.state[twin]["momentum_buffer"])
+    assert opt.engine.step_count == 4
 
 
 def test_forecast_adamw_scale_uses_beta1():

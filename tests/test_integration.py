@@ -85,23 +85,59 @@ def test_add_param_group_after_construction():
     assert opt.engine.buckets[1][1].params[0] is head.weight
 
 
-def test_grad_scaler_skips_inf_steps_and_keeps_the_count_exact():
-    model = tiny_classifier()
-    opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster="linear", window=2)
+SCALED = {  # forecasting optimizers that GradScaler steps on the non-fused and on the fused path
+    "ForecastSGD": lambda params, **kw: wc.ForecastSGD(params, lr=0.1, **kw),
+    "ForecastSGD-fused": lambda params, **kw: wc.ForecastSGD(params, lr=0.1, fused=True, **kw),
+    "Forecast(SGD-fused)": lambda params, **kw: wc.Forecast(torch.optim.SGD(params, lr=0.1, fused=True), **kw),
+    "Forecast(Adam-fused)": lambda params, **kw: wc.Forecast(torch.optim.Adam(params, lr=0.01, fused=True), **kw),
+}
+
+
+def scaled_training(model, opt, steps, inf_step=None):
+    """bfloat16 autocast + GradScaler; an inf in the gradient at ``inf_step`` (the scaler must skip that step).
+    Returns the scaler's scale after every step."""
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     x, y = classifier_batch()
-    for step in range(6):
+    scales = []
+    for step in range(steps):
         opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = torch.nn.functional.cross_entropy(model(x), y)
         scaler.scale(loss).backward()
-        if step == 2:
-            model[0].weight.grad[0, 0] = float("inf")  # this step must be skipped by the scaler
+        if step == inf_step:
+            model[0].weight.grad[0, 0] = float("inf")
         scaler.step(opt)
         scaler.update()
+        scales.append(scaler.get_scale())
+    return scales
+
+
+@pytest.mark.parametrize("make", SCALED.values(), ids=SCALED.keys())
+def test_grad_scaler_skips_inf_steps_and_keeps_the_count_exact(make):
+    model = tiny_classifier()
+    opt = make(model.parameters(), forecaster="linear", window=2)
+    scaled_training(model, opt, 6, inf_step=2)
     assert opt.engine.step_count == 5
     assert opt.num_jumps == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("inf_step", [None, 1], ids=["finite", "overflow"])
+@pytest.mark.parametrize("forecaster", [None, "linear"])
+@pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam], ids=["SGD", "Adam"])
+def test_grad_scaler_with_a_fused_wrapped_optimizer_is_the_plain_fused_optimizer(base, forecaster, inf_step):
+    """GradScaler hands a fused optimizer grad_scale and found_inf; through Forecast they must reach the wrapped
+    optimizer's kernel (unscaled gradients, the overflowing step skipped) as without the wrapper."""
+    model, twin = tiny_classifier(), tiny_classifier()
+    opt = wc.Forecast(base(model.parameters(), lr=0.01, fused=True), forecaster=forecaster, window=2,
+                      jump_every=100)
+    plain = base(twin.parameters(), lr=0.01, fused=True)
+    assert scaled_training(model, opt, 4, inf_step) == scaled_training(twin, plain, 4, inf_step)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+        assert opt.state[p].keys() == plain.state[q].keys()
+        assert all(torch.equal(opt.state[p][k], plain.state[q][k]) for k in opt.state[p])  # Adam's step too
+    assert not hasattr(opt.optimizer, "grad_scale") and not hasattr(opt.optimizer, "found_inf")
 
 
 @pytest.mark.parametrize("backend", ["eager", "inductor"])

@@ -81,6 +81,39 @@ def test_a_schedule_shared_by_two_optimizers_is_bound_to_each_separately():
     p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
     first = wc.Forecast(torch.optim.AdamW([p]), forecaster="linear", window=3, record_every=10, jump_every=50,
                         horizon=d)
-    before = [first.engine.horizon_at(t) for t in (50, 100, 200, 400)]
+    before = [first.engine.horizon.horizon(j) for j in (0, 1, 3, 7)]
     wc.Forecast(torch.optim.AdamW([q]), forecaster="linear", window=3, record_every=20, jump_every=200, horizon=d)
-    assert [first.engine.horizon_at(t) for t in (50, 100, 200, 400)] == before == [80, 70, 50, 10]
+    assert [first.engine.horizon.horizon(j) for j in (0, 1, 3, 7)] == before == [80, 70, 50, 10]
+
+
+def test_decaying_gives_the_j_th_jump_its_horizon_when_jump_steps_pass_without_a_full_window():
+    """jump_every < window * record_every: the first jump steps find no full window; the first jump made still gets
+    k_max (the horizon the construction check is based on), and a resumed run gets the same horizons."""
+    horizons = []
+
+    class Spy(wc.forecasters.LinearForecaster):
+        def coefficients(self, steps, target):
+            horizons.append(target - max(steps))
+            return super().coefficients(steps, target)
+
+    def train(opt, p, steps):
+        for _ in range(steps):
+            p.grad = -torch.ones(10)
+            opt.step()
+
+    def build(p):
+        return wc.Forecast(torch.optim.SGD([p], lr=0.1), forecaster=Spy(), window=5, record_every=10,
+                           jump_every=20, horizon=Decaying(k_max=8, power=2, total_steps=200))
+
+    p, q = torch.nn.Parameter(torch.zeros(10)), torch.nn.Parameter(torch.zeros(10))
+    opt = build(p)
+    train(opt, p, 100)
+    state = copy.deepcopy(opt.state_dict())
+    train(opt, p, 100)
+    assert horizons == [80, 70, 60]
+    first = list(horizons)
+    horizons.clear()
+    resumed = build(q)
+    resumed.load_state_dict(state)
+    train(resumed, q, 100)
+    assert horizons == first[1:]

@@ -87,3 +87,38 @@ def test_plain_state_dict_loads_into_torch_sgd():
     torch_opt = torch.optim.SGD(clone_params(params), lr=0.01, momentum=0.9)
     torch_opt.load_state_dict(opt.state_dict())
     assert torch_opt.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.AdamW], ids=["SGD", "AdamW"])
+def test_a_forecast_state_carried_through_a_plain_optimizer_is_not_restored(base):
+    """A plain optimizer that loaded a forecasting checkpoint keeps its forecast entry and saves it again; loaded
+    back into Forecast, that stale window must not come back (the history starts empty, with a warning)."""
+    p = torch.nn.Parameter(torch.zeros(4))
+
+    def make():
+        return wc.Forecast(base([p], lr=0.1), forecaster="linear", window=3, record_every=1, jump_every=3,
+                           horizon=3)
+
+    opt = make()
+    for _ in range(4):
+        p.grad = -torch.ones(4)
+        opt.step()
+    plain = base([p], lr=0.1)
+    plain.load_state_dict(roundtrip(opt.state_dict()))
+    for _ in range(20):
+        p.grad = -torch.ones(4)
+        plain.step()
+    stale = roundtrip(plain.state_dict())
+    assert "forecast" in stale["param_groups"][0]  # torch keeps what it does not know in a param group
+    resumed = make()
+    with pytest.warns(RuntimeWarning, match="forecast history starts empty"):
+        resumed.load_state_dict(stale)
+    assert resumed.engine.step_count == 0 and all(b.filled == 0 for _, b in resumed.engine.buckets)
+    own = roundtrip(resumed.state_dict())  # the forecasting optimizer's own checkpoint still restores its state
+    for _ in range(2):
+        p.grad = -torch.ones(4)
+        resumed.step()
+    assert resumed.num_jumps == 0
+    again = make()
+    again.load_state_dict(own)
+    assert again.engine.state_dict()["step"] == 0

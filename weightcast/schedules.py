@@ -1,10 +1,12 @@
 """Horizon schedules: how far ahead (in optimizer steps) each forecast jump goes.
 
 ``ForecastSGD(..., horizon=...)`` and ``Forecast(..., horizon=...)`` take an int (a constant horizon in steps) or
-one of these objects. The optimizer calls :meth:`Schedule.horizon` with the 0-based index ``j`` of the jump step
-(``j = t // jump_every - 1`` at step ``t``), so the horizon depends only on the step count and a resumed run gets
-the same horizons. A schedule is saved in the optimizer's ``state_dict`` (:meth:`Schedule.spec`) and a checkpoint
-loads only into an optimizer with the same schedule.
+one of these objects. The optimizer calls :meth:`Schedule.horizon` with the 0-based index ``j`` of the jump it is
+making: the jumps made before it, applied, skipped (not finite) or rejected (by the guard). Jump steps that find
+no full window (``jump_every < window * record_every``) or nothing to move are not jumps, so the first jump gets
+``horizon(0)`` (the longest, which the forecaster was checked for). The counters are saved in the optimizer's
+``state_dict``, so a resumed run gets the same horizons. A schedule is saved there too (:meth:`Schedule.spec`)
+and a checkpoint loads only into an optimizer with the same schedule.
 
 * :class:`Constant` -- the same horizon at every jump.
 * :class:`Decaying` -- the long-horizon schedule of NiNo (Knyazev et al., "Accelerating Training with Neuron

@@ -1,9 +1,10 @@
 """The forecast engine shared by :class:`ForecastSGD` and :class:`Forecast`: schedule, history, jumps, state.
 
 Timing (t counts calls of ``step()`` from 1): at the end of step t, if ``t % record_every == 0`` the parameters
-are recorded; then if ``t % jump_every == 0`` and the window is full, the parameters that this step updated are
-overwritten with the forecast for step ``t + horizon`` (``horizon`` from the schedule, see
-:mod:`weightcast.schedules`) and every window is emptied (it refills before the next jump). A jump is
+are recorded; then if ``t % jump_every == 0``, the window is full and this step updated some parameter, those
+parameters are overwritten with the forecast for step ``t + horizon`` (``horizon`` the schedule's entry for the
+j-th jump made, see :mod:`weightcast.schedules`) and every window is emptied (it refills before the next jump).
+A jump step at which nothing was updated is no jump: nothing is counted, hooked or emptied. A jump is
 all-or-nothing across buckets: if any forecast would hold a non-finite value, nothing is written, a warning is
 given once and ``num_skipped_jumps`` counts it.
 
@@ -29,6 +30,7 @@ from ..schedules import Schedule, as_int, as_schedule, from_spec
 from .guard import JumpGuard
 
 AFTER_JUMP = ("keep", "reset", "scale")
+MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")  # the per-parameter state that after_jump resets or scales
 
 
 def resolve_schedule(window, record_every, jump_every, horizon) -> tuple[int, int, int, Schedule]:
@@ -125,9 +127,15 @@ class ForecastEngine:
         state.update(guard=None, jump_pre_hooks=OrderedDict(), jump_post_hooks=OrderedDict())
         return state
 
-    def horizon_at(self, t: int) -> int:
-        """Horizon (steps) of the jump at step ``t`` (a multiple of ``jump_every``)."""
-        return self.horizon.horizon(t // self.jump_every - 1)
+    @property
+    def jumps_made(self) -> int:
+        """Jumps tried so far: applied, skipped (not finite) or rejected (by the guard)."""
+        return self.num_jumps + self.num_skipped_jumps + self.num_rejected_jumps
+
+    def next_horizon(self) -> int:
+        """Horizon (steps) of the next jump: the schedule's entry ``j = jumps_made`` (the j-th jump, 0-based).
+        The counters are saved in the state_dict, so a resumed run gets the same horizons."""
+        return self.horizon.horizon(self.jumps_made)
 
     def _make_buckets(self, index: int, group: dict[str, Any]) -> list[Bucket]:
         by_kind: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
@@ -208,12 +216,12 @@ class ForecastEngine:
 
     def _jump(self, t: int) -> None:
         ready = [(gi, b, self.moving(gi, b)) for gi, b in self.buckets if b.full]
-        if not ready:
+        if not any(idx for _, _, idx in ready):  # no window full, or nothing this step updated: no jump
             return
         for hook in list(self.jump_pre_hooks.values()):
             hook(self.optimizer, t)
         if self.guard is None:
-            horizon = self.horizon_at(t)
+            horizon = self.next_horizon()
             horizon = horizon if self._forecast_all(ready, t + horizon) else None
         else:
             horizon = self._guarded_forecast(ready, t)
@@ -303,14 +311,14 @@ class ForecastEngine:
         guard = self.guard
         with torch.no_grad():
             backups = [None if exact_history(b) else [b.tensors()[i].clone() for i in idx] for _, b, idx in ready]
-        horizon = self.horizon_at(t)
+        horizon = self.next_horizon()
         try:
-            before = guard.loss()
+            before = self._guard_criteria(ready)
             for _ in range(guard.tries):
                 if not self._forecast_all(ready, t + horizon):
                     self._restore(ready, backups)
                     return None
-                if guard.accepts(before, guard.loss()):
+                if guard.accepts(before, self._guard_criteria(ready)):
                     return horizon
                 unit = self.forecaster.horizon_unit(self.record_every)
                 horizon = max(unit, int(horizon * guard.shrink) // unit * unit)
@@ -319,6 +327,18 @@ class ForecastEngine:
             raise
         self._restore(ready, backups)
         return 0
+
+    def _guard_criteria(self, ready: list[tuple[int, Bucket, list[int]]]) -> tuple[float, ...]:
+        """The guard's criteria; when torch.distributed is initialised, averaged over the default process group
+        (on the device of the first bucket), so that every rank (each judging on its own batch) takes the same
+        decision and DDP replicas stay identical."""
+        criteria = self.guard.loss()
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return criteria
+        total = torch.tensor(criteria, dtype=torch.float64, device=ready[0][1].device)
+        dist.all_reduce(total)
+        return tuple((total / dist.get_world_size()).tolist())
 
     @staticmethod
     def _restore(ready: list[tuple[int, Bucket, list[int]]], backups: list) -> None:
@@ -333,30 +353,31 @@ class ForecastEngine:
     def _coefficients(self, bucket: Bucket, target: int) -> torch.Tensor:
         return self.forecaster.coefficients(bucket.slot_steps, target).to(torch.float64)
 
-    def _adjust_momentum(self, ready: list[tuple[int, Bucket]], horizon: int) -> None:
-        """Apply ``after_jump`` to the momentum-like state (SGD momentum_buffer, Adam exp_avg) of jumped params.
+    def _adjust_momentum(self, ready: list[tuple[int, Bucket, list[int]]], horizon: int) -> None:
+        """Apply ``after_jump`` to the momentum-like state (``MOMENTUM_KEYS``: SGD and RMSprop
+        ``momentum_buffer``, Adam-family ``exp_avg``) of the jumped parameters; other state is left alone.
 
-        keep: unchanged. reset: SGD's buffer is dropped (re-initialised from the next gradient, as at the first
-        step); Adam's exp_avg is zeroed. scale: multiplied by ``beta ** horizon`` (beta = SGD momentum or Adam
-        beta1, horizon the one the jump used): the decay the buffer would see over the steps the jump skipped,
-        since the forecast has already spent the velocity that carried the trajectory there.
+        keep: unchanged. reset: zeroed in place, as RMSprop and Adam initialise them (the tensors stay, so every
+        base path, fused included, sees the state it expects); for SGD the next buffer is then
+        ``(1 - dampening) * grad``, the gradient itself without dampening, as at the first step. scale: multiplied
+        by ``beta ** horizon`` (beta = the group's ``momentum`` or ``betas[0]``, horizon the one the jump used):
+        the decay the buffer would see over the steps the jump skipped, since the forecast has already spent the
+        velocity that carried the trajectory there.
         """
         if self.after_jump == "keep":
             return
         state = self.optimizer.state
         for group_index, bucket, idx in ready:
             group = self.optimizer.param_groups[group_index]
-            beta = group.get("momentum", group.get("betas", (0.0,))[0])
-            buffers = []
-            for p in (bucket.params[i] for i in idx):
-                s = state.get(p, {})
-                if self.after_jump == "reset" and s.get("momentum_buffer") is not None:
-                    s["momentum_buffer"] = None
-                for key in ("momentum_buffer", "exp_avg"):
-                    if isinstance(s.get(key), torch.Tensor):
-                        buffers.append(s[key])
-            if buffers:
-                torch._foreach_mul_(buffers, 0.0 if self.after_jump == "reset" else float(beta) ** horizon)
+            buffers = [s[key] for s in (state.get(bucket.params[i], {}) for i in idx)
+                       for key in MOMENTUM_KEYS if isinstance(s.get(key), torch.Tensor)]
+            if not buffers:
+                continue
+            if self.after_jump == "reset":
+                torch._foreach_zero_(buffers)
+            else:
+                beta = group.get("momentum", group.get("betas", (0.0,))[0])
+                torch._foreach_mul_(buffers, float(beta) ** horizon)
 
     def param_ids(self) -> dict[int, int]:
         """id(param) -> index in the optimizer's state_dict numbering (params in group order)."""

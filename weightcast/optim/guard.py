@@ -6,7 +6,9 @@ optimizer evaluates a loss the user supplies (e.g. on a fixed batch of training 
 the jump is judged on) before the jump and after writing the forecast; if the loss rose by more than
 ``tolerance`` (relative), the horizon is multiplied by ``shrink`` and the forecast rewritten from the same
 window, at most ``tries`` forecasts in all; if none passes, the parameters of the jump step are put back and the
-jump counts in ``num_rejected_jumps``. Each try costs one evaluation of the loss.
+jump counts in ``num_rejected_jumps``. Each try costs one evaluation of the loss. When ``torch.distributed`` is
+initialised, the criteria are averaged over the default process group before they are compared (the engine's
+``_guard_criteria``), so the ranks of a DDP run, each judging on its own batch, take the same decision.
 
 ``loss_fn`` may also return several criteria (a tuple or list of scalars, e.g. the loss and the error rate on the
 guard's batch): a jump passes only when none of them rises by more than the tolerance. The loss alone can fall

@@ -3,6 +3,7 @@ state_dict with hooks, pickling, repr."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -13,6 +14,7 @@ from .engine import ForecastEngine, resolve_schedule
 from .guard import JumpGuard
 
 FORECAST_KEY = "forecast"  # state_dict["param_groups"][0][FORECAST_KEY]: the engine's state
+FORECAST_MARK = "forecast_step"  # state_dict[FORECAST_MARK]: the engine's step count; a plain optimizer drops it
 
 SCHEDULE_ARGS = """
         forecaster (str | Forecaster | None, optional): what predicts the parameters at a jump: "linear",
@@ -26,9 +28,10 @@ SCHEDULE_ARGS = """
         horizon (int | weightcast.schedules.Schedule, optional): how far a jump goes, in optimizer steps; an int
             is a constant horizon, a :class:`weightcast.schedules.Decaying` shortens it over training. Default:
             ``jump_every``.
-        after_jump (str, optional): what happens to the momentum-like state (SGD ``momentum_buffer``, Adam
-            ``exp_avg``) of the parameters a jump moved: "keep", "reset" or "scale" (by ``beta ** horizon``).
-            Default: "keep".
+        after_jump (str, optional): what happens to the momentum-like state (SGD and RMSprop
+            ``momentum_buffer``, Adam ``exp_avg``) of the parameters a jump moved: "keep", "reset" (zeroed in
+            place, as RMSprop and Adam initialise it; SGD's next buffer is ``(1 - dampening) * grad``) or "scale"
+            (by ``beta ** horizon``). Default: "keep".
 
     The schedule arguments accept Python, numpy and torch integers and are checked even without a forecaster; a
     horizon longer than the forecaster supports (e.g. farcast's trained ``max_horizon``) is refused here.
@@ -37,8 +40,11 @@ SCHEDULE_ARGS = """
     ``t % record_every == 0``; when ``t % jump_every == 0`` and the window is full, every parameter that this step
     updated (it has a gradient, ``requires_grad`` and a non-zero ``lr``) is overwritten with the forecast for step
     ``t + horizon``, all at once or, if any value would be non-finite, not at all. Parameters that were not
-    updated keep their values bit for bit. A step in which every group's ``lr`` is 0 and every gradient is zero
-    (e.g. the initialisation step of ``torch.distributed.checkpoint.state_dict``) is not counted.
+    updated keep their values bit for bit; if no parameter was updated, there is no jump (not counted, no hooks,
+    the window kept). The j-th jump made (applied, skipped or rejected; from 0) uses the schedule's j-th
+    horizon. A step in which every group's ``lr`` is 0 and every gradient is zero (e.g. the initialisation step
+    of ``torch.distributed.checkpoint.state_dict``) is not counted, nor is a step ``torch.amp.GradScaler``
+    skips for inf/NaN gradients (on the fused paths it calls ``step()`` with ``found_inf`` set).
 
     The parameters stay the user's tensors (never re-bound): storage ties, views, dtype and device changes after
     construction, ``channels_last`` and DTensor (FSDP2) parameters work as with torch.optim. The history lives in
@@ -66,13 +72,32 @@ def hooks_suspended(opt: torch.optim.Optimizer, kind: str) -> Iterator[tuple[Ord
 
 
 def split_forecast(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(the base optimizer's state_dict, the engine's state or None), without changing ``state_dict``. Reads the
-    engine's state from the first param group (and, for checkpoints of earlier versions, the top level)."""
+    """(the base optimizer's state_dict, the engine's state or None), without changing ``state_dict``.
+
+    The engine's state is read from the first param group (for checkpoints of earlier versions, from the top
+    level); the group entry counts only when the forecasting optimizer's own ``state_dict()`` made the checkpoint:
+    it carries the top-level ``FORECAST_MARK``, or its param groups name their parameters (the form in which
+    ``torch.distributed.checkpoint``'s get/set_optimizer_state_dict hand it over; they keep only "state" and
+    "param_groups"). A plain torch optimizer that loaded a forecasting checkpoint keeps the group entry in its
+    param groups but drops the mark from its own ``state_dict()``: that stale entry is left out, with a warning,
+    and the history starts empty. So does a checkpoint that weightcast saved before the mark was introduced: it
+    resumes with an empty window.
+    """
     base = dict(state_dict)
     forecast = base.pop(FORECAST_KEY, None)
+    marked = base.pop(FORECAST_MARK, None) is not None
     groups = [dict(g) for g in base.get("param_groups", [])]
     if groups and FORECAST_KEY in groups[0]:
-        forecast = groups[0].pop(FORECAST_KEY)
+        in_group = groups[0].pop(FORECAST_KEY)
+        named = all(isinstance(i, str) for g in groups for i in g["params"])
+        if marked or named:
+            forecast = in_group
+        else:
+            warnings.warn(f"weightcast: this state_dict's param group holds a forecast state but the state_dict lacks "
+                          f"the {FORECAST_MARK!r} mark of a forecasting optimizer's state_dict(): a plain torch "
+                          "optimizer loaded a forecasting checkpoint and saved it again (the state is stale), or "
+                          "weightcast saved it before the mark existed; the forecast history starts empty",
+                          RuntimeWarning, stacklevel=4)
     base["param_groups"] = groups
     return base, forecast
 
@@ -121,7 +146,10 @@ class ForecastMixin:
         """Accept a jump only if ``loss_fn()`` does not rise by more than ``tolerance`` (relative); otherwise
         retry with the horizon times ``shrink``, up to ``tries`` forecasts, then restore (see
         :mod:`weightcast.optim.guard`). If ``loss_fn`` raises, the parameters are restored before the exception
-        propagates. ``loss_fn=None`` removes the guard. Not saved in the state_dict: call it again after loading."""
+        propagates. When ``torch.distributed`` is initialised, the criteria are averaged over the default process
+        group, so every rank must call ``step()`` and every rank takes the same decision (DDP replicas stay
+        identical). ``loss_fn=None`` removes the guard. Not saved in the state_dict: call it again after
+        loading."""
         if self._engine is None:
             raise ValueError("this optimizer has no forecaster, so it never jumps")
         self._engine.guard = None if loss_fn is None else JumpGuard(loss_fn, tolerance, shrink, tries)
@@ -150,9 +178,16 @@ class ForecastMixin:
                                    "or use forecaster=None")
             self._engine.check_grads()
         loss = run_base_step()
-        if self._engine is not None:
+        if self._engine is not None and not self._skipped_by_grad_scaler():
             self._engine.after_step()
         return loss
+
+    def _skipped_by_grad_scaler(self) -> bool:
+        """True when ``torch.amp.GradScaler`` handed this step ``found_inf != 0``. It does so for a fused base
+        optimizer (``_step_supports_amp_scaling``), whose kernel then skips the update; with the other paths the
+        scaler does not call ``step()`` at all. Either way the step is not counted, recorded or jumped on."""
+        found_inf = self.__dict__.get("found_inf")
+        return found_inf is not None and bool(found_inf)
 
     @torch._disable_dynamo
     def state_dict(self) -> dict[str, Any]:
@@ -166,6 +201,7 @@ class ForecastMixin:
             if self._engine is not None:
                 state["param_groups"] = [dict(g) for g in state["param_groups"]]
                 state["param_groups"][0][FORECAST_KEY] = self._engine.state_dict()
+                state[FORECAST_MARK] = self._engine.step_count
             for hook in post.values():
                 result = hook(self, state)
                 state = state if result is None else result
@@ -176,7 +212,9 @@ class ForecastMixin:
         """All or nothing: the forecast state is checked (forecaster, schedule, history layout) before anything
         changes, and a mismatch raises a ValueError naming what was saved and what this optimizer uses. A history
         saved in another floating dtype is cast. A checkpoint of the plain base optimizer (torch.optim.SGD,
-        AdamW, ...) loads too: the forecast history then starts empty."""
+        AdamW, ...) loads too: the forecast history then starts empty, also when that optimizer had loaded a
+        forecasting checkpoint and carried its forecast entry along (see :func:`split_forecast`; a warning is
+        given)."""
         with hooks_suspended(self, "load_state_dict") as (pre, post):
             for hook in pre.values():
                 result = hook(self, state_dict)

@@ -10,6 +10,8 @@ from ..schedules import Schedule
 from .engine import ForecastEngine
 from .mixin import SCHEDULE_ARGS, ForecastMixin
 
+AMP_SCALING_ATTRS = ("grad_scale", "found_inf")  # what GradScaler sets on a fused optimizer for one step()
+
 
 class Forecast(ForecastMixin, torch.optim.Optimizer):
     __doc__ = r"""Wrap ``optimizer`` (any ``torch.optim.Optimizer``) so that it jumps along the forecast trajectory.
@@ -17,7 +19,9 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
     The wrapper is itself an Optimizer: ``param_groups``, ``state`` and ``defaults`` are the wrapped optimizer's,
     so LR schedulers, ``GradScaler`` and trainers that insist on an Optimizer accept it; parameters added to the
     wrapped optimizer later (``add_param_group`` on either) are forecast too. Methods the wrapped optimizer has
-    beyond ``Optimizer`` (e.g. schedule-free's ``train()`` / ``eval()``) are forwarded to it.
+    beyond ``Optimizer`` (e.g. schedule-free's ``train()`` / ``eval()``) are forwarded to it. A fused wrapped
+    optimizer gets ``GradScaler``'s ``grad_scale`` and ``found_inf`` for its step, so its updates (an overflowing
+    step skipped) are the ones it makes without the wrapper.
 
     Args:
         optimizer (torch.optim.Optimizer): the optimizer whose ``step()`` makes the base update.""" + \
@@ -71,8 +75,22 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
             self._engine.refresh()
 
     def step(self, closure=None):
-        return self._forecast_step(lambda: self.optimizer.step(closure) if closure is not None
-                                   else self.optimizer.step())
+        return self._forecast_step(lambda: self._inner_step(closure))
+
+    def _inner_step(self, closure):
+        """The wrapped optimizer's step. ``GradScaler`` sets ``grad_scale`` and ``found_inf`` on this wrapper when
+        the wrapped optimizer is fused (its ``_step_supports_amp_scaling`` is forwarded): they are handed to the
+        wrapped optimizer for its step, so that its kernel unscales the gradients and skips an overflowing step
+        exactly as without the wrapper, then taken off it again (a value it had before is put back)."""
+        amp = {k: self.__dict__[k] for k in AMP_SCALING_ATTRS if k in self.__dict__}
+        saved = {k: self.optimizer.__dict__[k] for k in amp if k in self.optimizer.__dict__}
+        self.optimizer.__dict__.update(amp)
+        try:
+            return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        finally:
+            for k in amp:
+                del self.optimizer.__dict__[k]
+            self.optimizer.__dict__.update(saved)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

@@ -140,14 +140,14 @@ def train_run(task, make_model: Callable[[], torch.nn.Module], method: str, lr: 
     elif is_forecasting(method):
         if guard is not None:
             opt.guard_jumps(guard)
-        before: list[float] = []
+        before: list[tuple[float, int]] = []  # (measure, scheduled horizon) of the jump being made
 
         def pre(o, t):
-            before.append(measure())
+            before.append((measure(), opt.engine.next_horizon()))
 
         def post(o, t):
-            result.jumps.append((t, before[-1], measure(), math.nan))
-            result.horizons.append(opt.engine.horizon_at(t) / schedule.record_every)
+            result.jumps.append((t, before[-1][0], measure(), math.nan))
+            result.horizons.append(before[-1][1] / schedule.record_every)
             pending[t + AFTER_STEPS] = len(result.jumps) - 1
 
         opt.register_jump_hooks(before=pre, after=post)
