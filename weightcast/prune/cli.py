@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli_common import HelpFormatter, positive_int
+from ..cli_common import HelpFormatter, positive_float, positive_int
 from ..errors import InputError
 
 from .api import DATA_BASED, METHODS
@@ -44,11 +44,11 @@ def add_subparser(subparsers) -> None:
         p.add_argument("--zoo", type=Path, default=None, help="zoo folder (default $WEIGHTCAST_PRUNE_ZOO or "
                        "~/.cache/weightcast/prune-zoo)")
         p.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
-        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     zoo.set_defaults(func=_zoo)
     train.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
-    train.add_argument("--steps", type=int, default=1500)
-    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--steps", type=positive_int, default=1500)
+    train.add_argument("--lr", type=positive_float, default=3e-4)
     train.add_argument("--max-shift", type=float, default=0.5, help="bound of the change of a weight's log|w| score")
     train.add_argument("--max-offset", type=float, default=1.0, help="bound of the per-layer score offset")
     train.add_argument("--val-every", type=positive_int, default=100,
@@ -65,8 +65,8 @@ def add_subparser(subparsers) -> None:
                        help="fractions of the learned change also judged on the validation runs per sparsity")
     train.add_argument("--models-per-step", type=positive_int, default=1,
                        help="(model, sparsity, batch) draws averaged in each step's loss")
-    train.add_argument("--token-size", type=int, default=32)
-    train.add_argument("--hidden", type=int, default=32)
+    train.add_argument("--token-size", type=positive_int, default=32)
+    train.add_argument("--hidden", type=positive_int, default=32)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
     prior.add_argument("--hypernet", type=Path, default=None,

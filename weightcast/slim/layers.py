@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 
 class _Sliced:
     """Mixin of the sliced weight layers: ``active_out``/``active_in`` channels and an optional generated weight."""
@@ -170,13 +172,14 @@ def dense_copy(layer: nn.Module) -> nn.Module:
 
 
 def check_widths(widths: Sequence[float]) -> tuple[float, ...]:
-    """Sorted unique widths in (0, 1] including 1.0; ValueError otherwise."""
+    """Sorted unique widths in (0, 1] including 1.0; :class:`weightcast.errors.InputError` (a ValueError)
+    otherwise."""
     try:
         values = sorted({float(w) for w in widths})
     except (TypeError, ValueError):
-        raise ValueError(f"widths must be numbers in (0, 1], got {widths!r}") from None
+        raise InputError(f"widths must be numbers in (0, 1], got {widths!r}") from None
     if not values or any(not 0.0 < w <= 1.0 for w in values):
-        raise ValueError(f"widths must be fractions of the full width in (0, 1], got {list(widths)}")
+        raise InputError(f"widths must be fractions of the full width in (0, 1], got {list(widths)}")
     if values[-1] != 1.0:
-        raise ValueError(f"widths must include 1.0 (the pretrained network), got {values}")
+        raise InputError(f"widths must include 1.0 (the pretrained network), got {values}")
     return tuple(values)
