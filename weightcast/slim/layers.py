@@ -127,6 +127,20 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         var.fill_(1)
         count.zero_()
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """As BatchNorm2d's, and an error (even with ``strict=False``) when ``state_dict`` has this layer's width-1.0
+        statistics but not those of every other width: a dense model's state_dict would leave the narrow widths
+        with statistics of the old weights, its channels out of importance order."""
+        lacking = [key for key in self._buffers if key.startswith("running_mean_") and prefix + key not in state_dict]
+        if prefix + "running_mean" in state_dict and lacking:
+            error_msgs.append(f"{prefix}running_mean is there but not {prefix}{lacking[0]} (the statistics of a "
+                              "narrower width): a dense model's state_dict goes into the dense model before "
+                              "make_slimmable (which orders its channels and derives every width's statistics from "
+                              "it), a slimmable model's into one made slimmable with the same widths")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         mean, var, count = self.stats()
