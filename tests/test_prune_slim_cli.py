@@ -82,6 +82,19 @@ def test_prune_apply_output_loads_back(state, tmp_path, capsys):
     assert float((model.layers[0].weight == 0).float().mean()) > 0.5
 
 
+def test_prune_apply_prunes_a_pruned_state_further(state, tmp_path, capsys):
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    assert main(apply_args(state, first, "--method", "random")) == 0
+    capsys.readouterr()
+    assert main(apply_args(first, second, "--sparsity", "0.8")) == 0   # magnitude over the remaining weights
+    before, after = torch.load(first), torch.load(second)
+    masks = {k: v.bool() for k, v in after.items() if k.endswith("weight_mask")}
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.8 * sum(m.numel() for m in masks.values()))
+    assert all(not bool((m & ~before[k].bool()).any()) for k, m in masks.items())   # pruned weights stay pruned
+    err = error_of(apply_args(second, tmp_path / "third.pt", "--sparsity", "0.5"), capsys)
+    assert "already has" in err and "ask for at least" in err
+
+
 def test_prune_apply_help_lists_methods_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["prune", "apply", "--help"])

@@ -5,7 +5,8 @@
     weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] [--out FILE]
         (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples)
     weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
-        (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it)
+        (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it and
+        prunes it further: --sparsity is the total)
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def add_subparser(subparsers) -> None:
         description="Prune a saved model and torch.save its state_dict to --out. By default the output keeps "
                     "torch.nn.utils.prune's parametrisation (<layer>.weight_orig and <layer>.weight_mask): load "
                     "it with weightcast.prune.load_pruned(model, torch.load(OUT)), or pass it again as --state "
-                    "(the masks are folded in). With --permanent the masks are folded into the weights: a plain "
+                    "(its masks stay: the weights pruned before stay pruned and count toward --sparsity). With --permanent the masks are folded into the weights: a plain "
                     "state_dict (zeros where pruned) that model.load_state_dict reads.")
     apply.add_argument("--model", required=True, help="model name (weightcast.models, or mlp_nobias)")
     apply.add_argument("--model-kwargs", default="{}", help='JSON object of model arguments, e.g. '
@@ -94,7 +95,8 @@ def add_subparser(subparsers) -> None:
     apply.add_argument("--method", default="magnitude", choices=METHODS,
                        help=f"pruning method; {', '.join(DATA_BASED)} need calibration data")
     apply.add_argument("--scope", default="global", choices=("global", "layer"),
-                       help="prune over all layers at once or each layer to --sparsity (magnitude, hypernet)")
+                       help="prune over all layers at once or each layer to --sparsity (not woodfisher, chita; "
+                            "obs: its uniform allocation)")
     apply.add_argument("--calibration", type=positive_int, default=1024,
                        help="training examples of calibration data for the data-based methods")
     apply.add_argument("--out", type=Path, required=True, help="where the pruned state_dict goes (torch.save)")
@@ -248,7 +250,6 @@ def _apply(args) -> int:
         raise InputError(f"--state {args.state} does not fit --model {args.model} with --model-kwargs "
                          f"{args.model_kwargs} ({first}); pass the model arguments the "
                          "checkpoint was trained with") from None
-    make_permanent(model)
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
     start = time.perf_counter()

@@ -76,7 +76,7 @@ class LayerOBS:
         # weights among them) commute, so this is the trace's removed set
         free = ~self.pruned.gather(1, self.order)
         rank = free.cumsum(1) - 1
-        removed_steps = ~free | (free & (rank < counts[:, None]))
+        removed_steps = ~free | (rank < counts[:, None])
         removed_cols = torch.where(removed_steps, self.order, d)   # d: not removed (dropped below)
         keep_ext = torch.ones(rows, d + 1, dtype=torch.bool, device=self.W.device)
         keep_ext.scatter_(1, removed_cols, False)
