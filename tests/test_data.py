@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from weightcast.data import find_mnist_dir, get_task, load_chars, load_digits, load_mnist, read_idx
+from weightcast.errors import InputError
 
 SHARED_DATA = Path(os.environ.get("WEIGHTCAST_DATA") or Path(__file__).resolve().parents[1] / "../shared/data")
 needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists()
@@ -97,6 +98,9 @@ def test_chars_task_batches_and_evaluate():
 def test_unknown_task():
     with pytest.raises(KeyError, match="digits"):
         get_task("cifar10")
+    with pytest.raises(InputError) as exc:   # the command line prints it as one line
+        get_task("cifar10")
+    assert str(exc.value) == "unknown task 'cifar10'; choose one of ['chars', 'digits', 'mnist']"
 
 
 @needs_mnist

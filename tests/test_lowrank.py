@@ -437,3 +437,56 @@ def test_one_pass_equals_three_pass_on_token_sequences():
         assert o1.ranks() == o3.ranks()
         for a, b in zip(o1.layers.values(), o3.layers.values()):
             torch.testing.assert_close(a.weight_matrix(), b.weight_matrix(), rtol=1e-8, atol=1e-10)
+
+
+class _Shared(nn.Module):
+    """One Linear used under two names."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8)
+        self.b = self.a
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("layers", [None, ["a"], ["b"], lambda name, m: name == "b"])
+def test_a_shared_layer_is_converted_once_under_every_name(layers):
+    torch.manual_seed(0)
+    model, x = _Shared(), torch.randn(4, 8)
+    before = model(x)
+    lr.to_low_rank(model, layers)
+    assert isinstance(model.a, lr.LowRankLinear) and model.a is model.b
+    assert list(lr.low_rank_layers(model)) == ["a"]
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+    opt = lr.KLS(model, lr=0.1, theta=0.1)   # trains as one layer: both uses' gradients
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    opt.step()
+    assert model.a is model.b
+    lr.to_dense(model)
+    assert type(model.a) is nn.Linear and model.a is model.b
+
+
+class _TiedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tok = nn.Embedding(20, 8)
+        self.mid = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, i):
+        return self.head(self.mid(self.tok(i)))
+
+
+@pytest.mark.parametrize("layers", [None, ["head"]])
+def test_a_weight_tied_to_another_module_is_refused(layers):
+    model = _TiedHead()
+    with pytest.raises(ValueError, match=r"head.weight is tied to \['tok.weight'\].*Leave 'head' out of layers, or "
+                                         r"untie it first \(model.head.weight = nn.Parameter"):
+        lr.to_low_rank(model, layers)
+    assert type(model.mid) is nn.Linear and model.head.weight is model.tok.weight   # nothing converted
+    lr.to_low_rank(model, lambda name, m: name != "head")   # the way the message gives
+    assert isinstance(model.mid, lr.LowRankLinear) and model.head.weight is model.tok.weight

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from weightcast import models
+from weightcast.errors import InputError
 
 
 def count(model):
@@ -71,6 +72,8 @@ def test_gpt_heads_must_divide_width():
 def test_registry():
     assert models.names() == ["gpt", "lenet5", "mlp", "resnet18"]
     with pytest.raises(KeyError, match="unknown model 'nope'"):
+        models.get("nope")
+    with pytest.raises(InputError, match="^unknown model 'nope'"):   # unquoted: printed as one line
         models.get("nope")
 
 

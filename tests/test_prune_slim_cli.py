@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from weightcast.cli import main
 from weightcast.data import get_task
@@ -38,12 +39,24 @@ def apply_args(state, out, *extra):
     ({"--model": "mlpx"}, "--model 'mlpx'.*unknown model"),
     ({"--model-kwargs": '{"widths": [32]}'}, "does not fit --model mlp_nobias"),
     ({"--out": "/nonexist/dir/p.pt"}, "--out .*does not exist"),
+    ({"--task": "cifar"}, r"unknown task 'cifar'; choose one of \['chars', 'digits', 'mnist'\]"),
+    ({"--method": "woodfisher", "--scope": "layer"}, "'woodfisher' .* has no scope='layer'"),
 ])
 def test_prune_apply_bad_input_is_one_line(state, tmp_path, capsys, change, match):
     argv = apply_args(state, tmp_path / "p.pt")
     for flag, value in change.items():
+        if flag not in argv:
+            argv += [flag, value]
         argv[argv.index(flag) + 1] = str(tmp_path / value) if flag == "--state" else value
     assert re.search(match, error_of(argv, capsys))
+
+
+@pytest.mark.parametrize("command", [["prune", "train"], ["prune", "prior"], ["prune", "zoo"], ["slim", "study"],
+                                     ["slim", "finetune"]])
+def test_threads_must_be_positive(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--threads", "0"])
+    assert exc.value.code == 2 and "--threads: 0 is out of range: pass an integer >= 1" in capsys.readouterr().err
 
 
 def test_prune_apply_checks_out_before_any_work(state, capsys, monkeypatch):
@@ -67,6 +80,19 @@ def test_prune_apply_output_loads_back(state, tmp_path, capsys):
     model.load_state_dict(torch.load(plain))
     assert report["permanent"] and abs(report["sparsity"] - 0.7) < 0.01
     assert float((model.layers[0].weight == 0).float().mean()) > 0.5
+
+
+def test_prune_apply_prunes_a_pruned_state_further(state, tmp_path, capsys):
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    assert main(apply_args(state, first, "--method", "random")) == 0
+    capsys.readouterr()
+    assert main(apply_args(first, second, "--sparsity", "0.8")) == 0   # magnitude over the remaining weights
+    before, after = torch.load(first), torch.load(second)
+    masks = {k: v.bool() for k, v in after.items() if k.endswith("weight_mask")}
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.8 * sum(m.numel() for m in masks.values()))
+    assert all(not bool((m & ~before[k].bool()).any()) for k, m in masks.items())   # pruned weights stay pruned
+    err = error_of(apply_args(second, tmp_path / "third.pt", "--sparsity", "0.5"), capsys)
+    assert "already has" in err and "ask for at least" in err
 
 
 def test_prune_apply_help_lists_methods_and_defaults(capsys):
@@ -138,6 +164,12 @@ def test_slim_finetune_bad_input_is_one_line(tmp_path, capsys):
     assert "no such file" in error_of(finetune_args(tmp_path, tmp_path / "missing.safetensors"), capsys)
     err = error_of(finetune_args(tmp_path, pt), capsys)
     assert "expected a .safetensors file written by safetensors.torch.save_file" in err and "save_file(" in err
+    weights = tmp_path / "pre.safetensors"
+    save_file(model.state_dict(), str(weights))
+    for widths, match in ((["0.5"], r"widths must include 1.0 .*got \[0.5\]"),
+                          (["1.5", "1.0"], r"widths must be fractions of the full width in \(0, 1\]")):
+        argv = finetune_args(tmp_path, weights, "--widths", *widths)
+        assert re.search(match, error_of(argv, capsys))
 
 
 def test_slim_help_and_study_out_required(capsys):

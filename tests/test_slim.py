@@ -109,7 +109,7 @@ def test_state_dict_round_trips_every_width(key):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     fresh, _ = _model(key, seed=1)
-    make_slimmable(fresh, WIDTHS)
+    make_slimmable(fresh, WIDTHS, order=False)   # the README's way: the saved channels are in order already
     buffer.seek(0)
     fresh.load_state_dict(torch.load(buffer))
     for w in WIDTHS:
@@ -119,13 +119,28 @@ def test_state_dict_round_trips_every_width(key):
     assert any(k.endswith(f"running_mean_{width_tag(0.25)}") for k in model.state_dict())
 
 
-def test_a_pretrained_state_dict_loads_into_the_slimmable_model():
-    model, x = _model("lenet5-bn")
-    plain = copy.deepcopy(model)
-    make_slimmable(model, WIDTHS, order=False)
-    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and all("running_" in k or "num_batches" in k for k in missing)
-    torch.testing.assert_close(model(x), plain(x))
+@pytest.mark.parametrize("key", ["mlp", "lenet5-bn"])
+def test_a_pretrained_state_dict_goes_into_the_dense_model_before_make_slimmable(key):
+    pretrained, x = _model(key)
+    reference = make_slimmable(copy.deepcopy(pretrained), WIDTHS)
+    model, _ = _model(key, seed=1)
+    model.load_state_dict(pretrained.state_dict())   # the README's way
+    make_slimmable(model, WIDTHS)
+    for w in WIDTHS:
+        set_width(model, w)
+        set_width(reference, w)
+        assert torch.equal(model(x), reference(x)), w
+
+
+def test_a_dense_state_dict_is_refused_by_a_slimmable_bn_model_strict_or_not():
+    pretrained, _ = _model("lenet5-bn")
+    late, _ = _model("lenet5-bn", seed=1)
+    make_slimmable(late, WIDTHS)
+    for strict in (True, False):
+        with pytest.raises(RuntimeError, match=r"features.1.running_mean is there but not "
+                                               r"features.1.running_mean_0250 .* goes into the dense model before "
+                                               "make_slimmable"):
+            late.load_state_dict(pretrained.state_dict(), strict=strict)
 
 
 def test_recalibration_touches_only_the_chosen_width():

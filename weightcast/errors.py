@@ -2,12 +2,21 @@
 
 The ``weightcast`` command line prints such errors as one line (no traceback) and exits with status 1; code
 calling the library can catch them as :class:`InputError` or as the :class:`ValueError` they also are
-(:class:`MissingInputError`, for a missing file, also as :class:`FileNotFoundError`).
+(:class:`MissingInputError`, for a missing file, also as :class:`FileNotFoundError`; :class:`UnknownNameError`, for
+a name no registry has, also as :class:`KeyError`). Raise them where the input is checked, so that every caller,
+the command line included, reports the same message.
 """
 
 
 class InputError(ValueError):
     """Bad input (a file, a directory, an argument): the message names it and says how to repair it."""
+
+
+class UnknownNameError(InputError, KeyError):
+    """A name that no registry has (a task, a model, an optimizer): the message lists the known ones. Also a
+    :class:`KeyError` (a lookup that missed), so code that catches that keeps working."""
+
+    __str__ = Exception.__str__   # the message as it is (KeyError's quotes it)
 
 
 class MissingInputError(InputError, FileNotFoundError):

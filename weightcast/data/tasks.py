@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnknownNameError
 from .chars import Corpus, load_chars
 from .digits import load_digits
 from .mnist import load_mnist
@@ -209,5 +210,5 @@ def get_task(name: str, data_dir: str | os.PathLike | None = None, device: str |
     """Build a task by name (see the module docstring). ``data_dir`` is used by "mnist" only; ``kwargs`` are
     ``eval_size`` for all tasks and ``block_size`` for "chars"."""
     if name not in TASKS:
-        raise KeyError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+        raise UnknownNameError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
     return TASKS[name](data_dir, device, **kwargs)

@@ -23,18 +23,48 @@ from .layers import LowRankConv2d, LowRankLayer, LowRankLinear
 CONVENTIONS = ("reference", "full")
 
 
-def _select(model: nn.Module, layers: Iterable[str] | Callable[[str, nn.Module], bool] | None):
-    candidates = {name: m for name, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)}
+def _select(model: nn.Module, layers: Iterable[str] | Callable[[str, nn.Module], bool] | None
+            ) -> list[tuple[list[str], nn.Module]]:
+    """The chosen Linear/Conv2d modules, each once with every name it has in the model (a module used under
+    several names is chosen when any of them is)."""
+    names: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if type(m) in (nn.Linear, nn.Conv2d):
+            names.setdefault(id(m), []).append(name)
+            modules[id(m)] = m
     if layers is None:
-        return candidates
-    if callable(layers):
-        return {name: m for name, m in candidates.items() if layers(name, m)}
-    layers = list(layers)
-    missing = [name for name in layers if name not in candidates]
-    if missing:
-        raise ValueError(f"layers {missing} are not nn.Linear/nn.Conv2d modules of the model; the convertible "
-                         f"ones are {sorted(candidates)}")
-    return {name: candidates[name] for name in layers}
+        chosen = set(names)
+    elif callable(layers):
+        chosen = {key for key, all_names in names.items() if any(layers(n, modules[key]) for n in all_names)}
+    else:
+        layers = list(layers)
+        by_name = {n: key for key, all_names in names.items() for n in all_names}
+        missing = [name for name in layers if name not in by_name]
+        if missing:
+            raise ValueError(f"layers {missing} are not nn.Linear/nn.Conv2d modules of the model; the convertible "
+                             f"ones are {sorted(by_name)}")
+        chosen = {by_name[name] for name in layers}
+    selected = [(all_names, modules[key]) for key, all_names in names.items() if key in chosen]
+    _refuse_tied_parameters(model, selected)
+    return selected
+
+
+def _refuse_tied_parameters(model: nn.Module, selected: list[tuple[list[str], nn.Module]]) -> None:
+    """ValueError when a chosen module's weight or bias is also a parameter of another module (tied weights,
+    e.g. an output head tied to the embedding): its low-rank layer would hold factors of its own, untying them."""
+    holders: dict[int, dict[int, str]] = {}   # id(parameter) -> id(module) -> a name of it there
+    for name, m in model.named_modules(remove_duplicate=False):
+        for pname, p in m.named_parameters(recurse=False):
+            holders.setdefault(id(p), {}).setdefault(id(m), f"{name}.{pname}" if name else pname)
+    for names, m in selected:
+        for pname, p in m.named_parameters(recurse=False):
+            others = [n for key, n in holders[id(p)].items() if key != id(m)]
+            if others:
+                raise ValueError(f"{names[0]}.{pname} is tied to {others} (the same Parameter): a low-rank layer "
+                                 "holds factors U, S, V of its own, so converting it would untie them silently. "
+                                 f"Leave {names[0]!r} out of layers, or untie it first (model.{names[0]}.{pname} = "
+                                 f"nn.Parameter(model.{names[0]}.{pname}.detach().clone()))")
 
 
 @torch.no_grad()
@@ -47,15 +77,21 @@ def to_low_rank(model: nn.Module, layers: Iterable[str] | Callable[[str, nn.Modu
     ``rank`` / ``max_rank``: an int, or a float in (0, 1] read as a fraction of min(n, m) (rounded up); the
     initial rank is capped at ``max_rank``. ``init``: "svd" (truncated SVD of the current weight: a pretrained
     model keeps its function up to the discarded singular values) or "random" (random orthonormal U, V;
-    S = diag of the weight's leading singular values). Convolutions with groups != 1 or a non-zero padding mode
-    are refused with a ValueError. Returns ``model``.
+    S = diag of the weight's leading singular values). A module used under several names (a shared layer) is
+    converted once and every name is bound to the same low-rank layer. Refused with a ValueError, before the
+    model is changed: convolutions with groups != 1 or a non-zero padding mode, and a module whose weight or bias
+    is tied to another module's (e.g. an output head sharing the embedding's weight), which a low-rank layer
+    would untie. Returns ``model``.
     """
     if init not in ("svd", "random"):
         raise ValueError(f"init must be 'svd' or 'random', got {init!r}")
-    for name, dense in _select(model, layers).items():
+    selected = _select(model, layers)
+    for names, dense in selected:
         if isinstance(dense, nn.Conv2d) and (dense.groups != 1 or dense.padding_mode != "zeros"):
-            raise ValueError(f"{name}: low-rank convolutions need groups=1 and padding_mode='zeros', got groups="
+            raise ValueError(f"{names[0]}: low-rank convolutions need groups=1 and padding_mode='zeros', got groups="
                              f"{dense.groups}, padding_mode={dense.padding_mode!r}")
+    for names, dense in selected:
+        name = names[0]
         W = dense.weight.reshape(dense.weight.shape[0], -1)
         limit = min(W.shape)
         r_max = _as_rank(max_rank, limit, f"{name}: max_rank")
@@ -77,15 +113,22 @@ def to_low_rank(model: nn.Module, layers: Iterable[str] | Callable[[str, nn.Modu
         if dense.bias is not None:
             low.bias.copy_(dense.bias)
         low.train(dense.training)
-        _replace(model, name, low)
+        for name in names:
+            _replace(model, name, low)
     return model
 
 
 @torch.no_grad()
 def to_dense(model: nn.Module) -> nn.Module:
     """Replace every low-rank layer of ``model`` by the dense ``nn.Linear`` / ``nn.Conv2d`` with W = U S Vᵀ, in
-    place; returns ``model``."""
-    for name, low in [(n, m) for n, m in model.named_modules() if isinstance(m, LowRankLayer)]:
+    place (a layer used under several names becomes one dense module bound to all of them); returns ``model``."""
+    names: dict[int, list[str]] = {}
+    layers: dict[int, LowRankLayer] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, LowRankLayer):
+            names.setdefault(id(m), []).append(name)
+            layers[id(m)] = m
+    for key, low in layers.items():
         W = low.weight_matrix()
         factory = dict(dtype=W.dtype, device=W.device)
         if isinstance(low, LowRankLinear):
@@ -97,7 +140,8 @@ def to_dense(model: nn.Module) -> nn.Module:
         if low.bias is not None:
             dense.bias.copy_(low.bias)
         dense.train(low.training)
-        _replace(model, name, dense)
+        for name in names[key]:
+            _replace(model, name, dense)
     return model
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UnknownNameError
 from .gpt import GPT
 from .lenet import LeNet5
 from .mlp import MLP
@@ -33,4 +34,4 @@ def get(name: str, **kwargs) -> nn.Module:
     if torchvision is not None and tv_name in torchvision.models.list_models():
         return torchvision.models.get_model(tv_name, **kwargs)
     hint = "" if torchvision is not None else " (torchvision is not installed, so its models are unavailable)"
-    raise KeyError(f"unknown model {name!r}; choose one of {names()}{hint}")
+    raise UnknownNameError(f"unknown model {name!r}; choose one of {names()}{hint}")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .layers import prunable_layers, weight_of
+from .layers import live_weight, mask_of, prunable_layers, weight_of
 
 DATA_FREE = ("random", "magnitude", "lamp", "hypernet")
 DATA_BASED = ("obs", "woodfisher", "chita")
@@ -32,11 +32,17 @@ def check_sparsity(sparsity: float) -> float:
     return s
 
 
-def keep_top(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "global") -> dict[str, torch.Tensor]:
+def keep_top(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "global",
+             alive: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Bool masks keeping the highest scores: exactly ``round(sparsity * n)`` removed over all weights
-    (``scope="global"``) or in every layer (``"layer"``); ties broken by position."""
+    (``scope="global"``) or in every layer (``"layer"``); ties broken by position. ``alive`` (same keys, bool
+    masks; default all True): the weights already pruned (False) stay pruned and count toward the removals
+    (:func:`check_target`)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if alive is not None:
+        check_target(alive, sparsity, scope)
+        scores = {name: s.detach().float().masked_fill(~alive[name], -math.inf) for name, s in scores.items()}
     if scope == "layer":
         return {name: keep_top({name: s}, sparsity)[name] for name, s in scores.items()}
     flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
@@ -51,64 +57,120 @@ def keep_top(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "glo
     return out
 
 
+def check_target(alive: dict[str, torch.Tensor], sparsity: float, scope: str = "global") -> None:
+    """Raise ValueError when the weights already pruned (``alive`` False; ``"<layer>.weight"`` -> bool mask) are
+    more than ``round(sparsity * n)`` over all layers (``scope="global"``) or in one layer (``"layer"``): pruned
+    weights stay pruned, so ``sparsity`` cannot go below the model's."""
+    groups = {"the model": list(alive.values())} if scope == "global" else {k: [v] for k, v in alive.items()}
+    for where, masks in groups.items():
+        n = sum(m.numel() for m in masks)
+        pruned = sum(int((~m).sum()) for m in masks)
+        if pruned > round(sparsity * n):
+            raise ValueError(f"{where} already has {pruned} of its {n} weights pruned (sparsity {pruned / n:.4g}) "
+                             f"by its masks, more than sparsity {sparsity} removes: sparsity is the total fraction "
+                             "pruned, counting the weights pruned before (not a fraction of the remaining weights "
+                             f"as torch.nn.utils.prune's amount), so ask for at least {pruned} / {n}")
+
+
+OPTIONS = {"random": ("generator",), "magnitude": (), "lamp": (), "hypernet": ("hypernet", "prior", "samples", "draws"),
+           "obs": ("allocation", "rel_damp", "state"), "woodfisher": ("stages", "rel_damp", "block_size"),
+           "chita": ("stages", "rel_damp", "max_iter", "tol")}
+GLOBAL_ONLY = ("woodfisher", "chita")   # select over all layers at once: no scope="layer"
+
+
 def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=None, *, scope: str = "global",
-          apply: bool = True, update_weights: bool = True, generator: torch.Generator | None = None,
-          hypernet=None, **method_kwargs) -> dict[str, torch.Tensor]:
+          apply: bool = True, update_weights: bool = True, **options) -> dict[str, torch.Tensor]:
     """Prune the weights of ``model``'s Linear/Conv layers one-shot; returns ``{"<layer>.weight": bool mask}``.
 
     sparsity: fraction of weights removed, in [0, 1); every method removes exactly ``round(sparsity * n)`` (n
-    the prunable weights: all of them for the global methods, each layer's for layer-wise ones).
-    method: ``"random"``; ``"magnitude"`` (|w|; ``scope`` "global" or "layer"); ``"lamp"`` (LAMP scores,
+    the prunable weights: all of them with ``scope="global"``, each layer's with ``scope="layer"``). On a model
+    already pruned (masks of ``torch.nn.utils.prune``, e.g. an earlier ``prune``) ``sparsity`` is the total: the
+    weights pruned before stay pruned and count toward it, the methods choose among the others (scoring the
+    weights as the model uses them, pruned ones zero), and the returned masks are the masks the model has after;
+    so ``prune(m, 0.5)`` then ``prune(m, 0.8)`` ends at 0.8 (torch's ``amount`` is instead a fraction of the
+    remaining weights). A sparsity below the model's current one is refused (:func:`check_target`).
+    method and its ``options`` (keywords; an option the method does not take is refused): ``"random"``
+    (``generator``: a ``torch.Generator``); ``"magnitude"`` (|w|); ``"lamp"`` (LAMP scores,
     :func:`.scores.lamp_scores`, global top-k: magnitude within each layer, a data-free layer allocation in
     which every layer keeps its largest weight while at least one weight per layer is kept; with
-    ``scope="layer"`` it is per-layer magnitude); ``"hypernet"`` (the mask
-    hypernetwork, :mod:`weightcast.prune.hypernet`; weights only; ``hypernet=`` a :class:`MaskHypernetwork`,
-    default the shipped one; ``scope`` as for magnitude; where it is calibrated, WoodFisher on samples of its
-    input prior for the model's task, :meth:`MaskHypernetwork.prune` -- method_kwargs ``prior`` names the task,
-    found from the model when omitted, ``samples`` and ``draws``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; method_kwargs
-    ``allocation`` -- "magnitude" (default): each layer loses what global magnitude would remove there,
-    "global": the cheapest OBS steps over all layers, "uniform": every layer at ``sparsity`` -- ``rel_damp``,
-    ``state``); ``"woodfisher"`` and ``"chita"`` (:mod:`.fisher`;
-    global, in ``stages`` steps that recompute the gradients; method_kwargs ``stages`` (default
-    :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, and
-    ``block_size`` for WoodFisher -- None, the full Fisher -- or ``max_iter``/``tol`` for CHITA).
+    ``scope="layer"`` it is per-layer magnitude); ``"hypernet"`` (the mask hypernetwork,
+    :mod:`weightcast.prune.hypernet`; weights only; ``hypernet``: a :class:`MaskHypernetwork`, default the
+    shipped one; where it is calibrated, WoodFisher on samples of its input prior for the model's task,
+    :meth:`MaskHypernetwork.prune` -- ``prior`` names the task, found from the model when omitted, ``samples``
+    and ``draws``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; ``allocation`` -- "magnitude" (default): each layer
+    loses what global magnitude would remove there, "global": the cheapest OBS steps over all layers, "uniform":
+    every layer at ``sparsity``, which ``scope="layer"`` selects -- ``rel_damp``, ``state``); ``"woodfisher"``
+    and ``"chita"`` (:mod:`.fisher`; global only, in ``stages`` steps that recompute the gradients: ``stages``
+    (default :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, and ``block_size`` for WoodFisher --
+    None, the full Fisher -- or ``max_iter``/``tol`` for CHITA). :data:`OPTIONS` lists each method's options.
+    scope: ``"global"`` or ``"layer"`` (every layer at ``sparsity``); WoodFisher and CHITA refuse ``"layer"``.
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.
     apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
-    update_weights: write the compensated weights of OBS/WoodFisher/CHITA into the model.
-    Raises TypeError for a sparsity that is not a number (a string); ValueError for a sparsity outside [0, 1), an
-    unknown method or scope, or a data-based method without data; the model is left untouched then.
+    update_weights: write the compensated weights of OBS/WoodFisher/CHITA (and of a calibrated hypernet) into the
+    model. Those methods refuse ``apply=False`` with ``update_weights=True``, as the masks alone do not carry the
+    weights: pass ``update_weights=False`` for their masks (applied by hand they give plain masking), or take
+    the (mask, weight) pairs from :func:`.obs.obs_prune` / :func:`.fisher.prune_in_stages` and apply them with
+    :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
+    Raises TypeError for a sparsity that is not a number (a string) and for an option the method does not take;
+    ValueError for a sparsity outside [0, 1) or below the model's current one, an unknown method or scope, a scope
+    the method does not honour, a data-based method without data, or ``apply=False`` with ``update_weights``
+    for a method that compensates; the model is left untouched then.
     """
     sparsity = check_sparsity(sparsity)
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    _check_options(method, scope, apply, update_weights, options)
     if method in DATA_BASED:
         x, y = _calibration(method, data)
     layers = prunable_layers(model)
+    alive = {f"{n}.weight": mask_of(m) for n, m in layers.items()}
+    check_target(alive, sparsity, scope)
     weights: dict[str, torch.Tensor] = {}
     if method == "random":
+        generator = options.get("generator")
         masks = keep_top({f"{n}.weight": torch.rand(weight_of(m).shape, generator=generator).to(weight_of(m).device)
-                          for n, m in layers.items()}, sparsity, scope)
+                          for n, m in layers.items()}, sparsity, scope, alive)
     elif method == "magnitude":
-        masks = keep_top({f"{n}.weight": weight_of(m).detach().abs() for n, m in layers.items()}, sparsity, scope)
+        masks = keep_top({f"{n}.weight": live_weight(m).abs() for n, m in layers.items()}, sparsity, scope, alive)
     elif method == "lamp":
         from .scores import lamp_scores
 
-        masks = keep_top(dict(zip((f"{n}.weight" for n in layers),
-                                  lamp_scores([weight_of(m) for m in layers.values()]))), sparsity, scope)
+        masks = keep_top(dict(zip(alive, lamp_scores([live_weight(m) for m in layers.values()]))), sparsity, scope,
+                         alive)
     elif method == "hypernet":
         from .hypernet import load_default
 
-        net = hypernet if hypernet is not None else load_default()
-        masks, weights = net.prune(model, sparsity, scope, **method_kwargs)
+        net = options.pop("hypernet", None)
+        masks, weights = (net if net is not None else load_default()).prune(model, sparsity, scope, **options)
     else:
-        masks, weights = _data_based(method, model, sparsity, x, y, method_kwargs)
+        if method == "obs" and scope == "layer":
+            options = {**options, "allocation": "uniform"}
+        masks, weights = _data_based(method, model, sparsity, x, y, options)
     _warn_emptied_layers(masks, method, sparsity)
     if apply:
         apply_masks(model, masks, weights if update_weights else None)
     return masks
+
+
+def _check_options(method: str, scope: str, apply: bool, update_weights: bool, options: dict) -> None:
+    """Refuse what ``method`` does not take or honour (see :func:`prune`)."""
+    unknown = sorted(set(options) - set(OPTIONS[method]))
+    if unknown:
+        raise TypeError(f"method {method!r} does not take {unknown}; its options are {list(OPTIONS[method])}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "layer" and method in GLOBAL_ONLY:
+        raise ValueError(f"method {method!r} selects over all layers at once and has no scope='layer'; for the "
+                         "same sparsity in every layer use obs, lamp or magnitude with scope='layer'")
+    if scope == "layer" and options.get("allocation", "uniform") != "uniform":
+        raise ValueError(f"scope='layer' is obs's allocation='uniform', not allocation={options['allocation']!r}; "
+                         "pass one of them")
+    if not apply and update_weights and method in DATA_BASED + ("hypernet",):
+        raise ValueError(f"method {method!r} compensates the remaining weights, which apply=False would lose (the "
+                         "masks alone do not carry them): pass update_weights=False for its masks only, or "
+                         "apply=True; weightcast.prune.obs.obs_prune / weightcast.prune.fisher.prune_in_stages "
+                         "return the (mask, weight) pairs, for apply_masks(model, masks, weights)")
 
 
 def _warn_emptied_layers(masks: dict[str, torch.Tensor], method: str, sparsity: float) -> None:

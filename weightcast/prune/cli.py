@@ -5,7 +5,8 @@
     weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] [--out FILE]
         (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples)
     weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
-        (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it)
+        (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it and
+        prunes it further: --sparsity is the total)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli_common import HelpFormatter, positive_int
+from ..cli_common import HelpFormatter, positive_float, positive_int
 from ..errors import InputError
 
 from .api import DATA_BASED, METHODS
@@ -44,11 +45,11 @@ def add_subparser(subparsers) -> None:
         p.add_argument("--zoo", type=Path, default=None, help="zoo folder (default $WEIGHTCAST_PRUNE_ZOO or "
                        "~/.cache/weightcast/prune-zoo)")
         p.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
-        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     zoo.set_defaults(func=_zoo)
     train.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
-    train.add_argument("--steps", type=int, default=1500)
-    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--steps", type=positive_int, default=1500)
+    train.add_argument("--lr", type=positive_float, default=3e-4)
     train.add_argument("--max-shift", type=float, default=0.5, help="bound of the change of a weight's log|w| score")
     train.add_argument("--max-offset", type=float, default=1.0, help="bound of the per-layer score offset")
     train.add_argument("--val-every", type=positive_int, default=100,
@@ -65,8 +66,8 @@ def add_subparser(subparsers) -> None:
                        help="fractions of the learned change also judged on the validation runs per sparsity")
     train.add_argument("--models-per-step", type=positive_int, default=1,
                        help="(model, sparsity, batch) draws averaged in each step's loss")
-    train.add_argument("--token-size", type=int, default=32)
-    train.add_argument("--hidden", type=int, default=32)
+    train.add_argument("--token-size", type=positive_int, default=32)
+    train.add_argument("--hidden", type=positive_int, default=32)
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_train)
     prior.add_argument("--hypernet", type=Path, default=None,
@@ -79,7 +80,7 @@ def add_subparser(subparsers) -> None:
         description="Prune a saved model and torch.save its state_dict to --out. By default the output keeps "
                     "torch.nn.utils.prune's parametrisation (<layer>.weight_orig and <layer>.weight_mask): load "
                     "it with weightcast.prune.load_pruned(model, torch.load(OUT)), or pass it again as --state "
-                    "(the masks are folded in). With --permanent the masks are folded into the weights: a plain "
+                    "(its masks stay: the weights pruned before stay pruned and count toward --sparsity). With --permanent the masks are folded into the weights: a plain "
                     "state_dict (zeros where pruned) that model.load_state_dict reads.")
     apply.add_argument("--model", required=True, help="model name (weightcast.models, or mlp_nobias)")
     apply.add_argument("--model-kwargs", default="{}", help='JSON object of model arguments, e.g. '
@@ -94,7 +95,8 @@ def add_subparser(subparsers) -> None:
     apply.add_argument("--method", default="magnitude", choices=METHODS,
                        help=f"pruning method; {', '.join(DATA_BASED)} need calibration data")
     apply.add_argument("--scope", default="global", choices=("global", "layer"),
-                       help="prune over all layers at once or each layer to --sparsity (magnitude, hypernet)")
+                       help="prune over all layers at once or each layer to --sparsity (not woodfisher, chita; "
+                            "obs: its uniform allocation)")
     apply.add_argument("--calibration", type=positive_int, default=1024,
                        help="training examples of calibration data for the data-based methods")
     apply.add_argument("--out", type=Path, required=True, help="where the pruned state_dict goes (torch.save)")
@@ -248,7 +250,6 @@ def _apply(args) -> int:
         raise InputError(f"--state {args.state} does not fit --model {args.model} with --model-kwargs "
                          f"{args.model_kwargs} ({first}); pass the model arguments the "
                          "checkpoint was trained with") from None
-    make_permanent(model)
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
     start = time.perf_counter()

@@ -19,8 +19,9 @@ w_S = w0_S + A_S^T (A_S A_S^T + lambda I)^-1 A_Q w0_Q (float64).
   previous accepted step, halved until the objective decreases, never below 1/L), then the optimal update on
   the final support. The iterations run in float32.
 * Stages (both papers prune one-shot in several steps, recomputing the gradients): :func:`prune_in_stages`
-  reaches sparsity s through s_i = 1 - (1 - s)^(i / stages), i = 1..stages; each stage computes the gradients
-  at the current (pruned, updated) weights and prunes among the surviving weights only.
+  reaches sparsity s through s_i = 1 - (1 - s)^(i / stages), i = 1..stages (from the model's sparsity s0 when
+  it is already masked: s_i = 1 - (1 - s0) ((1 - s) / (1 - s0))^(i / stages)); each stage computes the
+  gradients at the current (pruned, updated) weights and prunes among the surviving weights only.
 
 Defaults (:data:`DEFAULT_STAGES`, ``rel_damp`` 1e-3, the full Fisher) were chosen on the prune zoo's validation
 MLPs, never a held-out model, by benchmarks/prune_tune_fisher.py (benchmarks/results/prune/prune_tune_fisher.md:
@@ -31,30 +32,30 @@ runs at s = 0.9 and 0.95 and about the same at 0.8; no setting tried beat WoodFi
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .layers import prunable_layers, weight_of
+from .layers import live_weight, mask_of, parameter_keys, prunable_layers, weight_of
 
 
 DEFAULT_STAGES = {"woodfisher": 8, "chita": 32}   # chosen on validation runs: module docstring
 
 
-def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 128,
+                     weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, p) float32 gradients of the cross-entropy of each example (x[i], y[i]) with respect to the prunable
-    weights, concatenated in layer order (p = their total number of elements); evaluated in eval mode."""
+    weights, concatenated in layer order (p = their total number of elements); evaluated in eval mode at
+    ``weights`` (``"<layer>.weight"`` -> tensor of the weight's shape; default the weights as the model uses them,
+    :func:`.layers.live_weight`); ``model`` is not changed. On a layer masked by ``torch.nn.utils.prune`` the
+    gradient of a pruned weight is zero."""
     layers = prunable_layers(model)
-    names = {f"{n}.weight": weight_of(m).detach() for n, m in layers.items()}
+    weights = weights if weights is not None else {f"{n}.weight": live_weight(m) for n, m in layers.items()}
+    keys = parameter_keys(model)
+    names = {keys[k]: w.detach().to(weight_of(layers[k.removesuffix(".weight")]).dtype) for k, w in weights.items()}
     base = {k: v.detach() for k, v in model.named_parameters()}
     base.update({k: v.detach() for k, v in model.named_buffers()})
-    for n, m in layers.items():   # a masked layer: take the mask into account through weight_orig * mask
-        if hasattr(m, "weight_mask"):
-            base.pop(f"{n}.weight_orig", None)
-            base.pop(f"{n}.weight_mask", None)
 
     def loss(weights, xi, yi):
         out = functional_call(model, {**base, **weights}, (xi[None],))
@@ -193,9 +194,10 @@ def _top_eigenvalue(A: torch.Tensor, iters: int = 30) -> float:
     return 1.01 * value
 
 
-def stage_sparsities(sparsity: float, stages: int) -> list[float]:
-    """s_i = 1 - (1 - s)^(i / stages), i = 1..stages: the density falls by the same factor at every stage."""
-    return [1 - (1 - sparsity) ** (i / stages) for i in range(1, stages + 1)]
+def stage_sparsities(sparsity: float, stages: int, start: float = 0.0) -> list[float]:
+    """s_i = 1 - (1 - start) ((1 - s) / (1 - start))^(i / stages), i = 1..stages: from sparsity ``start`` (the
+    model's before pruning) the density falls by the same factor at every stage."""
+    return [1 - (1 - start) * ((1 - sparsity) / (1 - start)) ** (i / stages) for i in range(1, stages + 1)]
 
 
 def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch.Tensor, method: str = "woodfisher",
@@ -205,20 +207,20 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
     weights within a layer) or CHITA (``"chita"``, ``max_iter``/``tol``) to ``sparsity`` over ``stages`` steps
     (None: :data:`DEFAULT_STAGES` of the method; module docstring), the gradients of the cross-entropy on the
     calibration batch (x, y) recomputed at every step. Exactly ``round(sparsity * p)`` weights are removed over
-    all prunable weights. Returns parameter name -> (bool mask, float64 weight); ``model`` is not changed.
-    Raises ValueError for stages < 1."""
+    all prunable weights; on a model already masked (``torch.nn.utils.prune``) the weights pruned before stay
+    pruned and count toward them, and the stages start from the model's sparsity (:func:`stage_sparsities`).
+    Returns parameter name -> (bool mask, float64 weight); ``model`` is not changed. Raises ValueError for
+    stages < 1."""
     stages = DEFAULT_STAGES[method] if stages is None else stages
     if stages < 1:
         raise ValueError(f"stages must be a positive integer, got {stages}")
     layers = prunable_layers(model)
     shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
-    w = torch.cat([weight_of(m).detach().flatten() for m in layers.values()]).double()
+    w = torch.cat([live_weight(m).flatten() for m in layers.values()]).double()
     layer_of = torch.cat([torch.full((s.numel(),), i, device=w.device) for i, (_, s) in enumerate(shapes)])
-    alive = torch.ones(len(w), dtype=torch.bool, device=w.device)
-    work = copy.deepcopy(model)
-    for s in stage_sparsities(sparsity, stages):
-        _write(work, w, shapes)
-        G = per_sample_grads(work, x, y)[:, alive]
+    alive = torch.cat([mask_of(m).flatten() for m in layers.values()])
+    for s in stage_sparsities(sparsity, stages, start=float((~alive).sum()) / len(w)):
+        G = per_sample_grads(model, x, y, weights=_split(w, shapes))[:, alive]
         k = round(s * len(w)) - int((~alive).sum())
         if method == "woodfisher":
             blocks = None if block_size is None else _blocks(layer_of[alive], block_size)
@@ -230,14 +232,6 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
         w[survivors] = w_alive
         alive[survivors[~keep]] = False
     return {name: (m, v) for (name, m), v in zip(_split(alive, shapes).items(), _split(w, shapes).values())}
-
-
-def _write(model: nn.Module, flat: torch.Tensor, shapes: list[tuple[str, torch.Size]]) -> None:
-    layers = prunable_layers(model)
-    with torch.no_grad():
-        for (name, _), value in zip(shapes, _split(flat, shapes).values()):
-            weight = weight_of(layers[name.removesuffix(".weight")])
-            weight.copy_(value.to(weight.dtype))
 
 
 def _split(flat: torch.Tensor, shapes: list[tuple[str, torch.Size]]) -> dict[str, torch.Tensor]:

@@ -63,7 +63,7 @@ from torch.func import functional_call
 from ..errors import MissingInputError
 from ..weights_io import WeightFileError
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
-from .layers import prunable_layers, weight_of
+from .layers import forward_with, live_weight, mask_of, prunable_layers, weight_of
 from .prior import InputPrior
 from .scores import lamp_scores, path_scores
 
@@ -138,7 +138,7 @@ def weight_features(weights: list[torch.Tensor], lamp: list[torch.Tensor], path:
 def prepare(model: nn.Module, token_size: int) -> Prepared:
     """The hypernetwork's input for ``model`` (its prunable weights only)."""
     layers = prunable_layers(model)
-    weights = [weight_of(m).detach().float().cpu() for m in layers.values()]
+    weights = [live_weight(m).float().cpu() for m in layers.values()]
     tok = Tokenizer([w.shape for w in weights], token_size)
     flat = torch.cat([w.flatten() for w in weights])
     index = tok.index
@@ -254,7 +254,7 @@ class MaskHypernetwork(nn.Module):
         :meth:`scores` (``scope`` "global" or "layer"), weights unchanged (None); ``scope="layer"`` always takes
         the scores. Raises ValueError for ``samples`` or ``draws`` that are not positive integers, and as
         :meth:`prior_for` does."""
-        from .api import apply_masks, keep_top, masks_and_weights
+        from .api import keep_top, masks_and_weights
 
         for name, value in (("samples", samples), ("draws", draws)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -263,7 +263,8 @@ class MaskHypernetwork(nn.Module):
         calibrated = [name for name in self.priors if self.calibrates_at(sparsity, name)]
         chosen = self.prior_for(model, prior, calibrated) if scope == "global" and calibrated else None
         if chosen is None:
-            return keep_top(self.scores(model, sparsity), sparsity, scope), None
+            alive = {f"{n}.weight": mask_of(m) for n, m in prunable_layers(model).items()}
+            return keep_top(self.scores(model, sparsity), sparsity, scope, alive), None
         from .fisher import prune_in_stages
 
         first = weight_of(next(iter(prunable_layers(model).values())))
@@ -276,8 +277,8 @@ class MaskHypernetwork(nn.Module):
                                      "woodfisher")
             masks, weights = masks_and_weights(result)
             with torch.no_grad():
-                pruned = apply_masks(copy.deepcopy(model), masks, weights).eval()
-                loss = float(F.cross_entropy(pruned(x_check), y_check))
+                pruned = {k: weights[k] * masks[k] for k in masks}
+                loss = float(F.cross_entropy(forward_with(model, pruned, x_check), y_check))
             if best is None or loss < best[0] or math.isnan(best[0]):   # a NaN loss never wins
                 best = (loss, masks, weights)
         return best[1], best[2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -20,6 +21,40 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
 def weight_of(layer: nn.Module) -> torch.Tensor:
     """The layer's current dense weight: ``weight_orig`` when a mask is already applied, else ``weight``."""
     return getattr(layer, "weight_orig", layer.weight)
+
+
+def mask_of(layer: nn.Module) -> torch.Tensor:
+    """Bool mask (the weight's shape) of the layer's weights not yet pruned: its ``weight_mask`` where
+    ``torch.nn.utils.prune`` applied one, else all True."""
+    mask = getattr(layer, "weight_mask", None)
+    return torch.ones_like(weight_of(layer), dtype=torch.bool) if mask is None else mask.bool()
+
+
+def live_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight the layer computes with, detached: :func:`weight_of` with its pruned entries zero."""
+    return weight_of(layer).detach() * mask_of(layer)
+
+
+def parameter_keys(model: nn.Module) -> dict[str, str]:
+    """``"<layer>.weight"`` -> the name of the tensor that holds that weight in ``model``'s parameters, for
+    ``torch.func.functional_call``: ``"<layer>.weight_orig"`` on a layer masked by ``torch.nn.utils.prune`` (its
+    forward recomputes ``weight`` as ``weight_orig * weight_mask``, overriding a ``weight`` passed in), else
+    ``"<layer>.weight"``."""
+    return {f"{n}.weight": f"{n}.weight_orig" if hasattr(m, "weight_orig") else f"{n}.weight"
+            for n, m in prunable_layers(model).items()}
+
+
+def forward_with(model: nn.Module, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` in eval mode with the prunable weights in ``weights`` (``"<layer>.weight"`` -> tensor of the
+    weight's shape) in place of its own (``torch.func.functional_call``); ``model`` is not changed."""
+    keys, layers = parameter_keys(model), prunable_layers(model)
+    swapped = {keys[k]: w.to(weight_of(layers[k.removesuffix(".weight")]).dtype) for k, w in weights.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        return functional_call(model, swapped, (x,))
+    finally:
+        model.train(was_training)
 
 
 def layer_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:

@@ -19,19 +19,27 @@ is not the default.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .layers import layer_inputs, prunable_layers, weight_of
+from .layers import layer_inputs, mask_of, prunable_layers, weight_of
 from .obs_kernel import obs_trace
 
 
 class LayerOBS:
     """The OBS state of one layer: damped Hessian ``H`` (d, d) float64, ``order``/``losses`` (rows, d) of the
-    full greedy trace, for any number of sparsities (:meth:`prune`)."""
+    full greedy trace, for any number of sparsities (:meth:`prune`). ``alive`` (bool, the weight's shape; default
+    all True): the weights already pruned (False) are zero in ``W`` and removed in every mask; zero weights cost
+    nothing and change no other weight, so the trace takes them first and the rest of it is the trace of the
+    remaining weights."""
 
-    def __init__(self, weight: torch.Tensor, inputs: torch.Tensor, rel_damp: float = 1e-2):
+    def __init__(self, weight: torch.Tensor, inputs: torch.Tensor, rel_damp: float = 1e-2,
+                 alive: torch.Tensor | None = None):
         W = weight.detach().flatten(1).double().clone()
+        self.pruned = (torch.zeros_like(W, dtype=torch.bool) if alive is None else ~alive.flatten(1))
+        W[self.pruned] = 0.0
         H = 2 * inputs.T @ inputs / max(len(inputs), 1)
         dead = H.diagonal() == 0
         H[dead, dead] = 1.0
@@ -50,13 +58,26 @@ class LayerOBS:
         """(mask, weight) of the layer at ``sparsity``: bool mask and float64 weight in the layer's shape."""
         return self.prune_count(round(sparsity * self.W.numel()))
 
+    def step_losses(self) -> torch.Tensor:
+        """(rows, d) float64: :attr:`losses` with the steps that remove an already-pruned weight at -inf, so
+        that a selection of the cheapest steps takes them all first."""
+        return self.losses.double().masked_fill(self.pruned.gather(1, self.order), -math.inf)
+
     def prune_count(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mask, weight) with exactly ``k`` weights of the layer removed."""
+        """(mask, weight) with exactly ``k`` weights of the layer removed, the already-pruned ones among them
+        (ValueError when they are more than ``k``)."""
+        forced = int(self.pruned.sum())
+        if forced > k:
+            raise ValueError(f"the layer already has {forced} weights pruned, more than the {k} asked for")
         rows, d = self.W.shape
-        cheapest = torch.topk(self.losses.double().flatten(), k, largest=False).indices
-        counts = torch.bincount(cheapest // d, minlength=rows)
-        steps = torch.arange(d, device=self.W.device)[None, :]
-        removed_cols = torch.where(steps < counts[:, None], self.order, d)   # d: not removed (dropped below)
+        cheapest = torch.topk(self.step_losses().flatten(), k, largest=False).indices
+        counts = torch.bincount(cheapest // d, minlength=rows) - self.pruned.sum(1)   # beyond the pruned ones
+        # each row removes its pruned weights and its first counts[r] other steps; the zero-cost steps (pruned
+        # weights among them) commute, so this is the trace's removed set
+        free = ~self.pruned.gather(1, self.order)
+        rank = free.cumsum(1) - 1
+        removed_steps = ~free | (rank < counts[:, None])
+        removed_cols = torch.where(removed_steps, self.order, d)   # d: not removed (dropped below)
         keep_ext = torch.ones(rows, d + 1, dtype=torch.bool, device=self.W.device)
         keep_ext.scatter_(1, removed_cols, False)
         keep = keep_ext[:, :d]
@@ -74,9 +95,11 @@ def compensate(W: torch.Tensor, H: torch.Tensor, keep: torch.Tensor) -> torch.Te
 
 
 def prepare(model: nn.Module, x: torch.Tensor, rel_damp: float = 1e-2) -> dict[str, LayerOBS]:
-    """Layer name -> :class:`LayerOBS` of every prunable layer from calibration inputs ``x`` (a batch)."""
+    """Layer name -> :class:`LayerOBS` of every prunable layer from calibration inputs ``x`` (a batch); the
+    weights a layer's mask (``torch.nn.utils.prune``) already prunes stay pruned."""
     inputs = layer_inputs(model, x)
-    return {name: LayerOBS(weight_of(layer), inputs[name], rel_damp) for name, layer in prunable_layers(model).items()}
+    return {name: LayerOBS(weight_of(layer), inputs[name], rel_damp, mask_of(layer))
+            for name, layer in prunable_layers(model).items()}
 
 
 def obs_prune(model: nn.Module, sparsity: float, x: torch.Tensor, rel_damp: float = 1e-2,
@@ -97,18 +120,21 @@ ALLOCATIONS = ("global", "uniform", "magnitude")
 
 
 def layer_counts(state: dict[str, LayerOBS], sparsity: float, allocation: str) -> list[int]:
-    """Weights removed per layer (see :func:`obs_prune`)."""
+    """Weights removed per layer (see :func:`obs_prune`), the already-pruned ones included (ValueError when they
+    are more than ``sparsity`` removes, over all layers or, for "uniform", in a layer)."""
+    from .api import check_target, keep_top
+
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    alive = {name: ~layer.pruned for name, layer in state.items()}
+    check_target(alive, sparsity, "layer" if allocation == "uniform" else "global")
     if allocation == "global":
-        losses = torch.cat([layer.losses.double().flatten() for layer in state.values()])
+        losses = torch.cat([layer.step_losses().flatten() for layer in state.values()])
         cheapest = torch.topk(losses, round(sparsity * losses.numel()), largest=False).indices
         sizes = torch.tensor([layer.losses.numel() for layer in state.values()], device=losses.device)
         layer_of = torch.repeat_interleave(torch.arange(len(sizes), device=losses.device), sizes)
         return torch.bincount(layer_of[cheapest], minlength=len(sizes)).tolist()
     if allocation == "uniform":
         return [round(sparsity * layer.W.numel()) for layer in state.values()]
-    if allocation != "magnitude":
-        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
-    from .api import keep_top
-
-    masks = keep_top({name: layer.W.abs() for name, layer in state.items()}, sparsity)
+    masks = keep_top({name: layer.W.abs() for name, layer in state.items()}, sparsity, alive=alive)
     return [int((~m).sum()) for m in masks.values()]

@@ -112,7 +112,7 @@ def add_subparser(sub) -> None:
                        help="folder for the CSV, table and plot per model (required, so that a run never "
                             "overwrites the committed benchmarks/results/slim by accident; pass that folder to "
                             "regenerate them)")
-    study.add_argument("--threads", type=int, default=1)
+    study.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     study.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not results")
     study.set_defaults(func=_study)
     ft = slim_sub.add_parser("finetune", formatter_class=HelpFormatter,
@@ -132,5 +132,5 @@ def add_subparser(sub) -> None:
     ft.add_argument("--lr", type=positive_float, default=0.01, help="peak SGD learning rate (cosine schedule)")
     ft.add_argument("--batch-size", type=positive_int, default=64, help="training batch size")
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--threads", type=int, default=1)
+    ft.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ft.set_defaults(func=_finetune)

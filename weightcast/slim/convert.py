@@ -45,7 +45,9 @@ def make_slimmable(model: nn.Module, widths: Sequence[float] = DEFAULT_WIDTHS, o
     useful channels. The Linear/Conv2d/BatchNorm2d layers of the groups become :class:`SlimLinear`,
     :class:`SlimConv2d` and :class:`SlimBatchNorm2d` sharing the model's Parameters (same state_dict keys, plus
     per-width BN statistics initialised from the first channels of the pretrained ones). The model is left at
-    width 1.0, where it computes what it computed before. Returns ``model``.
+    width 1.0, where it computes what it computed before. Returns ``model``. Load pretrained weights into the
+    dense model before this (ordering and the per-width statistics are derived from them); a slimmable model's
+    own state_dict loads into ``make_slimmable(fresh, same widths, order=False)``.
 
     Raises ValueError for widths outside (0, 1] or without 1.0, TypeError for an unknown model, RuntimeError for
     a model that is already slimmable.

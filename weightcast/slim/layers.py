@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 
 class _Sliced:
     """Mixin of the sliced weight layers: ``active_out``/``active_in`` channels and an optional generated weight."""
@@ -125,6 +127,20 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         var.fill_(1)
         count.zero_()
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """As BatchNorm2d's, and an error (even with ``strict=False``) when ``state_dict`` has this layer's width-1.0
+        statistics but not those of every other width: a dense model's state_dict would leave the narrow widths
+        with statistics of the old weights, its channels out of importance order."""
+        lacking = [key for key in self._buffers if key.startswith("running_mean_") and prefix + key not in state_dict]
+        if prefix + "running_mean" in state_dict and lacking:
+            error_msgs.append(f"{prefix}running_mean is there but not {prefix}{lacking[0]} (the statistics of a "
+                              "narrower width): a dense model's state_dict goes into the dense model before "
+                              "make_slimmable (which orders its channels and derives every width's statistics from "
+                              "it), a slimmable model's into one made slimmable with the same widths")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         mean, var, count = self.stats()
@@ -170,13 +186,14 @@ def dense_copy(layer: nn.Module) -> nn.Module:
 
 
 def check_widths(widths: Sequence[float]) -> tuple[float, ...]:
-    """Sorted unique widths in (0, 1] including 1.0; ValueError otherwise."""
+    """Sorted unique widths in (0, 1] including 1.0; :class:`weightcast.errors.InputError` (a ValueError)
+    otherwise."""
     try:
         values = sorted({float(w) for w in widths})
     except (TypeError, ValueError):
-        raise ValueError(f"widths must be numbers in (0, 1], got {widths!r}") from None
+        raise InputError(f"widths must be numbers in (0, 1], got {widths!r}") from None
     if not values or any(not 0.0 < w <= 1.0 for w in values):
-        raise ValueError(f"widths must be fractions of the full width in (0, 1], got {list(widths)}")
+        raise InputError(f"widths must be fractions of the full width in (0, 1], got {list(widths)}")
     if values[-1] != 1.0:
-        raise ValueError(f"widths must include 1.0 (the pretrained network), got {values}")
+        raise InputError(f"widths must include 1.0 (the pretrained network), got {values}")
     return tuple(values)

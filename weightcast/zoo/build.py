@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .. import models
 from ..data import Task, get_task
-from ..errors import InputError
+from ..errors import InputError, UnknownNameError
 from .spec import RunSpec, is_held_out
 from .store import (MANIFEST, ZooFileError, read_manifest, recover_manifest, remove_stale_temps, save_trajectory,
                     verify_run, write_manifest)
@@ -53,7 +53,7 @@ def train_run(spec: RunSpec, task: Task, optimizers: Mapping[str, OptimizerFacto
     """
     factories = {**OPTIMIZERS, **(optimizers or {})}
     if spec.optimizer not in factories:
-        raise KeyError(f"unknown optimizer {spec.optimizer!r}; pass a factory for it in optimizers= "
+        raise UnknownNameError(f"unknown optimizer {spec.optimizer!r}; pass a factory for it in optimizers= "
                        f"or choose one of {sorted(factories)}")
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from .. import models
+from ..errors import UnknownNameError
 
 HELD_OUT = (
     {"task": "mnist", "arch": "lenet5", "model_kwargs": {"width": 4}},
@@ -62,7 +63,7 @@ class RunSpec:
             raise ValueError(f"steps ({self.steps}) must be a multiple of record_every ({self.record_every}) "
                              "so that the last step is recorded")
         if self.arch not in models.MODELS:
-            raise KeyError(f"unknown arch {self.arch!r}; zoo runs use one of {models.names()}")
+            raise UnknownNameError(f"unknown arch {self.arch!r}; zoo runs use one of {models.names()}")
 
     @property
     def run_id(self) -> str:
