@@ -24,10 +24,15 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(ddp(x), y).backward()
         opt.step()
+    _gather_save_and_close(model, world, os.path.join(out_dir, f"rank{rank}.pt"), jumps=opt.num_jumps)
+
+
+def _gather_save_and_close(model: torch.nn.Module, world: int, path: str, **extra) -> None:
+    """Save every rank's parameters (all-gathered) with ``extra`` to ``path``, then leave the process group."""
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
-    torch.save({"gathered": gathered, "jumps": opt.num_jumps}, os.path.join(out_dir, f"rank{rank}.pt"))
+    torch.save({"gathered": gathered, **extra}, path)
     dist.barrier()  # both ranks done with gloo before either tears it down (a race there aborts a rank)
     dist.destroy_process_group()
 
@@ -58,13 +63,8 @@ def _guard_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(ddp(x), y).backward()
         opt.step()
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-    gathered = [torch.empty_like(flat) for _ in range(world)]
-    dist.all_gather(gathered, flat)
-    torch.save({"gathered": gathered, "counts": (opt.num_jumps, opt.num_rejected_jumps)},
-               os.path.join(out_dir, f"guard{rank}.pt"))
-    dist.barrier()
-    dist.destroy_process_group()
+    _gather_save_and_close(model, world, os.path.join(out_dir, f"guard{rank}.pt"),
+                           counts=(opt.num_jumps, opt.num_rejected_jumps))
 
 
 def test_a_guarded_jump_is_decided_alike_on_every_rank(tmp_path):
