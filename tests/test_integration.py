@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import weightcast as wc
 
@@ -120,6 +121,47 @@ def test_grad_scaler_skips_inf_steps_and_keeps_the_count_exact(make):
     assert opt.engine.step_count == 5
     assert opt.num_jumps == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+class HostReads(TorchDispatchMode):
+    """Counts device-to-host scalar reads (``.item()``, ``bool()`` of a tensor: a sync on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", [n for n in SCALED if "fused" in n])
+def test_fused_grad_scaler_flags_are_read_only_where_a_record_or_jump_can_fall(name):
+    """On the fused path GradScaler's found_inf stays on the device: read once at a step that may record or jump
+    (here every 3rd), never at the others, so those steps add no sync to the fused optimizer's (which adds none);
+    a skipped step moves the records and jumps exactly as on the non-fused path, where the scaler never calls
+    step()."""
+    schedule = dict(forecaster="linear", window=2, record_every=3, jump_every=6)
+    model, twin = tiny_classifier(), tiny_classifier()
+    opt, plain = SCALED[name](model.parameters(), **schedule), SCALED["ForecastSGD"](twin.parameters(), **schedule)
+    scaler, x, y = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10), *classifier_batch()
+    reads = []
+    for step in range(14):
+        opt.zero_grad()
+        scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+        if step == 4:
+            model[0].weight.grad[0, 0] = float("inf")
+        with HostReads() as host:
+            scaler.step(opt)
+            scaler.update()
+        reads.append(host.count)
+    scaled_training(twin, plain, 14, inf_step=4)
+    # calls 3 and 6 could be steps 3 and 6; the 5th call was skipped, so the 6th is step 5 and the 7th is step 6
+    # (read again), then calls 10 and 13 are steps 9 and 12
+    assert [c for c, r in enumerate(reads, 1) if r] == [3, 6, 7, 10, 13], reads
+    assert opt.engine.step_count == plain.engine.step_count == 13
+    assert opt.num_jumps == plain.num_jumps == 2
+    assert [b.slot_steps for _, b in opt.engine.buckets] == [b.slot_steps for _, b in plain.engine.buckets]
 
 
 @pytest.mark.parametrize("inf_step", [None, 1], ids=["finite", "overflow"])

@@ -8,6 +8,13 @@ A jump step at which nothing was updated is no jump: nothing is counted, hooked 
 all-or-nothing across buckets: if any forecast would hold a non-finite value, nothing is written, a warning is
 given once and ``num_skipped_jumps`` counts it.
 
+Steps ``torch.amp.GradScaler`` skips are not counted. With a fused base optimizer the scaler hands ``step()`` its
+``found_inf`` flag on the device and the kernel skips the update; reading that flag on the host at every step
+would add a device-to-host sync to every step, which is what the fused path exists to avoid. So such steps are
+held: their skip flags are summed on the device and read once, at the step that would be the next record or jump
+step if none of them was skipped (:meth:`ForecastEngine.settle`), about once per ``record_every`` steps; a held
+step that turns out skipped only moves the record and jump steps later, as a skipped step does on the other paths.
+
 How parameters, history and kernels relate: see :mod:`weightcast.history` (the parameters stay the user's
 tensors; the engine owns the history; record and jump are multi-tensor ops over the parameters as they are).
 
@@ -108,7 +115,8 @@ class ForecastEngine:
             window, record_every, jump_every, horizon)
         self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
-        self.step_count = 0
+        self._step_count = 0
+        self._held_steps, self._held_skips = 0, None  # fused GradScaler steps not counted yet (module docstring)
         self.num_jumps = 0
         self.num_skipped_jumps = 0
         self._warned_skip = False
@@ -126,6 +134,22 @@ class ForecastEngine:
         state = dict(self.__dict__)
         state.update(guard=None, jump_pre_hooks=OrderedDict(), jump_post_hooks=OrderedDict())
         return state
+
+    @property
+    def step_count(self) -> int:
+        """Steps counted so far (held steps settled first: :meth:`settle`)."""
+        self.settle()
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value: int) -> None:
+        self._step_count, self._held_steps, self._held_skips = int(value), 0, None
+
+    def settle(self) -> None:
+        """Count the held fused steps: the ones whose ``found_inf`` was 0 (one host read of their summed flags)."""
+        if self._held_steps:
+            self._step_count += self._held_steps - int(self._held_skips)
+            self._held_steps, self._held_skips = 0, None
 
     @property
     def jumps_made(self) -> int:
@@ -189,12 +213,26 @@ class ForecastEngine:
                                     "forecaster=None (plain SGD) or dense gradients (e.g. nn.Embedding(sparse=False))")
 
     @torch.compiler.disable
-    def after_step(self) -> None:
-        """Record and, on schedule, jump (call once at the end of every ``step()``)."""
+    def after_step(self, found_inf: torch.Tensor | None = None) -> None:
+        """Record and, on schedule, jump (call once at the end of every ``step()``). ``found_inf``: the flag
+        ``torch.amp.GradScaler`` gave a fused base optimizer for this step (non-zero: the step was skipped and is
+        not counted; held until it matters, module docstring), or None."""
         if is_no_op_step(self.optimizer):
             return
-        self.step_count += 1
-        t = self.step_count
+        if found_inf is None:
+            self.settle()
+            self._step_count += 1
+        else:
+            skipped = (found_inf.detach() > 0).to(torch.int64).sum()
+            self._held_skips = skipped if self._held_skips is None else self._held_skips + skipped
+            self._held_steps += 1
+            t = self._step_count + self._held_steps  # this step's count if no held step was skipped
+            if t % self.record_every and t % self.jump_every:
+                return
+            self.settle()
+            if self._step_count != t:  # a held step was skipped: not a record or jump step after all
+                return
+        t = self._step_count
         if t % self.record_every == 0 or t % self.jump_every == 0:
             self.refresh()
         if t % self.record_every == 0:
@@ -395,6 +433,7 @@ class ForecastEngine:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: counters, schedule, per-bucket history, forecaster state."""
         self.refresh()
+        self.settle()
         ids = self.param_ids()
         return {
             "step": self.step_count, "num_jumps": self.num_jumps, "num_skipped_jumps": self.num_skipped_jumps,

@@ -178,16 +178,12 @@ class ForecastMixin:
                                    "or use forecaster=None")
             self._engine.check_grads()
         loss = run_base_step()
-        if self._engine is not None and not self._skipped_by_grad_scaler():
-            self._engine.after_step()
+        if self._engine is not None:
+            # torch.amp.GradScaler sets found_inf for a fused base optimizer (``_step_supports_amp_scaling``),
+            # whose kernel skips the step it flags; with the other paths the scaler does not call step() at all.
+            # The engine counts neither, reading the device flag only where it matters (engine module docstring).
+            self._engine.after_step(self.__dict__.get("found_inf"))
         return loss
-
-    def _skipped_by_grad_scaler(self) -> bool:
-        """True when ``torch.amp.GradScaler`` handed this step ``found_inf != 0``. It does so for a fused base
-        optimizer (``_step_supports_amp_scaling``), whose kernel then skips the update; with the other paths the
-        scaler does not call ``step()`` at all. Either way the step is not counted, recorded or jumped on."""
-        found_inf = self.__dict__.get("found_inf")
-        return found_inf is not None and bool(found_inf)
 
     @torch._disable_dynamo
     def state_dict(self) -> dict[str, Any]:
