@@ -209,3 +209,20 @@ def test_calibration_is_chosen_where_it_beats_the_scores_on_every_validation_run
     assert row["calibrated"]["digits"] == net.calibrated["digits"] == [a > b for a, b in zip(after, before)]
     assert any(net.calibrated["digits"])   # WoodFisher on the prior beats magnitude somewhere on this digits MLP
     assert net.calibrated["other"] == [False] * len(hypernet.VAL_SPARSITIES)
+
+
+def test_apply_false_is_refused_only_where_the_hypernetwork_compensates(trained, calibrated_net):
+    """A calibrated hypernetwork returns compensated weights, which apply=False would lose: refused (model
+    untouched) unless update_weights=False. Where it takes its scores (no prior, scope="layer", or a sparsity it
+    does not calibrate at) there are no weights to lose, and apply=False returns the masks (review)."""
+    model = copy.deepcopy(trained)
+    with pytest.raises(ValueError, match="apply=False would lose"):
+        prune(model, 0.9, "hypernet", hypernet=calibrated_net, draws=1, apply=False)
+    assert model.state_dict().keys() == trained.state_dict().keys() and all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    for net, scope in ((MaskHypernetwork(), "global"), (calibrated_net, "layer")):
+        masks = prune(model, 0.9, "hypernet", hypernet=net, scope=scope, apply=False)
+        sizes = [m.numel() for m in masks.values()]
+        expected = round(0.9 * sum(sizes)) if scope == "global" else sum(round(0.9 * n) for n in sizes)
+        assert sum(int((~m).sum()) for m in masks.values()) == expected
+        assert model.state_dict().keys() == trained.state_dict().keys()   # no masks applied

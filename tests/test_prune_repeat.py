@@ -143,7 +143,7 @@ def test_obs_layer_scope_is_uniform_allocation(data):
 # -- apply=False with compensated weights
 
 
-@pytest.mark.parametrize("method", ["obs", "woodfisher", "chita", "hypernet"])
+@pytest.mark.parametrize("method", ["obs", "woodfisher", "chita"])
 def test_apply_false_refuses_to_lose_the_compensated_weights(method, data):
     model = mlp()
     with pytest.raises(ValueError, match="apply=False would lose.*update_weights=False"):

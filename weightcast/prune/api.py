@@ -143,6 +143,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
 
         net = options.pop("hypernet", None)
         masks, weights = (net if net is not None else load_default()).prune(model, sparsity, scope, **options)
+        if weights is not None and not apply and update_weights:   # calibrated here: compensated like WoodFisher
+            raise ValueError(_LOSES_WEIGHTS.format(method=method))
     else:
         if method == "obs" and scope == "layer":
             options = {**options, "allocation": "uniform"}
@@ -166,11 +168,14 @@ def _check_options(method: str, scope: str, apply: bool, update_weights: bool, o
     if scope == "layer" and options.get("allocation", "uniform") != "uniform":
         raise ValueError(f"scope='layer' is obs's allocation='uniform', not allocation={options['allocation']!r}; "
                          "pass one of them")
-    if not apply and update_weights and method in DATA_BASED + ("hypernet",):
-        raise ValueError(f"method {method!r} compensates the remaining weights, which apply=False would lose (the "
-                         "masks alone do not carry them): pass update_weights=False for its masks only, or "
-                         "apply=True; weightcast.prune.obs.obs_prune / weightcast.prune.fisher.prune_in_stages "
-                         "return the (mask, weight) pairs, for apply_masks(model, masks, weights)")
+    if not apply and update_weights and method in DATA_BASED:
+        raise ValueError(_LOSES_WEIGHTS.format(method=method))
+
+
+_LOSES_WEIGHTS = ("method {method!r} compensates the remaining weights, which apply=False would lose (the masks alone "
+                  "do not carry them): pass update_weights=False for its masks only, or apply=True; "
+                  "weightcast.prune.obs.obs_prune / weightcast.prune.fisher.prune_in_stages return the (mask, weight) "
+                  "pairs, for apply_masks(model, masks, weights)")
 
 
 def _warn_emptied_layers(masks: dict[str, torch.Tensor], method: str, sparsity: float) -> None:
