@@ -169,6 +169,14 @@ def test_a_plain_ema_does_not_check_the_jump_arguments_it_does_not_use():
     assert avg.update() is False and avg.num_jumps == 0
     with pytest.raises(ValueError, match="jump_every"):
         wc.ForecastEMA(torch.nn.Linear(3, 2), StepAhead(), jump_every=50)
+    model = torch.nn.Linear(3, 2)
+    saved = wc.ForecastEMA(model, None, decay=0.99, record_every=7, jump_every=50)
+    saved.update()
+    resumed = wc.ForecastEMA(model, None, decay=0.99)   # its state does not depend on the unused arguments
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.num_updates == 1 and torch.equal(resumed.module.weight, saved.module.weight)
+    with pytest.raises(ValueError, match="saved with"):
+        wc.ForecastEMA(model, None, decay=0.9).load_state_dict(saved.state_dict())
 
 
 class MoveGuard:

@@ -271,9 +271,12 @@ class ForecastEMA:
         return self.horizon.horizon(t // self.jump_every - 1)
 
     def _config(self) -> dict[str, Any]:
-        name = None if self.forecaster is None else getattr(self.forecaster, "name", type(self.forecaster).__name__)
-        return {"forecaster": name, "decay": self.decay, "record_every": self.record_every,
-                "jump_every": self.jump_every, "horizon": None if self.horizon is None else self.horizon.spec()}
+        """What a saved state must match: the forecaster and decay, and for a forecasting one its schedule (a
+        plain EMA does not use the schedule, so it is not compared)."""
+        if self.forecaster is None:
+            return {"forecaster": None, "decay": self.decay}
+        return {"forecaster": getattr(self.forecaster, "name", type(self.forecaster).__name__), "decay": self.decay,
+                "record_every": self.record_every, "jump_every": self.jump_every, "horizon": self.horizon.spec()}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly, copied (a snapshot; later updates do not change it): the average,
@@ -286,7 +289,9 @@ class ForecastEMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; raises ValueError when it was made with another forecaster, decay or
         schedule."""
-        if state["config"] != self._config():
+        saved = state["config"] if state["config"].get("forecaster") is not None else {
+            k: state["config"].get(k) for k in ("forecaster", "decay")}   # (plain EMA states saved with their schedule)
+        if saved != self._config():
             raise ValueError(f"this state was saved with {state['config']}, not {self._config()}; build the "
                              "ForecastEMA with the same forecaster, decay, record_every, jump_every and horizon")
         self.averaged.load_state_dict(state["averaged"])
