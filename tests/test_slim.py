@@ -136,11 +136,13 @@ def test_a_dense_state_dict_is_refused_by_a_slimmable_bn_model_strict_or_not():
     pretrained, _ = _model("lenet5-bn")
     late, _ = _model("lenet5-bn", seed=1)
     make_slimmable(late, WIDTHS)
+    before = {k: v.clone() for k, v in late.state_dict().items()}
     for strict in (True, False):
         with pytest.raises(RuntimeError, match=r"features.1.running_mean is there but not "
                                                r"features.1.running_mean_0250 .* goes into the dense model before "
                                                "make_slimmable"):
             late.load_state_dict(pretrained.state_dict(), strict=strict)
+    assert all(torch.equal(a, b) for a, b in zip(late.state_dict().values(), before.values()))   # nothing copied
 
 
 def test_recalibration_touches_only_the_chosen_width():

@@ -17,7 +17,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from .groups import Group, channel_groups, order_channels
-from .layers import SLIM_LAYERS, SlimBatchNorm2d, SlimConv2d, SlimLinear, check_widths, dense_copy
+from .layers import (SLIM_LAYERS, SlimBatchNorm2d, SlimConv2d, SlimLinear, check_widths, dense_copy,
+                     refuse_dense_state)
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
@@ -67,6 +68,7 @@ def make_slimmable(model: nn.Module, widths: Sequence[float] = DEFAULT_WIDTHS, o
         for path in g.norms:
             _set_module(model, path, SlimBatchNorm2d.from_dense(mods[path], {w: g.channels(w) for w in widths}))
     model.slim_spec = SlimSpec(widths, groups)
+    model.register_load_state_dict_pre_hook(refuse_dense_state)   # a dense state_dict is refused before any copy
     return model
 
 

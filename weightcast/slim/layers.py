@@ -127,17 +127,26 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         var.fill_(1)
         count.zero_()
 
+    def dense_state_error(self, state_dict, prefix: str) -> str | None:
+        """The error for a ``state_dict`` that has this layer's width-1.0 statistics (under ``prefix``) but not
+        those of every other width, else None: a dense model's state_dict would leave the narrow widths with
+        statistics of the old weights, its channels out of importance order."""
+        lacking = [key for key in self._buffers if key.startswith("running_mean_") and prefix + key not in state_dict]
+        if prefix + "running_mean" not in state_dict or not lacking:
+            return None
+        return (f"{prefix}running_mean is there but not {prefix}{lacking[0]} (the statistics of a narrower width): "
+                "a dense model's state_dict goes into the dense model before make_slimmable (which orders its "
+                "channels and derives every width's statistics from it), a slimmable model's into one made "
+                "slimmable with the same widths")
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        """As BatchNorm2d's, and an error (even with ``strict=False``) when ``state_dict`` has this layer's width-1.0
-        statistics but not those of every other width: a dense model's state_dict would leave the narrow widths
-        with statistics of the old weights, its channels out of importance order."""
-        lacking = [key for key in self._buffers if key.startswith("running_mean_") and prefix + key not in state_dict]
-        if prefix + "running_mean" in state_dict and lacking:
-            error_msgs.append(f"{prefix}running_mean is there but not {prefix}{lacking[0]} (the statistics of a "
-                              "narrower width): a dense model's state_dict goes into the dense model before "
-                              "make_slimmable (which orders its channels and derives every width's statistics from "
-                              "it), a slimmable model's into one made slimmable with the same widths")
+        """As BatchNorm2d's, and an error (even with ``strict=False``) for a dense model's state_dict
+        (:meth:`dense_state_error`; a slimmable model's own load refuses it before anything is copied,
+        :func:`refuse_dense_state`)."""
+        error = self.dense_state_error(state_dict, prefix)
+        if error:
+            error_msgs.append(error)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -153,6 +162,18 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
 
 
 SLIM_LAYERS = (SlimLinear, SlimConv2d, SlimBatchNorm2d)
+
+
+def refuse_dense_state(module: nn.Module, state_dict, prefix: str, *_) -> None:
+    """``load_state_dict`` pre-hook of a slimmable model (:func:`weightcast.slim.make_slimmable` registers it):
+    raise RuntimeError before anything is copied when ``state_dict`` is a dense model's for one of its
+    :class:`SlimBatchNorm2d` layers (:meth:`SlimBatchNorm2d.dense_state_error`), so a refused load leaves the
+    model as it was."""
+    for name, layer in module.named_modules(prefix=prefix.rstrip(".")):
+        if isinstance(layer, SlimBatchNorm2d):
+            error = layer.dense_state_error(state_dict, f"{name}." if name else "")
+            if error:
+                raise RuntimeError(f"Error(s) in loading state_dict for {type(module).__name__}:\n\t{error}")
 
 
 def dense_copy(layer: nn.Module) -> nn.Module:
