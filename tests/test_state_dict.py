@@ -122,3 +122,22 @@ def test_a_forecast_state_carried_through_a_plain_optimizer_is_not_restored(base
     again = make()
     again.load_state_dict(own)
     assert again.engine.state_dict()["step"] == 0
+
+
+def test_a_checkpoint_saved_before_the_mark_resumes_exactly_once_marked():
+    """A checkpoint of an earlier version (no top-level forecast_step) loads with an empty history and a warning
+    naming the one-line mark that restores it; marked so, it resumes exactly."""
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = wc.ForecastSGD([p], lr=0.1, forecaster="linear", window=3, record_every=1, jump_every=3, horizon=3)
+    for _ in range(4):
+        p.grad = -torch.ones(4)
+        opt.step()
+    old = roundtrip(opt.state_dict())
+    del old["forecast_step"]
+    fresh = wc.ForecastSGD([p], lr=0.1, forecaster="linear", window=3, record_every=1, jump_every=3, horizon=3)
+    with pytest.warns(RuntimeWarning, match=r"set sd\['forecast_step'\] = sd\['param_groups'\]\[0\]\['forecast'\]\['step'\]"):
+        fresh.load_state_dict(old)
+    old["forecast_step"] = old["param_groups"][0]["forecast"]["step"]
+    fresh.load_state_dict(old)
+    assert fresh.engine.state_dict()["step"] == 4
+    assert fresh.engine.buckets[0][1].filled == opt.engine.buckets[0][1].filled == 1   # the window after the jump

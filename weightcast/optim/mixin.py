@@ -96,7 +96,9 @@ def split_forecast(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str
             warnings.warn(f"weightcast: this state_dict's param group holds a forecast state but the state_dict lacks "
                           f"the {FORECAST_MARK!r} mark of a forecasting optimizer's state_dict(): a plain torch "
                           "optimizer loaded a forecasting checkpoint and saved it again (the state is stale), or "
-                          "weightcast saved it before the mark existed; the forecast history starts empty",
+                          "weightcast saved it before the mark existed; the forecast history starts empty (for a "
+                          f"checkpoint of your own forecasting optimizer, set sd[{FORECAST_MARK!r}] = "
+                          f"sd['param_groups'][0][{FORECAST_KEY!r}]['step'] before loading to resume it exactly)",
                           RuntimeWarning, stacklevel=4)
     base["param_groups"] = groups
     return base, forecast
