@@ -142,6 +142,8 @@ def test_a_dense_state_dict_is_refused_by_a_slimmable_bn_model_strict_or_not():
                                                r"features.1.running_mean_0250 .* goes into the dense model before "
                                                "make_slimmable"):
             late.load_state_dict(pretrained.state_dict(), strict=strict)
+        with pytest.raises(RuntimeError, match=r"running_mean is there but not"):   # into a part of it
+            late.features.load_state_dict(pretrained.features.state_dict(), strict=strict)
     assert all(torch.equal(a, b) for a, b in zip(late.state_dict().values(), before.values()))   # nothing copied
 
 

@@ -167,6 +167,23 @@ def test_deepcopy_and_pickle_continue_like_the_original(kind, how):
     assert all(p is q for p, q in zip(opt2.param_groups[0]["params"], model2.parameters()))
 
 
+def test_an_optimizer_pickled_before_steps_could_be_held_continues_like_the_original():
+    """Engines pickled by the version before held fused steps kept their count in ``step_count``; unpickled now
+    (the same state, the count under its old name, no held steps) they continue exactly."""
+    model, opt = _make("forecast-sgd")
+    train(model, opt, 2)
+    model2, opt2 = copy.deepcopy((model, opt))
+    old = dict(opt2.engine.__dict__)
+    old["step_count"] = old.pop("_step_count")
+    del old["_held_steps"], old["_held_skips"]
+    opt2.engine.__dict__.clear()
+    opt2.engine.__setstate__(old)
+    train(model, opt, 5)
+    train(model2, opt2, 5)
+    assert opt2.engine.step_count == opt.engine.step_count == 7 and opt2.num_jumps == opt.num_jumps
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), model2.parameters()))
+
+
 def test_distributed_checkpoint_state_dict_round_trip():
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 

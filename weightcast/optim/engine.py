@@ -60,10 +60,11 @@ def resolve_schedule(window, record_every, jump_every, horizon) -> tuple[int, in
 def is_no_op_step(optimizer: torch.optim.Optimizer) -> bool:
     """True for a step that cannot move anything: every group's lr is 0 and every gradient is zero or None. Such a
     step (e.g. the initialisation step of torch.distributed.checkpoint.state_dict) is not counted by the forecast
-    schedule and records nothing."""
+    schedule and records nothing. An lr tensor on an accelerator is taken as non-zero without reading it (a read
+    would sync at every step)."""
     for group in optimizer.param_groups:
         lr = group.get("lr", None)
-        if lr is None or float(lr) != 0.0:
+        if lr is None or (isinstance(lr, torch.Tensor) and lr.device.type != "cpu") or float(lr) != 0.0:
             return False
     return all(p.grad is None or not bool(p.grad.any()) for g in optimizer.param_groups for p in g["params"])
 
@@ -134,6 +135,14 @@ class ForecastEngine:
         state = dict(self.__dict__)
         state.update(guard=None, jump_pre_hooks=OrderedDict(), jump_post_hooks=OrderedDict())
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also an engine pickled before steps could be held (its count was ``step_count``)."""
+        if "step_count" in state:
+            state["_step_count"] = state.pop("step_count")
+        state.setdefault("_held_steps", 0)
+        state.setdefault("_held_skips", None)
+        self.__dict__.update(state)
 
     @property
     def step_count(self) -> int:

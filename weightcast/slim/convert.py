@@ -68,7 +68,9 @@ def make_slimmable(model: nn.Module, widths: Sequence[float] = DEFAULT_WIDTHS, o
         for path in g.norms:
             _set_module(model, path, SlimBatchNorm2d.from_dense(mods[path], {w: g.channels(w) for w in widths}))
     model.slim_spec = SlimSpec(widths, groups)
-    model.register_load_state_dict_pre_hook(refuse_dense_state)   # a dense state_dict is refused before any copy
+    for module in model.modules():   # a dense state_dict is refused before any copy, into any part holding a BN
+        if not isinstance(module, SlimBatchNorm2d) and any(isinstance(m, SlimBatchNorm2d) for m in module.modules()):
+            module.register_load_state_dict_pre_hook(refuse_dense_state)
     return model
 
 

@@ -109,6 +109,7 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
                 slim.register_buffer(f"num_batches_tracked_{tag}", torch.zeros((), dtype=torch.long,
                                                                                device=like.device))
         slim.width, slim.active = 1.0, layer.num_features
+        slim.register_load_state_dict_pre_hook(refuse_dense_state)   # a dense state_dict is refused before any copy
         return slim.train(layer.training)
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,17 +140,6 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
                 "channels and derives every width's statistics from it), a slimmable model's into one made "
                 "slimmable with the same widths")
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """As BatchNorm2d's, and an error (even with ``strict=False``) for a dense model's state_dict
-        (:meth:`dense_state_error`; a slimmable model's own load refuses it before anything is copied,
-        :func:`refuse_dense_state`)."""
-        error = self.dense_state_error(state_dict, prefix)
-        if error:
-            error_msgs.append(error)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         mean, var, count = self.stats()
@@ -165,10 +155,11 @@ SLIM_LAYERS = (SlimLinear, SlimConv2d, SlimBatchNorm2d)
 
 
 def refuse_dense_state(module: nn.Module, state_dict, prefix: str, *_) -> None:
-    """``load_state_dict`` pre-hook of a slimmable model (:func:`weightcast.slim.make_slimmable` registers it):
-    raise RuntimeError before anything is copied when ``state_dict`` is a dense model's for one of its
-    :class:`SlimBatchNorm2d` layers (:meth:`SlimBatchNorm2d.dense_state_error`), so a refused load leaves the
-    model as it was."""
+    """``load_state_dict`` pre-hook of every :class:`SlimBatchNorm2d` and every module holding one
+    (:meth:`SlimBatchNorm2d.from_dense` and :func:`weightcast.slim.make_slimmable` register it): raise
+    RuntimeError before anything is copied when ``state_dict`` is a dense model's for one of those layers
+    (:meth:`SlimBatchNorm2d.dense_state_error`), even with ``strict=False``, so a refused load, into the model or
+    any part of it, leaves it as it was."""
     for name, layer in module.named_modules(prefix=prefix.rstrip(".")):
         if isinstance(layer, SlimBatchNorm2d):
             error = layer.dense_state_error(state_dict, f"{name}." if name else "")
