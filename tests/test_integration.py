@@ -164,6 +164,37 @@ def test_fused_grad_scaler_flags_are_read_only_where_a_record_or_jump_can_fall(n
     assert [b.slot_steps for _, b in opt.engine.buckets] == [b.slot_steps for _, b in plain.engine.buckets]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (tools/gpu_check.sh runs it)")
+@pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam], ids=["SGD", "Adam"])
+def test_on_cuda_the_fused_grad_scaler_path_matches_the_plain_optimizer_and_reads_only_at_records(base):
+    """On a GPU, where a host read is a sync: Forecast around a fused optimizer under GradScaler gives the plain
+    fused optimizer's weights bit for bit (an overflow at call 5 skipped), and adds host reads only at the calls
+    that may record (3 and 6, and 7 after the skip), none at the others."""
+    x, y = (t.cuda() for t in classifier_batch())
+    reads = {}
+    models = {}
+    for name in ("forecast", "plain"):
+        model = tiny_classifier().cuda()
+        opt = base(model.parameters(), lr=0.01, fused=True)
+        if name == "forecast":
+            opt = wc.Forecast(opt, forecaster="linear", window=2, record_every=3, jump_every=99)   # no jump
+        scaler, reads[name], models[name] = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10), [], model
+        for call in range(1, 10):
+            opt.zero_grad()
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            if call == 5:
+                model[0].weight.grad[0, 0] = float("inf")
+            with HostReads() as host:
+                scaler.step(opt)
+                scaler.update()
+            reads[name].append(host.count)
+    assert all(torch.equal(p, q) for p, q in zip(models["forecast"].parameters(), models["plain"].parameters()))
+    extra = [a - b for a, b in zip(reads["forecast"], reads["plain"])]
+    assert [call for call, n in enumerate(extra, 1) if n] == [3, 6, 7], reads
+
+
 @pytest.mark.parametrize("inf_step", [None, 1], ids=["finite", "overflow"])
 @pytest.mark.parametrize("forecaster", [None, "linear"])
 @pytest.mark.parametrize("base", [torch.optim.SGD, torch.optim.Adam], ids=["SGD", "Adam"])

@@ -32,7 +32,9 @@ fi
 
 step "tests"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_ops_public.py tests/test_latent_ops.py \
-  tests/test_wnn.py tests/test_triton_kernels.py tests/test_nowcast_ops.py tests/test_prune_obs_kernel.py 2>&1 | tee "$OUT/tests.log" \
+  tests/test_wnn.py tests/test_triton_kernels.py tests/test_nowcast_ops.py tests/test_prune_obs_kernel.py \
+  "tests/test_integration.py::test_on_cuda_the_fused_grad_scaler_path_matches_the_plain_optimizer_and_reads_only_at_records" \
+  2>&1 | tee "$OUT/tests.log" \
   | tail -15
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
