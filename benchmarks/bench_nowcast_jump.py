@@ -117,6 +117,15 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2, sync=lambda: None) -> 
     return out
 
 
+def jump_work(forecaster) -> tuple[dict, int]:
+    """The nowcast kernel's work per element and output row (``flops_per_element``) and the bytes one element
+    moves on the engine path: float32 history reads and forecast write, then the engine's read of the forecast and
+    write of the parameter (8)."""
+    cfg = forecaster.config
+    work = flops_per_element(forecaster.window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
+    return work, 4 * work["reads"] + 4 * work["writes"] + 8
+
+
 def kernel_backend(device: torch.device) -> str:
     """The fused kernel's backend on ``device``: cpp on the CPU, cuda on a GPU."""
     return "cuda" if device.type == "cuda" else "cpp"
@@ -221,9 +230,7 @@ def measure(name: str, case: dict, forecaster, record_everys: list[int] | None, 
             rows.append({"benchmark": "nowcast_jump", "name": f"{name}:{part}_{kernel}", "metric": "amortised_share",
                          "unit": "fraction", "x_name": "record_every", "x_value": r, "value": cost / total,
                          "config": {"jump_every": window * r, "ema_update_every": 1, "params": n}})
-    cfg = forecaster.config
-    work = flops_per_element(window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
-    gpu_bytes = 4 * work["reads"] + 4 * work["writes"] + 8  # float32 history and forecast; the engine's write
+    work, gpu_bytes = jump_work(forecaster)
     jump_gpu = n * max(work["flops"] / H100_FP32_FLOPS, gpu_bytes / H100_BYTES)
     step_gpu = step_flops / H100_FP32_FLOPS
     summary.update(jump_gpu_s=jump_gpu, step_gpu_s=step_gpu, gflops=n * work["flops"] / timed[f"jump_{kernel}"][0] / 1e6)
@@ -312,8 +319,7 @@ def main(argv=None) -> int:
         rows += r
     load += os.getloadavg()
     cfg = forecaster.config
-    work = flops_per_element(forecaster.window, int(cfg["hidden"]), int(cfg["embed"]), rows=1)
-    gpu_bytes = 4 * work["reads"] + 4 * work["writes"] + 8
+    work, gpu_bytes = jump_work(forecaster)
     rows += [{"benchmark": "nowcast_jump", "name": "nowcaster", "metric": "flops_per_element", "unit": "FLOP",
               "value": work["flops"], "config": {"rows": 1, **{k: cfg[k] for k in ("window", "hidden", "embed")}}},
              {"benchmark": "nowcast_jump", "name": "nowcaster", "metric": "bytes_per_element", "unit": "B",

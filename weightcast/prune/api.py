@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .layers import live_weight, mask_of, prunable_layers, weight_of
+from .layers import live_weight, masks_of, prunable_layers, weight_of
 
 DATA_FREE = ("random", "magnitude", "lamp", "hypernet")
 DATA_BASED = ("obs", "woodfisher", "chita")
@@ -124,7 +124,7 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     if method in DATA_BASED:
         x, y = _calibration(method, data)
     layers = prunable_layers(model)
-    alive = {f"{n}.weight": mask_of(m) for n, m in layers.items()}
+    alive = masks_of(model)
     check_target(alive, sparsity, scope)
     weights: dict[str, torch.Tensor] = {}
     if method == "random":

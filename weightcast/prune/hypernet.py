@@ -63,7 +63,7 @@ from torch.func import functional_call
 from ..errors import MissingInputError
 from ..weights_io import WeightFileError
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
-from .layers import forward_with, live_weight, mask_of, prunable_layers, weight_of
+from .layers import forward_with, live_weight, masks_of, prunable_layers, weight_of
 from .prior import InputPrior
 from .scores import lamp_scores, path_scores
 
@@ -263,8 +263,7 @@ class MaskHypernetwork(nn.Module):
         calibrated = [name for name in self.priors if self.calibrates_at(sparsity, name)]
         chosen = self.prior_for(model, prior, calibrated) if scope == "global" and calibrated else None
         if chosen is None:
-            alive = {f"{n}.weight": mask_of(m) for n, m in prunable_layers(model).items()}
-            return keep_top(self.scores(model, sparsity), sparsity, scope, alive), None
+            return keep_top(self.scores(model, sparsity), sparsity, scope, masks_of(model)), None
         from .fisher import prune_in_stages
 
         first = weight_of(next(iter(prunable_layers(model).values())))

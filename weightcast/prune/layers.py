@@ -30,6 +30,11 @@ def mask_of(layer: nn.Module) -> torch.Tensor:
     return torch.ones_like(weight_of(layer), dtype=torch.bool) if mask is None else mask.bool()
 
 
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``"<layer>.weight"`` -> :func:`mask_of` for every prunable layer of ``model`` (True: not yet pruned)."""
+    return {f"{n}.weight": mask_of(m) for n, m in prunable_layers(model).items()}
+
+
 def live_weight(layer: nn.Module) -> torch.Tensor:
     """The weight the layer computes with, detached: :func:`weight_of` with its pruned entries zero."""
     return weight_of(layer).detach() * mask_of(layer)
