@@ -6,8 +6,9 @@ Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's t
 784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
 MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
 Methods: random, magnitude (global, per layer), LAMP (global), hypernet (shipped weights,
-MaskHypernetwork.prune: global), layer-wise OBS (each layer losing what global magnitude removes there;
-"obs-global": the cheapest steps over all layers' traces; "obs-uniform": OBC's uniform allocation), WoodFisher,
+MaskHypernetwork.prune: global), layer-wise OBS with its default allocation ("relative": the cheapest steps over
+all layers' traces, each layer's relative to its output energy; "obs-magnitude": each layer losing what global
+magnitude removes there; "obs-global": the raw cheapest steps; "obs-uniform": OBC's uniform allocation), WoodFisher,
 CHITA (with their defaults: full Fisher, weightcast.prune.fisher.DEFAULT_STAGES stages); calibration: the first
 1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and
 after recovery
@@ -40,16 +41,16 @@ from weightcast.prune.api import masks_and_weights
 from weightcast.prune.allocation import search_offsets
 from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
-from weightcast.prune.obs import obs_prune, prepare as obs_prepare
+from weightcast.prune.obs import DEFAULT_ALLOCATION, obs_prune, prepare as obs_prepare
 from weightcast.prune.scores import lamp_scores
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-METHODS = ("random", "magnitude", "magnitude-layer", "lamp", "hypernet", "obs", "obs-global", "obs-uniform",
-           "woodfisher", "chita")
+METHODS = ("random", "magnitude", "magnitude-layer", "lamp", "hypernet", "obs", "obs-magnitude", "obs-global",
+           "obs-uniform", "woodfisher", "chita")
 NETWORKS = zoo.HELD_OUT_NAMES  # the names of held_out_specs(), in its order
 SEED_NETWORKS = ("mlp", "mlp-seed101")   # the two MLPs 784-40-20-10 (training seeds 100, 101)
-SEED_METHODS = ("magnitude", "obs", "obs-global", "woodfisher", "chita")
-DATA_METHODS = ("obs", "obs-global", "obs-uniform", "woodfisher", "chita")
+SEED_METHODS = ("magnitude", "obs", "obs-magnitude", "obs-global", "woodfisher", "chita")
+DATA_METHODS = ("obs", "obs-magnitude", "obs-global", "obs-uniform", "woodfisher", "chita")
 CALIBRATION_SEEDS = (1, 2)
 OUT = RESULTS / "prune"
 
@@ -60,14 +61,21 @@ def hypernet_digest() -> str:
     return hashlib.sha256(hypernet.DEFAULT_FILE.read_bytes()).hexdigest()[:16]
 
 
+def obs_allocation(method: str) -> str:
+    """The OBS allocation of a method name: "obs-<allocation>", plain "obs" the default."""
+    return method.partition("-")[2] or DEFAULT_ALLOCATION
+
+
 def settings(method: str) -> dict:
     """What decides a method's rows besides the network, the calibration size and the fine-tuning steps: the
-    stages of WoodFisher and CHITA (and of their masks); the hypernetwork's weights and, since it runs WoodFisher
+    stages of WoodFisher and CHITA (and of their masks); OBS's allocation (and its mask's); the hypernetwork's weights and, since it runs WoodFisher
     on its input priors where calibrated, WoodFisher's stages and its samples and draws. Written into each row's
     config, so that a results file says what made it and the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
     if base in DEFAULT_STAGES:
         return {"stages": DEFAULT_STAGES[base]}
+    if base.startswith("obs"):
+        return {"allocation": obs_allocation(base)}
     if method.startswith("hypernet"):
         return {"hypernet_sha256": hypernet_digest(), "stages": DEFAULT_STAGES["woodfisher"],
                 "samples": hypernet.CALIBRATION_SAMPLES, "draws": hypernet.CALIBRATION_DRAWS}
@@ -119,8 +127,8 @@ def method_pruner(method: str, model, data, net):
     if method.startswith("obs"):
         state = obs_prepare(model, x)
         prep = time.perf_counter() - start
-        allocation = method.partition("-")[2] or "magnitude"
-        return prep, lambda s: masks_and_weights(obs_prune(model, s, x, allocation=allocation, state=state))
+        return prep, lambda s: masks_and_weights(obs_prune(model, s, x, allocation=obs_allocation(method),
+                                                           state=state))
     return 0.0, lambda s: masks_and_weights(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
 
 

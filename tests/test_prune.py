@@ -86,6 +86,25 @@ def test_obs_global_allocation_takes_the_cheapest_steps_over_all_layers(trained,
         obs.layer_counts(state, 0.7, "per-row")
 
 
+def test_obs_relative_allocation_is_unchanged_by_rescaling_consecutive_layers(trained, task):
+    """Scaling one ReLU layer's weights by 4 and the next one's by 1/4 gives the same network; "relative" (the
+    default) allocates the removals as before, "global" compares the layers' raw costs and does not."""
+    from weightcast.prune import obs
+
+    x = task.eval_tensors("train", 96)[0]
+    rescaled = copy.deepcopy(trained)
+    with torch.no_grad():
+        rescaled.layers[0].weight.mul_(4.0)   # powers of two: every cost scales exactly
+        rescaled.layers[2].weight.div_(4.0)
+    torch.testing.assert_close(rescaled(x), trained(x))
+    before, after = obs.prepare(trained, x), obs.prepare(rescaled, x)
+    assert obs.layer_counts(after, 0.8, "relative") == obs.layer_counts(before, 0.8, "relative")
+    assert obs.layer_counts(after, 0.8, "global") != obs.layer_counts(before, 0.8, "global")
+    assert obs.DEFAULT_ALLOCATION == "relative"
+    a, b = prune(copy.deepcopy(trained), 0.8, "obs", data=(x, None)), prune(rescaled, 0.8, "obs", data=(x, None))
+    assert counts(a) == counts(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_untrained_hypernetwork_is_global_magnitude(trained):
     a = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=MaskHypernetwork())
     b = prune(copy.deepcopy(trained), 0.9, "magnitude")

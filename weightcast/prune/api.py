@@ -97,9 +97,10 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     :mod:`weightcast.prune.hypernet`; weights only; ``hypernet``: a :class:`MaskHypernetwork`, default the
     shipped one; where it is calibrated, WoodFisher on samples of its input prior for the model's task,
     :meth:`MaskHypernetwork.prune` -- ``prior`` names the task, found from the model when omitted, ``samples``
-    and ``draws``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; ``allocation`` -- "magnitude" (default): each layer
-    loses what global magnitude would remove there, "global": the cheapest OBS steps over all layers, "uniform":
-    every layer at ``sparsity``, which ``scope="layer"`` selects -- ``rel_damp``, ``state``); ``"woodfisher"``
+    and ``draws``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; ``allocation`` -- "relative" (default): the cheapest OBS
+    steps over all layers, each layer's costs relative to its output energy, "global": the same with the raw
+    costs, "magnitude": each layer loses what global magnitude would remove there, "uniform": every layer at
+    ``sparsity``, which ``scope="layer"`` selects -- ``rel_damp``, ``state``); ``"woodfisher"``
     and ``"chita"`` (:mod:`.fisher`; global only, in ``stages`` steps that recompute the gradients: ``stages``
     (default :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, and ``block_size`` for WoodFisher --
     None, the full Fisher -- or ``max_iter``/``tol`` for CHITA). :data:`OPTIONS` lists each method's options.
@@ -201,6 +202,9 @@ def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(f"method {method!r} needs labels: pass data=(x, y)")
     if len(x) == 0:
         raise ValueError("the calibration batch is empty")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"the calibration batch has {len(x)} inputs but {len(y)} labels: pass one label per "
+                         "input, data=(x, y)")
     return x, y
 
 
