@@ -210,10 +210,13 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
     all prunable weights; on a model already masked (``torch.nn.utils.prune``) the weights pruned before stay
     pruned and count toward them, and the stages start from the model's sparsity (:func:`stage_sparsities`).
     Returns parameter name -> (bool mask, float64 weight); ``model`` is not changed. Raises ValueError for
-    stages < 1."""
+    ``stages`` or ``block_size`` that is not a positive integer."""
     stages = DEFAULT_STAGES[method] if stages is None else stages
-    if stages < 1:
-        raise ValueError(f"stages must be a positive integer, got {stages}")
+    for name, value, allowed_none in (("stages", stages, False), ("block_size", block_size, True)):
+        if not (allowed_none and value is None) and (isinstance(value, bool) or not isinstance(value, int)
+                                                     or value < 1):
+            raise ValueError(f"{name} must be a positive integer{' or None' if allowed_none else ''}, got "
+                             f"{value!r}")
     layers = prunable_layers(model)
     shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
     w = torch.cat([live_weight(m).flatten() for m in layers.values()]).double()

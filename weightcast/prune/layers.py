@@ -11,10 +11,23 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Module name -> layer, for every Linear/Conv1d/Conv2d of ``model`` in definition order. Its ``weight``
-    (``<name>.weight`` in the masks) is pruned; biases are not. Raises ValueError when there is none."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+    (``<name>.weight`` in the masks) is pruned; biases are not. The layers inside an ``nn.MultiheadAttention``
+    (its ``out_proj``) are left out: the attention reads their weights itself, bypassing the hook through which
+    ``torch.nn.utils.prune`` applies a mask. Raises ValueError when there is none, and when two layers share one
+    weight tensor (tied weights: one tensor cannot take two layers' masks; untie them first)."""
+    inside_attention = {id(sub) for m in model.modules() if isinstance(m, nn.MultiheadAttention)
+                        for sub in m.modules()}
+    layers = {name: m for name, m in model.named_modules()
+              if isinstance(m, PRUNABLE) and id(m) not in inside_attention}
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear or Conv layer to prune")
+    owners: dict[int, str] = {}
+    for name, layer in layers.items():
+        first = owners.setdefault(id(weight_of(layer)), name)
+        if first != name:
+            raise ValueError(f"layers {first!r} and {name!r} share one weight tensor (tied weights); pruning gives "
+                             "each layer its own mask, which one shared tensor cannot hold: untie them (give each "
+                             "its own copy) or prune a model without tied weights")
     return layers
 
 
@@ -68,7 +81,8 @@ def layer_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> di
     patches (d = in_channels * prod(kernel)). The model runs in eval mode without gradients (mode restored)."""
     layers = prunable_layers(model)
     store: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    hooks = [layer.register_forward_pre_hook(_recorder(layer, store[name])) for name, layer in layers.items()]
+    recorders = {name: _recorder(name, layer, store[name]) for name, layer in layers.items()}
+    hooks = [layer.register_forward_pre_hook(recorders[name]) for name, layer in layers.items()]
     was_training = model.training
     model.eval()
     try:
@@ -79,23 +93,36 @@ def layer_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> di
         model.train(was_training)
         for h in hooks:
             h.remove()
+    unseen = [name for name, rows in store.items() if not rows]
+    if unseen:
+        raise ValueError(f"layers {unseen} were not called on the calibration batch (a layer whose weight its "
+                         "parent reads directly, or one the forward does not use), so their inputs are unknown; "
+                         "use a data-free method or WoodFisher/CHITA for this model")
     return {name: torch.cat(rows) for name, rows in store.items()}
 
 
-def _recorder(layer: nn.Module, out: list[torch.Tensor]):
+def _recorder(name: str, layer: nn.Module, out: list[torch.Tensor]):
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and (isinstance(layer.padding, str) or layer.groups != 1):
+        raise ValueError(f"layer {name!r}: layer-wise OBS reads a Conv's inputs as patches, for numeric padding "
+                         f"and groups=1 only (this one has padding={layer.padding!r}, groups={layer.groups}); "
+                         "use a data-free method or WoodFisher/CHITA for this model")
+
     def hook(module, args):
         inp = args[0].detach()
         if isinstance(layer, nn.Linear):
             out.append(inp.reshape(-1, inp.shape[-1]).double())
             return
+        if layer.padding_mode != "zeros":   # the padding the layer applies itself, before a convolution without
+            inp = F.pad(inp, [p for p in reversed(layer.padding) for _ in (0, 1)], mode=layer.padding_mode)
+            padding = (0,) * len(layer.kernel_size)
+        else:
+            padding = layer.padding
         if isinstance(layer, nn.Conv1d):
             inp = inp.unsqueeze(-2)
             kernel, dilation, padding, stride = ((1, layer.kernel_size[0]), (1, layer.dilation[0]),
-                                                 (0, layer.padding[0]), (1, layer.stride[0]))
+                                                 (0, padding[0]), (1, layer.stride[0]))
         else:
-            kernel, dilation, padding, stride = layer.kernel_size, layer.dilation, layer.padding, layer.stride
-        if isinstance(padding, str) or layer.groups != 1:
-            raise ValueError("data-based pruning supports Conv layers with numeric padding and groups=1")
+            kernel, dilation, stride = layer.kernel_size, layer.dilation, layer.stride
         patches = F.unfold(inp, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, d, L)
         out.append(patches.transpose(1, 2).reshape(-1, patches.shape[1]).double())
     return hook

@@ -46,7 +46,8 @@ class LayerOBS:
     full greedy trace, for any number of sparsities (:meth:`prune`). ``alive`` (bool, the weight's shape; default
     all True): the weights already pruned (False) are zero in ``W`` and removed in every mask; zero weights cost
     nothing and change no other weight, so the trace takes them first and the rest of it is the trace of the
-    remaining weights."""
+    remaining weights. ``live``: ``W`` with the weights of dead inputs (never nonzero on the calibration batch)
+    zero as well, the weights the trace and :meth:`output_energy` see."""
 
     def __init__(self, weight: torch.Tensor, inputs: torch.Tensor, rel_damp: float = 1e-2,
                  alive: torch.Tensor | None = None):
@@ -62,10 +63,14 @@ class LayerOBS:
         except torch.linalg.LinAlgError as exc:
             raise ValueError(f"the layer Hessian is not positive definite even with rel_damp={rel_damp}; raise "
                              "rel_damp or use more calibration samples") from exc
-        W[:, dead] = 0.0
+        # a dead input's weights change no output on the calibration inputs: the trace sees them as zero (they
+        # go first, at no cost) and so does the output energy; a mask that keeps one keeps its value (W), as
+        # the compensation does -- H couples a dead input to no other
+        self.live = W.clone()
+        self.live[:, dead] = 0.0
         self.shape, self.W, self.H = weight.shape, W, H
         Hinv = torch.cholesky_inverse(L)
-        self.order, self.losses, _ = obs_trace(W.float(), Hinv.float(), W.shape[1])
+        self.order, self.losses, _ = obs_trace(self.live.float(), Hinv.float(), W.shape[1])
 
     def prune(self, sparsity: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask, weight) of the layer at ``sparsity``: bool mask and float64 weight in the layer's shape."""
@@ -74,7 +79,7 @@ class LayerOBS:
     def output_energy(self) -> float:
         """tr(W H W^T) of the layer's (pruned) weights: its squared output norm on the calibration inputs, in the
         units of :attr:`losses` (damping included); 1.0 for a layer whose outputs are all zero."""
-        energy = float((self.W @ self.H * self.W).sum())
+        energy = float((self.live @ self.H * self.live).sum())
         return energy if energy > 0 else 1.0
 
     def step_losses(self) -> torch.Tensor:
@@ -154,5 +159,5 @@ def layer_counts(state: dict[str, LayerOBS], sparsity: float, allocation: str) -
         return torch.bincount(layer_of[cheapest], minlength=len(sizes)).tolist()
     if allocation == "uniform":
         return [round(sparsity * layer.W.numel()) for layer in state.values()]
-    masks = keep_top({name: layer.W.abs() for name, layer in state.items()}, sparsity, alive=alive)
+    masks = keep_top({name: layer.live.abs() for name, layer in state.items()}, sparsity, alive=alive)
     return [int((~m).sum()) for m in masks.values()]

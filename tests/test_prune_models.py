@@ -1,0 +1,128 @@
+"""Pruning the models users bring: dead inputs, tied weights, padding modes, attention, bad calibration data."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from weightcast.prune import make_permanent, prune
+from weightcast.prune.layers import layer_inputs, prunable_layers
+
+
+def relu_mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+
+
+def test_obs_at_sparsity_zero_leaves_the_model_unchanged_even_with_dead_inputs():
+    """One calibration sample leaves most hidden units dead (always zero); their weights cost nothing to remove,
+    but where the mask keeps them they keep their values."""
+    model, x = relu_mlp(), torch.randn(256, 8)
+    before = model(x)
+    masks = prune(model, 0.0, "obs", data=torch.randn(1, 8))
+    assert all(bool(m.all()) for m in masks.values())
+    torch.testing.assert_close(model(x), before)
+
+
+def test_obs_weights_agree_with_its_masks_when_dead_inputs_are_kept():
+    model = relu_mlp()
+    masks = prune(model, 0.05, "obs", data=torch.randn(1, 8))
+    for name, layer in prunable_layers(model).items():
+        removed = ~masks[f"{name}.weight"]
+        assert bool((layer.weight[removed] == 0).all())
+        assert int((layer.weight == 0).sum()) == int(removed.sum()), name   # no kept weight was zeroed
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "obs", "woodfisher"])
+def test_tied_weights_are_refused_before_the_model_is_touched(method):
+    model = Tied()
+    state = copy.deepcopy(model.state_dict())
+    x = torch.randn(32, 8)
+    with pytest.raises(ValueError, match="'a' and 'b' share one weight tensor"):
+        prune(model, 0.5, method, data=(x, torch.randint(0, 8, (32,))))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_a_layer_used_twice_is_one_layer_with_one_mask():
+    layer = nn.Linear(8, 8)
+    model = nn.Sequential(layer, nn.ReLU(), layer)
+    masks = prune(model, 0.5, "magnitude")
+    assert list(masks) == ["0.weight"] and int((~masks["0.weight"]).sum()) == 32
+    make_permanent(model)
+    assert int((layer.weight == 0).sum()) == 32
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv2d])
+def test_obs_reads_a_convs_inputs_with_its_own_padding_mode(conv, mode):
+    """The patches OBS sees reproduce the layer's output whatever its padding_mode."""
+    torch.manual_seed(0)
+    layer = conv(3, 5, 3, padding=1, padding_mode=mode, bias=False).eval()
+    x = torch.randn(4, 3, 9) if conv is nn.Conv1d else torch.randn(4, 3, 7, 6)
+    patches = layer_inputs(layer, x)[""]
+    out = layer(x).double()
+    expected = out.movedim(1, -1).reshape(-1, 5)
+    torch.testing.assert_close(patches @ layer.weight.double().flatten(1).T, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer,why", [(nn.Conv1d(3, 4, 3, padding="same"), "padding='same'"),
+                                       (nn.Conv2d(4, 4, 3, groups=2), "groups=2")])
+def test_obs_refuses_conv_layers_it_cannot_read_naming_them(layer, why):
+    model = nn.Sequential(layer)
+    x = torch.randn(2, layer.in_channels, 8) if isinstance(layer, nn.Conv1d) else torch.randn(2, 4, 8, 8)
+    with pytest.raises(ValueError, match=rf"layer '0'.*{why}.*data-free method"):
+        prune(model, 0.5, "obs", data=x)
+
+
+def test_attention_projections_are_not_pruned_and_the_rest_fine_tunes():
+    """nn.MultiheadAttention reads out_proj's weight itself, past torch.nn.utils.prune's hook: it is left out,
+    the feed-forward layers are pruned, and training through the masked model works."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True))
+    assert set(prunable_layers(model)) == {"0.linear1", "0.linear2"}
+    x = torch.randn(16, 5, 8)
+    masks = prune(model, 0.5, "obs", data=x)
+    assert sum(int((~m).sum()) for m in masks.values()) == 128   # half of linear1's and linear2's 256 weights
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    assert sum(int((layer.weight == 0).sum()) for layer in (model[0].linear1, model[0].linear2)) >= 128
+
+
+def test_a_layer_the_forward_never_calls_is_named_for_obs():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.used(x)
+
+    with pytest.raises(ValueError, match=r"\['spare'\] were not called on the calibration batch"):
+        prune(Unused(), 0.5, "obs", data=torch.randn(8, 4))
+
+
+def test_labels_that_do_not_match_the_inputs_are_refused():
+    with pytest.raises(ValueError, match="has 32 inputs but 10 labels"):
+        prune(relu_mlp(), 0.5, "woodfisher", data=(torch.randn(32, 8), torch.randint(0, 4, (10,))))
+
+
+@pytest.mark.parametrize("options,message", [({"stages": 2.5}, "stages must be a positive integer, got 2.5"),
+                                             ({"stages": 0}, "stages must be a positive integer, got 0"),
+                                             ({"block_size": 0}, "block_size must be a positive integer or None")])
+def test_bad_stage_options_are_refused_clearly(options, message):
+    data = (torch.randn(16, 8), torch.randint(0, 4, (16,)))
+    with pytest.raises(ValueError, match=message):
+        prune(relu_mlp(), 0.5, "woodfisher", data=data, **options)
