@@ -39,7 +39,7 @@ from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.allocation import search_offsets
-from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
+from weightcast.prune.fisher import CHITA_STARTS, DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import DEFAULT_ALLOCATION, obs_prune, prepare as obs_prepare
 from weightcast.prune.scores import lamp_scores
@@ -68,10 +68,12 @@ def obs_allocation(method: str) -> str:
 
 def settings(method: str) -> dict:
     """What decides a method's rows besides the network, the calibration size and the fine-tuning steps: the
-    stages of WoodFisher and CHITA (and of their masks); OBS's allocation (and its mask's); the hypernetwork's weights and, since it runs WoodFisher
+    stages of WoodFisher and CHITA (and of their masks), the supports CHITA's IHT may start from; OBS's allocation (and its mask's); the hypernetwork's weights and, since it runs WoodFisher
     on its input priors where calibrated, WoodFisher's stages and its samples and draws. Written into each row's
     config, so that a results file says what made it and the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
+    if base == "chita":
+        return {"stages": DEFAULT_STAGES[base], "iht_starts": list(CHITA_STARTS)}
     if base in DEFAULT_STAGES:
         return {"stages": DEFAULT_STAGES[base]}
     if base.startswith("obs"):

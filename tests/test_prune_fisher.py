@@ -77,6 +77,25 @@ def test_chita_step_removes_k_improves_on_magnitude_and_is_optimal_on_its_suppor
     torch.testing.assert_close(new, optimal_update(Ad, lam, w, keep), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_chita_ends_at_least_as_low_as_magnitudes_and_woodfishers_supports(seed):
+    """IHT is local: started from the better of the two supports (each with its optimal update), its objective
+    is at most either's -- from magnitude's alone it could stay far above WoodFisher's."""
+    A, w = problem(n=6, p=40, seed=seed)
+    A[:, :20] *= 10.0   # ill-conditioned: the largest weights are not the cheapest to remove
+    G = A.float() * 6 ** 0.5
+    k = 30
+    keep, new = chita_step(w, G, k, rel_damp=1e-3)
+    Ad = G.double() / 6 ** 0.5
+    lam = damping(Ad, 1e-3)
+    ends = {}
+    for name, score in (("magnitude", w.abs()), ("woodfisher", w ** 2 / inverse_diagonal(Ad, lam))):
+        support = torch.zeros(40, dtype=torch.bool)
+        support[torch.topk(score, 40 - k).indices] = True
+        ends[name] = quadratic(Ad, lam, w, optimal_update(Ad, lam, w, support))
+    assert quadratic(Ad, lam, w, new) <= min(ends.values()) * (1 + 1e-5)
+
+
 def test_stage_sparsities():
     assert stage_sparsities(0.9, 1) == [0.9]
     s = stage_sparsities(0.9, 4)
