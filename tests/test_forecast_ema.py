@@ -162,6 +162,24 @@ def test_without_a_forecaster_it_is_torchs_ema_exactly():
     assert not torch.equal(avg.module[2].running_mean, torch.zeros(16))  # the buffers followed the model
 
 
+def test_an_averagedmodel_checkpoint_continues_as_torch_would():
+    """An AveragedModel's state_dict is refused by load_state_dict with a pointer to avg.averaged; loaded there,
+    the next updates average into it (as AveragedModel's do once n_averaged > 0), not over it."""
+    model, twin = bn_mlp(), bn_mlp()
+    plain = AveragedModel(twin, multi_avg_fn=get_ema_multi_avg_fn(0.95))
+    train(twin, 10, plain)
+    saved = copy.deepcopy(plain.state_dict())
+    model.load_state_dict(twin.state_dict())
+    avg = wc.ForecastEMA(model, None, decay=0.95)
+    with pytest.raises(ValueError, match=r"AveragedModel's: load it with avg.averaged.load_state_dict"):
+        avg.load_state_dict(saved)
+    avg.averaged.load_state_dict(saved)
+    train(model, 5, avg)
+    train(twin, 5, plain)
+    for a, b in zip(avg.module.state_dict().values(), plain.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_a_plain_ema_does_not_check_the_jump_arguments_it_does_not_use():
     """forecaster=None ignores jump_every and horizon, so a jump_every left over from a forecasting setup (below
     the default window * record_every) is not refused (review); with a forecaster it still is."""

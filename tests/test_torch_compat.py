@@ -167,6 +167,56 @@ def test_deepcopy_and_pickle_continue_like_the_original(kind, how):
     assert all(p is q for p, q in zip(opt2.param_groups[0]["params"], model2.parameters()))
 
 
+@pytest.mark.parametrize("kind", ["sgd", "forecast-sgd", "forecast-adamw"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_of_an_optimizer_with_an_lr_scheduler_step_themselves(kind, how):
+    """An LR scheduler wraps the instance's step (bound to that optimizer); a copy must step its own
+    parameters, as torch's optimizers' copies do, and pickling must work."""
+    model, opt = _make(kind)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    train(model, opt, 2)
+    scheduler.step()
+    model2, opt2 = copy.deepcopy((model, opt)) if how == "deepcopy" else pickle.loads(pickle.dumps((model, opt)))
+    before = params_of(model)
+    train(model2, opt2, 3)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))   # the original did not move
+    train(model, opt, 3)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), model2.parameters()))
+
+
+@pytest.mark.parametrize("kind", ["forecast-sgd", "forecast-adamw"])
+def test_step_hooks_run_once_per_step_even_after_a_plain_sgd_exists(kind):
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)   # torch then wraps SGD.step with its hooks
+    model, opt = _make(kind)
+    calls = []
+    opt.register_step_pre_hook(lambda *args: calls.append("pre"))
+    opt.register_step_post_hook(lambda *args: calls.append("post"))
+    train(model, opt, 2)
+    assert calls == ["pre", "post"] * 2
+
+
+@pytest.mark.parametrize("kind", ["forecast-sgd", "forecast-adamw"])
+def test_a_refused_param_group_is_not_left_half_added(kind):
+    model, opt = _make(kind)
+    groups = len(opt.param_groups)
+    with pytest.raises(TypeError):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))]})
+    assert len(opt.param_groups) == groups
+    train(model, opt, 3)   # steps as before
+
+
+def test_a_custom_schedule_without_spec_is_refused_at_construction():
+    class Halving(wc.schedules.Schedule):
+        def horizon(self, j):
+            return max(1, 8 >> j)
+
+        def max_horizon(self):
+            return 8
+
+    with pytest.raises(TypeError, match="Halving does not implement spec"):
+        wc.ForecastSGD(tiny_classifier().parameters(), lr=0.1, forecaster="linear", window=3, horizon=Halving())
+
+
 def test_an_optimizer_pickled_before_steps_could_be_held_continues_like_the_original():
     """Engines pickled by the version before held fused steps kept their count in ``step_count``; unpickled now
     (the same state, the count under its old name, no held steps) they continue exactly."""

@@ -183,7 +183,9 @@ class ForecastEMA:
                                                 for a, p in zip(average, live)):
             self.averaged.update_parameters(self.model)
             return
-        if self.num_updates == 0:   # (AveragedModel.n_averaged, kept alike, without reading a device tensor)
+        # the first update copies, as AveragedModel's does when n_averaged is 0; n_averaged (a device tensor) is
+        # read at the first update only: an average loaded into `averaged` by hand is averaged into, not replaced
+        if self.num_updates == 0 and int(self.averaged.n_averaged) == 0:
             torch._foreach_copy_(average, live)
         else:
             torch._foreach_lerp_(average, live, 1 - self.decay)   # update() runs under no_grad
@@ -288,7 +290,12 @@ class ForecastEMA:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; raises ValueError when it was made with another forecaster, decay or
-        schedule."""
+        schedule, or is not a ForecastEMA state_dict (an ``AveragedModel``'s loads into ``avg.averaged``)."""
+        if "config" not in state:
+            hint = (" it looks like an AveragedModel's: load it with avg.averaged.load_state_dict(state), and the "
+                    "next update() averages into it" if "n_averaged" in state else "")
+            raise ValueError(f"this is not a ForecastEMA state_dict (no 'config' entry; keys {sorted(state)[:5]});"
+                             f"{hint or ' pass what ForecastEMA.state_dict() returned'}")
         saved = state["config"] if state["config"].get("forecaster") is not None else {
             k: state["config"].get(k) for k in ("forecaster", "decay")}   # (plain EMA states saved with their schedule)
         if saved != self._config():

@@ -162,7 +162,9 @@ class Bucket:
         self.write([newest[self.segment(i)] for i in indices], indices)
 
     def state_dict(self) -> dict[str, Any]:
-        """Window and ring position, tensors in their storage dtype (no copies of the parameters)."""
+        """Window and ring position, tensors in their storage dtype (no copies of the parameters). Like a torch
+        optimizer's state_dict it holds the live window tensor while the ring position is a copy: save it (or
+        ``copy.deepcopy`` it) before further steps, or loading it later pairs newer values with an older ring."""
         return {"history": self.history, "slot_absmax": self.slot_absmax, "slot_steps": list(self.slot_steps),
                 "filled": self.filled, "head": self.head, "numel": self.numel}
 

@@ -151,10 +151,17 @@ def from_spec(spec: dict[str, Any]) -> Schedule:
 
 def as_schedule(horizon: int | Schedule | None, jump_every: int) -> Schedule:
     """``horizon`` as a schedule the optimizer owns: None -> ``Constant(jump_every)``, an int ->
-    ``Constant(horizon)``, a schedule -> a copy of it (binding it to one optimizer never changes another's)."""
+    ``Constant(horizon)``, a schedule -> a copy of it (binding it to one optimizer never changes another's).
+    Raises TypeError for a schedule without :meth:`Schedule.spec` (checkpoints need it)."""
     if horizon is None:
         return Constant(jump_every)
     if isinstance(horizon, Schedule):
+        try:
+            horizon.spec()
+        except NotImplementedError:
+            raise TypeError(f"{type(horizon).__name__} does not implement spec(): a Schedule must describe itself "
+                            "as plain data (a dict), which the optimizer's state_dict saves to check a resume "
+                            "against") from None
         return copy.deepcopy(horizon)
     return Constant(as_int("horizon", horizon, 1))
 

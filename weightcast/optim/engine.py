@@ -95,6 +95,17 @@ def carry_window(old: list[Bucket], new: Bucket) -> None:
         new.slot_steps, new.filled, new.head = list(first.slot_steps), first.filled, first.head
 
 
+def refresh_or_withdraw(engine: "ForecastEngine", optimizer: torch.optim.Optimizer) -> None:
+    """After ``optimizer.add_param_group``: the engine takes the new group in, or, when it refuses it (raising),
+    the group is taken off the optimizer again before the error goes on, so that no group is stepped without
+    being forecast."""
+    try:
+        engine.refresh()
+    except Exception:
+        optimizer.param_groups.pop()
+        raise
+
+
 class ForecastEngine:
     """Buckets, history and jump schedule for the param groups of one optimizer.
 
@@ -195,8 +206,9 @@ class ForecastEngine:
         for index, group in enumerate(groups):
             params = list(group["params"])
             if index >= len(self._group_params):
+                fresh = self._make_buckets(index, group)   # may refuse the group: nothing is changed then
                 self._group_params.append(params)
-                self.buckets += [(index, b) for b in self._make_buckets(index, group)]
+                self.buckets += [(index, b) for b in fresh]
                 continue
             mine = [b for gi, b in self.buckets if gi == index]
             known = self._group_params[index]

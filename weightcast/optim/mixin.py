@@ -151,7 +151,9 @@ class ForecastMixin:
         propagates. When ``torch.distributed`` is initialised, the criteria are averaged over the default process
         group, so every rank must call ``step()`` and every rank takes the same decision (DDP replicas stay
         identical). ``loss_fn=None`` removes the guard. Not saved in the state_dict: call it again after
-        loading."""
+        loading. ``loss_fn`` runs up to ``tries`` + 1 times per jump, rejected jumps included, and the guard
+        restores the parameters only: make it free of side effects -- evaluate the model in eval mode under
+        ``torch.no_grad()`` (in train mode every call moves BatchNorm's running statistics and draws dropout)."""
         if self._engine is None:
             raise ValueError("this optimizer has no forecaster, so it never jumps")
         self._engine.guard = None if loss_fn is None else JumpGuard(loss_fn, tolerance, shrink, tries)

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from ..schedules import Schedule
-from .engine import ForecastEngine
+from .engine import ForecastEngine, refresh_or_withdraw
 from .mixin import SCHEDULE_ARGS, ForecastMixin
 
 
@@ -53,10 +53,14 @@ class ForecastSGD(ForecastMixin, torch.optim.SGD):
         super().add_param_group(param_group)
         engine = getattr(self, "_engine", None)
         if engine is not None:
-            engine.refresh()
+            refresh_or_withdraw(engine, self)
 
     def step(self, closure=None):
-        return self._forecast_step(lambda: super(ForecastSGD, self).step(closure))
+        # torch.optim.SGD.step itself, not the hook-running wrapper that torch puts around SGD.step once any SGD
+        # exists: this step is wrapped already, and its hooks must run once
+        sgd_step = torch.optim.SGD.step
+        sgd_step = sgd_step.__wrapped__ if getattr(sgd_step, "hooked", False) else sgd_step
+        return self._forecast_step(lambda: sgd_step(self, closure))
 
     def _base_state_dict(self) -> dict[str, Any]:
         return torch.optim.SGD.state_dict(self)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..schedules import Schedule
-from .engine import ForecastEngine
+from .engine import ForecastEngine, refresh_or_withdraw
 from .mixin import SCHEDULE_ARGS, ForecastMixin
 
 AMP_SCALING_ATTRS = ("grad_scale", "found_inf")  # what GradScaler sets on a fused optimizer for one step()
@@ -72,7 +72,7 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
         if self._engine is not None:
-            self._engine.refresh()
+            refresh_or_withdraw(self._engine, self.optimizer)
 
     def step(self, closure=None):
         return self._forecast_step(lambda: self._inner_step(closure))
@@ -102,8 +102,10 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
         self.optimizer.load_state_dict(state_dict)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Everything but the Optimizer hooks (callables), which torch optimizers leave out of pickles too."""
-        state = dict(self.__dict__)
+        """Everything but the Optimizer hooks (callables), which torch optimizers leave out of pickles too, and
+        what an LR scheduler attached to this instance: its wrapper of ``step`` (bound, through a weak reference,
+        to this optimizer: a copy would step the original) and its ``_opt_called`` flag."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("step", "_opt_called")}
         for name in [k for k in state if k.startswith("_optimizer_") and k.endswith("_hooks")]:
             state[name] = OrderedDict()
         return state
