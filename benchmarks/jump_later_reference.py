@@ -4,11 +4,12 @@
         benchmarks/results/tuned-lag/guard/tta_*.csv --out benchmarks/results/tuned-lag/jump_later_reference.md
 
 Issue 16 asks that the metric 100 steps after every jump be at least the metric just before it. This reads the
-study's results files, grouped by task, (weightcast.study.write_csv: measured runs only, not the tuning runs) and puts beside each
-jump method's count of jumps worse ``AFTER_STEPS`` steps later the same count for every method that never jumps,
-on its validation curve at the same (seed, step) pairs: the rate at which the criterion fails with no jump at
-all, from the evaluation's noise and the plateau's wander. Jumps without a later value (too close to the
-end of the run) and pairs whose curve lacks either step are left out.
+study's results files (weightcast.study.write_csv; measured runs only, not the tuning runs), grouped by task, and
+puts beside each jump method's count of jumps worse ``AFTER_STEPS`` steps later the same count for every method
+that never jumps (no forecaster in its name), on its validation curve at the same (seed, step) pairs: the rate at
+which the criterion fails with no jump at all, from the evaluation's noise and the plateau's wander. Jumps
+without a later value (too close to the end of the run) are left out on both sides, and so are pairs whose curve
+lacks either step.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from weightcast.results import read_results
 from weightcast.study import STUDY_TASKS
+from weightcast.study.methods import forecaster_of
 from weightcast.study.run import AFTER_STEPS
 
 
@@ -39,18 +41,18 @@ def reference_table(task: str, rows: list[dict]) -> str:
             curves[r["name"]][(r["seed"], step)] = float(r["value"])
         elif r["metric"] in ("jump_before", f"jump_after_{AFTER_STEPS}"):
             jumps[r["name"]].setdefault((r["seed"], step), {})[r["metric"]] = float(r["value"])
-    plain = [m for m in curves if m not in jumps]
+    plain = [m for m in curves if forecaster_of(m) is None]   # the methods that never jump
     lines = [f"### {task}: {metric} worse {AFTER_STEPS} steps later (count / pairs judged)", "",
              "| jump method | its jumps | " + " | ".join(f"{m}, no jump, same steps" for m in plain) + " |",
              "|---" * (len(plain) + 2) + "|"]
     for method, by_step in jumps.items():
-        judged = [v for v in by_step.values()
-                  if not math.isnan(v.get(f"jump_after_{AFTER_STEPS}", math.nan) + v.get("jump_before", math.nan))]
-        own = sum(worse(metric, v["jump_before"], v[f"jump_after_{AFTER_STEPS}"]) for v in judged)
+        judged = {key: v for key, v in by_step.items()
+                  if not math.isnan(v.get(f"jump_after_{AFTER_STEPS}", math.nan) + v.get("jump_before", math.nan))}
+        own = sum(worse(metric, v["jump_before"], v[f"jump_after_{AFTER_STEPS}"]) for v in judged.values())
         cells = [f"{own}/{len(judged)}"]
         for other in plain:
             curve = curves[other]
-            pairs = [(curve[(s, t)], curve[(s, t + AFTER_STEPS)]) for s, t in by_step
+            pairs = [(curve[(s, t)], curve[(s, t + AFTER_STEPS)]) for s, t in judged
                      if (s, t) in curve and (s, t + AFTER_STEPS) in curve]
             cells.append(f"{sum(worse(metric, b, a) for b, a in pairs)}/{len(pairs)}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")

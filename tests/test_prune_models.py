@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from weightcast.prune import make_permanent, prune
+from weightcast.prune import load_pruned, make_permanent, prune
 from weightcast.prune.layers import layer_inputs, prunable_layers
 
 
@@ -48,9 +48,28 @@ def test_tied_weights_are_refused_before_the_model_is_touched(method):
     model = Tied()
     state = copy.deepcopy(model.state_dict())
     x = torch.randn(32, 8)
-    with pytest.raises(ValueError, match="'a' and 'b' share one weight tensor"):
+    with pytest.raises(ValueError, match=r"layer 'a'.s weight is shared by \['a.weight', 'b.weight'\]"):
         prune(model, 0.5, method, data=(x, torch.randint(0, 8, (32,))))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_a_weight_tied_to_a_module_that_is_not_pruned_is_refused():
+    """An embedding and a language-model head sharing one tensor: pruning the head would zero the embedding."""
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.mid, self.head = nn.Embedding(10, 8), nn.Linear(8, 8), nn.Linear(8, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.head(torch.relu(self.mid(self.emb(x))))
+
+    model = LM()
+    embedding = model.emb.weight.detach().clone()
+    for method in ("magnitude", "obs"):
+        with pytest.raises(ValueError, match=r"layer 'head'.s weight is shared by \['emb.weight', 'head.weight'\]"):
+            prune(model, 0.5, method, data=torch.randint(0, 10, (64, 3)))
+    assert torch.equal(model.emb.weight, embedding)
 
 
 def test_a_layer_used_twice_is_one_layer_with_one_mask():
@@ -99,6 +118,19 @@ def test_attention_projections_are_not_pruned_and_the_rest_fine_tunes():
         model(x).square().mean().backward()
         opt.step()
     assert sum(int((layer.weight == 0).sum()) for layer in (model[0].linear1, model[0].linear2)) >= 128
+
+
+def test_a_checkpoint_with_a_mask_on_an_attention_projection_still_loads_and_folds():
+    """Masks that an earlier version put on nn.MultiheadAttention's out_proj (now left out of pruning)."""
+    torch.manual_seed(0)
+    old = nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True))
+    torch.nn.utils.prune.custom_from_mask(old[0].self_attn.out_proj, "weight", torch.rand(8, 8) > 0.5)
+    fresh = load_pruned(nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)), old.state_dict())
+    assert torch.equal(fresh[0].self_attn.out_proj.weight_mask, old[0].self_attn.out_proj.weight_mask)
+    make_permanent(fresh)
+    assert not any(k.endswith(("weight_mask", "weight_orig")) for k in fresh.state_dict())
+    with pytest.raises(KeyError, match="a mask for 'nothing'"):
+        load_pruned(nn.Sequential(nn.Linear(2, 2)), {"nothing.weight_mask": torch.ones(2, 2)})
 
 
 def test_a_layer_the_forward_never_calls_is_named_for_obs():

@@ -205,6 +205,21 @@ def test_a_refused_param_group_is_not_left_half_added(kind):
     train(model, opt, 3)   # steps as before
 
 
+def test_a_group_the_engine_refuses_added_to_the_wrapped_optimizer_is_refused_before_anything_moves():
+    model, opt = _make("forecast-adamw")
+    bad = torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    opt.optimizer.add_param_group({"params": [bad]})
+    x, y = classifier_batch(0)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    bad.grad = torch.ones_like(bad)
+    before = params_of(model)
+    with pytest.raises(TypeError):
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before)) and torch.equal(bad, torch.ones(3))
+    assert len(opt.optimizer.param_groups) == 1 and opt.engine.step_count == 0
+    train(model, opt, 2)
+
+
 def test_a_custom_schedule_without_spec_is_refused_at_construction():
     class Halving(wc.schedules.Schedule):
         def horizon(self, j):

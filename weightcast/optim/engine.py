@@ -95,17 +95,6 @@ def carry_window(old: list[Bucket], new: Bucket) -> None:
         new.slot_steps, new.filled, new.head = list(first.slot_steps), first.filled, first.head
 
 
-def refresh_or_withdraw(engine: "ForecastEngine", optimizer: torch.optim.Optimizer) -> None:
-    """After ``optimizer.add_param_group``: the engine takes the new group in, or, when it refuses it (raising),
-    the group is taken off the optimizer again before the error goes on, so that no group is stepped without
-    being forecast."""
-    try:
-        engine.refresh()
-    except Exception:
-        optimizer.param_groups.pop()
-        raise
-
-
 class ForecastEngine:
     """Buckets, history and jump schedule for the param groups of one optimizer.
 
@@ -224,6 +213,18 @@ class ForecastEngine:
             at = next((k for k, (gi, _) in enumerate(self.buckets) if gi == index), len(self.buckets))
             self.buckets = [(gi, b) for gi, b in self.buckets if gi != index]
             self.buckets[at:at] = [(index, b) for b in fresh]
+
+    def take_new_groups(self) -> None:
+        """Take in the param groups added to the optimizer since the engine last looked (``add_param_group`` on
+        the forecasting optimizer or on the optimizer it wraps); a group it refuses (raising) is taken off the
+        optimizer again before the error goes on, so that no group is stepped without being forecast."""
+        if len(self.optimizer.param_groups) == len(self._group_params):
+            return
+        try:
+            self.refresh()
+        except Exception:
+            del self.optimizer.param_groups[len(self._group_params)]   # the group refresh() stopped at
+            raise
 
     def check_grads(self) -> None:
         """Sparse gradients cannot be forecast: raise a TypeError before the base step runs."""

@@ -180,6 +180,7 @@ class ForecastMixin:
                 raise RuntimeError("forecast jumps are not CUDA-graph capturable (they read the step count and a "
                                    "finiteness flag on the host); capture the base optimizer without weightcast, "
                                    "or use forecaster=None")
+            self._engine.take_new_groups()   # e.g. added to Forecast's inner optimizer: before anything moves
             self._engine.check_grads()
         loss = run_base_step()
         if self._engine is not None:

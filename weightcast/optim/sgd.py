@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from ..schedules import Schedule
-from .engine import ForecastEngine, refresh_or_withdraw
+from .engine import ForecastEngine
 from .mixin import SCHEDULE_ARGS, ForecastMixin
 
 
@@ -53,7 +53,7 @@ class ForecastSGD(ForecastMixin, torch.optim.SGD):
         super().add_param_group(param_group)
         engine = getattr(self, "_engine", None)
         if engine is not None:
-            refresh_or_withdraw(engine, self)
+            engine.take_new_groups()
 
     def step(self, closure=None):
         # torch.optim.SGD.step itself, not the hook-running wrapper that torch puts around SGD.step once any SGD

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..schedules import Schedule
-from .engine import ForecastEngine, refresh_or_withdraw
+from .engine import ForecastEngine
 from .mixin import SCHEDULE_ARGS, ForecastMixin
 
 AMP_SCALING_ATTRS = ("grad_scale", "found_inf")  # what GradScaler sets on a fused optimizer for one step()
@@ -72,7 +72,7 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
         if self._engine is not None:
-            refresh_or_withdraw(self._engine, self.optimizer)
+            self._engine.take_new_groups()
 
     def step(self, closure=None):
         return self._forecast_step(lambda: self._inner_step(closure))

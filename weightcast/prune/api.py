@@ -254,19 +254,28 @@ def sparsity_of(model: nn.Module) -> float:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold every mask into its weight (``torch.nn.utils.prune.remove``): a plain model with zeros."""
-    for layer in prunable_layers(model).values():
-        if torch_prune.is_pruned(layer) and hasattr(layer, "weight_mask"):
-            torch_prune.remove(layer, "weight")
+    """Fold every weight mask into its weight (``torch.nn.utils.prune.remove``): a plain model with zeros. Every
+    module's, not only the prunable layers' (a checkpoint may carry a mask of a layer now left out, e.g. an
+    attention's ``out_proj``)."""
+    for module in model.modules():
+        if hasattr(module, "weight_mask") and torch_prune.is_pruned(module):
+            torch_prune.remove(module, "weight")
     return model
 
 
 def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """Load a pruned model's ``state_dict`` (with ``<layer>.weight_orig`` / ``weight_mask``) into a fresh model of
-    the same architecture: the masks are applied first, so they keep working after loading."""
-    masks = {k.removesuffix("_mask"): v.bool() for k, v in state_dict.items() if k.endswith(".weight_mask")}
-    if masks:
-        apply_masks(model, masks)
+    the same architecture: the masks are applied first, so they keep working after loading. A mask of any module
+    with a ``weight`` is taken (also of a layer :func:`.layers.prunable_layers` now leaves out); a key naming no
+    such module raises KeyError."""
+    modules = dict(model.named_modules())
+    for key, mask in state_dict.items():
+        if key.endswith(".weight_mask"):
+            name = key.removesuffix(".weight_mask")
+            if not isinstance(getattr(modules.get(name), "weight", None), torch.Tensor):
+                raise KeyError(f"the state_dict has a mask for {name!r}, a module with a weight that this model "
+                               "lacks: load it into a model of the same architecture")
+            torch_prune.custom_from_mask(modules[name], "weight", mask.bool().to(weight_of(modules[name]).device))
     model.load_state_dict(state_dict)
     return model
 

@@ -13,21 +13,25 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Module name -> layer, for every Linear/Conv1d/Conv2d of ``model`` in definition order. Its ``weight``
     (``<name>.weight`` in the masks) is pruned; biases are not. The layers inside an ``nn.MultiheadAttention``
     (its ``out_proj``) are left out: the attention reads their weights itself, bypassing the hook through which
-    ``torch.nn.utils.prune`` applies a mask. Raises ValueError when there is none, and when two layers share one
-    weight tensor (tied weights: one tensor cannot take two layers' masks; untie them first)."""
+    ``torch.nn.utils.prune`` applies a mask. Raises ValueError when there is none, and when a layer's weight
+    tensor is also held by another module (tied weights, e.g. an embedding and a language-model head: one tensor
+    cannot take a mask for all its users; untie them first)."""
     inside_attention = {id(sub) for m in model.modules() if isinstance(m, nn.MultiheadAttention)
                         for sub in m.modules()}
     layers = {name: m for name, m in model.named_modules()
               if isinstance(m, PRUNABLE) and id(m) not in inside_attention}
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear or Conv layer to prune")
-    owners: dict[int, str] = {}
+    owners: dict[int, list[str]] = {}   # parameter -> the modules holding it (a module used twice counts once)
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append(f"{module_name}.{param_name}" if module_name else param_name)
     for name, layer in layers.items():
-        first = owners.setdefault(id(weight_of(layer)), name)
-        if first != name:
-            raise ValueError(f"layers {first!r} and {name!r} share one weight tensor (tied weights); pruning gives "
-                             "each layer its own mask, which one shared tensor cannot hold: untie them (give each "
-                             "its own copy) or prune a model without tied weights")
+        holders = owners.get(id(weight_of(layer)), [])
+        if len(holders) > 1:
+            raise ValueError(f"layer {name!r}'s weight is shared by {holders} (tied weights); pruning gives a layer "
+                             "its own mask, which a shared tensor cannot hold for all its users: untie them (give "
+                             "each its own copy) or prune a model without tied weights")
     return layers
 
 
