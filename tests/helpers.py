@@ -39,3 +39,18 @@ def tiny_classifier(seed: int = 0) -> torch.nn.Module:
 def classifier_batch(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(64, 6, generator=g), torch.randint(0, 3, (64,), generator=g)
+
+
+class TiedHead(torch.nn.Module):
+    """A token embedding and an output head sharing one weight (tied), a Linear between: the shape of a small
+    language model's ends."""
+
+    def __init__(self, vocab: int = 20, width: int = 8):
+        super().__init__()
+        self.tok = torch.nn.Embedding(vocab, width)
+        self.mid = torch.nn.Linear(width, width)
+        self.head = torch.nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.tok.weight
+
+    def forward(self, i):
+        return self.head(self.mid(self.tok(i)))

@@ -11,10 +11,20 @@ import weightcast as wc
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _join(rank: int, world: int, init_file: str) -> None:
+    """A spawned rank's setup: one thread, the gloo process group, seed 0 (the same initial model on every rank)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
+
+
+def _leave() -> None:
+    dist.barrier()  # both ranks done with gloo before either tears it down (a race there aborts a rank)
+    dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    _join(rank, world, init_file)
     model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = wc.ForecastSGD(ddp.parameters(), lr=0.05, momentum=0.9, forecaster="linear", window=3, horizon=4)
@@ -33,8 +43,7 @@ def _gather_save_and_close(model: torch.nn.Module, world: int, path: str, **extr
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
     torch.save({"gathered": gathered, **extra}, path)
-    dist.barrier()  # both ranks done with gloo before either tears it down (a race there aborts a rank)
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_ranks_stay_identical_after_jumps(tmp_path):
@@ -47,9 +56,7 @@ def test_ranks_stay_identical_after_jumps(tmp_path):
 
 
 def _guard_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.manual_seed(0)
+    _join(rank, world, init_file)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = wc.ForecastSGD(ddp.parameters(), lr=0.2, momentum=0.9, forecaster="linear", window=3, record_every=2,
@@ -108,8 +115,7 @@ def _train(model, opt):
 
 
 def _fsdp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    _join(rank, world, init_file)
     plain = _fsdp_run(None, None, world)
     no_jump = _fsdp_run("linear", 10 ** 6, world)
     jumps = _fsdp_run("linear", None, world)
@@ -120,8 +126,7 @@ def _fsdp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         refused = str(exc)
     torch.save({"plain": plain, "no_jump": no_jump, "jumps": jumps, "refused": refused},
                os.path.join(out_dir, f"fsdp{rank}.pt"))
-    dist.barrier()  # both ranks done with gloo before either tears it down (a race there aborts a rank)
-    dist.destroy_process_group()
+    _leave()
 
 
 def test_fsdp2_shards_match_plain_runs_and_a_single_process_run(tmp_path):

@@ -9,6 +9,8 @@ from torch import nn
 from weightcast import lowrank as lr
 from weightcast.lowrank.integrator import _base_step
 
+from helpers import TiedHead
+
 
 def _small_lenet(dtype=torch.float64, seed=0):
     """A small conv+linear model with odd sizes: conv 3->7 (3x3, pad 1), conv 7->5 (stride 2), fc 5*4*4 -> 13 -> 3."""
@@ -469,21 +471,9 @@ def test_a_shared_layer_is_converted_once_under_every_name(layers):
     assert type(model.a) is nn.Linear and model.a is model.b
 
 
-class _TiedHead(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.tok = nn.Embedding(20, 8)
-        self.mid = nn.Linear(8, 8)
-        self.head = nn.Linear(8, 20, bias=False)
-        self.head.weight = self.tok.weight
-
-    def forward(self, i):
-        return self.head(self.mid(self.tok(i)))
-
-
 @pytest.mark.parametrize("layers", [None, ["head"]])
 def test_a_weight_tied_to_another_module_is_refused(layers):
-    model = _TiedHead()
+    model = TiedHead()
     with pytest.raises(ValueError, match=r"head.weight is tied to \['tok.weight'\].*Leave 'head' out of layers, or "
                                          r"untie it first \(model.head.weight = nn.Parameter"):
         lr.to_low_rank(model, layers)

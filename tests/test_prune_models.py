@@ -8,6 +8,8 @@ from torch import nn
 from weightcast.prune import load_pruned, make_permanent, prune
 from weightcast.prune.layers import layer_inputs, prunable_layers
 
+from helpers import TiedHead
+
 
 def relu_mlp(seed=0):
     torch.manual_seed(seed)
@@ -55,21 +57,12 @@ def test_tied_weights_are_refused_before_the_model_is_touched(method):
 
 def test_a_weight_tied_to_a_module_that_is_not_pruned_is_refused():
     """An embedding and a language-model head sharing one tensor: pruning the head would zero the embedding."""
-    class LM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb, self.mid, self.head = nn.Embedding(10, 8), nn.Linear(8, 8), nn.Linear(8, 10, bias=False)
-            self.head.weight = self.emb.weight
-
-        def forward(self, x):
-            return self.head(torch.relu(self.mid(self.emb(x))))
-
-    model = LM()
-    embedding = model.emb.weight.detach().clone()
+    model = TiedHead()
+    embedding = model.tok.weight.detach().clone()
     for method in ("magnitude", "obs"):
-        with pytest.raises(ValueError, match=r"layer 'head'.s weight is shared by \['emb.weight', 'head.weight'\]"):
-            prune(model, 0.5, method, data=torch.randint(0, 10, (64, 3)))
-    assert torch.equal(model.emb.weight, embedding)
+        with pytest.raises(ValueError, match=r"layer 'head'.s weight is shared by \['tok.weight', 'head.weight'\]"):
+            prune(model, 0.5, method, data=torch.randint(0, 20, (64, 3)))
+    assert torch.equal(model.tok.weight, embedding)
 
 
 def test_a_layer_used_twice_is_one_layer_with_one_mask():

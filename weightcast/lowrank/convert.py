@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from ..tied import parameter_holders
 from .layers import LowRankConv2d, LowRankLayer, LowRankLinear
 
 CONVENTIONS = ("reference", "full")
@@ -53,10 +54,7 @@ def _select(model: nn.Module, layers: Iterable[str] | Callable[[str, nn.Module],
 def _refuse_tied_parameters(model: nn.Module, selected: list[tuple[list[str], nn.Module]]) -> None:
     """ValueError when a chosen module's weight or bias is also a parameter of another module (tied weights,
     e.g. an output head tied to the embedding): its low-rank layer would hold factors of its own, untying them."""
-    holders: dict[int, dict[int, str]] = {}   # id(parameter) -> id(module) -> a name of it there
-    for name, m in model.named_modules(remove_duplicate=False):
-        for pname, p in m.named_parameters(recurse=False):
-            holders.setdefault(id(p), {}).setdefault(id(m), f"{name}.{pname}" if name else pname)
+    holders = parameter_holders(model)
     for names, m in selected:
         for pname, p in m.named_parameters(recurse=False):
             others = [n for key, n in holders[id(p)].items() if key != id(m)]

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..tied import parameter_holders
+
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
@@ -22,12 +24,9 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
               if isinstance(m, PRUNABLE) and id(m) not in inside_attention}
     if not layers:
         raise ValueError(f"{type(model).__name__} has no Linear or Conv layer to prune")
-    owners: dict[int, list[str]] = {}   # parameter -> the modules holding it (a module used twice counts once)
-    for module_name, module in model.named_modules():
-        for param_name, param in module.named_parameters(recurse=False):
-            owners.setdefault(id(param), []).append(f"{module_name}.{param_name}" if module_name else param_name)
+    holders_of = parameter_holders(model)
     for name, layer in layers.items():
-        holders = owners.get(id(weight_of(layer)), [])
+        holders = list(holders_of.get(id(weight_of(layer)), {}).values())
         if len(holders) > 1:
             raise ValueError(f"layer {name!r}'s weight is shared by {holders} (tied weights); pruning gives a layer "
                              "its own mask, which a shared tensor cannot hold for all its users: untie them (give "
