@@ -144,6 +144,17 @@ def test_labels_that_do_not_match_the_inputs_are_refused():
         prune(relu_mlp(), 0.5, "woodfisher", data=(torch.randn(32, 8), torch.randint(0, 4, (10,))))
 
 
+@pytest.mark.parametrize("method", ["obs", "woodfisher", "chita"])
+def test_calibration_inputs_of_another_dtype_are_refused_naming_both(method):
+    model = relu_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = (torch.randn(16, 8, dtype=torch.float64), torch.randint(0, 4, (16,)))
+    with pytest.raises(ValueError, match=r"inputs are torch.float64 but the model's weights torch.float32: pass "
+                                         r"data=\(x.to\(torch.float32\), y\)"):
+        prune(model, 0.5, method, data=data)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("options,message", [({"stages": 2.5}, "stages must be a positive integer, got 2.5"),
                                              ({"stages": 0}, "stages must be a positive integer, got 0"),
                                              ({"block_size": 0}, "block_size must be a positive integer or None")])

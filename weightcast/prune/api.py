@@ -122,9 +122,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
     _check_options(method, scope, apply, update_weights, options)
-    if method in DATA_BASED:
-        x, y = _calibration(method, data)
     layers = prunable_layers(model)
+    if method in DATA_BASED:
+        x, y = _calibration(method, data, next(iter(layers.values()), None))
     alive = masks_of(model)
     check_target(alive, sparsity, scope)
     weights: dict[str, torch.Tensor] = {}
@@ -190,7 +190,9 @@ def _warn_emptied_layers(masks: dict[str, torch.Tensor], method: str, sparsity: 
                       "use scope='layer', a lower sparsity or another method", stacklevel=3)
 
 
-def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _calibration(method: str, data, layer: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``data`` as (x, y), refused with what to pass where it cannot calibrate ``method`` on a model whose first
+    prunable layer is ``layer``: float inputs must have that layer's dtype and live on its device."""
     if data is None:
         raise ValueError(f"method {method!r} needs calibration data: pass data=(x, y), a batch of about 1,024 "
                          "training examples (e.g. task.eval_tensors('train', 1024)); the data-free methods are "
@@ -205,6 +207,14 @@ def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
     if y is not None and len(y) != len(x):
         raise ValueError(f"the calibration batch has {len(x)} inputs but {len(y)} labels: pass one label per "
                          "input, data=(x, y)")
+    if layer is not None:
+        w = weight_of(layer)
+        if x.device != w.device:
+            raise ValueError(f"the calibration inputs are on {x.device} but the model's weights on {w.device}: pass "
+                             f"data=(x.to({str(w.device)!r}), y.to({str(w.device)!r}))")
+        if x.is_floating_point() and x.dtype != w.dtype:
+            raise ValueError(f"the calibration inputs are {x.dtype} but the model's weights {w.dtype}: pass "
+                             f"data=(x.to({w.dtype}), y)")
     return x, y
 
 
