@@ -360,3 +360,17 @@ def test_guard_arguments_are_checked():
         opt.guard_jumps(3.0)
     with pytest.raises(ValueError, match="no forecaster"):
         wc.ForecastSGD(odd_params(), lr=0.1).guard_jumps(lambda: 0.0)
+    with pytest.raises(TypeError, match="tries must be an integer"):   # was accepted, then failed at the first jump
+        opt.guard_jumps(lambda: 0.0, tries=2.5)
+
+
+def test_guard_judges_no_horizon_twice():
+    """At a horizon of one unit there is nothing shorter to try: one forecast is judged, not ``tries`` identical
+    ones (each costs one evaluation of the loss)."""
+    for horizon, evaluations in ((1, 2), (4, 4)):   # 4 -> 2 -> 1: three forecasts, plus the loss before
+        params = odd_params()
+        calls = []
+        opt = wc.ForecastSGD(params, lr=0.05, forecaster="linear", window=3, jump_every=3, horizon=horizon)
+        opt.guard_jumps(lambda: float(len(calls.append(0) or calls)), tries=5)   # rises at every call: rejected
+        run(opt, params, 3)
+        assert opt.num_rejected_jumps == 1 and len(calls) == evaluations

@@ -1,5 +1,6 @@
 """The neuron-graph nowcaster: graph construction, equivariance, fallback, forecasts, files, training, engine path."""
 import json
+import warnings
 
 import pytest
 import torch
@@ -237,3 +238,17 @@ def test_shipped_weights_and_card():
                                                                            if k != "compare")
     assert card["params"] == sum(t.numel() for t in f.tensors.values())
     assert {tuple(t.shape) for t in f.tensors.values()} == set(graph_shapes(f.config).values())
+
+
+@pytest.mark.parametrize("name", ["nowcast", "nowcast-graph"])
+def test_a_zero_size_parameter_jumps_without_warnings(name):
+    """Its window statistics were the std of nothing: torch warned "degrees of freedom is <= 0" at every jump."""
+    params = [torch.nn.Parameter(torch.zeros(0, 3)), torch.nn.Parameter(torch.randn(4, 3))]
+    opt = wc.Forecast(torch.optim.AdamW(params, lr=1e-2), name, record_every=10, jump_every=50, horizon=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(50):
+            for p in params:
+                p.grad = torch.ones_like(p)
+            opt.step()
+    assert opt.num_jumps == 1 and params[0].shape == (0, 3) and torch.isfinite(params[1]).all()

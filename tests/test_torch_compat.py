@@ -471,6 +471,14 @@ def test_guard_restores_the_parameters_when_loss_fn_raises():
     assert opt.num_jumps == 0
 
 
+@pytest.mark.parametrize("given,named", [(torch.optim.AdamW, "the class AdamW"),
+                                         ((p for p in [torch.zeros(2)]), "generator")])
+def test_forecast_given_something_else_than_an_optimizer_says_how_to_build_one(given, named):
+    with pytest.raises(TypeError, match=f"got {named}: build the optimizer first, e.g. "
+                                        r"Forecast\(torch.optim.AdamW\(model.parameters\(\)"):
+        wc.Forecast(given, "linear")
+
+
 def test_capturable_is_refused_clearly():
     model = tiny_classifier()
     with pytest.raises(ValueError, match="not CUDA-graph capturable"):

@@ -82,7 +82,7 @@ def test_forecaster_matches_training_math():
     """The jump (stats + fused op) equals the differentiable model the training optimises."""
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.Flatten(), torch.nn.Linear(12, 2))
     tensors = _trained_like()
-    f = WNNForecaster(tensors=tensors, config={"window": 5, "hidden": 16})
+    f = WNNForecaster(tensors=tensors, config={"window": 5, "hidden": 16, "max_horizon": 6})
     opt = wc.ForecastSGD(model.parameters(), lr=0.1, forecaster=f, window=5, record_every=2, jump_every=1000)
     bucket = opt.engine.buckets[0][1]
     x = torch.randn(8, 1, 4, 4)
@@ -137,7 +137,7 @@ def test_window_mismatch_is_explained():
 
 def test_frozen_parameter_stays():
     """A tensor that never moves has D = 0, so its forecast is its value (g = 0)."""
-    f = WNNForecaster(tensors=_trained_like(), config={"window": 5, "hidden": 16})
+    f = WNNForecaster(tensors=_trained_like(), config={"window": 5, "hidden": 16, "max_horizon": 6})
     frozen = torch.nn.Parameter(torch.randn(6))
     moving = torch.nn.Parameter(torch.randn(6))
     opt = wc.ForecastSGD([frozen, moving], lr=0.1, forecaster=f, window=5, record_every=1, jump_every=5)
@@ -151,7 +151,7 @@ def test_frozen_parameter_stays():
 
 
 def test_state_dict_roundtrip_keeps_weights():
-    f = WNNForecaster(tensors=_trained_like(), config={"window": 5, "hidden": 16})
+    f = WNNForecaster(tensors=_trained_like(), config={"window": 5, "hidden": 16, "max_horizon": 6})
     g = wc.forecasters.get("wnn")
     g.load_state_dict(f.state_dict())
     assert all(torch.equal(g.tensors[k], f.tensors[k]) for k in f.tensors)

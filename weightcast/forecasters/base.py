@@ -52,6 +52,12 @@ class Forecaster:
         steps apart and jumps of up to ``max_horizon`` steps (called when the optimizer is built, so that a
         horizon outside what the forecaster supports is refused then, not at the first jump)."""
 
+    def max_trained_horizon(self, record_every: int) -> int | None:
+        """The longest horizon (steps) this forecaster was trained for when snapshots are ``record_every`` steps
+        apart (its card's range); None: no limit. Caps the default horizon, and :meth:`check_schedule` refuses
+        longer ones."""
+        return None
+
     def horizon_unit(self, record_every: int) -> int:
         """The steps a horizon must be a multiple of (1: any horizon); the jump guard shrinks horizons in these
         units."""

@@ -94,10 +94,14 @@ class FarcastForecaster(Forecaster):
         bucket.history = rows
         bucket.slot_absmax = absmax
 
+    def max_trained_horizon(self, record_every: int) -> int:
+        """One row of A per trained horizon: up to ``A.shape[0]`` record intervals."""
+        return self.A.shape[0] * record_every
+
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
         if window < self.lags:
             raise ValueError(f"farcast uses the {self.lags} newest snapshots; the window is {window}")
-        if max_horizon > self.A.shape[0] * record_every:
+        if max_horizon > self.max_trained_horizon(record_every):
             raise ValueError(f"farcast was trained for horizons up to {self.A.shape[0]} record intervals "
                              f"({self.A.shape[0] * record_every} steps at record_every={record_every}); the schedule "
                              f"asks for {max_horizon} steps: use a shorter horizon or train with a larger "

@@ -126,6 +126,10 @@ class LatentForecaster(Forecaster):
             codec.layer_scale = codec.tok.layer_rms_of_params(bucket.tensors())
             self._encode_into(bucket, codec, bucket.history[-1])
 
+    def max_trained_horizon(self, record_every: int) -> int | None:
+        """The farcast trajectory's range; no limit for the linear one."""
+        return None if self.farcast is None else self.farcast.max_trained_horizon(record_every)
+
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
         if self.farcast is not None:
             self.farcast.check_schedule(window, record_every, max_horizon)

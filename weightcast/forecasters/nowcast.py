@@ -97,7 +97,10 @@ def whole_horizons(ks: Sequence[float], k_max: int) -> list[int]:
 
 
 def window_stats(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For one tensor's chronological window (W, n) float32: z (W, n), and the scalars mu, sigma, s (0-dim)."""
+    """For one tensor's chronological window (W, n) float32: z (W, n), and the scalars mu, sigma, s (0-dim); an
+    empty tensor (n = 0) has mu 0 and sigma 1."""
+    if window.shape[1] == 0:
+        return window, window.new_zeros(()), window.new_ones(()), window.new_ones(())
     mu = window.mean()
     sigma = window.std(correction=0).clamp_min(EPS)
     z = (window - mu) / sigma
@@ -166,6 +169,10 @@ class NowcastForecaster(Forecaster):
         """Whole record intervals: the model predicts k = 1..k_max intervals ahead."""
         return record_every
 
+    def max_trained_horizon(self, record_every: int) -> int:
+        """``k_max`` record intervals."""
+        return self.k_max * record_every
+
     def default_record_every(self) -> int | None:
         """The smallest record spacing of the card (steps), or None for a model whose card names none."""
         return min(self.spacings) if self.spacings else None
@@ -182,7 +189,7 @@ class NowcastForecaster(Forecaster):
         if max_horizon % record_every:
             raise ValueError(f"this nowcaster predicts whole record intervals ahead; a horizon of {max_horizon} "
                              f"steps is not a multiple of record_every={record_every}")
-        if max_horizon > self.k_max * record_every:
+        if max_horizon > self.max_trained_horizon(record_every):
             raise ValueError(f"a horizon of {max_horizon} steps is more than {self.k_max} record intervals of "
                              f"{record_every} steps, the range this nowcaster was trained for; use "
                              f"weightcast.schedules.Decaying(k_max<={self.k_max}, ...) or a shorter horizon")
@@ -254,4 +261,11 @@ class NowcastForecaster(Forecaster):
         return [out[0, bucket.segment(i)] for i in range(len(bucket.shapes))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "config": dict(self.config)}
+        return dict(super().state_dict(), config=dict(self.config))
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Also refuses the state of a model with another config (window, k_max, spacings, sizes)."""
+        super().check_state(state)
+        if "config" in state and dict(state["config"]) != self.config:
+            raise ValueError(f"saved with a {self.name} model of config {dict(state['config'])}, this optimizer's "
+                             f"has config {self.config}")

@@ -206,7 +206,7 @@ def train(zoo_dir, cfg: TrainConfig, progress: bool = True, command: str | None 
         def predict(b):
             return farcast_predict(params["A"], b)
     elif cfg.kind == WNN:
-        config = {"window": cfg.window, "hidden": cfg.hidden}
+        config = {"window": cfg.window, "hidden": cfg.hidden, "max_horizon": cfg.max_horizon}
         params = {k: v.requires_grad_() for k, v in init_wnn(cfg.window, cfg.hidden, cfg.seed).items()}
 
         def predict(b):

@@ -95,6 +95,10 @@ class WNNForecaster(Forecaster):
         self.path, self.config, self.tensors = io.resolve(KIND, path, tensors, config, wnn_shapes)
         self.window = int(self.config["window"])
         self.hidden = int(self.config["hidden"])
+        if "max_horizon" not in self.config:
+            raise ValueError(f"this wnn model's config {self.config} names no max_horizon (the horizons it was trained "
+                             "for, in record intervals); train it again with weightcast forecaster train --kind wnn, "
+                             "which records it")
         self._segments: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._mlp: dict[tuple[torch.device, float], torch.Tensor] = {}
 
@@ -116,10 +120,19 @@ class WNNForecaster(Forecaster):
     def detach(self, bucket) -> None:
         self._segments.pop(bucket, None)
 
+    def max_trained_horizon(self, record_every: int) -> int:
+        """The card's ``max_horizon`` record intervals (training samples horizons 0.5 up to it)."""
+        return int(self.config["max_horizon"]) * record_every
+
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
         if window != self.window:
             raise ValueError(f"this wnn model was trained for a window of {self.window} snapshots; build the "
                              f"optimizer with window={self.window} or train a model for window={window}")
+        if max_horizon > self.max_trained_horizon(record_every):
+            raise ValueError(f"this wnn model was trained for horizons up to {self.config['max_horizon']} record "
+                             f"intervals ({self.max_trained_horizon(record_every)} steps at record_every="
+                             f"{record_every}); the schedule asks for {max_horizon} steps: use a shorter horizon or "
+                             "train with a larger --max-horizon")
 
     def packed_mlp(self, device: torch.device, h: float) -> torch.Tensor:
         """The op's packed MLP for horizon ``h`` on ``device`` (cached: built once per device and horizon)."""
@@ -162,6 +175,6 @@ class WNNForecaster(Forecaster):
         super().load_state_dict(state)
         if "tensors" in state:
             self.tensors = {k: v.to(torch.float32).clone() for k, v in state["tensors"].items()}
-            self.config = dict(state["config"])
+            self.config = {**self.config, **state["config"]}   # a checkpoint from before max_horizon keeps ours
             self.hidden = int(self.config["hidden"])
             self._mlp.clear()

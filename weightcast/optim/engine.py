@@ -114,6 +114,9 @@ class ForecastEngine:
             record_every = self.forecaster.default_record_every() or 1
         self.window, self.record_every, self.jump_every, self.horizon = resolve_schedule(
             window, record_every, jump_every, horizon)
+        longest = self.forecaster.max_trained_horizon(self.record_every)
+        if horizon is None and longest is not None and longest < self.jump_every:   # the card's range caps the default
+            self.horizon = resolve_schedule(self.window, self.record_every, self.jump_every, longest)[3]
         self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
         self._step_count = 0
@@ -381,7 +384,10 @@ class ForecastEngine:
                 if guard.accepts(before, self._guard_criteria(ready)):
                     return horizon
                 unit = self.forecaster.horizon_unit(self.record_every)
-                horizon = max(unit, int(horizon * guard.shrink) // unit * unit)
+                shorter = max(unit, int(horizon * guard.shrink) // unit * unit)
+                if shorter == horizon:   # nothing shorter to try: the same forecast would be judged again
+                    break
+                horizon = shorter
         except BaseException:
             self._restore(ready, backups)
             raise

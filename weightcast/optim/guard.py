@@ -4,8 +4,9 @@ Element-wise forecasts extrapolate noisy trajectories; a long horizon can land t
 training was going, and published nowcasters lose tens of accuracy points right after a jump. With a guard, the
 optimizer evaluates a loss the user supplies (e.g. on a fixed batch of training data, never the validation data
 the jump is judged on) before the jump and after writing the forecast; if the loss rose by more than
-``tolerance`` (relative), the horizon is multiplied by ``shrink`` and the forecast rewritten from the same
-window, at most ``tries`` forecasts in all; if none passes, the parameters of the jump step are put back and the
+``tolerance`` (relative), the horizon is multiplied by ``shrink`` (rounded down to the forecaster's horizon unit,
+at least one unit) and the forecast rewritten from the same window, at most ``tries`` forecasts in all and none
+twice at the same horizon; if none passes, the parameters of the jump step are put back and the
 jump counts in ``num_rejected_jumps``. Each try costs one evaluation of the loss. When ``torch.distributed`` is
 initialised, the criteria are averaged over the default process group before they are compared (the engine's
 ``_guard_criteria``), so the ranks of a DDP run, each judging on its own batch, take the same decision.
@@ -17,6 +18,7 @@ while the accuracy drops (early in training, when few examples sit near the deci
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -36,6 +38,8 @@ class JumpGuard:
     def __post_init__(self):
         if not callable(self.loss_fn):
             raise TypeError("loss_fn must be callable: loss_fn() -> loss of the model as it is now")
+        if isinstance(self.tries, bool) or not isinstance(self.tries, numbers.Integral):
+            raise TypeError(f"tries must be an integer (the most forecasts judged per jump), got {self.tries!r}")
         if self.tolerance < 0 or not 0 < self.shrink < 1 or self.tries < 1:
             raise ValueError(f"need tolerance >= 0, 0 < shrink < 1 and tries >= 1; got tolerance={self.tolerance}, "
                              f"shrink={self.shrink}, tries={self.tries}")

@@ -18,7 +18,7 @@ FORECAST_MARK = "forecast_step"  # state_dict[FORECAST_MARK]: the engine's step 
 
 SCHEDULE_ARGS = """
         forecaster (str | Forecaster | None, optional): what predicts the parameters at a jump: "linear",
-            "farcast", "wnn", "latent" (``weightcast.forecasters.names()``), a
+            "farcast", "wnn", "latent", "nowcast", "nowcast-graph" (``weightcast.forecasters.names()``), a
             :class:`weightcast.forecasters.Forecaster`, or None for no jumps at all. Default: {default}.
         window (int, optional): snapshots kept in the history (2..32). Default: 5.
         record_every (int, optional): steps between two snapshots. Default: the smallest spacing a learned
@@ -27,14 +27,16 @@ SCHEDULE_ARGS = """
             ``window * record_every``.
         horizon (int | weightcast.schedules.Schedule, optional): how far a jump goes, in optimizer steps; an int
             is a constant horizon, a :class:`weightcast.schedules.Decaying` shortens it over training. Default:
-            ``jump_every``.
+            ``jump_every``, or the longest horizon a learned forecaster's card says it was trained for when that
+            is shorter (``Forecaster.max_trained_horizon``).
         after_jump (str, optional): what happens to the momentum-like state (SGD and RMSprop
             ``momentum_buffer``, Adam ``exp_avg``) of the parameters a jump moved: "keep", "reset" (zeroed in
             place, as RMSprop and Adam initialise it; SGD's next buffer is ``(1 - dampening) * grad``) or "scale"
             (by ``beta ** horizon``). Default: "keep".
 
     The schedule arguments accept Python, numpy and torch integers and are checked even without a forecaster; a
-    horizon longer than the forecaster supports (e.g. farcast's trained ``max_horizon``) is refused here.
+    horizon longer than the forecaster was trained for (its card's range: farcast's and wnn's ``max_horizon``,
+    the nowcasters' ``k_max`` record intervals) is refused here.
 
     Timing: at the end of the t-th call of ``step()`` (t from 1), the parameters are recorded when
     ``t % record_every == 0``; when ``t % jump_every == 0`` and the window is full, every parameter that this step

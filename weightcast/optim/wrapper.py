@@ -31,7 +31,10 @@ class Forecast(ForecastMixin, torch.optim.Optimizer):
                  record_every: int | None = None, jump_every: int | None = None, horizon: int | Schedule | None = None,
                  after_jump: str = "keep"):
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Forecast wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
+            got = (f"the class {optimizer.__name__}" if isinstance(optimizer, type)
+                   else type(optimizer).__name__)
+            raise TypeError(f"Forecast wraps a torch.optim.Optimizer instance, got {got}: build the optimizer first, "
+                            "e.g. Forecast(torch.optim.AdamW(model.parameters(), lr=1e-3), \"nowcast\")")
         self._check_schedule(forecaster, window, record_every, jump_every, horizon, after_jump)
         if forecaster is not None and any(g.get("capturable", False) for g in optimizer.param_groups):
             raise ValueError("forecast jumps are not CUDA-graph capturable: build the wrapped optimizer with "

@@ -8,6 +8,7 @@ The full study is ``python benchmarks/time_to_accuracy.py``; the 10-seed compari
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,18 +17,22 @@ DEMO_METHODS = ("adamw", "schedulefree-adamw", "ema-adamw", "jump-adamw:nowcast+
 # tuned on seed 0 of digits-mlp over ADAMW_LRS by benchmarks/time_to_accuracy.py (benchmarks/results/tta_digits-mlp.*);
 # at digits' record spacing (10 steps) the slow average's decay is the EMA's (0.99), so it takes the EMA's rate
 DEMO_LRS = {"adamw": (1e-2,), "schedulefree-adamw": (1e-2,), "ema-adamw": (1e-2,), "slow-ema-adamw": (1e-2,)}
+QUICK_STEPS, QUICK_GOAL = 300, 0.95   # the quick run's budget, and a goal AdamW reaches in it (the task's 0.98 it
+                                      # does not, so the quick table compared nothing)
 
 
 def run_demo(out: Path, seeds: int = 1, quick: bool = False) -> str:
     """Run the demo, write ``tta_digits-mlp.{csv,md,png}`` into ``out`` and return the markdown table.
-    ``quick``: 300 steps instead of the task's budget."""
+    ``quick``: :data:`QUICK_STEPS` steps instead of the task's budget, judged at :data:`QUICK_GOAL`."""
     from . import STUDY_TASKS, markdown_table, plot, run_study, summarise, write_csv
 
     study = STUDY_TASKS["digits-mlp"]
+    if quick:
+        study = dataclasses.replace(study, goal=dataclasses.replace(study.goal, target=QUICK_GOAL))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results = run_study(study, DEMO_METHODS, seeds=seeds, lrs=DEMO_LRS, budget=300 if quick else None)
-    title = "digits-mlp (embedded scikit-learn digits)"
+    results = run_study(study, DEMO_METHODS, seeds=seeds, lrs=DEMO_LRS, budget=QUICK_STEPS if quick else None)
+    title = "digits-mlp (embedded scikit-learn digits)" + (f", quick: {QUICK_STEPS} steps" if quick else "")
     table = markdown_table(summarise(results, study.goal), study.goal, title)
     write_csv(results, out / "tta_digits-mlp.csv", "digits-mlp")
     (out / "tta_digits-mlp.md").write_text(table)

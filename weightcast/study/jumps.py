@@ -11,8 +11,9 @@ guard choosing among several horizons, and per-tensor clipping.
 
 Because a multi-horizon forecaster gives every horizon from one forward, the guard can score several candidates
 (by default k, k/2, k/4 and 0 = no jump) on a fixed batch of training data and keep the best. Optionally each
-tensor's move is clipped to ``clip`` times the standard deviation of that tensor's moves (outlier elements are the
-usual cause of the loss spike after a jump).
+element's move is clipped to within ``clip`` standard deviations of the mean of its tensor's moves (outlier
+elements are the usual cause of the loss spike after a jump; a tensor whose elements all move alike keeps its
+move).
 
 A predictor is ``predict(windows, ks) -> per parameter, a list of forecasts (one per k)``, windows being each
 parameter's chronological states (W, *shape) and ks horizons in record intervals (0: the last state).
@@ -58,7 +59,7 @@ class Jumps:
 
     ``ks``: the horizon (record intervals) of each jump in order (after the list, 1). ``guard``: a function
     returning the loss of the model as it is (lower is better), or None (always take k). ``candidates``: fractions
-    of k the guard tries (0 = stay). ``clip``: per-tensor clip of moves, in standard deviations of the moves.
+    of k the guard tries (0 = stay). ``clip``: per-tensor clip of moves about their mean, in standard deviations of the moves.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], predict: Predictor, *, window: int, record_every: int,
@@ -117,5 +118,5 @@ class Jumps:
         if self.clip is None or pred.numel() < 2:
             return pred
         move = pred - cur
-        bound = self.clip * move.std()
-        return cur + move.clamp(-bound, bound)
+        mean, bound = move.mean(), self.clip * move.std()   # about the mean: a tensor moving as one is not clipped
+        return cur + move.clamp(mean - bound, mean + bound)
