@@ -227,6 +227,23 @@ def test_finetune_keeps_the_masks_and_bn_recalibration(trained, task):
     assert bn[2].running_mean.abs().max() < 5.0
 
 
+def test_recovery_from_endless_or_short_batches_stops_with_a_clear_error(task):
+    """recalibrate_bn(model, task.batches(...)) never returned (update_bn reads every batch of an endless
+    iterator); finetune took no list, and a short iterator raised a bare StopIteration leaving train mode."""
+    bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.Linear(8, 10))
+    with pytest.raises(ValueError, match="pass steps=N"):
+        recalibrate_bn(bn, task.batches(16, 0))
+    bn[2].running_mean.fill_(5.0)
+    assert recalibrate_bn(bn, task.batches(16, 0), steps=3) is True and bn[2].running_mean.abs().max() < 5.0
+    batches = [task.eval_tensors("train", 16)] * 2
+    finetune(bn, batches, steps=2)
+    with pytest.raises(ValueError, match="ran out after 2 of 3 steps"):
+        finetune(bn, batches, steps=3)
+    assert not bn.training
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        finetune(bn, batches, steps=0)
+
+
 def test_hypernetwork_trains_and_round_trips(trained, task, tmp_path):
     net = MaskHypernetwork(token_size=16, hidden=8)
     rows = hypernet.train(net, [(copy.deepcopy(trained), task)], steps=6, batch_size=32, log_every=3,

@@ -145,6 +145,25 @@ def test_per_sample_grads_match_autograd():
         torch.testing.assert_close(G[i], torch.cat([model[1].weight.grad.flatten(), model[3].weight.grad.flatten()]))
 
 
+def test_per_sample_grads_of_a_sequence_model_are_its_mean_token_loss_and_woodfisher_prunes_it():
+    """A GPT's (T, vocab) outputs per example failed inside cross_entropy ("Expected target size [1, 103]")."""
+    from weightcast.models import GPT
+    from weightcast.prune.layers import prunable_layers
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=11, block_size=6, n_layer=1, n_head=2, n_embd=8).eval()
+    x, y = torch.randint(0, 11, (3, 6)), torch.randint(0, 11, (3, 6))
+    G = per_sample_grads(model, x, y)
+    layers = list(prunable_layers(model).values())
+    for i in range(3):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]).flatten(0, 1), y[i]).backward()
+        torch.testing.assert_close(G[i], torch.cat([m.weight.grad.flatten() for m in layers]))
+    prune(model, 0.5, "woodfisher", data=(x, y), stages=2)
+    alive = sum(int(m.weight_mask.sum()) for m in layers)
+    assert alive == sum(m.weight.numel() for m in layers) - round(0.5 * sum(m.weight.numel() for m in layers))
+
+
 @pytest.mark.parametrize("method", ["woodfisher", "chita"])
 def test_default_stages_are_the_methods_own(method, monkeypatch):
     from weightcast.prune import fisher

@@ -122,7 +122,7 @@ def test_a_checkpoint_with_a_mask_on_an_attention_projection_still_loads_and_fol
     assert torch.equal(fresh[0].self_attn.out_proj.weight_mask, old[0].self_attn.out_proj.weight_mask)
     make_permanent(fresh)
     assert not any(k.endswith(("weight_mask", "weight_orig")) for k in fresh.state_dict())
-    with pytest.raises(KeyError, match="a mask for 'nothing'"):
+    with pytest.raises(KeyError, match="a mask for 'weight' of 'nothing'"):
         load_pruned(nn.Sequential(nn.Linear(2, 2)), {"nothing.weight_mask": torch.ones(2, 2)})
 
 
@@ -162,3 +162,32 @@ def test_bad_stage_options_are_refused_clearly(options, message):
     data = (torch.randn(16, 8), torch.randint(0, 4, (16,)))
     with pytest.raises(ValueError, match=message):
         prune(relu_mlp(), 0.5, "woodfisher", data=data, **options)
+
+
+def test_a_checkpoint_of_another_shape_is_refused_before_the_model_is_touched():
+    """It raised torch's "default_mask shape ... must match" with the first layer's mask already applied."""
+    small = nn.Sequential(nn.Linear(8, 20), nn.ReLU(), nn.Linear(20, 4))
+    prune(small, 0.8, "magnitude")
+    other = nn.Sequential(nn.Linear(8, 10), nn.ReLU(), nn.Linear(10, 4))
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(RuntimeError, match=r"0.weight_orig: \(20, 8\) in the state_dict, \(10, 8\) in the model"):
+        load_pruned(other, small.state_dict())
+    assert not torch.nn.utils.prune.is_pruned(other)
+    assert other.state_dict().keys() == before.keys() and all(torch.equal(v, before[k])
+                                                               for k, v in other.state_dict().items())
+
+
+def test_masks_on_any_tensor_load_and_fold():
+    """A bias pruned with torch: make_permanent left bias_orig/bias_mask, load_pruned failed on them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    prune(model, 0.5, "magnitude")
+    torch.nn.utils.prune.l1_unstructured(model[0], "bias", amount=2)
+    x = torch.randn(4, 6)
+    fresh = load_pruned(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), model.state_dict())
+    torch.testing.assert_close(fresh(x), model(x))
+    assert int((fresh[0].bias == 0).sum()) == 2
+    make_permanent(fresh)
+    assert not torch.nn.utils.prune.is_pruned(fresh)
+    assert not any(k.endswith(("_orig", "_mask")) for k in fresh.state_dict())
+    torch.testing.assert_close(fresh(x), model(x))

@@ -82,6 +82,19 @@ def test_prune_apply_output_loads_back(state, tmp_path, capsys):
     assert float((model.layers[0].weight == 0).float().mean()) > 0.5
 
 
+def test_prune_apply_random_is_reproducible_and_reports_the_accuracy_before(state, tmp_path, capsys):
+    """Random masks were unseeded (two runs differed); the input's accuracy was reported as "acc_dense" even for
+    an input already pruned."""
+    outs, reports = [tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"], []
+    for out, seed in zip(outs, ["0", "0", "1"]):
+        assert main(apply_args(state, out, "--method", "random", "--seed", seed)) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    a, b, c = (torch.load(out) for out in outs)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    assert main(apply_args(outs[0], tmp_path / "d.pt", "--sparsity", "0.8")) == 0
+    assert json.loads(capsys.readouterr().out)["acc_before"] == reports[0]["acc_pruned"]
+
+
 def test_prune_apply_prunes_a_pruned_state_further(state, tmp_path, capsys):
     first, second = tmp_path / "first.pt", tmp_path / "second.pt"
     assert main(apply_args(state, first, "--method", "random")) == 0
@@ -112,13 +125,29 @@ def finetune_args(tmp_path, weights, *extra):
 @pytest.mark.parametrize("flag, value, match", [("--hypernet", "missing.safetensors",
                                                  "no mask hypernetwork file at missing.safetensors"),
                                                 ("--out", "/nonexist/dir/h.safetensors", "--out .*does not exist")])
-def test_prune_prior_bad_input_is_one_line(capsys, flag, value, match):
-    assert re.search(match, error_of(["prune", "prior", flag, value], capsys))
+def test_prune_prior_bad_input_is_one_line(tmp_path, capsys, flag, value, match):
+    out = [] if flag == "--out" else ["--out", str(tmp_path / "h.safetensors")]
+    assert re.search(match, error_of(["prune", "prior", flag, value, *out], capsys))
+
+
+@pytest.mark.parametrize("command", ["train", "prior"])
+def test_prune_train_and_prior_need_an_explicit_out(tmp_path, capsys, command, monkeypatch):
+    """Without --out they wrote over the shipped hypernetwork (train: with a network without its input priors);
+    train --out <a folder> failed only after training, losing it."""
+    from weightcast.prune import hypernet
+
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", command, "--zoo", str(tmp_path)])
+    assert exc.value.code == 2 and "required: --out" in capsys.readouterr().err
+    monkeypatch.setattr(hypernet, "train", lambda *a, **k: pytest.fail("trained before checking --out"))
+    assert re.search(r"--out .* is a directory", error_of(["prune", command, "--zoo", str(tmp_path), "--out",
+                                                          str(tmp_path)], capsys))
 
 
 @pytest.mark.parametrize("command", ["train", "prior"])
 def test_prune_commands_name_a_missing_zoo_in_one_line(tmp_path, capsys, command, monkeypatch):
-    err = error_of(["prune", command, "--zoo", str(tmp_path), "--data-dir", str(tmp_path)], capsys)
+    err = error_of(["prune", command, "--zoo", str(tmp_path), "--data-dir", str(tmp_path), "--out",
+                    str(tmp_path / "h.safetensors")], capsys)
     advice = re.search(r"lacks \d+ of its runs .*build them with `weightcast (prune zoo [^`]*)`", err).group(1)
     assert f"--zoo {tmp_path} " in advice
     # the advice is a command line `weightcast prune zoo` takes (its work is not run here)
@@ -144,7 +173,8 @@ def test_prune_prior_refuses_a_file_that_is_not_a_hypernetwork_in_one_line(tmp_p
         save_file(tensors, str(path), metadata=meta)
     else:
         path.write_bytes(content)
-    err = error_of(["prune", "prior", "--hypernet", str(path), "--zoo", str(tmp_path)], capsys)
+    err = error_of(["prune", "prior", "--hypernet", str(path), "--zoo", str(tmp_path), "--out",
+                    str(tmp_path / "h.safetensors")], capsys)
     assert re.search(f"{path}(: its input priors are damaged| is not a mask hypernetwork file)", err)
 
 

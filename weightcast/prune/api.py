@@ -1,6 +1,7 @@
 """One interface for every pruner: ``prune(model, sparsity, method=..., data=None) -> masks``."""
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import Callable
@@ -106,16 +107,20 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     None, the full Fisher -- or ``max_iter``/``tol`` for CHITA). :data:`OPTIONS` lists each method's options.
     scope: ``"global"`` or ``"layer"`` (every layer at ``sparsity``); WoodFisher and CHITA refuse ``"layer"``.
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
-    WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y); ignored by the others.
+    WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y -- for a sequence model with
+    outputs (B, T, classes), labels (B, T)); ignored by the others. Float inputs must have the model's dtype and
+    device.
     apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
     update_weights: write the compensated weights of OBS/WoodFisher/CHITA (and of a calibrated hypernet) into the
-    model. Those methods refuse ``apply=False`` with ``update_weights=True``, as the masks alone do not carry the
+    model (into ``weight_orig`` with ``apply``, zeros where pruned: it is then not the dense original; keep a copy
+    of the state_dict to rewind). Those methods refuse ``apply=False`` with ``update_weights=True``, as the masks alone do not carry the
     weights: pass ``update_weights=False`` for their masks (applied by hand they give plain masking), or take
     the (mask, weight) pairs from :func:`.obs.obs_prune` / :func:`.fisher.prune_in_stages` and apply them with
     :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
     Raises TypeError for a sparsity that is not a number (a string) and for an option the method does not take;
     ValueError for a sparsity outside [0, 1) or below the model's current one, an unknown method or scope, a scope
-    the method does not honour, a data-based method without data, or ``apply=False`` with ``update_weights``
+    the method does not honour, a data-based method without data or with data of another dtype or device, or
+    ``apply=False`` with ``update_weights``
     for a method that compensates; the model is left untouched then.
     """
     sparsity = check_sparsity(sparsity)
@@ -142,10 +147,10 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     elif method == "hypernet":
         from .hypernet import load_default
 
-        net = options.pop("hypernet", None)
-        masks, weights = (net if net is not None else load_default()).prune(model, sparsity, scope, **options)
-        if weights is not None and not apply and update_weights:   # calibrated here: compensated like WoodFisher
-            raise ValueError(_LOSES_WEIGHTS.format(method=method))
+        net = options.pop("hypernet", None) or load_default()
+        if not apply and update_weights and net.calibration_prior(model, sparsity, scope, options.get("prior")):
+            raise ValueError(_LOSES_WEIGHTS.format(method=method))   # it would compensate like WoodFisher
+        masks, weights = net.prune(model, sparsity, scope, **options)
     else:
         if method == "obs" and scope == "layer":
             options = {**options, "allocation": "uniform"}
@@ -263,37 +268,77 @@ def sparsity_of(model: nn.Module) -> float:
     return zeros / total
 
 
+def pruned_tensor_names(module: nn.Module) -> list[str]:
+    """The names of ``module``'s tensors that ``torch.nn.utils.prune`` parametrises (``weight``, also ``bias`` or
+    any other a user pruned with torch)."""
+    return [hook._tensor_name for hook in module._forward_pre_hooks.values()
+            if isinstance(hook, torch_prune.BasePruningMethod)]
+
+
 def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold every weight mask into its weight (``torch.nn.utils.prune.remove``): a plain model with zeros. Every
-    module's, not only the prunable layers' (a checkpoint may carry a mask of a layer now left out, e.g. an
-    attention's ``out_proj``)."""
+    """Fold every mask into its tensor (``torch.nn.utils.prune.remove``): a plain model with zeros. Every module's
+    and every pruned tensor's, not only the prunable layers' weights (a checkpoint may carry a mask of a layer now
+    left out, e.g. an attention's ``out_proj``, or of a bias pruned with torch)."""
     for module in model.modules():
-        if hasattr(module, "weight_mask") and torch_prune.is_pruned(module):
-            torch_prune.remove(module, "weight")
+        for name in pruned_tensor_names(module):
+            torch_prune.remove(module, name)
     return model
 
 
 def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Load a pruned model's ``state_dict`` (with ``<layer>.weight_orig`` / ``weight_mask``) into a fresh model of
-    the same architecture: the masks are applied first, so they keep working after loading. A mask of any module
-    with a ``weight`` is taken (also of a layer :func:`.layers.prunable_layers` now leaves out); a key naming no
-    such module raises KeyError."""
+    """Load a pruned model's ``state_dict`` (``<module>.<tensor>_orig`` / ``<tensor>_mask`` pairs, as
+    ``torch.nn.utils.prune`` writes them, of weights or any other tensor) into a model of the same architecture:
+    the masks are applied first, so they keep working after loading. Every key and shape is checked before the
+    model is touched: a mask naming no tensor of the model raises KeyError, any other mismatch (missing or
+    unexpected keys, other shapes, as ``load_state_dict`` would find them) RuntimeError, and the model is left
+    as it was."""
     modules = dict(model.named_modules())
+    own = model.state_dict()
+    masks = {}   # (module path, tensor name) -> mask
     for key, mask in state_dict.items():
-        if key.endswith(".weight_mask"):
-            name = key.removesuffix(".weight_mask")
-            if not isinstance(getattr(modules.get(name), "weight", None), torch.Tensor):
-                raise KeyError(f"the state_dict has a mask for {name!r}, a module with a weight that this model "
-                               "lacks: load it into a model of the same architecture")
-            torch_prune.custom_from_mask(modules[name], "weight", mask.bool().to(weight_of(modules[name]).device))
+        if key.endswith("_mask") and key not in own:
+            path, _, attr = key.rpartition(".")
+            name = attr.removesuffix("_mask")
+            if not isinstance(getattr(modules.get(path), name, None), torch.Tensor):
+                raise KeyError(f"the state_dict has a mask for {name!r} of {path!r}, a module with a tensor that "
+                               "this model lacks: load it into a model of the same architecture")
+            masks[(path, name)] = mask
+    expected = {k: tuple(v.shape) for k, v in own.items()}
+    for path, name in masks:
+        shape = expected.pop(f"{path}.{name}" if path else name, tuple(getattr(modules[path], name).shape))
+        expected.update({f"{path}.{name}_orig" if path else f"{name}_orig": shape,
+                         f"{path}.{name}_mask" if path else f"{name}_mask": shape})
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    problems = ([f"missing {sorted(expected.keys() - got.keys())}"] if expected.keys() - got.keys() else []) + \
+               ([f"unexpected {sorted(got.keys() - expected.keys())}"] if got.keys() - expected.keys() else []) + \
+               [f"{k}: {got[k]} in the state_dict, {expected[k]} in the model" for k in expected.keys() & got.keys()
+                if got[k] != expected[k]]
+    if problems:
+        raise RuntimeError("the state_dict does not fit this model (" + "; ".join(problems) + "); nothing was "
+                           "loaded: load it into a model of the same architecture")
+    for (path, name), mask in masks.items():
+        module = modules[path]
+        torch_prune.custom_from_mask(module, name, mask.bool().to(getattr(module, name).device))
     model.load_state_dict(state_dict)
     return model
 
 
-def recalibrate_bn(model: nn.Module, batches) -> bool:
-    """Re-estimate BatchNorm running statistics after pruning (``torch.optim.swa_utils.update_bn`` over
-    ``batches``, an iterable of inputs or (input, target) pairs). Returns False when the model has no BatchNorm
-    (nothing to do)."""
+def _check_steps(steps) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+
+
+def recalibrate_bn(model: nn.Module, batches, steps: int | None = None) -> bool:
+    """Re-estimate BatchNorm running statistics after pruning (``torch.optim.swa_utils.update_bn``). ``batches``:
+    inputs or (input, target) pairs -- a list or DataLoader is read whole; from an iterator, which may never end
+    (``task.batches(...)`` does not), the first ``steps`` batches (``steps`` also caps the others). Returns False
+    when the model has no BatchNorm (nothing to do). Raises ValueError for an iterator without ``steps``."""
+    if steps is not None:
+        _check_steps(steps)
+        batches = itertools.islice(batches, steps)
+    elif iter(batches) is batches:
+        raise ValueError("batches is an iterator, which may never end (task.batches(...) does not): pass steps=N, "
+                         "the number of batches to read from it, or a list or DataLoader")
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return False
     torch.optim.swa_utils.update_bn(batches, model)
@@ -302,15 +347,26 @@ def recalibrate_bn(model: nn.Module, batches) -> bool:
 
 def finetune(model: nn.Module, batches, steps: int, lr: float = 1e-3,
              loss_fn: Callable | None = None) -> nn.Module:
-    """A few steps of Adam on the masked model (the masks stay: pruned weights get zero gradient through
-    ``weight_orig * weight_mask``). ``batches``: an iterator of (x, y). Returns the model in eval mode."""
+    """``steps`` steps of Adam on the masked model (the masks stay: pruned weights get zero gradient through
+    ``weight_orig * weight_mask``). ``batches``: an iterable of (x, y) with at least ``steps`` batches (a list,
+    a DataLoader or an endless iterator such as ``task.batches(...)``). Returns the model in eval mode, also when
+    it raises: ValueError when ``batches`` runs out first (the steps taken are kept)."""
+    _check_steps(steps)
     loss_fn = loss_fn or nn.functional.cross_entropy
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
+    batches = iter(batches)
     model.train()
-    for _ in range(steps):
-        x, y = next(batches)
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    try:
+        for step in range(steps):
+            batch = next(batches, None)
+            if batch is None:
+                raise ValueError(f"batches ran out after {step} of {steps} steps: pass at least steps batches, or "
+                                 "an endless iterator such as task.batches(...)")
+            x, y = batch
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+    finally:
+        model.eval()
+    return model

@@ -1,8 +1,8 @@
 """``weightcast prune ...``: build the pruning zoos, train the mask hypernetwork, prune a saved model.
 
     weightcast prune zoo   --data-dir DATA [--zoo DIR]                   train + held-out zoos (resumable)
-    weightcast prune train --data-dir DATA [--zoo DIR] [--out FILE] [--steps N]
-    weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] [--out FILE]
+    weightcast prune train --data-dir DATA [--zoo DIR] --out FILE [--steps N]
+    weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] --out FILE
         (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples)
     weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
         (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it and
@@ -47,7 +47,10 @@ def add_subparser(subparsers) -> None:
         p.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
         p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     zoo.set_defaults(func=_zoo)
-    train.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
+    train.add_argument("--out", type=Path, required=True,
+                       help="weights file to write (the shipped one is weightcast/prune/weights/"
+                            "mask_hypernet.safetensors; a freshly trained network has no input priors: run "
+                            "prune prior on it next)")
     train.add_argument("--steps", type=positive_int, default=1500)
     train.add_argument("--lr", type=positive_float, default=3e-4)
     train.add_argument("--max-shift", type=float, default=0.5, help="bound of the change of a weight's log|w| score")
@@ -72,7 +75,7 @@ def add_subparser(subparsers) -> None:
     train.set_defaults(func=_train)
     prior.add_argument("--hypernet", type=Path, default=None,
                        help="the trained hypernetwork to add the priors to (default: the shipped one)")
-    prior.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped one)")
+    prior.add_argument("--out", type=Path, required=True, help="weights file to write (may be --hypernet's)")
     prior.set_defaults(func=_prior)
     apply = sub.add_parser(
         "apply", formatter_class=HelpFormatter,
@@ -97,6 +100,7 @@ def add_subparser(subparsers) -> None:
     apply.add_argument("--scope", default="global", choices=("global", "layer"),
                        help="prune over all layers at once or each layer to --sparsity (not woodfisher, chita; "
                             "obs: its uniform allocation)")
+    apply.add_argument("--seed", type=int, default=0, help="seed of --method random's masks")
     apply.add_argument("--calibration", type=positive_int, default=1024,
                        help="training examples of calibration data for the data-based methods")
     apply.add_argument("--out", type=Path, required=True, help="where the pruned state_dict goes (torch.save)")
@@ -124,6 +128,7 @@ def _train(args) -> int:
     from ..data import get_task
     from . import allocation, hypernet, zoo
 
+    _check_out(args.out)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     root = args.zoo or zoo.default_dir()
@@ -143,7 +148,7 @@ def _train(args) -> int:
     seconds = time.perf_counter() - start
     validation = hypernet.validate(net, val_pairs)
     print(json.dumps(validation, indent=1))
-    out = args.out or hypernet.DEFAULT_FILE
+    out = args.out
     card = {"name": "weightcast mask hypernetwork", "method": "weightcast.prune.hypernet (module docstring)",
             "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
             "data": {"zoo": "weightcast.prune.zoo.train_specs()", "tasks": sorted(tasks),
@@ -169,8 +174,7 @@ def _prior(args) -> int:
     from ..data import get_task
     from . import hypernet, zoo
 
-    source = args.hypernet or hypernet.DEFAULT_FILE
-    out = args.out or hypernet.DEFAULT_FILE
+    source, out = args.hypernet or hypernet.DEFAULT_FILE, args.out
     _check_out(out)
     torch.set_num_threads(args.threads)
     net = hypernet.load(source)
@@ -254,7 +258,8 @@ def _apply(args) -> int:
     before = task.evaluate(model)["acc"]
     start = time.perf_counter()
     try:
-        prune(model, args.sparsity, args.method, data=data, scope=args.scope)
+        options = {"generator": torch.Generator().manual_seed(args.seed)} if args.method == "random" else {}
+        prune(model, args.sparsity, args.method, data=data, scope=args.scope, **options)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     seconds = time.perf_counter() - start
@@ -262,7 +267,7 @@ def _apply(args) -> int:
     if args.permanent:
         make_permanent(model)
     torch.save(model.state_dict(), args.out)
-    print(json.dumps({"method": args.method, "sparsity": sparsity_of(model), "acc_dense": before,
+    print(json.dumps({"method": args.method, "sparsity": sparsity_of(model), "acc_before": before,
                       "acc_pruned": after, "seconds": round(seconds, 3), "permanent": args.permanent,
                       "out": str(args.out)}))
     return 0

@@ -51,7 +51,8 @@ CHITA_STARTS = ("magnitude", "woodfisher")   # the supports CHITA's IHT may star
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 128,
                      weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, p) float32 gradients of the cross-entropy of each example (x[i], y[i]) with respect to the prunable
-    weights, concatenated in layer order (p = their total number of elements); evaluated in eval mode at
+    weights (for a sequence model, outputs (T, classes) per example and labels (T,), the mean over its T
+    positions), concatenated in layer order (p = their total number of elements); evaluated in eval mode at
     ``weights`` (``"<layer>.weight"`` -> tensor of the weight's shape; default the weights as the model uses them,
     :func:`.layers.live_weight`); ``model`` is not changed. On a layer masked by ``torch.nn.utils.prune`` the
     gradient of a pruned weight is zero."""
@@ -64,7 +65,7 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
 
     def loss(weights, xi, yi):
         out = functional_call(model, {**base, **weights}, (xi[None],))
-        return F.cross_entropy(out, yi[None])
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), yi.reshape(-1))
 
     was_training = model.training
     model.eval()

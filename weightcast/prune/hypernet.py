@@ -242,6 +242,14 @@ class MaskHypernetwork(nn.Module):
                              "was trained on with prior=")
         return fitting[0] if fitting else None
 
+    def calibration_prior(self, model: nn.Module, sparsity: float, scope: str = "global",
+                          prior: str | None = None) -> str | None:
+        """The input prior :meth:`prune` runs WoodFisher on for ``model`` at ``sparsity`` (it then changes the
+        surviving weights), or None where it takes the scores alone. Raises ValueError as :meth:`prior_for`."""
+        self._check_prior_name(prior)
+        calibrated = [name for name in self.priors if self.calibrates_at(sparsity, name)]
+        return self.prior_for(model, prior, calibrated) if scope == "global" and calibrated else None
+
     def prune(self, model: nn.Module, sparsity: float, scope: str = "global", prior: str | None = None,
               samples: int = CALIBRATION_SAMPLES, draws: int = CALIBRATION_DRAWS
               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
@@ -259,9 +267,7 @@ class MaskHypernetwork(nn.Module):
         for name, value in (("samples", samples), ("draws", draws)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self._check_prior_name(prior)
-        calibrated = [name for name in self.priors if self.calibrates_at(sparsity, name)]
-        chosen = self.prior_for(model, prior, calibrated) if scope == "global" and calibrated else None
+        chosen = self.calibration_prior(model, sparsity, scope, prior)
         if chosen is None:
             return keep_top(self.scores(model, sparsity), sparsity, scope, masks_of(model)), None
         from .fisher import prune_in_stages
