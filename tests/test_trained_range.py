@@ -60,6 +60,12 @@ def test_without_schedule_arguments_the_horizon_stays_in_the_trained_range(make)
     assert e.horizon.max_horizon() == f.max_trained_horizon(e.record_every) < e.jump_every
 
 
+def test_forecast_ema_takes_the_same_default_horizon():
+    model = torch.nn.Linear(3, 2)
+    assert wc.ForecastEMA(model, nowcast(k_max=4), record_every=5).horizon.max_horizon() == 20
+    assert wc.ForecastEMA(model, nowcast(k_max=8), record_every=5).horizon.max_horizon() == 25
+
+
 def test_a_default_horizon_inside_the_range_is_jump_every():
     opt = wc.Forecast(adamw(), nowcast(k_max=8), record_every=5)
     assert opt.engine.horizon.max_horizon() == opt.engine.jump_every == 25

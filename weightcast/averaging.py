@@ -73,7 +73,8 @@ class ForecastEMA:
     ``1 - 1 / (10 * record_every)`` (0.999 at 100), a lag of about ten record intervals. record_every: updates
     between records (>= 1); jump_every: updates between jumps, a multiple of record_every and at least
     ``window * record_every`` (default that); horizon: steps ahead, an int or a
-    :class:`weightcast.schedules.Schedule` (default ``jump_every``). guard: ``guard(module) -> float`` or None;
+    :class:`weightcast.schedules.Schedule` (default ``jump_every``, or the forecaster's ``max_trained_horizon``
+    when that is shorter). guard: ``guard(module) -> float`` or None;
     guard_fractions: the fractions of k it tries, each in (0, 1] (module docstring). Raises TypeError for a
     forecaster without those attributes, a guard that is not callable or guard fractions that are not numbers, and
     ValueError for a model without parameters, a decay outside (0, 1), guard fractions outside (0, 1], a guard
@@ -117,6 +118,10 @@ class ForecastEMA:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.horizon = None
         if forecaster is not None:
+            trained = getattr(self.forecaster, "max_trained_horizon", None)
+            longest = trained(self.record_every) if trained else None
+            if horizon is None and longest is not None and longest < self.jump_every:   # as the optimizers do
+                horizon = longest
             self.horizon = as_schedule(horizon, self.jump_every)
             self.horizon.bind(self.record_every, self.jump_every)
             self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
