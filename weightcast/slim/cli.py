@@ -109,9 +109,9 @@ def add_subparser(sub) -> None:
     study.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     study.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (or $WEIGHTCAST_DATA)")
     study.add_argument("--out", type=Path, required=True,
-                       help="folder for the CSV, table and plot per model (required, so that a run never "
+                       help="folder for the CSV, table and plot per model (required here, so that a run never "
                             "overwrites the committed benchmarks/results/slim by accident; pass that folder to "
-                            "regenerate them)")
+                            "regenerate them, as benchmarks/slim_study.py does when given no --out)")
     study.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     study.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not results")
     study.set_defaults(func=_study)
