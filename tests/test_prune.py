@@ -235,12 +235,13 @@ def test_recovery_from_endless_or_short_batches_stops_with_a_clear_error(task):
         recalibrate_bn(bn, task.batches(16, 0))
     bn[2].running_mean.fill_(5.0)
     assert recalibrate_bn(bn, task.batches(16, 0), steps=3) is True and bn[2].running_mean.abs().max() < 5.0
+    assert recalibrate_bn(nn.Linear(64, 10), task.batches(16, 0)) is False   # nothing to do, nothing read
     batches = [task.eval_tensors("train", 16)] * 2
     finetune(bn, batches, steps=2)
     with pytest.raises(ValueError, match="ran out after 2 of 3 steps"):
         finetune(bn, batches, steps=3)
     assert not bn.training
-    with pytest.raises(ValueError, match="steps must be a positive integer"):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
         finetune(bn, batches, steps=0)
 
 

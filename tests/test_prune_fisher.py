@@ -177,3 +177,17 @@ def test_default_stages_are_the_methods_own(method, monkeypatch):
     prune(model, 0.5, method, data=(x, y))   # through prune(): no stages given
     assert len(calls) == fisher.DEFAULT_STAGES[method]
     assert fisher.DEFAULT_STAGES["chita"] != fisher.DEFAULT_STAGES["woodfisher"]
+
+
+@pytest.mark.parametrize("size", [(5, 5), (4, 5), (3, 4)])
+def test_per_sample_grads_keep_torchs_class_dimension_for_dense_outputs(size):
+    """Outputs (classes, d1, ...) per example, torch's layout for cross_entropy: a sequence-model rule that took
+    the last dimension as the classes broke it (wrong sizes, or wrong gradients where classes == d2)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1, bias=False))   # (5 classes, *size) per example
+    x, y = torch.randn(3, 2, *size), torch.randint(0, 5, (3, *size))
+    G = per_sample_grads(model, x, y)
+    for i in range(3):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        torch.testing.assert_close(G[i], model[0].weight.grad.flatten())

@@ -42,6 +42,20 @@ def test_a_horizon_beyond_the_trained_range_is_refused_when_built(make, horizon)
         == longest
 
 
+def test_a_forecaster_that_only_states_its_range_is_held_to_it():
+    """The range is checked in one place for every forecaster, not by each one's check_schedule."""
+    class ShortLinear(wc.forecasters.get("linear").__class__):
+        def max_trained_horizon(self, record_every):
+            return 2 * record_every
+
+    with pytest.raises(ValueError, match="trained for horizons up to 2 record intervals"):
+        wc.Forecast(adamw(), ShortLinear(), record_every=10, jump_every=50, horizon=50)
+    assert wc.Forecast(adamw(), ShortLinear(), record_every=10).engine.horizon.max_horizon() == 20
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="trained for horizons up to 4 record intervals"):
+        wc.ForecastEMA(model, nowcast(k_max=4), record_every=5, horizon=25)
+
+
 def test_the_shipped_wnn_refuses_what_it_was_not_trained_for():
     """The shipped wnn was trained on horizons up to 6 record intervals; 100 intervals ahead it moved weights
     20x their largest value (a loss of 338 on a toy model) before it refused them."""
@@ -79,3 +93,17 @@ def test_a_checkpoint_of_another_nowcaster_is_refused_naming_both():
         other.load_state_dict(saved)
     same = wc.Forecast(torch.optim.AdamW(model.parameters()), nowcast(k_max=4), record_every=5)
     same.load_state_dict(saved)
+
+
+def test_a_wnn_file_from_before_its_config_recorded_the_range_takes_it_from_its_card(tmp_path):
+    from weightcast.forecasters import io
+
+    path = tmp_path / "old_wnn.safetensors"
+    io.save(path, "wnn", {"window": 5, "hidden": 16}, init_wnn(5, 16), card={"training": {"max_horizon": 4}})
+    f = wc.forecasters.get("wnn", path=path)
+    assert f.max_trained_horizon(10) == 40
+    with pytest.raises(ValueError, match="trained for horizons up to 4 record intervals"):
+        wc.Forecast(adamw(), f, record_every=10, jump_every=50, horizon=50)
+    io.card_path(path).unlink()
+    with pytest.raises(ValueError, match="names no max_horizon"):
+        wc.forecasters.get("wnn", path=path)

@@ -56,9 +56,10 @@ if [ "${WEIGHTCAST_SKIP_SMOKE:-0}" != 1 ]; then
   start=$SECONDS
   "$PYTHON" -m venv "$venv"
   if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$torch_spec" "$wheel"; then
-    echo "build_wheel.sh: pip could not install $torch_spec for the smoke test: point pip at the index this torch" \
-         "came from (e.g. PIP_INDEX_URL=https://download.pytorch.org/whl/cpu), set WEIGHTCAST_SMOKE_TORCH to" \
-         "another requirement, or WEIGHTCAST_SKIP_SMOKE=1" >&2
+    echo "build_wheel.sh: pip could not set up the smoke environment ($torch_spec and the wheel with its" \
+         "dependencies; its error is above). If it found no $torch_spec, point pip at the index that torch came" \
+         "from (e.g. PIP_INDEX_URL=https://download.pytorch.org/whl/cpu) or set WEIGHTCAST_SMOKE_TORCH to another" \
+         "requirement; WEIGHTCAST_SKIP_SMOKE=1 skips the smoke test" >&2
     exit 1
   fi
   echo "smoke environment installed in $((SECONDS - start))s"

@@ -15,6 +15,30 @@ def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else str(dtype).replace("torch.", "")
 
 
+def _longest(forecaster: Any, record_every: int) -> int | None:
+    trained = getattr(forecaster, "max_trained_horizon", None)   # duck-typed forecasters may lack it
+    return trained(record_every) if trained is not None else None
+
+
+def capped_default_horizon(forecaster: Any, record_every: int, jump_every: int) -> int:
+    """The horizon (steps) of a schedule given none: ``jump_every``, or the forecaster's longest trained horizon
+    (:meth:`Forecaster.max_trained_horizon`) when that is shorter."""
+    longest = _longest(forecaster, record_every)
+    return jump_every if longest is None else min(jump_every, longest)
+
+
+def check_trained_range(forecaster: Any, record_every: int, max_horizon: int) -> None:
+    """Raise ValueError when ``max_horizon`` steps is beyond the horizons ``forecaster`` was trained for at that
+    spacing (its :meth:`Forecaster.max_trained_horizon`; every schedule is checked here, when it is built)."""
+    longest = _longest(forecaster, record_every)
+    if longest is not None and max_horizon > longest:
+        name = getattr(forecaster, "name", type(forecaster).__name__)
+        raise ValueError(f"{name} was trained for horizons up to {longest // record_every} record intervals "
+                         f"({longest} steps at record_every={record_every}, its card's range); the schedule asks "
+                         f"for {max_horizon} steps: use a shorter horizon, e.g. weightcast.schedules.Decaying("
+                         f"k_max<={longest // record_every}, ...), or a forecaster trained for longer ones")
+
+
 class Forecaster:
     """Base class. Subclasses set ``name`` and implement :meth:`jump_` (or :meth:`coefficients`).
 
@@ -50,12 +74,13 @@ class Forecaster:
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
         """Raise ValueError when this forecaster cannot serve the schedule: ``window`` snapshots ``record_every``
         steps apart and jumps of up to ``max_horizon`` steps (called when the optimizer is built, so that a
-        horizon outside what the forecaster supports is refused then, not at the first jump)."""
+        horizon outside what the forecaster supports is refused then, not at the first jump). The trained horizon
+        range is checked apart, for every forecaster, by :func:`check_trained_range`."""
 
     def max_trained_horizon(self, record_every: int) -> int | None:
         """The longest horizon (steps) this forecaster was trained for when snapshots are ``record_every`` steps
-        apart (its card's range); None: no limit. Caps the default horizon, and :meth:`check_schedule` refuses
-        longer ones."""
+        apart (its card's range); None: no limit. Caps the default horizon (:func:`capped_default_horizon`);
+        longer ones are refused when a schedule is built (:func:`check_trained_range`)."""
         return None
 
     def horizon_unit(self, record_every: int) -> int:

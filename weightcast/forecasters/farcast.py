@@ -101,11 +101,6 @@ class FarcastForecaster(Forecaster):
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
         if window < self.lags:
             raise ValueError(f"farcast uses the {self.lags} newest snapshots; the window is {window}")
-        if max_horizon > self.max_trained_horizon(record_every):
-            raise ValueError(f"farcast was trained for horizons up to {self.A.shape[0]} record intervals "
-                             f"({self.A.shape[0] * record_every} steps at record_every={record_every}); the schedule "
-                             f"asks for {max_horizon} steps: use a shorter horizon or train with a larger "
-                             "--max-horizon")
 
     def coefficients(self, steps: list[int], target: int) -> torch.Tensor:
         """Weights (W + 1,) float64 over the W ring slots (in ring order) and w_0 (last)."""

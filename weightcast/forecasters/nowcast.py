@@ -178,9 +178,9 @@ class NowcastForecaster(Forecaster):
         return min(self.spacings) if self.spacings else None
 
     def check_schedule(self, window: int, record_every: int, max_horizon: int) -> None:
-        """Raise ValueError unless ``window``, the spacing ``record_every`` (steps) and horizons up to
-        ``max_horizon`` steps are what this model was trained for (the card's window, spacings and 1..k_max
-        record intervals)."""
+        """Raise ValueError unless ``window``, the spacing ``record_every`` (steps) and whole record intervals
+        are what this model was trained for (the card's window and spacings; the range 1..k_max is checked by
+        :func:`.base.check_trained_range`)."""
         if window != self.window:
             raise ValueError(f"this nowcaster was trained for a window of {self.window} states, not {window}")
         if self.spacings and not min(self.spacings) <= record_every <= max(self.spacings):
@@ -189,10 +189,6 @@ class NowcastForecaster(Forecaster):
         if max_horizon % record_every:
             raise ValueError(f"this nowcaster predicts whole record intervals ahead; a horizon of {max_horizon} "
                              f"steps is not a multiple of record_every={record_every}")
-        if max_horizon > self.max_trained_horizon(record_every):
-            raise ValueError(f"a horizon of {max_horizon} steps is more than {self.k_max} record intervals of "
-                             f"{record_every} steps, the range this nowcaster was trained for; use "
-                             f"weightcast.schedules.Decaying(k_max<={self.k_max}, ...) or a shorter horizon")
 
     def to(self, device: torch.device | str) -> "NowcastForecaster":
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
@@ -268,4 +264,5 @@ class NowcastForecaster(Forecaster):
         super().check_state(state)
         if "config" in state and dict(state["config"]) != self.config:
             raise ValueError(f"saved with a {self.name} model of config {dict(state['config'])}, this optimizer's "
-                             f"has config {self.config}")
+                             f"has config {self.config}: build the optimizer with the model it was saved with, "
+                             f"weightcast.forecasters.get({self.name!r}, path=<its file>)")

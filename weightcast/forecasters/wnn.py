@@ -22,6 +22,7 @@ device), never per jump.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -76,6 +77,15 @@ def segment_stats(window: torch.Tensor, lengths: torch.Tensor, horizon: float) -
     return torch.nan_to_num(stats, nan=0.0, posinf=0.0, neginf=0.0).to(torch.float32).contiguous()
 
 
+def _card_max_horizon(path: str | None) -> int | None:
+    """``training.max_horizon`` of the JSON card beside the weights file ``path``, None without one."""
+    card = None if path is None else io.card_path(path)
+    if card is None or not card.is_file():
+        return None
+    value = json.loads(card.read_text()).get("training", {}).get("max_horizon")
+    return None if value is None else int(value)
+
+
 def fold_horizon(tensors: dict[str, torch.Tensor], h: float) -> torch.Tensor:
     """The op's packed MLP for horizon ``h``: the horizon column of w1 folded into the kind biases."""
     w1, b1 = tensors["w1"], tensors["b1"]
@@ -95,10 +105,13 @@ class WNNForecaster(Forecaster):
         self.path, self.config, self.tensors = io.resolve(KIND, path, tensors, config, wnn_shapes)
         self.window = int(self.config["window"])
         self.hidden = int(self.config["hidden"])
-        if "max_horizon" not in self.config:
-            raise ValueError(f"this wnn model's config {self.config} names no max_horizon (the horizons it was trained "
-                             "for, in record intervals); train it again with weightcast forecaster train --kind wnn, "
-                             "which records it")
+        if "max_horizon" not in self.config:   # a file written before its config recorded it: its card did
+            trained = _card_max_horizon(self.path)
+            if trained is None:
+                raise ValueError(f"this wnn model's config {self.config} names no max_horizon (the horizons it was "
+                                 "trained for, in record intervals), nor does a card beside it; pass config with "
+                                 "max_horizon, or train it again with weightcast forecaster train --kind wnn")
+            self.config["max_horizon"] = trained
         self._segments: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._mlp: dict[tuple[torch.device, float], torch.Tensor] = {}
 
@@ -128,11 +141,6 @@ class WNNForecaster(Forecaster):
         if window != self.window:
             raise ValueError(f"this wnn model was trained for a window of {self.window} snapshots; build the "
                              f"optimizer with window={self.window} or train a model for window={window}")
-        if max_horizon > self.max_trained_horizon(record_every):
-            raise ValueError(f"this wnn model was trained for horizons up to {self.config['max_horizon']} record "
-                             f"intervals ({self.max_trained_horizon(record_every)} steps at record_every="
-                             f"{record_every}); the schedule asks for {max_horizon} steps: use a shorter horizon or "
-                             "train with a larger --max-horizon")
 
     def packed_mlp(self, device: torch.device, h: float) -> torch.Tensor:
         """The op's packed MLP for horizon ``h`` on ``device`` (cached: built once per device and horizon)."""

@@ -32,6 +32,7 @@ import torch
 
 from .. import forecasters as forecaster_registry
 from .. import ops
+from ..forecasters.base import capped_default_horizon, check_trained_range
 from ..history import Bucket, local_tensor
 from ..schedules import Schedule, as_int, as_schedule, from_spec
 from .guard import JumpGuard
@@ -114,10 +115,11 @@ class ForecastEngine:
             record_every = self.forecaster.default_record_every() or 1
         self.window, self.record_every, self.jump_every, self.horizon = resolve_schedule(
             window, record_every, jump_every, horizon)
-        longest = self.forecaster.max_trained_horizon(self.record_every)
-        if horizon is None and longest is not None and longest < self.jump_every:   # the card's range caps the default
-            self.horizon = resolve_schedule(self.window, self.record_every, self.jump_every, longest)[3]
+        if horizon is None:   # jump_every, capped at the range the forecaster was trained for
+            self.horizon = resolve_schedule(self.window, self.record_every, self.jump_every, capped_default_horizon(
+                self.forecaster, self.record_every, self.jump_every))[3]
         self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
+        check_trained_range(self.forecaster, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
         self._step_count = 0
         self._held_steps, self._held_skips = 0, None  # fused GradScaler steps not counted yet (module docstring)

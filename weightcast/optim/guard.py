@@ -18,11 +18,12 @@ while the accuracy drops (early in training, when few examples sit near the deci
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+
+from ..schedules import as_int
 
 
 @dataclass
@@ -38,8 +39,7 @@ class JumpGuard:
     def __post_init__(self):
         if not callable(self.loss_fn):
             raise TypeError("loss_fn must be callable: loss_fn() -> loss of the model as it is now")
-        if isinstance(self.tries, bool) or not isinstance(self.tries, numbers.Integral):
-            raise TypeError(f"tries must be an integer (the most forecasts judged per jump), got {self.tries!r}")
+        self.tries = as_int("tries", self.tries, 1)   # the most forecasts judged per jump
         if self.tolerance < 0 or not 0 < self.shrink < 1 or self.tries < 1:
             raise ValueError(f"need tolerance >= 0, 0 < shrink < 1 and tries >= 1; got tolerance={self.tolerance}, "
                              f"shrink={self.shrink}, tries={self.tries}")

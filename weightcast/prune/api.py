@@ -4,12 +4,13 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from ..schedules import as_int
 from .layers import live_weight, masks_of, prunable_layers, weight_of
 
 DATA_FREE = ("random", "magnitude", "lamp", "hypernet")
@@ -108,8 +109,7 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     scope: ``"global"`` or ``"layer"`` (every layer at ``sparsity``); WoodFisher and CHITA refuse ``"layer"``.
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y -- for a sequence model with
-    outputs (B, T, classes), labels (B, T)); ignored by the others. Float inputs must have the model's dtype and
-    device.
+    outputs (B, T, classes), labels (B, T)); ignored by the others. The model must run on ``x`` as it is.
     apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
     update_weights: write the compensated weights of OBS/WoodFisher/CHITA (and of a calibrated hypernet) into the
     model (into ``weight_orig`` with ``apply``, zeros where pruned: it is then not the dense original; keep a copy
@@ -119,17 +119,16 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
     Raises TypeError for a sparsity that is not a number (a string) and for an option the method does not take;
     ValueError for a sparsity outside [0, 1) or below the model's current one, an unknown method or scope, a scope
-    the method does not honour, a data-based method without data or with data of another dtype or device, or
-    ``apply=False`` with ``update_weights``
+    the method does not honour, a data-based method without data, or ``apply=False`` with ``update_weights``
     for a method that compensates; the model is left untouched then.
     """
     sparsity = check_sparsity(sparsity)
     if method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {METHODS}")
     _check_options(method, scope, apply, update_weights, options)
-    layers = prunable_layers(model)
     if method in DATA_BASED:
-        x, y = _calibration(method, data, next(iter(layers.values()), None))
+        x, y = _calibration(method, data)
+    layers = prunable_layers(model)
     alive = masks_of(model)
     check_target(alive, sparsity, scope)
     weights: dict[str, torch.Tensor] = {}
@@ -195,9 +194,7 @@ def _warn_emptied_layers(masks: dict[str, torch.Tensor], method: str, sparsity: 
                       "use scope='layer', a lower sparsity or another method", stacklevel=3)
 
 
-def _calibration(method: str, data, layer: nn.Module | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``data`` as (x, y), refused with what to pass where it cannot calibrate ``method`` on a model whose first
-    prunable layer is ``layer``: float inputs must have that layer's dtype and live on its device."""
+def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
     if data is None:
         raise ValueError(f"method {method!r} needs calibration data: pass data=(x, y), a batch of about 1,024 "
                          "training examples (e.g. task.eval_tensors('train', 1024)); the data-free methods are "
@@ -212,14 +209,6 @@ def _calibration(method: str, data, layer: nn.Module | None) -> tuple[torch.Tens
     if y is not None and len(y) != len(x):
         raise ValueError(f"the calibration batch has {len(x)} inputs but {len(y)} labels: pass one label per "
                          "input, data=(x, y)")
-    if layer is not None:
-        w = weight_of(layer)
-        if x.device != w.device:
-            raise ValueError(f"the calibration inputs are on {x.device} but the model's weights on {w.device}: pass "
-                             f"data=(x.to({str(w.device)!r}), y.to({str(w.device)!r}))")
-        if x.is_floating_point() and x.dtype != w.dtype:
-            raise ValueError(f"the calibration inputs are {x.dtype} but the model's weights {w.dtype}: pass "
-                             f"data=(x.to({w.dtype}), y)")
     return x, y
 
 
@@ -288,10 +277,10 @@ def make_permanent(model: nn.Module) -> nn.Module:
 def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """Load a pruned model's ``state_dict`` (``<module>.<tensor>_orig`` / ``<tensor>_mask`` pairs, as
     ``torch.nn.utils.prune`` writes them, of weights or any other tensor) into a model of the same architecture:
-    the masks are applied first, so they keep working after loading. Every key and shape is checked before the
-    model is touched: a mask naming no tensor of the model raises KeyError, any other mismatch (missing or
-    unexpected keys, other shapes, as ``load_state_dict`` would find them) RuntimeError, and the model is left
-    as it was."""
+    the masks are applied first, so they keep working after loading, and the masked tensors are recomputed from
+    the loaded values. A mask naming no tensor of the model raises KeyError, a mask of another shape than its
+    tensor RuntimeError, both before the model is touched; when ``model.load_state_dict`` then fails (as it
+    would on the same model unpruned), the masks applied here are taken off again before its error propagates."""
     modules = dict(model.named_modules())
     own = model.state_dict()
     masks = {}   # (module path, tensor name) -> mask
@@ -299,48 +288,57 @@ def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mod
         if key.endswith("_mask") and key not in own:
             path, _, attr = key.rpartition(".")
             name = attr.removesuffix("_mask")
-            if not isinstance(getattr(modules.get(path), name, None), torch.Tensor):
+            target = getattr(modules.get(path), name, None)
+            if not isinstance(target, torch.Tensor):
                 raise KeyError(f"the state_dict has a mask for {name!r} of {path!r}, a module with a tensor that "
                                "this model lacks: load it into a model of the same architecture")
+            if tuple(mask.shape) != tuple(target.shape):
+                raise RuntimeError(f"{key}: {tuple(mask.shape)} in the state_dict, {tuple(target.shape)} in the "
+                                   "model; nothing was loaded: load it into a model of the same architecture")
             masks[(path, name)] = mask
-    expected = {k: tuple(v.shape) for k, v in own.items()}
-    for path, name in masks:
-        shape = expected.pop(f"{path}.{name}" if path else name, tuple(getattr(modules[path], name).shape))
-        expected.update({f"{path}.{name}_orig" if path else f"{name}_orig": shape,
-                         f"{path}.{name}_mask" if path else f"{name}_mask": shape})
-    got = {k: tuple(v.shape) for k, v in state_dict.items()}
-    problems = ([f"missing {sorted(expected.keys() - got.keys())}"] if expected.keys() - got.keys() else []) + \
-               ([f"unexpected {sorted(got.keys() - expected.keys())}"] if got.keys() - expected.keys() else []) + \
-               [f"{k}: {got[k]} in the state_dict, {expected[k]} in the model" for k in expected.keys() & got.keys()
-                if got[k] != expected[k]]
-    if problems:
-        raise RuntimeError("the state_dict does not fit this model (" + "; ".join(problems) + "); nothing was "
-                           "loaded: load it into a model of the same architecture")
-    for (path, name), mask in masks.items():
-        module = modules[path]
-        torch_prune.custom_from_mask(module, name, mask.bool().to(getattr(module, name).device))
-    model.load_state_dict(state_dict)
+    applied = []
+    try:
+        for (path, name), mask in masks.items():
+            module = modules[path]
+            torch_prune.custom_from_mask(module, name, mask.bool().to(getattr(module, name).device))
+            applied.append((module, name))
+        model.load_state_dict(state_dict)
+    except BaseException:
+        for module, name in reversed(applied):
+            _take_off_mask(module, name)
+        raise
+    for module, name in applied:   # the masked tensor was computed from the fresh values: recompute it
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == name:
+                hook(module, None)
     return model
 
 
-def _check_steps(steps) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+def _take_off_mask(module: nn.Module, name: str) -> None:
+    """Undo ``custom_from_mask(module, name, ...)`` on a tensor pruned once, leaving the tensor as it was
+    (``torch.nn.utils.prune.remove`` would fold the mask into it)."""
+    for key in [k for k, hook in module._forward_pre_hooks.items()
+                if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == name]:
+        del module._forward_pre_hooks[key]
+    original = module._parameters.pop(f"{name}_orig")
+    del module._buffers[f"{name}_mask"]
+    delattr(module, name)
+    module.register_parameter(name, original)
 
 
 def recalibrate_bn(model: nn.Module, batches, steps: int | None = None) -> bool:
     """Re-estimate BatchNorm running statistics after pruning (``torch.optim.swa_utils.update_bn``). ``batches``:
-    inputs or (input, target) pairs -- a list or DataLoader is read whole; from an iterator, which may never end
-    (``task.batches(...)`` does not), the first ``steps`` batches (``steps`` also caps the others). Returns False
-    when the model has no BatchNorm (nothing to do). Raises ValueError for an iterator without ``steps``."""
-    if steps is not None:
-        _check_steps(steps)
-        batches = itertools.islice(batches, steps)
-    elif iter(batches) is batches:
-        raise ValueError("batches is an iterator, which may never end (task.batches(...) does not): pass steps=N, "
-                         "the number of batches to read from it, or a list or DataLoader")
+    inputs or (input, target) pairs -- a list or DataLoader is read whole; from an iterator (a generator too),
+    which may never end (``task.batches(...)`` does not), the first ``steps`` batches (``steps`` also caps the
+    others). Returns False when the model has no BatchNorm (nothing to do, nothing read). Raises ValueError for an
+    iterator without ``steps``."""
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return False
+    if steps is not None:
+        batches = itertools.islice(batches, as_int("steps", steps, 1))
+    elif isinstance(batches, Iterator):
+        raise ValueError("batches is an iterator, which may never end (task.batches(...) does not): pass steps=N, "
+                         "the number of batches to read from it, or a list or DataLoader")
     torch.optim.swa_utils.update_bn(batches, model)
     return True
 
@@ -351,7 +349,7 @@ def finetune(model: nn.Module, batches, steps: int, lr: float = 1e-3,
     ``weight_orig * weight_mask``). ``batches``: an iterable of (x, y) with at least ``steps`` batches (a list,
     a DataLoader or an endless iterator such as ``task.batches(...)``). Returns the model in eval mode, also when
     it raises: ValueError when ``batches`` runs out first (the steps taken are kept)."""
-    _check_steps(steps)
+    steps = as_int("steps", steps, 1)
     loss_fn = loss_fn or nn.functional.cross_entropy
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)

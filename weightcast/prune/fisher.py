@@ -51,8 +51,8 @@ CHITA_STARTS = ("magnitude", "woodfisher")   # the supports CHITA's IHT may star
 def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 128,
                      weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, p) float32 gradients of the cross-entropy of each example (x[i], y[i]) with respect to the prunable
-    weights (for a sequence model, outputs (T, classes) per example and labels (T,), the mean over its T
-    positions), concatenated in layer order (p = their total number of elements); evaluated in eval mode at
+    weights (outputs (classes,) or (classes, d1, ...) per example as torch's cross_entropy takes them; otherwise,
+    for a sequence model, outputs (T, classes) and labels (T,): the mean over its T positions), concatenated in layer order (p = their total number of elements); evaluated in eval mode at
     ``weights`` (``"<layer>.weight"`` -> tensor of the weight's shape; default the weights as the model uses them,
     :func:`.layers.live_weight`); ``model`` is not changed. On a layer masked by ``torch.nn.utils.prune`` the
     gradient of a pruned weight is zero."""
@@ -65,7 +65,9 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
 
     def loss(weights, xi, yi):
         out = functional_call(model, {**base, **weights}, (xi[None],))
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), yi.reshape(-1))
+        if (1, *out.shape[2:]) != (1, *yi.shape) and out.shape[:-1] == (1, *yi.shape):
+            return F.cross_entropy(out[0], yi)   # a sequence model: (1, T, classes) against (T,)
+        return F.cross_entropy(out, yi[None])   # torch's layouts: (1, classes) or (1, classes, d1, ...)
 
     was_training = model.training
     model.eval()
