@@ -57,7 +57,7 @@ def test_a_forecaster_that_only_states_its_range_is_held_to_it():
 
 
 def test_the_shipped_wnn_refuses_what_it_was_not_trained_for():
-    """The shipped wnn was trained on horizons up to 6 record intervals; 100 intervals ahead it moved weights
+    """The shipped wnn was trained on horizons up to 6 record intervals; 1,000 intervals ahead it moved weights
     20x their largest value (a loss of 338 on a toy model) before it refused them."""
     f = wc.forecasters.get("wnn")
     assert f.max_trained_horizon(1) == 6
