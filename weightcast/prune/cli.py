@@ -185,7 +185,8 @@ def _prior(args) -> int:
     tasks = {name: get_task(name, args.data_dir) for name in sorted({s.task for s in zoo.train_specs()})}
     start = time.perf_counter()
     hypernet.fit_priors(net, tasks)
-    row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded])
+    row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded],
+                                      progress=True)
     card["input_priors"] = {
         "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
         "method": "weightcast.prune.prior (module docstring): class means, shared within-class covariance and "

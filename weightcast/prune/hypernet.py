@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.func import functional_call
+from tqdm import tqdm
 
 from ..errors import MissingInputError
 from ..weights_io import WeightFileError
@@ -527,21 +528,24 @@ def _choose_shrink(net: MaskHypernetwork, val_zoo, floor: list[list[float]], shr
 
 @torch.no_grad()
 def val_accuracies(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
-                   sparsities: tuple[float, ...] = VAL_SPARSITIES, limit: int | None = None) -> list[list[float]]:
+                   sparsities: tuple[float, ...] = VAL_SPARSITIES, limit: int | None = None,
+                   progress: str | None = None) -> list[list[float]]:
     """Accuracy of each of ``zoo``'s models (rows) at each sparsity of ``sparsities`` (columns) pruned by the
     hypernetwork (:meth:`MaskHypernetwork.prune`, global), on the first ``limit`` validation examples of the
     model's task (default: its whole validation split, so that checkpoints differing by noise are not taken for
-    better)."""
+    better). ``progress``: the label of a tqdm bar over the (model, sparsity) pairs; None: no bar."""
     from .api import apply_masks
 
     out = []
-    for model, task in zoo:
-        row = []
-        for s in sparsities:
-            pruned = copy.deepcopy(model)
-            apply_masks(pruned, *net.prune(pruned, s))
-            row.append(task.evaluate(pruned, limit=limit)["acc"])
-        out.append(row)
+    with tqdm(total=len(zoo) * len(sparsities), desc=progress, disable=progress is None) as bar:
+        for model, task in zoo:
+            row = []
+            for s in sparsities:
+                pruned = copy.deepcopy(model)
+                apply_masks(pruned, *net.prune(pruned, s))
+                row.append(task.evaluate(pruned, limit=limit)["acc"])
+                bar.update()
+            out.append(row)
     return out
 
 
@@ -552,17 +556,19 @@ def fit_priors(net: MaskHypernetwork, tasks: dict[str, object]) -> None:
         net.priors[name] = InputPrior.fit(task.train_x.cpu(), task.train_y.cpu())
 
 
-def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, object]], log=print) -> dict:
+def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, object]], log=print,
+                       progress: bool = False) -> dict:
     """Set ``net.calibrated``: for each input prior and each s of :data:`VAL_SPARSITIES`, whether WoodFisher on
     the prior's samples (:meth:`MaskHypernetwork.prune`) beats the hypernetwork's scores there on the validation
     runs of ``val_zoo`` of the prior's task on average and loses on none of them -- the rule that gates the
     learned change against magnitude; a prior without validation runs is never used. Returns the log row: the
-    flags, each run's prior, and both validation accuracies per run and sparsity."""
+    flags, each run's prior, and both validation accuracies per run and sparsity. ``progress``: tqdm bars over
+    the two passes (the second, WoodFisher on every run and sparsity, is most of the time)."""
     grid = len(VAL_SPARSITIES)
     net.calibrated = {name: [False] * grid for name in net.priors}
-    scored = val_accuracies(net, val_zoo)
+    scored = val_accuracies(net, val_zoo, progress="scores" if progress else None)
     net.calibrated = {name: [True] * grid for name in net.priors}
-    calibrated = val_accuracies(net, val_zoo)
+    calibrated = val_accuracies(net, val_zoo, progress="WoodFisher on the priors" if progress else None)
     owners = [net.prior_for(model) for model, _ in val_zoo]
     for name in net.priors:
         runs = [i for i, owner in enumerate(owners) if owner == name]
