@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("WEIGHTCAST_DATA"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--quick", action="store_true", help="150 steps, 1 seed, 1 lr per family: CI's smoke run, not results (the goals "
-                             "are seldom reached in it; weightcast demo --quick judges at a goal its budget reaches)")
+    parser.add_argument("--quick", action="store_true",
+                        help="150 steps, 1 seed, 1 lr per family: CI's smoke run, not results (the goals are seldom "
+                             "reached in it; weightcast demo --quick judges at a goal its budget reaches)")
     args = parser.parse_args(argv)
     if args.k_max is not None and args.k_max < 1:
         parser.error(f"--k-max must be at least 1, got {args.k_max}")

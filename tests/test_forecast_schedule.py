@@ -360,7 +360,8 @@ def test_guard_arguments_are_checked():
         opt.guard_jumps(3.0)
     with pytest.raises(ValueError, match="no forecaster"):
         wc.ForecastSGD(odd_params(), lr=0.1).guard_jumps(lambda: 0.0)
-    with pytest.raises(ValueError, match="tries must be a whole number"):   # was accepted, then failed at the first jump
+    # tries=2.5 was accepted, then failed at the first jump
+    with pytest.raises(ValueError, match="tries must be a whole number"):
         opt.guard_jumps(lambda: 0.0, tries=2.5)
 
 

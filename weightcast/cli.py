@@ -67,7 +67,8 @@ def _add_demo(sub) -> None:
     demo.add_argument("--seeds", type=positive_int, default=None,
                       help="measured seeds per method (default: 1)")
     demo.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
-    demo.add_argument("--quick", action="store_true", help="300 steps instead of 1500, judged at val acc 0.95 instead of 0.98")
+    demo.add_argument("--quick", action="store_true",
+                      help="300 steps instead of 1500, judged at val acc 0.95 instead of 0.98")
     demo.set_defaults(func=_demo)
 
 

@@ -40,9 +40,9 @@ class JumpGuard:
         if not callable(self.loss_fn):
             raise TypeError("loss_fn must be callable: loss_fn() -> loss of the model as it is now")
         self.tries = as_int("tries", self.tries, 1)   # the most forecasts judged per jump
-        if self.tolerance < 0 or not 0 < self.shrink < 1 or self.tries < 1:
-            raise ValueError(f"need tolerance >= 0, 0 < shrink < 1 and tries >= 1; got tolerance={self.tolerance}, "
-                             f"shrink={self.shrink}, tries={self.tries}")
+        if self.tolerance < 0 or not 0 < self.shrink < 1:
+            raise ValueError(f"need tolerance >= 0 and 0 < shrink < 1; got tolerance={self.tolerance}, "
+                             f"shrink={self.shrink}")
 
     @torch.no_grad()
     def loss(self) -> tuple[float, ...]:

@@ -113,8 +113,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     apply: apply the masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``).
     update_weights: write the compensated weights of OBS/WoodFisher/CHITA (and of a calibrated hypernet) into the
     model (into ``weight_orig`` with ``apply``, zeros where pruned: it is then not the dense original; keep a copy
-    of the state_dict to rewind). Those methods refuse ``apply=False`` with ``update_weights=True``, as the masks alone do not carry the
-    weights: pass ``update_weights=False`` for their masks (applied by hand they give plain masking), or take
+    of the state_dict to rewind). Those methods refuse ``apply=False`` with ``update_weights=True``, as the masks
+    alone do not carry the weights: pass ``update_weights=False`` for their masks (applied by hand they give plain masking), or take
     the (mask, weight) pairs from :func:`.obs.obs_prune` / :func:`.fisher.prune_in_stages` and apply them with
     :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
     Raises TypeError for a sparsity that is not a number (a string) and for an option the method does not take;
@@ -257,11 +257,12 @@ def sparsity_of(model: nn.Module) -> float:
     return zeros / total
 
 
-def pruned_tensor_names(module: nn.Module) -> list[str]:
-    """The names of ``module``'s tensors that ``torch.nn.utils.prune`` parametrises (``weight``, also ``bias`` or
-    any other a user pruned with torch)."""
-    return [hook._tensor_name for hook in module._forward_pre_hooks.values()
-            if isinstance(hook, torch_prune.BasePruningMethod)]
+def pruning_hooks(module: nn.Module, name: str | None = None) -> dict[int, torch_prune.BasePruningMethod]:
+    """``module``'s ``torch.nn.utils.prune`` forward pre-hooks (hook id -> hook), each parametrising one tensor
+    (``hook._tensor_name``: ``weight``, also ``bias`` or any other a user pruned with torch); only ``name``'s
+    when given."""
+    return {key: hook for key, hook in module._forward_pre_hooks.items()
+            if isinstance(hook, torch_prune.BasePruningMethod) and name in (None, hook._tensor_name)}
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -269,8 +270,8 @@ def make_permanent(model: nn.Module) -> nn.Module:
     and every pruned tensor's, not only the prunable layers' weights (a checkpoint may carry a mask of a layer now
     left out, e.g. an attention's ``out_proj``, or of a bias pruned with torch)."""
     for module in model.modules():
-        for name in pruned_tensor_names(module):
-            torch_prune.remove(module, name)
+        for hook in list(pruning_hooks(module).values()):
+            torch_prune.remove(module, hook._tensor_name)
     return model
 
 
@@ -308,17 +309,15 @@ def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mod
             _take_off_mask(module, name)
         raise
     for module, name in applied:   # the masked tensor was computed from the fresh values: recompute it
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == name:
-                hook(module, None)
+        for hook in pruning_hooks(module, name).values():
+            hook(module, None)
     return model
 
 
 def _take_off_mask(module: nn.Module, name: str) -> None:
     """Undo ``custom_from_mask(module, name, ...)`` on a tensor pruned once, leaving the tensor as it was
     (``torch.nn.utils.prune.remove`` would fold the mask into it)."""
-    for key in [k for k, hook in module._forward_pre_hooks.items()
-                if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == name]:
+    for key in pruning_hooks(module, name):
         del module._forward_pre_hooks[key]
     original = module._parameters.pop(f"{name}_orig")
     del module._buffers[f"{name}_mask"]

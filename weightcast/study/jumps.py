@@ -59,7 +59,8 @@ class Jumps:
 
     ``ks``: the horizon (record intervals) of each jump in order (after the list, 1). ``guard``: a function
     returning the loss of the model as it is (lower is better), or None (always take k). ``candidates``: fractions
-    of k the guard tries (0 = stay). ``clip``: per-tensor clip of moves about their mean, in standard deviations of the moves.
+    of k the guard tries (0 = stay). ``clip``: per-tensor clip of moves about their mean, in standard deviations
+    of the moves.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], predict: Predictor, *, window: int, record_every: int,
