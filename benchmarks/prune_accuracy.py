@@ -9,10 +9,10 @@ Methods: random, magnitude (global, per layer), LAMP (global), hypernet (shipped
 MaskHypernetwork.prune: global), layer-wise OBS with its default allocation ("relative": the cheapest steps over
 all layers' traces, each layer's relative to its output energy; "obs-magnitude": each layer losing what global
 magnitude removes there; "obs-global": the raw cheapest steps; "obs-uniform": OBC's uniform allocation), WoodFisher,
-CHITA (with their defaults: full Fisher, weightcast.prune.fisher.DEFAULT_STAGES stages); calibration: the first
-1,024 training examples. Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy one-shot and
-after recovery
-(BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
+CHITA (weightcast.prune.fisher.DEFAULT_STAGES stages; CHITA with the full Fisher, WoodFisher with the Fisher blocks
+of FISHER_SETTINGS); calibration: the first 1,024 training examples (``--calibration``), for WoodFisher the first
+8,192 (FISHER_SETTINGS; every row's config records its size, each table says it). Sparsities 0.5, 0.7, 0.8, 0.9,
+0.95, 0.98. For each: validation accuracy one-shot and after recovery (BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
 masked model), the achieved sparsity, and the seconds the method took (OBS: its shared preparation -- Hessians
 and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages, gradients included). Writes, per
 network, benchmarks/results/prune/prune_<network>.csv (weightcast.results schema), a markdown table and a PNG;
@@ -52,6 +52,10 @@ SEED_NETWORKS = ("mlp", "mlp-seed101")   # the two MLPs 784-40-20-10 (training s
 SEED_METHODS = ("magnitude", "obs", "obs-magnitude", "obs-global", "woodfisher", "chita")
 DATA_METHODS = ("obs", "obs-magnitude", "obs-global", "obs-uniform", "woodfisher", "chita")
 CALIBRATION_SEEDS = (1, 2)
+# WoodFisher's calibration examples (at most: the digits task has fewer) and Fisher blocks, chosen on the prune
+# zoo's validation MLPs (benchmarks/prune_tune_fisher.py, prune_tune_fisher.md); the other data-based methods
+# (CHITA too: with these it ended where WoodFisher did there) read --calibration examples, CHITA the full Fisher
+FISHER_SETTINGS = {"woodfisher": {"calibration": 8192, "block_size": 2048}}
 OUT = RESULTS / "prune"
 
 
@@ -67,21 +71,30 @@ def obs_allocation(method: str) -> str:
 
 
 def settings(method: str) -> dict:
-    """What decides a method's rows besides the network, the calibration size and the fine-tuning steps: the
-    stages of WoodFisher and CHITA (and of their masks), the supports CHITA's IHT may start from; OBS's allocation (and its mask's); the hypernetwork's weights and, since it runs WoodFisher
-    on its input priors where calibrated, WoodFisher's stages and its samples and draws. Written into each row's
-    config, so that a results file says what made it and the cache reuses only rows made the same way."""
+    """What decides a method's rows besides the network, the ``--calibration`` size and the fine-tuning steps:
+    the stages of WoodFisher and CHITA (and of their masks), their FISHER_SETTINGS (calibration size and Fisher
+    blocks, which replace ``--calibration``), the supports CHITA's IHT may start from; OBS's allocation (and its
+    mask's); the hypernetwork's weights and, since it runs WoodFisher on its input priors where calibrated,
+    WoodFisher's stages and its samples and draws. Written into each row's config, so that a results file says
+    what made it and the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
-    if base == "chita":
-        return {"stages": DEFAULT_STAGES[base], "iht_starts": list(CHITA_STARTS)}
     if base in DEFAULT_STAGES:
-        return {"stages": DEFAULT_STAGES[base]}
+        out = {"stages": DEFAULT_STAGES[base]}
+        if base == "chita":
+            out["iht_starts"] = list(CHITA_STARTS)
+        return {**out, **FISHER_SETTINGS.get(base, {})}
     if base.startswith("obs"):
         return {"allocation": obs_allocation(base)}
     if method.startswith("hypernet"):
         return {"hypernet_sha256": hypernet_digest(), "stages": DEFAULT_STAGES["woodfisher"],
                 "samples": hypernet.CALIBRATION_SAMPLES, "draws": hypernet.CALIBRATION_DRAWS}
     return {}
+
+
+def fisher_setting(method: str, key: str, default=None):
+    """``key`` ("calibration", "block_size") of ``method``'s FISHER_SETTINGS (a "-mask" method: its base's), else
+    ``default``."""
+    return FISHER_SETTINGS.get(method.removesuffix("-mask"), {}).get(key, default)
 
 
 def load_cache(cached: Path | None, expected: dict) -> list[dict] | None:
@@ -131,11 +144,11 @@ def method_pruner(method: str, model, data, net):
         prep = time.perf_counter() - start
         return prep, lambda s: masks_and_weights(obs_prune(model, s, x, allocation=obs_allocation(method),
                                                            state=state))
-    return 0.0, lambda s: masks_and_weights(prune_in_stages(model, s, x, y, method))   # gradients recomputed per stage
+    block_size = fisher_setting(method, "block_size")
+    return 0.0, lambda s: masks_and_weights(prune_in_stages(model, s, x, y, method, block_size=block_size))
 
 
 def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
-    data = task.eval_tensors("train", args.calibration)
     dense = task.evaluate(model)["acc"]
     rows = [dict(benchmark=f"prune-{name}", name="dense", metric="acc", unit="fraction", x_name="sparsity",
                  x_value=0.0, value=dense, config={"stage": "dense", "run": entry["id"]})]
@@ -148,6 +161,7 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
             rows += reused
             continue
         start_rows = len(rows)
+        data = task.eval_tensors("train", fisher_setting(method, "calibration", args.calibration))
         prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
         for s in SPARSITIES:
             pruned = copy.deepcopy(model)
@@ -188,7 +202,7 @@ def validation_pruner(method: str, model, task, net, ungated, calibration: int):
     layers = prunable_layers(model)
     keys = [f"{n}.weight" for n in layers]
     weights = [weight_of(m).detach() for m in layers.values()]
-    data = task.eval_tensors("train", calibration)
+    data = task.eval_tensors("train", fisher_setting(method, "calibration", calibration))
     if method in ("magnitude", "lamp", "hypernet"):
         return method_pruner(method, model, data, net)[1]
     if method == "hypernet-ungated":
@@ -218,24 +232,25 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
     for entry, model in zoo.load_models(root / "train", specs):
         task_name = entry["spec"]["task"]
         task = tasks.setdefault(task_name, get_task(task_name, data_dir))
-        cached = args.cache / f"validation-{entry['id']}.json" if args.cache else None
-        reused = load_cache(cached, {"run": entry["id"], "calibration": args.calibration})
-        if reused is not None:
-            rows += reused
-            continue
-        new = []
         for method in VALIDATION_FREE + VALIDATION_DATA:
+            cached = args.cache / f"validation-{entry['id']}-{method}.json" if args.cache else None
+            calibration = fisher_setting(method, "calibration", args.calibration)
+            reused = load_cache(cached, {"run": entry["id"], "calibration": calibration})
+            if reused is not None:
+                rows += reused
+                continue
+            new = []
             run = validation_pruner(method, model, task, net, ungated, args.calibration)
             for s in VALIDATION_SPARSITIES if method in VALIDATION_FREE else (0.9,):
                 pruned = copy.deepcopy(model)
                 apply_masks(pruned, *run(s))
                 new.append(dict(benchmark="prune-validation", name=method, metric="acc", unit="fraction",
                                 x_name="sparsity", x_value=s, value=task.evaluate(pruned)["acc"],
-                                config={"run": entry["id"], "stage": "one-shot", "calibration": args.calibration,
+                                config={"run": entry["id"], "stage": "one-shot", "calibration": calibration,
                                         **settings(method)}))
                 print(f"validation {entry['id']} {method} s={s}: {new[-1]['value']:.4f}", flush=True)
-        save_cache(cached, new)
-        rows += new
+            save_cache(cached, new)
+            rows += new
     return rows
 
 
@@ -269,9 +284,10 @@ def validation_summary(rows: list[dict]) -> str:
 
 
 def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) -> list[dict]:
-    """One-shot accuracy at s = 0.9 of the data-based methods on more calibration draws (``next(task.batches(
-    args.calibration, seed))`` for each seed of CALIBRATION_SEEDS) besides the first 1,024 training examples of
-    the main table (taken from ``main_rows``), and global magnitude's (data-free: once)."""
+    """One-shot accuracy at s = 0.9 of the data-based methods on more calibration draws (``next(task.batches(n,
+    seed))`` for each seed of CALIBRATION_SEEDS, n the method's calibration size: ``args.calibration`` or its
+    FISHER_SETTINGS) besides the first n training examples of the main table (taken from ``main_rows``), and
+    global magnitude's (data-free: once)."""
     rows = []
     for r in main_rows:
         if r["metric"] == "acc" and r["x_value"] == 0.9 and _stage(r) == "one-shot" and r["name"] in SEED_METHODS:
@@ -281,13 +297,14 @@ def seed_rows(name: str, entry: dict, model, task, main_rows: list[dict], args) 
                                                                    **settings(r["name"])}))
     for method in SEED_METHODS[1:]:
         cached = args.cache / f"seeds-{name}-{method}.json" if args.cache else None
-        reused = load_cache(cached, {"network": name, "run": entry["id"], "calibration": args.calibration})
+        calibration = fisher_setting(method, "calibration", args.calibration)
+        reused = load_cache(cached, {"network": name, "run": entry["id"], "calibration": calibration})
         if reused is not None:
             rows += reused
             continue
         new = []
         for seed in CALIBRATION_SEEDS:
-            data = next(task.batches(args.calibration, seed))
+            data = next(task.batches(calibration, seed))
             pruned = copy.deepcopy(model)
             masks, weights = method_pruner(method, model, data, None)[1](0.9)
             apply_masks(pruned, masks, weights)
@@ -319,13 +336,26 @@ def seed_summary(rows: list[dict]) -> str:
     return "\n".join(lines + [""])
 
 
+def calibration_line(rows: list[dict]) -> str:
+    """Which calibration size (and Fisher blocks) each data-based method of ``rows`` read, from their configs."""
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        c = row_config(r)
+        if r["name"] in DATA_METHODS and r["metric"] == "acc":
+            names = groups.setdefault((c.get("calibration"), c.get("block_size")), [])
+            names += [r["name"]] if r["name"] not in names else []
+    parts = [f"{', '.join(names)}: the first {n:,} training examples"
+             + (f", Fisher blocks of {block:,} weights" if block else "") for (n, block), names in groups.items()]
+    return "Calibration: " + "; ".join(parts) + " (all of them where the task has fewer)."
+
+
 def table(rows: list[dict], name: str) -> str:
     acc = {(r["name"], r["x_value"], row_config(r)["stage"]): r["value"] for r in rows if r["metric"] == "acc"}
     secs = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "time"}
     ach = {(r["name"], r["x_value"]): r["value"] for r in rows if r["metric"] == "achieved_sparsity"}
     dense = acc[("dense", 0.0, "dense")]
     methods = present(rows)
-    lines = [f"## {name} (dense {100 * dense:.2f}%)", ""]
+    lines = [f"## {name} (dense {100 * dense:.2f}%)", "", calibration_line(rows), ""]
     for stage in ("one-shot", "recovered"):
         lines += [f"Validation accuracy (%), {stage}:", "",
                   "| method | " + " | ".join(f"s={s}" for s in SPARSITIES) + " | seconds at s=0.9 |",

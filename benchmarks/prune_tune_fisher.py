@@ -2,17 +2,18 @@
 
     python benchmarks/prune_tune_fisher.py --data-dir ../shared/data --zoo .cache/prune-zoo \
         --methods woodfisher chita --rel-damp 1e-4 1e-3 1e-2 1e-1 --stages 1 8 32 --calibration 1024 4096 \
-        --sparsities 0.9
+        --block-size full 784 --sparsities 0.9
 
 Runs: the MNIST MLPs among the training zoo's validation runs (weightcast.prune.zoo.validation_ids(), the runs
 the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)). For every setting of the
 grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py) x stages x
-rel_damp (weightcast.prune.fisher.prune_in_stages) -- and every sparsity, the one-shot validation accuracy (full
-MNIST validation split) of the pruned and updated weights, and global magnitude's once per (run, sparsity).
+rel_damp x block size (weightcast.prune.fisher.prune_in_stages; "full": the full Fisher) -- and every sparsity,
+the one-shot validation accuracy (full MNIST validation split) of the pruned and updated weights, and global
+magnitude's once per (run, sparsity).
 
 Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema; name = method, x_value =
-sparsity, config = run, calibration, stages, rel_damp) and prune_tune_fisher.md: per sparsity and setting, the
-gain over global magnitude on each run and their mean. Resumable and cumulative: a (run, setting, sparsity)
+sparsity, config = run, calibration, stages, rel_damp, block_size -- None: the full Fisher) and
+prune_tune_fisher.md: per sparsity and setting, the gain over global magnitude on each run and their mean. Resumable and cumulative: a (run, setting, sparsity)
 already in the CSV is not run again, so the grid can be run in parts (each call appends its rows) and the
 markdown always covers every row of the CSV.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
+import itertools
 import statistics
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from weightcast.results import read_results
 
 OUT = RESULTS / "prune"
 CSV_NAME, MD_NAME = "prune_tune_fisher.csv", "prune_tune_fisher.md"
-SETTING = ("calibration", "stages", "rel_damp")
+SETTING = ("calibration", "stages", "rel_damp", "block_size")
 
 
 def validation_mlps() -> list:
@@ -69,25 +71,42 @@ def tune_rows(specs, zoo_dir: Path, task, args, done: set[tuple]):
         run = entry["id"]
         common = dict(metric="acc", unit="fraction", x_name="sparsity", benchmark="prune-tune-fisher")
         for s in args.sparsities:
-            if (run, "magnitude", s, None, None, None) not in done:
+            if (run, "magnitude", s) + (None,) * len(SETTING) not in done:
                 scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
                 yield dict(common, name="magnitude", x_value=s, value=one_shot(model, task, keep_top(scores, s), None),
                            config={"run": run, "stage": "one-shot"})
         for method in args.methods:
             for n in args.calibration:
                 x, y = task.eval_tensors("train", n)
-                for stages in args.stages:
-                    for damp in args.rel_damp:
-                        for s in args.sparsities:
-                            if (run, method, s, n, stages, damp) in done:
-                                continue
-                            result = prune_in_stages(model, s, x, y, method, stages=stages, rel_damp=damp)
-                            acc = one_shot(model, task, *masks_and_weights(result))
-                            print(f"{run} {method} N={n} stages={stages} rel_damp={damp:g} s={s}: {acc:.4f}",
-                                  flush=True)
-                            yield dict(common, name=method, x_value=s, value=acc,
-                                       config={"run": run, "stage": "one-shot", "calibration": n, "stages": stages,
-                                               "rel_damp": damp})
+                for stages, damp, block, s in itertools.product(args.stages, args.rel_damp, args.block_size,
+                                                                 args.sparsities):
+                    if (run, method, s, n, stages, damp, block) in done:
+                        continue
+                    result = prune_in_stages(model, s, x, y, method, stages=stages, rel_damp=damp, block_size=block)
+                    acc = one_shot(model, task, *masks_and_weights(result))
+                    print(f"{run} {method} N={n} stages={stages} rel_damp={damp:g} block={block or 'full'} s={s}: "
+                          f"{acc:.4f}", flush=True)
+                    yield dict(common, name=method, x_value=s, value=acc,
+                               config={"run": run, "stage": "one-shot", "calibration": n, "stages": stages,
+                                       "rel_damp": damp, "block_size": block})
+
+
+def block_size(text: str) -> int | None:
+    """A --block-size value: "full" -> None, else a positive integer (argparse.ArgumentTypeError otherwise)."""
+    if text == "full":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'full' or a positive integer, got {text!r}")
+    return int(text)
+
+
+def _default(name: str):
+    return inspect.signature(prune_in_stages).parameters[name].default
+
+
+def _order(item) -> tuple:
+    """Sort key of a (setting, gains) item: the full Fisher (block None) before any block size."""
+    return tuple(0 if v is None else v for v in item[0])
 
 
 def table(rows: list[dict]) -> str:
@@ -98,23 +117,23 @@ def table(rows: list[dict]) -> str:
     lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation MLPs "
              "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples; the mean is over "
              "the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
-             f"{DEFAULT_STAGES}, rel_damp {inspect.signature(prune_in_stages).parameters['rel_damp'].default}.", ""]
+             f"{DEFAULT_STAGES}, rel_damp {_default('rel_damp')}, block_size {_default('block_size') or 'full'}.", ""]
     for s in sorted({r["x_value"] for r in rows}):
         settings = {}
         for r in rows:
             if r["name"] != "magnitude" and r["x_value"] == s:
                 c = row_config(r)
-                settings.setdefault((r["name"],) + tuple(c[k] for k in SETTING), {})[c["run"]] = \
+                settings.setdefault((r["name"],) + tuple(c.get(k) for k in SETTING), {})[c["run"]] = \
                     100 * (r["value"] - mag[(c["run"], s)])
         if not settings:
             continue
         lines += [f"s = {s} (global magnitude: " + ", ".join(f"{100 * mag[(run, s)]:.2f}%" for run in runs
                                                            if (run, s) in mag) + "):", "",
-                  "| method | N | stages | rel_damp | " + " | ".join(runs) + " | mean |",
-                  "|---" * (len(runs) + 5) + "|"]
-        for (method, n, stages, damp), gains in sorted(settings.items()):
+                  "| method | N | stages | rel_damp | block | " + " | ".join(runs) + " | mean |",
+                  "|---" * (len(runs) + 6) + "|"]
+        for (method, n, stages, damp, block), gains in sorted(settings.items(), key=_order):
             cells = [f"{gains[run]:+.2f}" if run in gains else "" for run in runs]
-            lines.append(f"| {method} | {n} | {stages} | {damp:g} | " + " | ".join(cells)
+            lines.append(f"| {method} | {n} | {stages} | {damp:g} | {block or 'full'} | " + " | ".join(cells)
                          + f" | {statistics.mean(gains.values()):+.2f} |")
         lines.append("")
     return "\n".join(lines)
@@ -129,6 +148,8 @@ def main() -> int:
     parser.add_argument("--rel-damp", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2, 1e-1])
     parser.add_argument("--stages", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--calibration", nargs="+", type=int, default=[1024, 4096])
+    parser.add_argument("--block-size", nargs="+", type=block_size, default=[None],
+                        help="'full' (the full Fisher) or a positive number of weights per block")
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

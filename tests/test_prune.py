@@ -467,12 +467,35 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
     assert bench.load_cache(tmp_path / "c.json", expected) == rows
     assert bench.load_cache(tmp_path / "missing.json", expected) is None and bench.load_cache(None, expected) is None
     assert bench.load_cache(tmp_path / "c.json", {**expected, "run": "other"}) is None   # another model
+    fisher_rows = [dict(name="woodfisher", config={**expected, **bench.settings("woodfisher")})]
+    assert bench.settings("woodfisher")["calibration"] == bench.fisher_setting("woodfisher", "calibration", 1024) \
+        == bench.fisher_setting("woodfisher-mask", "calibration") == bench.FISHER_SETTINGS["woodfisher"]["calibration"]
+    assert bench.fisher_setting("obs", "calibration", 1024) == 1024 and bench.fisher_setting("chita", "block_size") is None
+    bench.save_cache(tmp_path / "f.json", fisher_rows)   # its own calibration size, not --calibration, decides
+    assert bench.load_cache(tmp_path / "f.json", expected) == fisher_rows
+    bench.save_cache(tmp_path / "f.json", [dict(name="woodfisher", config={**expected, "stages": 8})])
+    assert bench.load_cache(tmp_path / "f.json", expected) is None   # made on --calibration examples, full Fisher
     monkeypatch.setattr(bench, "DEFAULT_STAGES", {**bench.DEFAULT_STAGES, "woodfisher": 99})
     assert bench.settings("hypernet")["stages"] == 99   # the hypernetwork runs WoodFisher where calibrated
     assert bench.load_cache(tmp_path / "c.json", expected) is None
     monkeypatch.undo()
     monkeypatch.setattr(bench, "hypernet_digest", lambda: "w2")   # other hypernetwork weights
     assert bench.load_cache(tmp_path / "c.json", expected) is None
+
+
+def test_benchmark_tables_say_what_each_data_based_method_read():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import prune_accuracy as bench
+
+    rows = [dict(name=m, metric="acc", config={"calibration": n, **({"block_size": b} if b else {})})
+            for m, n, b in (("obs", 1024, None), ("obs", 1024, None), ("chita", 1024, None),
+                            ("woodfisher", 8192, 2048), ("magnitude", 1024, None))]
+    assert bench.calibration_line(rows) == ("Calibration: obs, chita: the first 1,024 training examples; woodfisher: "
+                                            "the first 8,192 training examples, Fisher blocks of 2,048 weights (all "
+                                            "of them where the task has fewer).")
 
 
 def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():

@@ -77,6 +77,24 @@ def test_chita_step_removes_k_improves_on_magnitude_and_is_optimal_on_its_suppor
     torch.testing.assert_close(new, optimal_update(Ad, lam, w, keep), rtol=1e-5, atol=1e-6)
 
 
+def test_block_chita_with_one_block_is_full_chita_and_each_block_is_updated_on_its_own():
+    A, w = problem(n=8, p=14, seed=4)
+    G = A.float() * 8 ** 0.5
+    keep_full, w_full = chita_step(w, G, 9, rel_damp=0.01)
+    keep_one, w_one = chita_step(w, G, 9, rel_damp=0.01, blocks=[(0, 14)])
+    assert torch.equal(keep_full, keep_one)
+    torch.testing.assert_close(w_full, w_one)
+    keep, new = chita_step(w, G, 9, rel_damp=0.01, blocks=[(0, 5), (5, 14)])
+    assert int((~keep).sum()) == 9 and bool((new[~keep] == 0).all())
+    Ad = G.double() / 8 ** 0.5
+    lam = damping(Ad, 0.01)
+    for a, b in ((0, 5), (5, 14)):   # the block-diagonal F: each block is its own ridge problem
+        torch.testing.assert_close(new[a:b], optimal_update(Ad[:, a:b], lam, w[a:b], keep[a:b]))
+    for blocks in ([(5, 14), (0, 5)], [(0, 5), (6, 14)], [(0, 5)], [(0, 0), (0, 14)]):
+        with pytest.raises(ValueError, match="blocks must tile 0..14 in order"):
+            chita_step(w, G, 9, blocks=blocks)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_chita_ends_at_least_as_low_as_magnitudes_and_woodfishers_supports(seed):
     """IHT is local: started from the better of the two supports (each with its optimal update), its objective
@@ -103,7 +121,8 @@ def test_stage_sparsities():
     torch.testing.assert_close(torch.tensor([1 - v for v in s]), torch.tensor([0.1 ** (i / 4) for i in range(1, 5)]))
 
 
-@pytest.mark.parametrize("method,kwargs", [("woodfisher", {}), ("woodfisher", {"block_size": 50}), ("chita", {})])
+@pytest.mark.parametrize("method,kwargs", [("woodfisher", {}), ("woodfisher", {"block_size": 50}), ("chita", {}),
+                                           ("chita", {"block_size": 50})])
 def test_stages_remove_exactly_and_for_good(method, kwargs):
     torch.manual_seed(0)
     model = BiasFreeMLP((1, 6, 6), 4, (12, 8))

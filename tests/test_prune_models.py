@@ -163,10 +163,13 @@ def test_a_model_that_converts_its_inputs_prunes_on_data_of_another_dtype(method
 @pytest.mark.parametrize("options,message", [({"stages": 2.5}, "stages must be a positive integer, got 2.5"),
                                              ({"stages": 0}, "stages must be a positive integer, got 0"),
                                              ({"block_size": 0}, "block_size must be a positive integer or None")])
-def test_bad_stage_options_are_refused_clearly(options, message):
+@pytest.mark.parametrize("method", ["woodfisher", "chita"])
+def test_bad_stage_options_are_refused_clearly(options, message, method):
     data = (torch.randn(16, 8), torch.randint(0, 4, (16,)))
+    model = relu_mlp()
     with pytest.raises(ValueError, match=message):
-        prune(relu_mlp(), 0.5, "woodfisher", data=data, **options)
+        prune(model, 0.5, method, data=data, **options)
+    assert not hasattr(model[0], "weight_mask")
 
 
 def test_a_checkpoint_of_another_shape_is_refused_before_the_model_is_touched():

@@ -117,7 +117,7 @@ def test_obs_on_a_masked_model_compensates_with_the_pruned_weights_at_zero(data)
 @pytest.mark.parametrize("method,options", [("magnitude", {"stages": 4}), ("magnitude", {"allocaton": "uniform"}),
                                             ("obs", {"allocaton": "uniform"}), ("random", {"hypernet": None}),
                                             ("lamp", {"generator": torch.Generator()}),
-                                            ("woodfisher", {"max_iter": 3}), ("chita", {"block_size": 8})])
+                                            ("woodfisher", {"max_iter": 3}), ("chita", {"allocation": "uniform"})])
 def test_options_the_method_does_not_take_are_refused(method, options, data):
     model = mlp()
     with pytest.raises(TypeError, match=rf"method '{method}' does not take \['{next(iter(options))}'\]; its options"):

@@ -4,6 +4,8 @@ import copy
 import sys
 from pathlib import Path
 
+import pytest
+
 from weightcast.prune import apply_masks, zoo
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
@@ -26,18 +28,28 @@ def test_tunes_on_the_validation_mnist_mlps_only():
 def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkeypatch, tmp_path):
     monkeypatch.setattr(tune.zoo, "load_models", lambda root, specs: [({"id": "r"}, trained)])
     args = argparse.Namespace(methods=["woodfisher"], calibration=[64], stages=[1, 2], rel_damp=[1e-2],
-                              sparsities=[0.8])
+                              block_size=[None, 50], sparsities=[0.8])
     rows = list(tune.tune_rows([], tmp_path, task, args, set()))
-    assert [(r["name"], r["config"].get("stages")) for r in rows] == [("magnitude", None), ("woodfisher", 1),
-                                                                        ("woodfisher", 2)]
+    assert [(r["name"], r["config"].get("stages"), r["config"].get("block_size")) for r in rows] == [
+        ("magnitude", None, None), ("woodfisher", 1, None), ("woodfisher", 1, 50), ("woodfisher", 2, None),
+        ("woodfisher", 2, 50)]
     x, y = task.eval_tensors("train", 64)
-    result = prune_in_stages(trained, 0.8, x, y, "woodfisher", stages=2, rel_damp=1e-2)
-    pruned = apply_masks(copy.deepcopy(trained), *masks_and_weights(result))
-    assert rows[2]["value"] == task.evaluate(pruned)["acc"]
+    for row, block in ((rows[3], None), (rows[4], 50)):
+        result = prune_in_stages(trained, 0.8, x, y, "woodfisher", stages=2, rel_damp=1e-2, block_size=block)
+        pruned = apply_masks(copy.deepcopy(trained), *masks_and_weights(result))
+        assert row["value"] == task.evaluate(pruned)["acc"]
     path = tmp_path / "t.csv"
     write_results(path, rows[:2], device="cpu")
     done = {tune._key(r) for r in tune.read_rows(path)}
-    assert [r["config"].get("stages") for r in tune.tune_rows([], tmp_path, task, args, done)] == [2]
+    assert [(r["config"].get("stages"), r["config"].get("block_size"))
+            for r in tune.tune_rows([], tmp_path, task, args, done)] == [(1, 50), (2, None), (2, 50)]
+
+
+def test_block_size_argument():
+    assert tune.block_size("full") is None and tune.block_size("784") == 784
+    for bad in ("0", "-3", "2.5", "blocks"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'full' or a positive integer"):
+            tune.block_size(bad)
 
 
 def test_table_gains_and_means():
@@ -47,8 +59,10 @@ def test_table_gains_and_means():
     setting = dict(calibration=1024, stages=8, rel_damp=1e-3)
     rows = [row("magnitude", "a", 0.90), row("magnitude", "b", 0.80),
             row("woodfisher", "a", 0.93, **setting), row("woodfisher", "b", 0.81, **setting),
+            row("woodfisher", "a", 0.94, **dict(setting, calibration=8192, block_size=2048)),
             row("chita", "a", 0.89, **dict(setting, stages=1))]
     text = tune.table(rows)
     assert "s = 0.9 (global magnitude: 90.00%, 80.00%):" in text
-    assert "| woodfisher | 1024 | 8 | 0.001 | +3.00 | +1.00 | +2.00 |" in text
-    assert "| chita | 1024 | 1 | 0.001 | -1.00 |  | -1.00 |" in text
+    assert "| woodfisher | 1024 | 8 | 0.001 | full | +3.00 | +1.00 | +2.00 |" in text   # rows from before blocks
+    assert "| woodfisher | 8192 | 8 | 0.001 | 2048 | +4.00 |  | +4.00 |" in text
+    assert "| chita | 1024 | 1 | 0.001 | full | -1.00 |  | -1.00 |" in text

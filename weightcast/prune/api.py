@@ -76,7 +76,7 @@ def check_target(alive: dict[str, torch.Tensor], sparsity: float, scope: str = "
 
 OPTIONS = {"random": ("generator",), "magnitude": (), "lamp": (), "hypernet": ("hypernet", "prior", "samples", "draws"),
            "obs": ("allocation", "rel_damp", "state"), "woodfisher": ("stages", "rel_damp", "block_size"),
-           "chita": ("stages", "rel_damp", "max_iter", "tol")}
+           "chita": ("stages", "rel_damp", "block_size", "max_iter", "tol")}
 GLOBAL_ONLY = ("woodfisher", "chita")   # select over all layers at once: no scope="layer"
 
 
@@ -104,8 +104,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     costs, "magnitude": each layer loses what global magnitude would remove there, "uniform": every layer at
     ``sparsity``, which ``scope="layer"`` selects -- ``rel_damp``, ``state``); ``"woodfisher"``
     and ``"chita"`` (:mod:`.fisher`; global only, in ``stages`` steps that recompute the gradients: ``stages``
-    (default :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, and ``block_size`` for WoodFisher --
-    None, the full Fisher -- or ``max_iter``/``tol`` for CHITA). :data:`OPTIONS` lists each method's options.
+    (default :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, ``block_size`` -- None, the full
+    Fisher, else blocks of that many weights within a layer -- and ``max_iter``/``tol`` for CHITA).
+    :data:`OPTIONS` lists each method's options.
     scope: ``"global"`` or ``"layer"`` (every layer at ``sparsity``); WoodFisher and CHITA refuse ``"layer"``.
     data: the calibration batch ``(x, y)`` for the data-based methods (about 1,024 training examples: OBS reads x,
     WoodFisher and CHITA the per-sample gradients of the cross-entropy at labels y -- for a sequence model with
