@@ -2,24 +2,24 @@
 
     python benchmarks/prune_accuracy.py --data-dir ../shared/data      (builds the zoos first when missing)
 
-Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's training zoo): the MLP
-784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the
-MLP 784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104).
-Methods: random, magnitude (global, per layer), LAMP (global), hypernet (shipped weights,
-MaskHypernetwork.prune: global), layer-wise OBS with its default allocation ("relative": the cheapest steps over
-all layers' traces, each layer's relative to its output energy; "obs-magnitude": each layer losing what global
-magnitude removes there; "obs-global": the raw cheapest steps; "obs-uniform": OBC's uniform allocation), WoodFisher,
-CHITA (weightcast.prune.fisher.DEFAULT_STAGES stages; CHITA with the full Fisher, WoodFisher with the Fisher blocks
-of FISHER_SETTINGS); calibration: the first 1,024 training examples (``--calibration``), for WoodFisher the first
-8,192 (FISHER_SETTINGS; every row's config records its size, each table says it). Sparsities 0.5, 0.7, 0.8, 0.9,
-0.95, 0.98. For each: validation accuracy one-shot and after recovery (BatchNorm recalibration -- a no-op for these BN-free networks -- then ``--finetune-steps`` Adam steps on the
-masked model), the achieved sparsity, and the seconds the method took (OBS: its shared preparation -- Hessians
-and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages, gradients included). Writes, per
-network, benchmarks/results/prune/prune_<network>.csv (weightcast.results schema), a markdown table and a PNG;
-prune_seeds.csv (OBS with two allocations, WoodFisher and CHITA at s = 0.9 on the two MLPs 784-40-20-10 with two
-more calibration draws); prune_validation.csv (unless --skip-validation: the diagnosis on the training zoo's
-validation runs -- data-free methods at s = 0.8, 0.9, 0.95 and, at 0.9, the ceilings that read data:
-validation_rows); and summary.md (the done-means checks computed from the rows, then the diagnosis).
+Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's training zoo): the MLP 784-40-20-10
+without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the MLP 784-40-20-10
+with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104). Methods: random,
+magnitude (global, per layer), LAMP (global), hypernet (shipped weights, MaskHypernetwork.prune: global), layer-wise
+OBS with its default allocation ("relative": the cheapest steps over all layers' traces, each layer's relative to
+its output energy; "obs-magnitude": each layer losing what global magnitude removes there; "obs-global": the raw
+cheapest steps; "obs-uniform": OBC's uniform allocation), WoodFisher, CHITA (weightcast.prune.fisher.DEFAULT_STAGES
+stages; CHITA with the full Fisher, WoodFisher with the Fisher blocks of FISHER_SETTINGS); calibration: the first
+1,024 training examples (``--calibration``), for WoodFisher the first 8,192 (FISHER_SETTINGS; every row's config
+records its size, each table says it). Sparsities 0.5, 0.7, 0.8, 0.9, 0.95, 0.98. For each: validation accuracy
+one-shot and after recovery (BatchNorm recalibration -- a no-op for these BN-free networks -- then
+``--finetune-steps`` Adam steps on the masked model), the achieved sparsity, and the seconds the method took (OBS:
+its shared preparation -- Hessians and traces -- plus the per-sparsity step; WoodFisher/CHITA: all their stages,
+gradients included). Writes, per network, benchmarks/results/prune/prune_<network>.csv (weightcast.results schema),
+a markdown table and a PNG; prune_seeds.csv (OBS with two allocations, WoodFisher and CHITA at s = 0.9 on the two
+MLPs 784-40-20-10 with two more calibration draws); prune_validation.csv (unless --skip-validation: the diagnosis on
+the training zoo's validation runs -- data-free methods at s = 0.8, 0.9, 0.95 and, at 0.9, the ceilings that read
+data: validation_rows); and summary.md (the done-means checks computed from the rows, then the diagnosis).
 """
 from __future__ import annotations
 

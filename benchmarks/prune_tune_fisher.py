@@ -11,11 +11,11 @@ rel_damp x block size (weightcast.prune.fisher.prune_in_stages; "full": the full
 the one-shot validation accuracy (full MNIST validation split) of the pruned and updated weights, and global
 magnitude's once per (run, sparsity).
 
-Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema; name = method, x_value =
-sparsity, config = run, calibration, stages, rel_damp, block_size -- None: the full Fisher) and
-prune_tune_fisher.md: per sparsity and setting, the gain over global magnitude on each run and their mean. Resumable and cumulative: a (run, setting, sparsity)
-already in the CSV is not run again, so the grid can be run in parts (each call appends its rows) and the
-markdown always covers every row of the CSV.
+Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema; name = method, x_value = sparsity,
+config = run, calibration, stages, rel_damp, block_size -- None: the full Fisher) and prune_tune_fisher.md: per
+sparsity and setting, the gain over global magnitude on each run and their mean. Resumable and cumulative: a (run,
+setting, sparsity) already in the CSV is not run again, so the grid can be run in parts (each call appends its rows)
+and the markdown always covers every row of the CSV.
 """
 from __future__ import annotations
 

@@ -470,7 +470,8 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
     fisher_rows = [dict(name="woodfisher", config={**expected, **bench.settings("woodfisher")})]
     assert bench.settings("woodfisher")["calibration"] == bench.fisher_setting("woodfisher", "calibration", 1024) \
         == bench.fisher_setting("woodfisher-mask", "calibration") == bench.FISHER_SETTINGS["woodfisher"]["calibration"]
-    assert bench.fisher_setting("obs", "calibration", 1024) == 1024 and bench.fisher_setting("chita", "block_size") is None
+    assert bench.fisher_setting("obs", "calibration", 1024) == 1024
+    assert bench.fisher_setting("chita", "block_size") is None
     bench.save_cache(tmp_path / "f.json", fisher_rows)   # its own calibration size, not --calibration, decides
     assert bench.load_cache(tmp_path / "f.json", expected) == fisher_rows
     bench.save_cache(tmp_path / "f.json", [dict(name="woodfisher", config={**expected, "stages": 8})])

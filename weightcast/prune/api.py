@@ -115,9 +115,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     update_weights: write the compensated weights of OBS/WoodFisher/CHITA (and of a calibrated hypernet) into the
     model (into ``weight_orig`` with ``apply``, zeros where pruned: it is then not the dense original; keep a copy
     of the state_dict to rewind). Those methods refuse ``apply=False`` with ``update_weights=True``, as the masks
-    alone do not carry the weights: pass ``update_weights=False`` for their masks (applied by hand they give plain masking), or take
-    the (mask, weight) pairs from :func:`.obs.obs_prune` / :func:`.fisher.prune_in_stages` and apply them with
-    :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
+    alone do not carry the weights: pass ``update_weights=False`` for their masks (applied by hand they give plain
+    masking), or take the (mask, weight) pairs from :func:`.obs.obs_prune` / :func:`.fisher.prune_in_stages` and
+    apply them with :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
     Raises TypeError for a sparsity that is not a number (a string) and for an option the method does not take;
     ValueError for a sparsity outside [0, 1) or below the model's current one, an unknown method or scope, a scope
     the method does not honour, a data-based method without data, or ``apply=False`` with ``update_weights``

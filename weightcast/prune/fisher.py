@@ -65,10 +65,11 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
                      weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """(N, p) float32 gradients of the cross-entropy of each example (x[i], y[i]) with respect to the prunable
     weights (outputs (classes,) or (classes, d1, ...) per example as torch's cross_entropy takes them; otherwise,
-    for a sequence model, outputs (T, classes) and labels (T,): the mean over its T positions), concatenated in layer order (p = their total number of elements); evaluated in eval mode at
-    ``weights`` (``"<layer>.weight"`` -> tensor of the weight's shape; default the weights as the model uses them,
-    :func:`.layers.live_weight`); ``model`` is not changed. On a layer masked by ``torch.nn.utils.prune`` the
-    gradient of a pruned weight is zero."""
+    for a sequence model, outputs (T, classes) and labels (T,): the mean over its T positions), concatenated in
+    layer order (p = their total number of elements); evaluated in eval mode at ``weights`` (``"<layer>.weight"`` ->
+    tensor of the weight's shape; default the weights as the model uses them, :func:`.layers.live_weight`);
+    ``model`` is not changed. On a layer masked by ``torch.nn.utils.prune`` the gradient of a pruned weight is
+    zero."""
     layers = prunable_layers(model)
     weights = weights if weights is not None else {f"{n}.weight": live_weight(m) for n, m in layers.items()}
     keys = parameter_keys(model)
