@@ -58,7 +58,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import forecasters
-from .forecasters.base import capped_default_horizon, check_trained_range
+from .forecasters.base import capped_default_horizon, check_serves
 from .schedules import Schedule, as_int, as_schedule
 
 SLOW_EMA_LAG = 10  # record intervals: the default decay is 1 - 1 / (SLOW_EMA_LAG * record_every)
@@ -123,8 +123,7 @@ class ForecastEMA:
                 horizon = capped_default_horizon(self.forecaster, self.record_every, self.jump_every)
             self.horizon = as_schedule(horizon, self.jump_every)
             self.horizon.bind(self.record_every, self.jump_every)
-            self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
-            check_trained_range(self.forecaster, self.record_every, self.horizon.max_horizon())
+            check_serves(self.forecaster, self.window, self.record_every, self.horizon.max_horizon())
         self.model = model
         self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
         self.names = [name for name, _ in model.named_parameters()]

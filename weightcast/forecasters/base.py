@@ -39,6 +39,13 @@ def check_trained_range(forecaster: Any, record_every: int, max_horizon: int) ->
                          f"k_max<={longest // record_every}, ...), or a forecaster trained for longer ones")
 
 
+def check_serves(forecaster: Any, window: int, record_every: int, max_horizon: int) -> None:
+    """Raise ValueError unless ``forecaster`` serves the schedule: its own :meth:`Forecaster.check_schedule`, then
+    :func:`check_trained_range` (what the optimizers, ``ForecastEMA`` and the study call when they are built)."""
+    forecaster.check_schedule(window, record_every, max_horizon)
+    check_trained_range(forecaster, record_every, max_horizon)
+
+
 class Forecaster:
     """Base class. Subclasses set ``name`` and implement :meth:`jump_` (or :meth:`coefficients`).
 
@@ -75,7 +82,8 @@ class Forecaster:
         """Raise ValueError when this forecaster cannot serve the schedule: ``window`` snapshots ``record_every``
         steps apart and jumps of up to ``max_horizon`` steps (called when the optimizer is built, so that a
         horizon outside what the forecaster supports is refused then, not at the first jump). The trained horizon
-        range is checked apart, for every forecaster, by :func:`check_trained_range`."""
+        range is checked apart, for every forecaster, by :func:`check_trained_range` (:func:`check_serves` runs
+        both)."""
 
     def max_trained_horizon(self, record_every: int) -> int | None:
         """The longest horizon (steps) this forecaster was trained for when snapshots are ``record_every`` steps

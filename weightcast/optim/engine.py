@@ -32,7 +32,7 @@ import torch
 
 from .. import forecasters as forecaster_registry
 from .. import ops
-from ..forecasters.base import capped_default_horizon, check_trained_range
+from ..forecasters.base import capped_default_horizon, check_serves
 from ..history import Bucket, local_tensor
 from ..schedules import Schedule, as_int, as_schedule, from_spec
 from .guard import JumpGuard
@@ -41,8 +41,9 @@ AFTER_JUMP = ("keep", "reset", "scale")
 MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")  # the per-parameter state that after_jump resets or scales
 
 
-def resolve_schedule(window, record_every, jump_every, horizon) -> tuple[int, int, int, Schedule]:
-    """Validate the schedule and fill defaults: jump_every = window * record_every, horizon = jump_every.
+def resolve_schedule(window, record_every, jump_every, horizon, forecaster=None) -> tuple[int, int, int, Schedule]:
+    """Validate the schedule and fill defaults: jump_every = window * record_every, horizon = jump_every (capped
+    at ``forecaster``'s trained range when one is given: :func:`.forecasters.base.capped_default_horizon`).
 
     Returns (window, record_every, jump_every, horizon schedule); numpy and torch integers are accepted."""
     window = as_int("window", window, 2)
@@ -53,6 +54,8 @@ def resolve_schedule(window, record_every, jump_every, horizon) -> tuple[int, in
     if jump_every % record_every:
         raise ValueError(f"jump_every ({jump_every}) must be a multiple of record_every ({record_every}) so that "
                          "the snapshot of the jump step is in the window")
+    if horizon is None and forecaster is not None:
+        horizon = capped_default_horizon(forecaster, record_every, jump_every)
     schedule = as_schedule(horizon, jump_every)
     schedule.bind(record_every, jump_every)
     return window, record_every, jump_every, schedule
@@ -114,12 +117,8 @@ class ForecastEngine:
         if record_every is None:  # the spacing a learned forecaster was trained for, else every step
             record_every = self.forecaster.default_record_every() or 1
         self.window, self.record_every, self.jump_every, self.horizon = resolve_schedule(
-            window, record_every, jump_every, horizon)
-        if horizon is None:   # jump_every, capped at the range the forecaster was trained for
-            self.horizon = resolve_schedule(self.window, self.record_every, self.jump_every, capped_default_horizon(
-                self.forecaster, self.record_every, self.jump_every))[3]
-        self.forecaster.check_schedule(self.window, self.record_every, self.horizon.max_horizon())
-        check_trained_range(self.forecaster, self.record_every, self.horizon.max_horizon())
+            window, record_every, jump_every, horizon, self.forecaster)
+        check_serves(self.forecaster, self.window, self.record_every, self.horizon.max_horizon())
         self.after_jump = after_jump
         self._step_count = 0
         self._held_steps, self._held_skips = 0, None  # fused GradScaler steps not counted yet (module docstring)

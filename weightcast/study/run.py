@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..averaging import ForecastEMA
-from ..forecasters.base import check_trained_range
+from ..forecasters.base import check_serves
 from .jumps import Jumps, linear_predictor, nowcast_predictor
 from .methods import (CLIP_STD, GUARD_OPTIONS, Schedule, base_method, ema_decay, forecaster_of, is_forecasting,
                       is_jumping, make_optimizer, options_of)
@@ -88,8 +88,7 @@ def _predictor(name: str, model: torch.nn.Module, schedule: Schedule, budget: in
 
         forecaster = get(name)
         longest = max(schedule.ks(budget), default=1) * schedule.record_every
-        forecaster.check_schedule(schedule.window, schedule.record_every, longest)
-        check_trained_range(forecaster, schedule.record_every, longest)
+        check_serves(forecaster, schedule.window, schedule.record_every, longest)
         return nowcast_predictor(forecaster, [n for n, _ in model.named_parameters()])
     raise ValueError(f"training-loop jumps use the 'linear', 'nowcast' or 'nowcast-graph' predictor, not {name!r}")
 
