@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -65,6 +66,12 @@ def hypernet_digest() -> str:
     return hashlib.sha256(hypernet.DEFAULT_FILE.read_bytes()).hexdigest()[:16]
 
 
+@functools.cache
+def hypernet_calibration() -> dict:
+    """The shipped hypernetwork's :class:`weightcast.prune.hypernet.Calibration` as a dict."""
+    return dataclasses.asdict(hypernet.load_default().calibration)
+
+
 def obs_allocation(method: str) -> str:
     """The OBS allocation of a method name: "obs-<allocation>", plain "obs" the default."""
     return method.partition("-")[2] or DEFAULT_ALLOCATION
@@ -75,8 +82,8 @@ def settings(method: str) -> dict:
     the stages of WoodFisher and CHITA (and of their masks), their FISHER_SETTINGS (calibration size and Fisher
     blocks, which replace ``--calibration``), the supports CHITA's IHT may start from; OBS's allocation (and its
     mask's); the hypernetwork's weights and, since it runs WoodFisher on its input priors where calibrated,
-    WoodFisher's stages and its samples and draws. Written into each row's config, so that a results file says
-    what made it and the cache reuses only rows made the same way."""
+    WoodFisher's stages and its calibration setting (samples, Fisher blocks, draws). Written into each row's
+    config, so that a results file says what made it and the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
     if base in DEFAULT_STAGES:
         out = {"stages": DEFAULT_STAGES[base]}
@@ -87,7 +94,7 @@ def settings(method: str) -> dict:
         return {"allocation": obs_allocation(base)}
     if method.startswith("hypernet"):
         return {"hypernet_sha256": hypernet_digest(), "stages": DEFAULT_STAGES["woodfisher"],
-                "samples": hypernet.CALIBRATION_SAMPLES, "draws": hypernet.CALIBRATION_DRAWS}
+                **hypernet_calibration()}
     return {}
 
 

@@ -3,16 +3,20 @@
     python benchmarks/prune_tune_fisher.py --data-dir ../shared/data --zoo .cache/prune-zoo \
         --methods woodfisher chita --rel-damp 1e-4 1e-3 1e-2 1e-1 --stages 1 8 32 --calibration 1024 4096 \
         --block-size full 784 --sparsities 0.9
+    python benchmarks/prune_tune_fisher.py --data-dir ../shared/data --zoo .cache/prune-zoo \
+        --methods woodfisher --stages 8 --rel-damp 1e-3 --inputs prior --calibration 1024 8192 \
+        --block-size 128 2048 --sparsities 0.9      # the mask hypernetwork's calibration setting
 
 Runs: the MNIST MLPs among the training zoo's validation runs (weightcast.prune.zoo.validation_ids(), the runs
 the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)). For every setting of the
-grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py) x stages x
-rel_damp x block size (weightcast.prune.fisher.prune_in_stages; "full": the full Fisher) -- and every sparsity,
-the one-shot validation accuracy (full MNIST validation split) of the pruned and updated weights, and global
-magnitude's once per (run, sparsity).
+grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py, or with
+--inputs prior N samples of the shipped mask hypernetwork's MNIST input prior, to choose its
+weightcast.prune.hypernet.Calibration) x stages x rel_damp x block size (weightcast.prune.fisher.prune_in_stages;
+"full": the full Fisher) -- and every sparsity, the one-shot validation accuracy (full MNIST validation split) of
+the pruned and updated weights, and global magnitude's once per (run, sparsity).
 
 Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema; name = method, x_value = sparsity,
-config = run, calibration, stages, rel_damp, block_size -- None: the full Fisher) and prune_tune_fisher.md: per
+config = run, calibration, inputs, stages, rel_damp, block_size -- None: the full Fisher) and prune_tune_fisher.md: per
 sparsity and setting, the gain over global magnitude on each run and their mean. Resumable and cumulative: a (run,
 setting, sparsity) already in the CSV is not run again, so the grid can be run in parts (each call appends its rows)
 and the markdown always covers every row of the CSV.
@@ -29,8 +33,9 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, row_config, write_results
+from weightcast.cli_common import block_size
 from weightcast.data import get_task
-from weightcast.prune import apply_masks, keep_top, zoo
+from weightcast.prune import apply_masks, hypernet, keep_top, zoo
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import DEFAULT_STAGES, prune_in_stages
 from weightcast.prune.layers import prunable_layers, weight_of
@@ -38,7 +43,22 @@ from weightcast.results import read_results
 
 OUT = RESULTS / "prune"
 CSV_NAME, MD_NAME = "prune_tune_fisher.csv", "prune_tune_fisher.md"
-SETTING = ("calibration", "stages", "rel_damp", "block_size")
+SETTING = ("calibration", "inputs", "stages", "rel_damp", "block_size")
+INPUTS = ("train", "prior")
+
+
+def setting_of(config: dict) -> tuple:
+    """A row's setting, in SETTING's order (rows from before --inputs read training examples)."""
+    return tuple(config.get(k, "train" if k == "inputs" else None) for k in SETTING)
+
+
+def calibration_batch(task, inputs: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` training examples of ``task`` (``inputs="train"``, as benchmarks/prune_accuracy.py), or
+    ``n`` samples of the shipped mask hypernetwork's input prior of the task (``"prior"``, seed 0: what
+    MaskHypernetwork.prune reads with one draw)."""
+    if inputs == "train":
+        return task.eval_tensors("train", n)
+    return hypernet.load_default().priors[task.name].sample(n, seed=0)
 
 
 def validation_mlps() -> list:
@@ -49,7 +69,7 @@ def validation_mlps() -> list:
 
 def _key(row: dict) -> tuple:
     c = row_config(row)
-    return (c["run"], row["name"], float(row["x_value"])) + tuple(c.get(k) for k in SETTING)
+    return (c["run"], row["name"], float(row["x_value"])) + setting_of(c)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -71,33 +91,23 @@ def tune_rows(specs, zoo_dir: Path, task, args, done: set[tuple]):
         run = entry["id"]
         common = dict(metric="acc", unit="fraction", x_name="sparsity", benchmark="prune-tune-fisher")
         for s in args.sparsities:
-            if (run, "magnitude", s) + (None,) * len(SETTING) not in done:
+            if (run, "magnitude", s) + setting_of({}) not in done:
                 scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
                 yield dict(common, name="magnitude", x_value=s, value=one_shot(model, task, keep_top(scores, s), None),
                            config={"run": run, "stage": "one-shot"})
-        for method in args.methods:
-            for n in args.calibration:
-                x, y = task.eval_tensors("train", n)
-                for stages, damp, block, s in itertools.product(args.stages, args.rel_damp, args.block_size,
-                                                                 args.sparsities):
-                    if (run, method, s, n, stages, damp, block) in done:
-                        continue
-                    result = prune_in_stages(model, s, x, y, method, stages=stages, rel_damp=damp, block_size=block)
-                    acc = one_shot(model, task, *masks_and_weights(result))
-                    print(f"{run} {method} N={n} stages={stages} rel_damp={damp:g} block={block or 'full'} s={s}: "
-                          f"{acc:.4f}", flush=True)
-                    yield dict(common, name=method, x_value=s, value=acc,
-                               config={"run": run, "stage": "one-shot", "calibration": n, "stages": stages,
-                                       "rel_damp": damp, "block_size": block})
-
-
-def block_size(text: str) -> int | None:
-    """A --block-size value: "full" -> None, else a positive integer (argparse.ArgumentTypeError otherwise)."""
-    if text == "full":
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"'full' or a positive integer, got {text!r}")
-    return int(text)
+        for method, n, inputs in itertools.product(args.methods, args.calibration, args.inputs):
+            x, y = calibration_batch(task, inputs, n)
+            for stages, damp, block, s in itertools.product(args.stages, args.rel_damp, args.block_size,
+                                                             args.sparsities):
+                if (run, method, s, n, inputs, stages, damp, block) in done:
+                    continue
+                result = prune_in_stages(model, s, x, y, method, stages=stages, rel_damp=damp, block_size=block)
+                acc = one_shot(model, task, *masks_and_weights(result))
+                print(f"{run} {method} N={n} inputs={inputs} stages={stages} rel_damp={damp:g} "
+                      f"block={block or 'full'} s={s}: {acc:.4f}", flush=True)
+                yield dict(common, name=method, x_value=s, value=acc,
+                           config={"run": run, "stage": "one-shot", "calibration": n, "inputs": inputs,
+                                   "stages": stages, "rel_damp": damp, "block_size": block})
 
 
 def _default(name: str):
@@ -123,17 +133,17 @@ def table(rows: list[dict]) -> str:
         for r in rows:
             if r["name"] != "magnitude" and r["x_value"] == s:
                 c = row_config(r)
-                settings.setdefault((r["name"],) + tuple(c.get(k) for k in SETTING), {})[c["run"]] = \
+                settings.setdefault((r["name"],) + setting_of(c), {})[c["run"]] = \
                     100 * (r["value"] - mag[(c["run"], s)])
         if not settings:
             continue
         lines += [f"s = {s} (global magnitude: " + ", ".join(f"{100 * mag[(run, s)]:.2f}%" for run in runs
                                                            if (run, s) in mag) + "):", "",
-                  "| method | N | stages | rel_damp | block | " + " | ".join(runs) + " | mean |",
-                  "|---" * (len(runs) + 6) + "|"]
-        for (method, n, stages, damp, block), gains in sorted(settings.items(), key=_order):
+                  "| method | N | inputs | stages | rel_damp | block | " + " | ".join(runs) + " | mean |",
+                  "|---" * (len(runs) + 7) + "|"]
+        for (method, n, inputs, stages, damp, block), gains in sorted(settings.items(), key=_order):
             cells = [f"{gains[run]:+.2f}" if run in gains else "" for run in runs]
-            lines.append(f"| {method} | {n} | {stages} | {damp:g} | {block or 'full'} | " + " | ".join(cells)
+            lines.append(f"| {method} | {n} | {inputs} | {stages} | {damp:g} | {block or 'full'} | " + " | ".join(cells)
                          + f" | {statistics.mean(gains.values()):+.2f} |")
         lines.append("")
     return "\n".join(lines)
@@ -150,6 +160,9 @@ def main() -> int:
     parser.add_argument("--calibration", nargs="+", type=int, default=[1024, 4096])
     parser.add_argument("--block-size", nargs="+", type=block_size, default=[None],
                         help="'full' (the full Fisher) or a positive number of weights per block")
+    parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=["train"],
+                        help="calibration inputs: training examples, or samples of the shipped mask hypernetwork's "
+                             "input prior (its calibration with one draw)")
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

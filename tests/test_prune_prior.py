@@ -7,6 +7,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from weightcast.prune import BiasFreeMLP, MaskHypernetwork, apply_masks, hypernet, prune
+from weightcast.prune.hypernet import Calibration
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.prior import InputPrior
@@ -82,14 +83,15 @@ def calibrated_net(task):
     net = MaskHypernetwork(token_size=16, hidden=8)
     hypernet.fit_priors(net, {"digits": task})
     net.calibrated["digits"] = [False, False, False, True, True, False]   # at 0.9 and 0.95
+    net.calibration = Calibration(samples=1024, block_size=300, draws=1)
     return net
 
 
 def test_where_calibrated_the_hypernetwork_is_woodfisher_on_the_priors_samples(trained, calibrated_net):
-    x, y = calibrated_net.priors["digits"].sample(hypernet.CALIBRATION_SAMPLES)
-    expected = prune_in_stages(trained, 0.9, x, y, "woodfisher")
+    x, y = calibrated_net.priors["digits"].sample(1024)
+    expected = prune_in_stages(trained, 0.9, x, y, "woodfisher", block_size=300)   # as its calibration says
     model = copy.deepcopy(trained)
-    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net, draws=1)
+    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net)
     for key, (mask, weight) in expected.items():
         assert torch.equal(masks[key], mask)
         layer = dict(model.named_modules())[key.removesuffix(".weight")]
@@ -109,17 +111,23 @@ def test_of_several_draws_it_keeps_the_one_best_on_another_draw(trained, calibra
             losses.append(float(nn.functional.cross_entropy(pruned(x_check), y_check)))
         results.append(result)
     best = results[min(range(3), key=losses.__getitem__)]
-    masks, weights = calibrated_net.prune(trained, 0.95, samples=512, draws=3)
+    masks, weights = calibrated_net.prune(trained, 0.95, calibration=Calibration(512, None, draws=3))
     assert all(torch.equal(masks[k], m) and torch.equal(weights[k], w) for k, (m, w) in best.items())
-    for name, bad in (("samples", 0), ("draws", 0), ("samples", 2.5), ("draws", True)):
+
+
+def test_bad_calibration_settings_are_refused_clearly(trained, calibrated_net):
+    for name, bad in (("samples", 0), ("draws", 0), ("samples", 2.5), ("draws", True), ("block_size", 0),
+                      ("block_size", "full")):
         with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
-            calibrated_net.prune(trained, 0.95, **{name: bad})
+            Calibration(**{name: bad})
+    with pytest.raises(TypeError, match="calibration must be a weightcast.prune.hypernet.Calibration, got dict"):
+        prune(copy.deepcopy(trained), 0.95, "hypernet", hypernet=calibrated_net, calibration={"samples": 512})
 
 
 def test_a_double_model_is_pruned_on_double_samples(trained, calibrated_net):
     model = copy.deepcopy(trained).double()
-    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net, draws=1)
-    expected = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, draws=1)
+    masks = prune(model, 0.9, "hypernet", hypernet=calibrated_net)
+    expected = prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net)
     assert model.layers[0].weight.dtype == torch.float64
     agree = sum(int((masks[k] == expected[k]).sum()) for k in masks) / sum(m.numel() for m in masks.values())
     assert agree > 0.97   # the same draws; float64 gradients move only near-ties of the selection
@@ -179,6 +187,7 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
     hypernet.save(calibrated_net, path, {"command": "test"})
     again = hypernet.load(path)
     assert again.calibrated == calibrated_net.calibrated
+    assert again.calibration == calibrated_net.calibration   # the setting its gate was chosen with
     for field in ("means", "scale_tril", "class_probs", "bounds"):
         assert torch.equal(getattr(again.priors["digits"], field), getattr(calibrated_net.priors["digits"], field))
     assert again.priors["digits"].shape == calibrated_net.priors["digits"].shape
@@ -196,6 +205,11 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
     save_file(older, str(path), metadata={"config": config})
     old = hypernet.load(path)
     assert old.priors == {} and old.calibrated == {}
+    assert old.calibration == hypernet.UNRECORDED_CALIBRATION == Calibration(1024, None, 3)
+    save_file(tensors, str(path), metadata={"config": config, "priors": '{"digits": [1, 8, 8]}',
+                                            "calibration": '{"samples": 0, "block_size": null, "draws": 1}'})
+    with pytest.raises(WeightFileError, match="samples must be a positive integer"):
+        hypernet.load(path)
 
 
 def test_calibration_is_chosen_where_it_beats_the_scores_on_every_validation_run(trained, task, capsys):
@@ -219,7 +233,7 @@ def test_apply_false_is_refused_before_woodfisher_runs(trained, calibrated_net, 
 
     monkeypatch.setattr(fisher, "prune_in_stages", lambda *a, **k: pytest.fail("WoodFisher ran before the refusal"))
     with pytest.raises(ValueError, match="apply=False would lose"):
-        prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, draws=1, apply=False)
+        prune(copy.deepcopy(trained), 0.9, "hypernet", hypernet=calibrated_net, apply=False)
 
 
 def test_apply_false_is_refused_only_where_the_hypernetwork_compensates(trained, calibrated_net):
@@ -228,7 +242,7 @@ def test_apply_false_is_refused_only_where_the_hypernetwork_compensates(trained,
     does not calibrate at) there are no weights to lose, and apply=False returns the masks (review)."""
     model = copy.deepcopy(trained)
     with pytest.raises(ValueError, match="apply=False would lose"):
-        prune(model, 0.9, "hypernet", hypernet=calibrated_net, draws=1, apply=False)
+        prune(model, 0.9, "hypernet", hypernet=calibrated_net, apply=False)
     assert model.state_dict().keys() == trained.state_dict().keys() and all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
     for net, scope in ((MaskHypernetwork(), "global"), (calibrated_net, "layer")):

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from weightcast.prune import apply_masks, zoo
+from weightcast.cli_common import block_size
+from weightcast.prune import apply_masks, hypernet, zoo
+from weightcast.prune.hypernet import Calibration
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.results import write_results
@@ -27,8 +29,8 @@ def test_tunes_on_the_validation_mnist_mlps_only():
 
 def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkeypatch, tmp_path):
     monkeypatch.setattr(tune.zoo, "load_models", lambda root, specs: [({"id": "r"}, trained)])
-    args = argparse.Namespace(methods=["woodfisher"], calibration=[64], stages=[1, 2], rel_damp=[1e-2],
-                              block_size=[None, 50], sparsities=[0.8])
+    args = argparse.Namespace(methods=["woodfisher"], calibration=[64], inputs=["train"], stages=[1, 2],
+                              rel_damp=[1e-2], block_size=[None, 50], sparsities=[0.8])
     rows = list(tune.tune_rows([], tmp_path, task, args, set()))
     assert [(r["name"], r["config"].get("stages"), r["config"].get("block_size")) for r in rows] == [
         ("magnitude", None, None), ("woodfisher", 1, None), ("woodfisher", 1, 50), ("woodfisher", 2, None),
@@ -45,11 +47,23 @@ def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkey
             for r in tune.tune_rows([], tmp_path, task, args, done)] == [(1, 50), (2, None), (2, 50)]
 
 
+def test_prior_rows_are_the_hypernetworks_calibration_with_one_draw(trained, task, monkeypatch, tmp_path):
+    monkeypatch.setattr(tune.zoo, "load_models", lambda root, specs: [({"id": "r"}, trained)])
+    args = argparse.Namespace(methods=["woodfisher"], calibration=[64], inputs=["prior"], stages=[8],
+                              rel_damp=[1e-3], block_size=[50], sparsities=[0.9])
+    (row,) = [r for r in tune.tune_rows([], tmp_path, task, args, set()) if r["name"] == "woodfisher"]
+    assert row["config"]["inputs"] == "prior"
+    net = hypernet.load_default()
+    assert net.calibration_prior(trained, 0.9) == "digits"   # the shipped hypernetwork calibrates there
+    pruned = apply_masks(copy.deepcopy(trained), *net.prune(trained, 0.9, calibration=Calibration(64, 50, 1)))
+    assert row["value"] == task.evaluate(pruned)["acc"]
+
+
 def test_block_size_argument():
-    assert tune.block_size("full") is None and tune.block_size("784") == 784
+    assert block_size("full") is None and block_size("784") == 784
     for bad in ("0", "-3", "2.5", "blocks"):
         with pytest.raises(argparse.ArgumentTypeError, match="'full' or a positive integer"):
-            tune.block_size(bad)
+            block_size(bad)
 
 
 def test_table_gains_and_means():
@@ -60,9 +74,13 @@ def test_table_gains_and_means():
     rows = [row("magnitude", "a", 0.90), row("magnitude", "b", 0.80),
             row("woodfisher", "a", 0.93, **setting), row("woodfisher", "b", 0.81, **setting),
             row("woodfisher", "a", 0.94, **dict(setting, calibration=8192, block_size=2048)),
+            row("woodfisher", "a", 0.92, **dict(setting, calibration=8192, block_size=128, inputs="prior")),
             row("chita", "a", 0.89, **dict(setting, stages=1))]
     text = tune.table(rows)
     assert "s = 0.9 (global magnitude: 90.00%, 80.00%):" in text
-    assert "| woodfisher | 1024 | 8 | 0.001 | full | +3.00 | +1.00 | +2.00 |" in text   # rows from before blocks
-    assert "| woodfisher | 8192 | 8 | 0.001 | 2048 | +4.00 |  | +4.00 |" in text
-    assert "| chita | 1024 | 1 | 0.001 | full | -1.00 |  | -1.00 |" in text
+    assert "| method | N | inputs | stages | rel_damp | block | a | b | mean |" in text
+    # rows from before blocks and before --inputs: the full Fisher on training examples
+    assert "| woodfisher | 1024 | train | 8 | 0.001 | full | +3.00 | +1.00 | +2.00 |" in text
+    assert "| woodfisher | 8192 | train | 8 | 0.001 | 2048 | +4.00 |  | +4.00 |" in text
+    assert "| woodfisher | 8192 | prior | 8 | 0.001 | 128 | +2.00 |  | +2.00 |" in text
+    assert "| chita | 1024 | train | 1 | 0.001 | full | -1.00 |  | -1.00 |" in text

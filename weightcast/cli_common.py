@@ -70,6 +70,16 @@ def nonnegative_float(text: str) -> float:
     return _number(text, float, 0, True)
 
 
+def block_size(text: str) -> int | None:
+    """argparse type of a Fisher block size (:func:`weightcast.prune.fisher.prune_in_stages`): "full" -> None
+    (the full Fisher), else an integer >= 1."""
+    if text == "full":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'full' or a positive integer, got {text!r}")
+    return int(text)
+
+
 def existing_dir(text: str) -> Path:
     """argparse type: a directory that exists."""
     path = Path(text)

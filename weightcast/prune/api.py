@@ -74,7 +74,7 @@ def check_target(alive: dict[str, torch.Tensor], sparsity: float, scope: str = "
                              f"as torch.nn.utils.prune's amount), so ask for at least {pruned} / {n}")
 
 
-OPTIONS = {"random": ("generator",), "magnitude": (), "lamp": (), "hypernet": ("hypernet", "prior", "samples", "draws"),
+OPTIONS = {"random": ("generator",), "magnitude": (), "lamp": (), "hypernet": ("hypernet", "prior", "calibration"),
            "obs": ("allocation", "rel_damp", "state"), "woodfisher": ("stages", "rel_damp", "block_size"),
            "chita": ("stages", "rel_damp", "block_size", "max_iter", "tol")}
 GLOBAL_ONLY = ("woodfisher", "chita")   # select over all layers at once: no scope="layer"
@@ -98,8 +98,8 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     ``scope="layer"`` it is per-layer magnitude); ``"hypernet"`` (the mask hypernetwork,
     :mod:`weightcast.prune.hypernet`; weights only; ``hypernet``: a :class:`MaskHypernetwork`, default the
     shipped one; where it is calibrated, WoodFisher on samples of its input prior for the model's task,
-    :meth:`MaskHypernetwork.prune` -- ``prior`` names the task, found from the model when omitted, ``samples``
-    and ``draws``); ``"obs"`` (layer-wise OBS, :mod:`.obs`; ``allocation`` -- "relative" (default): the cheapest OBS
+    :meth:`MaskHypernetwork.prune` -- ``prior`` names the task, found from the model when omitted,
+    ``calibration`` a :class:`.hypernet.Calibration`, default the hypernetwork's own); ``"obs"`` (layer-wise OBS, :mod:`.obs`; ``allocation`` -- "relative" (default): the cheapest OBS
     steps over all layers, each layer's costs relative to its output energy, "global": the same with the raw
     costs, "magnitude": each layer loses what global magnitude would remove there, "uniform": every layer at
     ``sparsity``, which ``scope="layer"`` selects -- ``rel_damp``, ``state``); ``"woodfisher"``

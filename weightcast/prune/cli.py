@@ -2,8 +2,9 @@
 
     weightcast prune zoo   --data-dir DATA [--zoo DIR]                   train + held-out zoos (resumable)
     weightcast prune train --data-dir DATA [--zoo DIR] --out FILE [--steps N]
-    weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] --out FILE
-        (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples)
+    weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] --out FILE [--samples N]
+        [--block-size B] [--draws D]
+        (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples, so many of them)
     weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
         (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it and
         prunes it further: --sparsity is the total)
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from ..cli_common import HelpFormatter, positive_float, positive_int
+from ..cli_common import HelpFormatter, block_size, positive_float, positive_int
 from ..errors import InputError
 
 from .api import DATA_BASED, METHODS
@@ -76,6 +78,12 @@ def add_subparser(subparsers) -> None:
     prior.add_argument("--hypernet", type=Path, default=None,
                        help="the trained hypernetwork to add the priors to (default: the shipped one)")
     prior.add_argument("--out", type=Path, required=True, help="weights file to write (may be --hypernet's)")
+    prior.add_argument("--samples", type=positive_int, default=argparse.SUPPRESS,
+                       help="prior samples WoodFisher reads (default: hypernet.Calibration's)")
+    prior.add_argument("--block-size", type=block_size, default=argparse.SUPPRESS,
+                       help="its Fisher blocks: 'full' or weights per block (default: hypernet.Calibration's)")
+    prior.add_argument("--draws", type=positive_int, default=argparse.SUPPRESS,
+                       help="draws of the samples, the best kept (default: hypernet.Calibration's)")
     prior.set_defaults(func=_prior)
     apply = sub.add_parser(
         "apply", formatter_class=HelpFormatter,
@@ -185,13 +193,16 @@ def _prior(args) -> int:
     tasks = {name: get_task(name, args.data_dir) for name in sorted({s.task for s in zoo.train_specs()})}
     start = time.perf_counter()
     hypernet.fit_priors(net, tasks)
+    net.calibration = hypernet.Calibration(**{k: getattr(args, k) for k in ("samples", "block_size", "draws")
+                                              if hasattr(args, k)})   # the options given, defaults otherwise
     row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded],
                                       progress=True)
     card["input_priors"] = {
         "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
         "method": "weightcast.prune.prior (module docstring): class means, shared within-class covariance and "
                   "class frequencies of each task's whole training split; MaskHypernetwork.prune runs "
-                  f"WoodFisher on {hypernet.CALIBRATION_SAMPLES} samples where `calibrated` is set",
+                  "WoodFisher on their samples where `calibrated` is set, as `calibration` says",
+        "calibration": asdict(net.calibration),
         "tasks": {name: {"examples": len(task.train_y), "shape": list(net.priors[name].shape)}
                   for name, task in tasks.items()},
         "validation_runs": [e["id"] for e, _ in loaded], "sparsities": list(hypernet.VAL_SPARSITIES),

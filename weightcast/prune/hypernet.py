@@ -29,9 +29,9 @@ to magnitude pruning.
 Input priors (:mod:`.prior`, :meth:`MaskHypernetwork.prune`): the hypernetwork also keeps, per task of its
 training zoo, a class-conditional Gaussian of the task's inputs fitted on its training split, and at the
 sparsities where that beat its scores on every validation run of the task (``calibrated``,
-:func:`choose_calibration`) it prunes by WoodFisher on 1,024 labelled samples of the prior of the model's task
-(the best of three draws on a fourth): a mask *and* the compensating weight update, still without reading any
-data. Elsewhere, and for models of a
+:func:`choose_calibration`) it prunes by WoodFisher on labelled samples of the prior of the model's task (how
+many, in Fisher blocks of what size, over how many draws: the hypernetwork's :class:`Calibration`, saved with
+its gate): a mask *and* the compensating weight update, still without reading any data. Elsewhere, and for models of a
 task it has no prior for, it prunes by its scores.
 
 Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
@@ -51,7 +51,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -74,8 +74,32 @@ VAL_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)   # where checkpoints are judg
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
 PRIOR_PREFIX = "prior."     # the input priors' tensors in the weights file: prior.<task>.<field>
-CALIBRATION_SAMPLES = 1024   # synthetic inputs per prune() on an input prior, as many as the benchmark's real batch
-CALIBRATION_DRAWS = 3   # prune() runs WoodFisher on this many draws of them and keeps the best on another draw
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How :meth:`MaskHypernetwork.prune` runs WoodFisher on an input prior's samples where it is calibrated:
+    ``samples`` labelled inputs drawn from the prior (the Fisher is estimated from them), Fisher blocks of
+    ``block_size`` weights (None: the full Fisher; :func:`.fisher.prune_in_stages`), ``draws`` draws of the samples
+    (seeds 0 .. draws-1) of which the one whose pruned model has the lowest cross-entropy on another draw (seed
+    ``draws``) is kept. The default is the setting chosen on the prune zoo's validation MLPs at s = 0.9
+    (benchmarks/results/prune/prune_tune_fisher.md, inputs "prior"). Raises ValueError for ``samples`` or
+    ``draws`` that are not positive integers, or a ``block_size`` that is neither one nor None."""
+
+    samples: int = 8192
+    block_size: int | None = 128
+    draws: int = 1
+
+    def __post_init__(self):
+        for name, value in (("samples", self.samples), ("draws", self.draws), ("block_size", self.block_size)):
+            if not (name == "block_size" and value is None) and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer{' or None' if name == 'block_size' else ''}, "
+                                 f"got {value!r}")
+
+
+# the setting of files saved before the calibration setting was: their gate was chosen with it
+UNRECORDED_CALIBRATION = Calibration(samples=1024, block_size=None, draws=3)
 
 
 @dataclass
@@ -204,6 +228,7 @@ class MaskHypernetwork(nn.Module):
         # task name -> at which of VAL_SPARSITIES prune() runs WoodFisher on that prior's samples
         # (choose_calibration; none until chosen)
         self.calibrated: dict[str, list[bool]] = {}
+        self.calibration = Calibration()   # how prune() runs WoodFisher there; the gate is chosen with it
 
     def config(self) -> dict:
         return {"token_size": self.token_size, "hidden": self.hidden, "max_shift": self.max_shift,
@@ -252,35 +277,36 @@ class MaskHypernetwork(nn.Module):
         return self.prior_for(model, prior, calibrated) if scope == "global" and calibrated else None
 
     def prune(self, model: nn.Module, sparsity: float, scope: str = "global", prior: str | None = None,
-              samples: int = CALIBRATION_SAMPLES, draws: int = CALIBRATION_DRAWS
+              calibration: Calibration | None = None
               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         """(masks, new weights or None) for ``model`` at ``sparsity``, from its weights and no data: where the input
         prior of the model's task (:meth:`prior_for`, among the priors that :meth:`calibrates_at` ``sparsity``)
-        is calibrated, WoodFisher (:func:`.fisher.prune_in_stages`, global) on ``samples`` labelled inputs drawn
-        from the prior (about 1,024: the Fisher is estimated from them), ``draws`` times (seeds 0 .. draws-1),
-        keeping the draw whose pruned model has the lowest cross-entropy on another draw (seed ``draws``) --
-        masks and the compensated float64 weights; the model is run on those synthetic inputs. Otherwise the top
-        :meth:`scores` (``scope`` "global" or "layer"), weights unchanged (None); ``scope="layer"`` always takes
-        the scores. Raises ValueError for ``samples`` or ``draws`` that are not positive integers, and as
-        :meth:`prior_for` does."""
+        is calibrated, WoodFisher (:func:`.fisher.prune_in_stages`, global) on labelled inputs drawn from the
+        prior as ``calibration`` says (None: the hypernetwork's own, :attr:`calibration`, the one its gate was
+        chosen with) -- masks and the compensated float64 weights; the model is run on those synthetic inputs.
+        Otherwise the top :meth:`scores` (``scope`` "global" or "layer"), weights unchanged (None);
+        ``scope="layer"`` always takes the scores. Raises TypeError for a ``calibration`` that is not a
+        :class:`Calibration`, and ValueError as :meth:`prior_for` does."""
         from .api import keep_top, masks_and_weights
 
-        for name, value in (("samples", samples), ("draws", draws)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        calibration = self.calibration if calibration is None else calibration
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a weightcast.prune.hypernet.Calibration, got "
+                            f"{type(calibration).__name__}")
         chosen = self.calibration_prior(model, sparsity, scope, prior)
         if chosen is None:
             return keep_top(self.scores(model, sparsity), sparsity, scope, masks_of(model)), None
         from .fisher import prune_in_stages
 
         first = weight_of(next(iter(prunable_layers(model).values())))
+        samples, draws = calibration.samples, calibration.draws
         x_check, y_check = self.priors[chosen].sample(samples, seed=draws)
         x_check, y_check = x_check.to(first.device, first.dtype), y_check.to(first.device)
         best = None
         for seed in range(draws):
             x, y = self.priors[chosen].sample(samples, seed)
             result = prune_in_stages(model, sparsity, x.to(first.device, first.dtype), y.to(first.device),
-                                     "woodfisher")
+                                     "woodfisher", block_size=calibration.block_size)
             masks, weights = masks_and_weights(result)
             with torch.no_grad():
                 pruned = {k: weights[k] * masks[k] for k in masks}
@@ -588,8 +614,8 @@ def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
 
 
 def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
-    """Write the weights (safetensors, the config in its metadata) and ``card`` (JSON, beside it: same name
-    with .json) -- the card says how the weights were made."""
+    """Write the weights (safetensors, the config and the :class:`Calibration` in its metadata) and ``card`` (JSON,
+    beside it: same name with .json) -- the card says how the weights were made."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -598,12 +624,14 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
         tensors[f"{PRIOR_PREFIX}{name}.calibrated"] = torch.tensor(net.calibrated.get(name, [False] * len(
             VAL_SPARSITIES)))
     save_file(tensors, str(path), metadata={"config": json.dumps(net.config()),
-                                            "priors": json.dumps({n: p.shape for n, p in net.priors.items()})})
+                                            "priors": json.dumps({n: p.shape for n, p in net.priors.items()}),
+                                            "calibration": json.dumps(asdict(net.calibration))})
     path.with_suffix(".json").write_text(json.dumps({**card, "config": net.config()}, indent=2) + "\n")
 
 
 def load(path: str | Path) -> MaskHypernetwork:
-    """A saved hypernetwork (see :func:`save`). Raises MissingInputError (a FileNotFoundError) saying how to train
+    """A saved hypernetwork (see :func:`save`; a file without a calibration setting was calibrated with
+    :data:`UNRECORDED_CALIBRATION`). Raises MissingInputError (a FileNotFoundError) saying how to train
     one, and :class:`weightcast.weights_io.WeightFileError` (an InputError, a ValueError) naming the file when it
     is not a mask hypernetwork's safetensors file or its input priors are incomplete or inconsistent."""
     from safetensors import SafetensorError, safe_open
@@ -616,6 +644,8 @@ def load(path: str | Path) -> MaskHypernetwork:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
         net = MaskHypernetwork(**json.loads(metadata["config"]))
+        net.calibration = (Calibration(**json.loads(metadata["calibration"])) if "calibration" in metadata
+                           else UNRECORDED_CALIBRATION)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise WeightFileError(f"{path} is not a mask hypernetwork file ({type(exc).__name__}: {exc}); pass one "
