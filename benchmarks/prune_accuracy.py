@@ -68,7 +68,7 @@ def hypernet_digest() -> str:
 
 @functools.cache
 def hypernet_calibration() -> dict:
-    """The shipped hypernetwork's :class:`weightcast.prune.hypernet.Calibration` as a dict."""
+    """The shipped hypernetwork's :class:`weightcast.prune.Calibration` as a dict."""
     return dataclasses.asdict(hypernet.load_default().calibration)
 
 
@@ -82,7 +82,7 @@ def settings(method: str) -> dict:
     the stages of WoodFisher and CHITA (and of their masks), their FISHER_SETTINGS (calibration size and Fisher
     blocks, which replace ``--calibration``), the supports CHITA's IHT may start from; OBS's allocation (and its
     mask's); the hypernetwork's weights and, since it runs WoodFisher on its input priors where calibrated,
-    WoodFisher's stages and its calibration setting (samples, Fisher blocks, draws). Written into each row's
+    its calibration setting (samples, Fisher blocks, draws, stages, damping). Written into each row's
     config, so that a results file says what made it and the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
     if base in DEFAULT_STAGES:
@@ -93,8 +93,7 @@ def settings(method: str) -> dict:
     if base.startswith("obs"):
         return {"allocation": obs_allocation(base)}
     if method.startswith("hypernet"):
-        return {"hypernet_sha256": hypernet_digest(), "stages": DEFAULT_STAGES["woodfisher"],
-                **hypernet_calibration()}
+        return {"hypernet_sha256": hypernet_digest(), **hypernet_calibration()}
     return {}
 
 

@@ -125,8 +125,9 @@ def table(rows: list[dict]) -> str:
     mag = {(row_config(r)["run"], r["x_value"]): r["value"] for r in rows if r["name"] == "magnitude"}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
     lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation MLPs "
-             "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples; the mean is over "
-             "the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
+             "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples -- the first N training "
+             "examples (inputs train) or N samples of the shipped mask hypernetwork's input prior (inputs prior); "
+             "the mean is over the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
              f"{DEFAULT_STAGES}, rel_damp {_default('rel_damp')}, block_size {_default('block_size') or 'full'}.", ""]
     for s in sorted({r["x_value"] for r in rows}):
         settings = {}

@@ -1,5 +1,6 @@
 """Pruners: exact sparsity, masks through torch.nn.utils.prune, save/load, errors, OBS details, hypernetwork."""
 import copy
+import dataclasses
 import io
 import warnings
 
@@ -476,8 +477,10 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
     assert bench.load_cache(tmp_path / "f.json", expected) == fisher_rows
     bench.save_cache(tmp_path / "f.json", [dict(name="woodfisher", config={**expected, "stages": 8})])
     assert bench.load_cache(tmp_path / "f.json", expected) is None   # made on --calibration examples, full Fisher
-    monkeypatch.setattr(bench, "DEFAULT_STAGES", {**bench.DEFAULT_STAGES, "woodfisher": 99})
-    assert bench.settings("hypernet")["stages"] == 99   # the hypernetwork runs WoodFisher where calibrated
+    calibration = bench.hypernet_calibration()   # the hypernetwork runs WoodFisher where calibrated
+    assert calibration == dataclasses.asdict(hypernet.load_default().calibration) == {
+        k: bench.settings("hypernet")[k] for k in calibration}
+    monkeypatch.setattr(bench, "hypernet_calibration", lambda: {**calibration, "stages": 99})
     assert bench.load_cache(tmp_path / "c.json", expected) is None
     monkeypatch.undo()
     monkeypatch.setattr(bench, "hypernet_digest", lambda: "w2")   # other hypernetwork weights

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
 
-from weightcast.prune import BiasFreeMLP, MaskHypernetwork, apply_masks, hypernet, prune
-from weightcast.prune.hypernet import Calibration
+from weightcast.prune import BiasFreeMLP, Calibration, MaskHypernetwork, apply_masks, hypernet, prune
+from weightcast.prune.calibration import UNRECORDED_CALIBRATION
 from weightcast.prune.api import masks_and_weights
 from weightcast.prune.fisher import prune_in_stages
 from weightcast.prune.prior import InputPrior
@@ -117,10 +117,13 @@ def test_of_several_draws_it_keeps_the_one_best_on_another_draw(trained, calibra
 
 def test_bad_calibration_settings_are_refused_clearly(trained, calibrated_net):
     for name, bad in (("samples", 0), ("draws", 0), ("samples", 2.5), ("draws", True), ("block_size", 0),
-                      ("block_size", "full")):
+                      ("block_size", "full"), ("stages", 0)):
         with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
             Calibration(**{name: bad})
-    with pytest.raises(TypeError, match="calibration must be a weightcast.prune.hypernet.Calibration, got dict"):
+    for bad in (0.0, -1e-3, float("nan"), float("inf"), "1e-3", True):
+        with pytest.raises(ValueError, match="rel_damp must be a finite positive number"):
+            Calibration(rel_damp=bad)
+    with pytest.raises(TypeError, match="calibration must be a weightcast.prune.Calibration, got dict"):
         prune(copy.deepcopy(trained), 0.95, "hypernet", hypernet=calibrated_net, calibration={"samples": 512})
 
 
@@ -205,11 +208,16 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
     save_file(older, str(path), metadata={"config": config})
     old = hypernet.load(path)
     assert old.priors == {} and old.calibrated == {}
-    assert old.calibration == hypernet.UNRECORDED_CALIBRATION == Calibration(1024, None, 3)
-    save_file(tensors, str(path), metadata={"config": config, "priors": '{"digits": [1, 8, 8]}',
-                                            "calibration": '{"samples": 0, "block_size": null, "draws": 1}'})
-    with pytest.raises(WeightFileError, match="samples must be a positive integer"):
-        hypernet.load(path)
+    assert old.calibration == UNRECORDED_CALIBRATION == Calibration(1024, None, 3, stages=8, rel_damp=1e-3)
+    fields = '"block_size": null, "draws": 1, "stages": 8, "rel_damp": 0.001'
+    for setting, match in (('{"samples": 0, %s}' % fields, "samples must be a positive integer"),
+                           ('{"samples": 512, "block_size": null}', "exactly the fields"),   # missing ones
+                           ('{"samples": 512, "extra": 1, %s}' % fields, "exactly the fields"),
+                           ("[512]", "exactly the fields"), ("{not json", "Expecting property name")):
+        save_file(tensors, str(path), metadata={"config": config, "priors": '{"digits": [1, 8, 8]}',
+                                                "calibration": setting})
+        with pytest.raises(WeightFileError, match=f"its calibration setting is damaged .*{match}"):
+            hypernet.load(path)
 
 
 def test_calibration_is_chosen_where_it_beats_the_scores_on_every_validation_run(trained, task, capsys):

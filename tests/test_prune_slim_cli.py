@@ -130,6 +130,22 @@ def test_prune_prior_bad_input_is_one_line(tmp_path, capsys, flag, value, match)
     assert re.search(match, error_of(["prune", "prior", flag, value, *out], capsys))
 
 
+@pytest.mark.parametrize("flag, value, match", [("--samples", "0", "--samples: 0 is out of range"),
+                                                ("--block-size", "0", "'full' or a positive integer, got '0'"),
+                                                ("--draws", "1.5", "--draws: .1.5. is not an integer"),
+                                                ("--rel-damp", "-1", "--rel-damp: -1 is out of range")])
+def test_prune_prior_calibration_options_are_checked_and_show_their_defaults(tmp_path, capsys, flag, value, match):
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "prior", "--out", str(tmp_path / "h.safetensors"), flag, value])
+    assert exc.value.code == 2 and re.search(match, capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        main(["prune", "prior", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("prior samples WoodFisher reads (default 8192)", "weights per block (default 128)",
+                 "(default 1)", "stages (default 8)", "relative damping (default 0.001)"):
+        assert text in out, text
+
+
 @pytest.mark.parametrize("command", ["train", "prior"])
 def test_prune_train_and_prior_need_an_explicit_out(tmp_path, capsys, command, monkeypatch):
     """Without --out they wrote over the shipped hypernetwork (train: with a network without its input priors);

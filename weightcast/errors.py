@@ -4,7 +4,7 @@ The ``weightcast`` command line prints such errors as one line (no traceback) an
 calling the library can catch them as :class:`InputError` or as the :class:`ValueError` they also are
 (:class:`MissingInputError`, for a missing file, also as :class:`FileNotFoundError`; :class:`UnknownNameError`, for
 a name no registry has, also as :class:`KeyError`). Raise them where the input is checked, so that every caller,
-the command line included, reports the same message.
+the command line included, reports the same message; :func:`check_positive_int` is such a check.
 """
 
 
@@ -22,3 +22,12 @@ class UnknownNameError(InputError, KeyError):
 class MissingInputError(InputError, FileNotFoundError):
     """A file or directory the user named, or must build first, is missing: the message says how to make it.
     Also a :class:`FileNotFoundError`, so code that catches that keeps working."""
+
+
+def check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    """Raise ValueError (the message names ``name``) unless ``value`` is an int >= 1 (not a bool), or None where
+    ``allow_none``."""
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")

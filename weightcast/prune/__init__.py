@@ -9,9 +9,10 @@ Methods (:func:`prune`): random, magnitude (global / per layer), LAMP, hypernet 
 """
 from .api import (DATA_BASED, DATA_FREE, METHODS, apply_masks, check_sparsity, finetune, keep_top, load_pruned,
                   make_permanent, prune, recalibrate_bn, sparsity_of)
+from .calibration import Calibration
 from .hypernet import MaskHypernetwork
 from .models import BiasFreeMLP
 
-__all__ = ["BiasFreeMLP", "DATA_BASED", "DATA_FREE", "METHODS", "MaskHypernetwork", "apply_masks",
+__all__ = ["BiasFreeMLP", "Calibration", "DATA_BASED", "DATA_FREE", "METHODS", "MaskHypernetwork", "apply_masks",
            "check_sparsity", "finetune", "keep_top", "load_pruned", "make_permanent", "prune", "recalibrate_bn",
            "sparsity_of"]

@@ -99,10 +99,11 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     :mod:`weightcast.prune.hypernet`; weights only; ``hypernet``: a :class:`MaskHypernetwork`, default the
     shipped one; where it is calibrated, WoodFisher on samples of its input prior for the model's task,
     :meth:`MaskHypernetwork.prune` -- ``prior`` names the task, found from the model when omitted,
-    ``calibration`` a :class:`.hypernet.Calibration`, default the hypernetwork's own); ``"obs"`` (layer-wise OBS, :mod:`.obs`; ``allocation`` -- "relative" (default): the cheapest OBS
-    steps over all layers, each layer's costs relative to its output energy, "global": the same with the raw
-    costs, "magnitude": each layer loses what global magnitude would remove there, "uniform": every layer at
-    ``sparsity``, which ``scope="layer"`` selects -- ``rel_damp``, ``state``); ``"woodfisher"``
+    ``calibration`` a :class:`.calibration.Calibration`, default the hypernetwork's own); ``"obs"`` (layer-wise
+    OBS, :mod:`.obs`; ``allocation`` -- "relative" (default): the cheapest OBS steps over all layers, each layer's
+    costs relative to its output energy, "global": the same with the raw costs, "magnitude": each layer loses
+    what global magnitude would remove there, "uniform": every layer at ``sparsity``, which ``scope="layer"``
+    selects -- ``rel_damp``, ``state``); ``"woodfisher"``
     and ``"chita"`` (:mod:`.fisher`; global only, in ``stages`` steps that recompute the gradients: ``stages``
     (default :data:`.fisher.DEFAULT_STAGES` of the method), ``rel_damp``, ``block_size`` -- None, the full
     Fisher, else blocks of that many weights within a layer -- and ``max_iter``/``tol`` for CHITA).

@@ -3,8 +3,9 @@
     weightcast prune zoo   --data-dir DATA [--zoo DIR]                   train + held-out zoos (resumable)
     weightcast prune train --data-dir DATA [--zoo DIR] --out FILE [--steps N]
     weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] --out FILE [--samples N]
-        [--block-size B] [--draws D]
-        (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples, so many of them)
+        [--block-size B] [--draws D] [--stages S] [--rel-damp R]
+        (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples: on how many, in
+        what Fisher blocks, over how many draws, the options say)
     weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
         (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it and
         prunes it further: --sparsity is the total)
@@ -13,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from ..cli_common import HelpFormatter, block_size, positive_float, positive_int
 from ..errors import InputError
 
 from .api import DATA_BASED, METHODS
+from .calibration import Calibration
 
 
 def _sparsity(text: str) -> float:
@@ -78,12 +80,16 @@ def add_subparser(subparsers) -> None:
     prior.add_argument("--hypernet", type=Path, default=None,
                        help="the trained hypernetwork to add the priors to (default: the shipped one)")
     prior.add_argument("--out", type=Path, required=True, help="weights file to write (may be --hypernet's)")
-    prior.add_argument("--samples", type=positive_int, default=argparse.SUPPRESS,
-                       help="prior samples WoodFisher reads (default: hypernet.Calibration's)")
-    prior.add_argument("--block-size", type=block_size, default=argparse.SUPPRESS,
-                       help="its Fisher blocks: 'full' or weights per block (default: hypernet.Calibration's)")
-    prior.add_argument("--draws", type=positive_int, default=argparse.SUPPRESS,
-                       help="draws of the samples, the best kept (default: hypernet.Calibration's)")
+    prior.add_argument("--samples", type=positive_int, default=Calibration.samples,
+                       help="prior samples WoodFisher reads (default %(default)s)")
+    prior.add_argument("--block-size", type=block_size, default=Calibration.block_size,
+                       help="its Fisher blocks: 'full' or weights per block (default %(default)s)")
+    prior.add_argument("--draws", type=positive_int, default=Calibration.draws,
+                       help="draws of the samples, the one best on another draw kept (default %(default)s)")
+    prior.add_argument("--stages", type=positive_int, default=Calibration.stages,
+                       help="WoodFisher's stages (default %(default)s)")
+    prior.add_argument("--rel-damp", type=positive_float, default=Calibration.rel_damp,
+                       help="WoodFisher's relative damping (default %(default)s)")
     prior.set_defaults(func=_prior)
     apply = sub.add_parser(
         "apply", formatter_class=HelpFormatter,
@@ -193,8 +199,8 @@ def _prior(args) -> int:
     tasks = {name: get_task(name, args.data_dir) for name in sorted({s.task for s in zoo.train_specs()})}
     start = time.perf_counter()
     hypernet.fit_priors(net, tasks)
-    net.calibration = hypernet.Calibration(**{k: getattr(args, k) for k in ("samples", "block_size", "draws")
-                                              if hasattr(args, k)})   # the options given, defaults otherwise
+    net.calibration = Calibration(samples=args.samples, block_size=args.block_size, draws=args.draws,
+                                  stages=args.stages, rel_damp=args.rel_damp)
     row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded],
                                       progress=True)
     card["input_priors"] = {

@@ -40,10 +40,10 @@ weights did as well as the full Fisher. More examples did: with 8,192 and blocks
 Fisher on 8,192 examples needs an 8,192-square solve per stage), WoodFisher gained more on each of the three
 runs than with its default (+0.89, +0.54, +0.66 points at s = 0.9; blocks of 784: +1.33, +0.17, +0.53, a tie
 on the mean, 2,048 taken for its mean +0.02 higher). benchmarks/prune_accuracy.py runs WoodFisher so (its
-FISHER_SETTINGS); the defaults here stay
-the full Fisher, for which the hypernetwork's calibration on 1,024 prior samples was chosen. CHITA on the same
-8,192 examples and blocks (8 stages) ended exactly where WoodFisher did on each run: its IHT did not leave
-the WoodFisher start.
+FISHER_SETTINGS); the defaults here stay the full Fisher, which needs no choice of data size. The mask
+hypernetwork's WoodFisher on its input prior's samples has its own setting (:class:`.calibration.Calibration`,
+chosen in the same table). CHITA on the same 8,192 examples and blocks (8 stages) ended exactly where WoodFisher
+did on each run: its IHT did not leave the WoodFisher start.
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..errors import check_positive_int
 from .layers import live_weight, mask_of, parameter_keys, prunable_layers, weight_of
 
 
@@ -299,11 +300,8 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
     Returns parameter name -> (bool mask, float64 weight); ``model`` is not changed. Raises ValueError for
     ``stages`` or ``block_size`` that is not a positive integer."""
     stages = DEFAULT_STAGES[method] if stages is None else stages
-    for name, value, allowed_none in (("stages", stages, False), ("block_size", block_size, True)):
-        if not (allowed_none and value is None) and (isinstance(value, bool) or not isinstance(value, int)
-                                                     or value < 1):
-            raise ValueError(f"{name} must be a positive integer{' or None' if allowed_none else ''}, got "
-                             f"{value!r}")
+    check_positive_int("stages", stages)
+    check_positive_int("block_size", block_size, allow_none=True)
     layers = prunable_layers(model)
     shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
     w = torch.cat([live_weight(m).flatten() for m in layers.values()]).double()

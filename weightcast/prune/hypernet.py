@@ -51,7 +51,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,6 +64,7 @@ from tqdm import tqdm
 from ..errors import MissingInputError
 from ..weights_io import WeightFileError
 from ..wsl.tokenizer import POSITION_FEATURES, Tokenizer
+from .calibration import UNRECORDED_CALIBRATION, Calibration
 from .layers import forward_with, live_weight, masks_of, prunable_layers, weight_of
 from .prior import InputPrior
 from .scores import lamp_scores, path_scores
@@ -74,32 +75,6 @@ VAL_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)   # where checkpoints are judg
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
 PRIOR_PREFIX = "prior."     # the input priors' tensors in the weights file: prior.<task>.<field>
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How :meth:`MaskHypernetwork.prune` runs WoodFisher on an input prior's samples where it is calibrated:
-    ``samples`` labelled inputs drawn from the prior (the Fisher is estimated from them), Fisher blocks of
-    ``block_size`` weights (None: the full Fisher; :func:`.fisher.prune_in_stages`), ``draws`` draws of the samples
-    (seeds 0 .. draws-1) of which the one whose pruned model has the lowest cross-entropy on another draw (seed
-    ``draws``) is kept. The default is the setting chosen on the prune zoo's validation MLPs at s = 0.9
-    (benchmarks/results/prune/prune_tune_fisher.md, inputs "prior"). Raises ValueError for ``samples`` or
-    ``draws`` that are not positive integers, or a ``block_size`` that is neither one nor None."""
-
-    samples: int = 8192
-    block_size: int | None = 128
-    draws: int = 1
-
-    def __post_init__(self):
-        for name, value in (("samples", self.samples), ("draws", self.draws), ("block_size", self.block_size)):
-            if not (name == "block_size" and value is None) and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer{' or None' if name == 'block_size' else ''}, "
-                                 f"got {value!r}")
-
-
-# the setting of files saved before the calibration setting was: their gate was chosen with it
-UNRECORDED_CALIBRATION = Calibration(samples=1024, block_size=None, draws=3)
 
 
 @dataclass
@@ -289,25 +264,30 @@ class MaskHypernetwork(nn.Module):
         :class:`Calibration`, and ValueError as :meth:`prior_for` does."""
         from .api import keep_top, masks_and_weights
 
-        calibration = self.calibration if calibration is None else calibration
-        if not isinstance(calibration, Calibration):
-            raise TypeError(f"calibration must be a weightcast.prune.hypernet.Calibration, got "
-                            f"{type(calibration).__name__}")
+        c = self.calibration if calibration is None else calibration
+        if not isinstance(c, Calibration):
+            raise TypeError(f"calibration must be a weightcast.prune.Calibration, got {type(c).__name__}")
         chosen = self.calibration_prior(model, sparsity, scope, prior)
         if chosen is None:
             return keep_top(self.scores(model, sparsity), sparsity, scope, masks_of(model)), None
         from .fisher import prune_in_stages
 
         first = weight_of(next(iter(prunable_layers(model).values())))
-        samples, draws = calibration.samples, calibration.draws
-        x_check, y_check = self.priors[chosen].sample(samples, seed=draws)
-        x_check, y_check = x_check.to(first.device, first.dtype), y_check.to(first.device)
+
+        def draw(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = self.priors[chosen].sample(c.samples, seed)
+            return x.to(first.device, first.dtype), y.to(first.device)
+
+        def woodfisher(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            return masks_and_weights(prune_in_stages(model, sparsity, *draw(seed), "woodfisher", stages=c.stages,
+                                                     rel_damp=c.rel_damp, block_size=c.block_size))
+
+        if c.draws == 1:
+            return woodfisher(0)
+        x_check, y_check = draw(c.draws)
         best = None
-        for seed in range(draws):
-            x, y = self.priors[chosen].sample(samples, seed)
-            result = prune_in_stages(model, sparsity, x.to(first.device, first.dtype), y.to(first.device),
-                                     "woodfisher", block_size=calibration.block_size)
-            masks, weights = masks_and_weights(result)
+        for seed in range(c.draws):
+            masks, weights = woodfisher(seed)
             with torch.no_grad():
                 pruned = {k: weights[k] * masks[k] for k in masks}
                 loss = float(F.cross_entropy(forward_with(model, pruned, x_check), y_check))
@@ -585,7 +565,7 @@ def fit_priors(net: MaskHypernetwork, tasks: dict[str, object]) -> None:
 def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, object]], log=print,
                        progress: bool = False) -> dict:
     """Set ``net.calibrated``: for each input prior and each s of :data:`VAL_SPARSITIES`, whether WoodFisher on
-    the prior's samples (:meth:`MaskHypernetwork.prune`) beats the hypernetwork's scores there on the validation
+    the prior's samples (:meth:`MaskHypernetwork.prune`, as ``net.calibration`` says) beats the hypernetwork's scores there on the validation
     runs of ``val_zoo`` of the prior's task on average and loses on none of them -- the rule that gates the
     learned change against magnitude; a prior without validation runs is never used. Returns the log row: the
     flags, each run's prior, and both validation accuracies per run and sparsity. ``progress``: tqdm bars over
@@ -625,7 +605,7 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
             VAL_SPARSITIES)))
     save_file(tensors, str(path), metadata={"config": json.dumps(net.config()),
                                             "priors": json.dumps({n: p.shape for n, p in net.priors.items()}),
-                                            "calibration": json.dumps(asdict(net.calibration))})
+                                            "calibration": net.calibration.to_json()})
     path.with_suffix(".json").write_text(json.dumps({**card, "config": net.config()}, indent=2) + "\n")
 
 
@@ -644,12 +624,16 @@ def load(path: str | Path) -> MaskHypernetwork:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
         net = MaskHypernetwork(**json.loads(metadata["config"]))
-        net.calibration = (Calibration(**json.loads(metadata["calibration"])) if "calibration" in metadata
-                           else UNRECORDED_CALIBRATION)
         tensors = load_file(str(path))
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise WeightFileError(f"{path} is not a mask hypernetwork file ({type(exc).__name__}: {exc}); pass one "
                               "written by `weightcast prune train` or `weightcast prune prior`") from None
+    try:
+        net.calibration = (Calibration.from_json(metadata["calibration"]) if "calibration" in metadata
+                           else UNRECORDED_CALIBRATION)
+    except ValueError as exc:
+        raise WeightFileError(f"{path}: its calibration setting is damaged ({exc}); rewrite it with `weightcast "
+                              "prune prior --hypernet FILE --out FILE`") from None
     try:
         shapes = json.loads(metadata.get("priors", "{}"))
         for name, shape in shapes.items():
