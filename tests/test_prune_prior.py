@@ -220,15 +220,33 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
             hypernet.load(path)
 
 
-def test_calibration_is_chosen_where_it_beats_the_scores_on_every_validation_run(trained, task, capsys):
+def test_the_gate_asks_for_a_gain_above_the_noise_and_no_loss_beyond_it():
+    gate = hypernet.calibration_gate
+    assert hypernet.accuracy_error(0.5, 100) == 0.05 and hypernet.accuracy_error(1.0, 100) == 0.0
+    assert gate([0.01, 0.002], [0.002, 0.002])            # mean gain above the mean error
+    assert not gate([0.001, 0.001], [0.002, 0.002])       # a gain within the noise
+    assert gate([0.02, -0.0004], [0.002, 0.002])          # a loss within one run's noise
+    assert not gate([0.05, -0.003], [0.002, 0.002])       # a loss beyond it, however large the mean
+    assert not gate([], [])                               # no validation runs
+    row = {"prior_of_run": ["a", "b", "a"], "val_examples": [10_000, 360, 10_000],
+           "val_acc_scores": [[0.9] * 6, [0.5] * 6, [0.9] * 6],
+           "val_acc_calibrated": [[0.9, 0.91, 0.95, 0.9, 0.9, 0.9], [0.52, 0.6, 0.5, 0.5, 0.5, 0.5],
+                                  [0.9, 0.91, 0.89, 0.9, 0.9, 0.9]]}
+    assert hypernet.gate_flags(row, ["a", "b", "c"]) == {   # b's error on 360 examples is 2.6 points
+        "a": [False, True, False, False, False, False], "b": [False, True] + [False] * 4, "c": [False] * 6}
+
+
+def test_calibration_is_chosen_where_it_beats_the_scores_beyond_the_noise(trained, task, capsys):
     net = MaskHypernetwork(token_size=16, hidden=8)
     hypernet.fit_priors(net, {"digits": task})
     x, y, _, _ = lda_draws(1000)
     net.priors["other"] = InputPrior.fit(x, y)   # a task without validation runs
     row = hypernet.choose_calibration(net, [(trained, task)], log=lambda *_: None, progress=True)
     before, after = row["val_acc_scores"][0], row["val_acc_calibrated"][0]
-    assert row["prior_of_run"] == ["digits"]
-    assert row["calibrated"]["digits"] == net.calibrated["digits"] == [a > b for a, b in zip(after, before)]
+    assert row["prior_of_run"] == ["digits"] and row["val_examples"] == [len(task.eval_tensors("val", None)[1])]
+    errors = [hypernet.accuracy_error(b, row["val_examples"][0]) for b in before]
+    assert row["calibrated"]["digits"] == net.calibrated["digits"] == [
+        a - b > e for a, b, e in zip(after, before, errors)]
     assert any(net.calibrated["digits"])   # WoodFisher on the prior beats magnitude somewhere on this digits MLP
     assert net.calibrated["other"] == [False] * len(hypernet.VAL_SPARSITIES)
     shown = capsys.readouterr().err   # weightcast prune prior printed nothing for half an hour (review)

@@ -562,28 +562,56 @@ def fit_priors(net: MaskHypernetwork, tasks: dict[str, object]) -> None:
         net.priors[name] = InputPrior.fit(task.train_x.cpu(), task.train_y.cpu())
 
 
+def calibration_gate(gains: list[float], errors: list[float]) -> bool:
+    """Whether WoodFisher on a prior is used at one sparsity, from its accuracy gains over the hypernetwork's
+    scores on the validation runs of the prior's task (fractions) and the standard errors of those runs'
+    accuracies (:func:`accuracy_error`): where the mean gain exceeds the mean standard error -- a gain, not
+    noise -- and no run loses more than its standard error. False without runs."""
+    return bool(gains) and sum(gains) > sum(errors) and all(g >= -e for g, e in zip(gains, errors))
+
+
+def accuracy_error(accuracy: float, examples: int) -> float:
+    """The binomial standard error sqrt(a (1 - a) / n) of an accuracy ``a`` measured on ``n`` examples."""
+    return math.sqrt(accuracy * (1 - accuracy) / examples)
+
+
 def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, object]], log=print,
                        progress: bool = False) -> dict:
     """Set ``net.calibrated``: for each input prior and each s of :data:`VAL_SPARSITIES`, whether WoodFisher on
-    the prior's samples (:meth:`MaskHypernetwork.prune`, as ``net.calibration`` says) beats the hypernetwork's scores there on the validation
-    runs of ``val_zoo`` of the prior's task on average and loses on none of them -- the rule that gates the
-    learned change against magnitude; a prior without validation runs is never used. Returns the log row: the
-    flags, each run's prior, and both validation accuracies per run and sparsity. ``progress``: tqdm bars over
-    the two passes (the second, WoodFisher on every run and sparsity, is most of the time)."""
+    the prior's samples (:meth:`MaskHypernetwork.prune`, as ``net.calibration`` says) beats the hypernetwork's
+    scores there on the validation runs of ``val_zoo`` of the prior's task by more than the noise of their
+    validation splits (:func:`calibration_gate`, the standard errors of the scores' accuracies); a prior without
+    validation runs is never used. Returns the log row: the flags, each run's prior and validation examples,
+    and both validation accuracies per run and sparsity. ``progress``: tqdm bars over the two passes (the second,
+    WoodFisher on every run and sparsity, is most of the time)."""
     grid = len(VAL_SPARSITIES)
     net.calibrated = {name: [False] * grid for name in net.priors}
     scored = val_accuracies(net, val_zoo, progress="scores" if progress else None)
     net.calibrated = {name: [True] * grid for name in net.priors}
     calibrated = val_accuracies(net, val_zoo, progress="WoodFisher on the priors" if progress else None)
     owners = [net.prior_for(model) for model, _ in val_zoo]
-    for name in net.priors:
-        runs = [i for i, owner in enumerate(owners) if owner == name]
-        gains = [[calibrated[i][j] - scored[i][j] for i in runs] for j in range(grid)]
-        net.calibrated[name] = [bool(g) and sum(g) > 0 and min(g) >= 0 for g in gains]
-        log(f"WoodFisher on the {name} prior used at s = "
-            f"{[s for s, on in zip(VAL_SPARSITIES, net.calibrated[name]) if on]} ({len(runs)} validation runs)")
-    return {"calibrated": net.calibrated, "prior_of_run": owners, "val_acc_scores": scored,
-            "val_acc_calibrated": calibrated}
+    examples = [len(task.eval_tensors("val", task.eval_size)[1]) for _, task in val_zoo]
+    row = {"prior_of_run": owners, "val_examples": examples, "val_acc_scores": scored,
+           "val_acc_calibrated": calibrated}
+    net.calibrated = gate_flags(row, list(net.priors))
+    for name, flags in net.calibrated.items():
+        log(f"WoodFisher on the {name} prior used at s = {[s for s, on in zip(VAL_SPARSITIES, flags) if on]} "
+            f"({owners.count(name)} validation runs)")
+    return {"calibrated": net.calibrated, **row}
+
+
+def gate_flags(row: dict, priors: list[str]) -> dict[str, list[bool]]:
+    """Per prior of ``priors``, the :func:`calibration_gate` at each s of :data:`VAL_SPARSITIES`, from a
+    :func:`choose_calibration` row (``prior_of_run``, ``val_examples``, ``val_acc_scores``,
+    ``val_acc_calibrated``)."""
+    flags = {}
+    for name in priors:
+        runs = [i for i, owner in enumerate(row["prior_of_run"]) if owner == name]
+        flags[name] = [calibration_gate(
+            [row["val_acc_calibrated"][i][j] - row["val_acc_scores"][i][j] for i in runs],
+            [accuracy_error(row["val_acc_scores"][i][j], row["val_examples"][i]) for i in runs])
+            for j in range(len(VAL_SPARSITIES))]
+    return flags
 
 
 def val_score(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]],
