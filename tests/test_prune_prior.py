@@ -218,6 +218,9 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
                                                 "calibration": setting})
         with pytest.raises(WeightFileError, match=f"its calibration setting is damaged .*{match}"):
             hypernet.load(path)
+        bare = hypernet.load(path, priors=False)   # what `prune prior` reads before writing new priors and gate
+        assert bare.priors == {} and bare.calibrated == {} and bare.calibration == Calibration()
+        assert all(torch.equal(v, calibrated_net.state_dict()[k]) for k, v in bare.state_dict().items())
 
 
 def test_the_gate_asks_for_a_gain_above_the_noise_and_no_loss_beyond_it():

@@ -191,7 +191,7 @@ def _prior(args) -> int:
     source, out = args.hypernet or hypernet.DEFAULT_FILE, args.out
     _check_out(out)
     torch.set_num_threads(args.threads)
-    net = hypernet.load(source)
+    net = hypernet.load(source, priors=False)   # the priors and the gate are made anew
     card = json.loads(source.with_suffix(".json").read_text()) if source.with_suffix(".json").exists() else {}
     root = args.zoo or zoo.default_dir()
     val_ids = set(zoo.validation_ids())

@@ -28,11 +28,11 @@ to magnitude pruning.
 
 Input priors (:mod:`.prior`, :meth:`MaskHypernetwork.prune`): the hypernetwork also keeps, per task of its
 training zoo, a class-conditional Gaussian of the task's inputs fitted on its training split, and at the
-sparsities where that beat its scores on every validation run of the task (``calibrated``,
+sparsities where that beat its scores on the validation runs of the task by a margin (``calibrated``,
 :func:`choose_calibration`) it prunes by WoodFisher on labelled samples of the prior of the model's task (how
 many, in Fisher blocks of what size, over how many draws: the hypernetwork's :class:`Calibration`, saved with
-its gate): a mask *and* the compensating weight update, still without reading any data. Elsewhere, and for models of a
-task it has no prior for, it prunes by its scores.
+its gate): a mask *and* the compensating weight update, still without reading any data. Elsewhere, and for
+models of a task it has no prior for, it prunes by its scores.
 
 Masks keep the top scores (:func:`weightcast.prune.api.keep_top`, global or per layer), so every
 sparsity is met exactly. Training (:func:`train`) runs over a zoo of pretrained models, either through the task
@@ -565,8 +565,9 @@ def fit_priors(net: MaskHypernetwork, tasks: dict[str, object]) -> None:
 def calibration_gate(gains: list[float], errors: list[float]) -> bool:
     """Whether WoodFisher on a prior is used at one sparsity, from its accuracy gains over the hypernetwork's
     scores on the validation runs of the prior's task (fractions) and the standard errors of those runs'
-    accuracies (:func:`accuracy_error`): where the mean gain exceeds the mean standard error -- a gain, not
-    noise -- and no run loses more than its standard error. False without runs."""
+    accuracies (:func:`accuracy_error`): where the mean gain exceeds the mean standard error and no run loses
+    more than its own -- a heuristic margin of one binomial standard error of a single accuracy (not a paired
+    test of the difference). False without runs."""
     return bool(gains) and sum(gains) > sum(errors) and all(g >= -e for g, e in zip(gains, errors))
 
 
@@ -579,8 +580,8 @@ def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, obj
                        progress: bool = False) -> dict:
     """Set ``net.calibrated``: for each input prior and each s of :data:`VAL_SPARSITIES`, whether WoodFisher on
     the prior's samples (:meth:`MaskHypernetwork.prune`, as ``net.calibration`` says) beats the hypernetwork's
-    scores there on the validation runs of ``val_zoo`` of the prior's task by more than the noise of their
-    validation splits (:func:`calibration_gate`, the standard errors of the scores' accuracies); a prior without
+    scores there on the validation runs of ``val_zoo`` of the prior's task by a margin of the size of their
+    validation splits' noise (:func:`calibration_gate`, the standard errors of the scores' accuracies); a prior without
     validation runs is never used. Returns the log row: the flags, each run's prior and validation examples,
     and both validation accuracies per run and sparsity. ``progress``: tqdm bars over the two passes (the second,
     WoodFisher on every run and sparsity, is most of the time)."""
@@ -637,11 +638,14 @@ def save(net: MaskHypernetwork, path: str | Path, card: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps({**card, "config": net.config()}, indent=2) + "\n")
 
 
-def load(path: str | Path) -> MaskHypernetwork:
+def load(path: str | Path, priors: bool = True) -> MaskHypernetwork:
     """A saved hypernetwork (see :func:`save`; a file without a calibration setting was calibrated with
-    :data:`UNRECORDED_CALIBRATION`). Raises MissingInputError (a FileNotFoundError) saying how to train
-    one, and :class:`weightcast.weights_io.WeightFileError` (an InputError, a ValueError) naming the file when it
-    is not a mask hypernetwork's safetensors file or its input priors are incomplete or inconsistent."""
+    :data:`UNRECORDED_CALIBRATION`). ``priors=False`` reads the network alone (no input priors, no gate, the
+    default :class:`Calibration`), as ``weightcast prune prior`` does before replacing them, so a file whose
+    priors or calibration setting are damaged can still be rewritten. Raises MissingInputError (a
+    FileNotFoundError) saying how to train one, and :class:`weightcast.weights_io.WeightFileError` (an
+    InputError, a ValueError) naming the file when it is not a mask hypernetwork's safetensors file, or (with
+    ``priors``) its calibration setting or input priors are damaged, incomplete or inconsistent."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -656,6 +660,18 @@ def load(path: str | Path) -> MaskHypernetwork:
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise WeightFileError(f"{path} is not a mask hypernetwork file ({type(exc).__name__}: {exc}); pass one "
                               "written by `weightcast prune train` or `weightcast prune prior`") from None
+    if priors:
+        _read_priors(net, path, metadata, tensors)
+    try:
+        net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PRIOR_PREFIX)})
+    except RuntimeError as exc:
+        raise WeightFileError(f"{path}: its tensors do not fit its config ({' '.join(str(exc).split())[:300]}); "
+                              "train it again with `weightcast prune train`") from None
+    return net.eval()
+
+
+def _read_priors(net: MaskHypernetwork, path: Path, metadata: dict, tensors: dict) -> None:
+    """Set ``net``'s calibration setting, input priors and gate from a weights file's metadata and tensors."""
     try:
         net.calibration = (Calibration.from_json(metadata["calibration"]) if "calibration" in metadata
                            else UNRECORDED_CALIBRATION)
@@ -677,12 +693,6 @@ def load(path: str | Path) -> MaskHypernetwork:
     except (KeyError, ValueError) as exc:   # json.JSONDecodeError is a ValueError
         raise WeightFileError(f"{path}: its input priors are damaged ({exc}); rewrite them with `weightcast prune "
                               "prior --hypernet FILE --out FILE`") from exc
-    try:
-        net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(PRIOR_PREFIX)})
-    except RuntimeError as exc:
-        raise WeightFileError(f"{path}: its tensors do not fit its config ({' '.join(str(exc).split())[:300]}); "
-                              "train it again with `weightcast prune train`") from None
-    return net.eval()
 
 
 def load_default() -> MaskHypernetwork:
