@@ -11,7 +11,7 @@ Runs: the MNIST MLPs among the training zoo's validation runs (weightcast.prune.
 the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)). For every setting of the
 grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py, or with
 --inputs prior N samples of the shipped mask hypernetwork's MNIST input prior, to choose its
-weightcast.prune.hypernet.Calibration) x stages x rel_damp x block size (weightcast.prune.fisher.prune_in_stages;
+weightcast.prune.Calibration) x stages x rel_damp x block size (weightcast.prune.fisher.prune_in_stages;
 "full": the full Fisher) -- and every sparsity, the one-shot validation accuracy (full MNIST validation split) of
 the pruned and updated weights, and global magnitude's once per (run, sparsity).
 
