@@ -1,14 +1,15 @@
-"""Choose WoodFisher's and CHITA's hyperparameters on the prune zoo's validation MLPs (never a held-out model).
+"""Choose WoodFisher's and CHITA's hyperparameters on the prune zoo's validation runs (never a held-out model).
 
     python benchmarks/prune_tune_fisher.py --data-dir ../shared/data --zoo .cache/prune-zoo \
         --methods woodfisher chita --rel-damp 1e-4 1e-3 1e-2 1e-1 --stages 1 8 32 --calibration 1024 4096 \
         --block-size full 784 --sparsities 0.9
     python benchmarks/prune_tune_fisher.py --data-dir ../shared/data --zoo .cache/prune-zoo \
         --methods woodfisher --stages 8 --rel-damp 1e-3 --inputs prior --calibration 1024 8192 \
-        --block-size 128 2048 --sparsities 0.9      # the mask hypernetwork's calibration setting
+        --block-size 128 2048 --sparsities 0.9 --runs validation   # the mask hypernetwork's calibration setting
 
 Runs: the MNIST MLPs among the training zoo's validation runs (weightcast.prune.zoo.validation_ids(), the runs
-the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)). For every setting of the
+the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)), or with --runs validation
+all of them (the MLPs, two MNIST LeNet-5s and a digits MLP, each on its own task). For every setting of the
 grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py, or with
 --inputs prior N samples of the shipped mask hypernetwork's MNIST input prior, to choose its
 weightcast.prune.Calibration) x stages x rel_damp x block size (weightcast.prune.fisher.prune_in_stages;
@@ -45,6 +46,7 @@ OUT = RESULTS / "prune"
 CSV_NAME, MD_NAME = "prune_tune_fisher.csv", "prune_tune_fisher.md"
 SETTING = ("calibration", "inputs", "stages", "rel_damp", "block_size")
 INPUTS = ("train", "prior")
+RUN_SETS = ("mnist-mlps", "validation")
 
 
 def setting_of(config: dict) -> tuple:
@@ -61,10 +63,14 @@ def calibration_batch(task, inputs: str, n: int) -> tuple[torch.Tensor, torch.Te
     return hypernet.load_default().priors[task.name].sample(n, seed=0)
 
 
-def validation_mlps() -> list:
-    """The specs of the training zoo's validation runs that are MNIST MLPs."""
+def validation_specs(runs: str = "mnist-mlps") -> list:
+    """The specs of the training zoo's validation runs: those that are MNIST MLPs (``runs="mnist-mlps"``) or all
+    of them (``"validation"``)."""
     ids = set(zoo.validation_ids())
-    return [s for s in zoo.train_specs() if s.run_id in ids and s.run_id.startswith("mnist-mlp_nobias")]
+    specs = [s for s in zoo.train_specs() if s.run_id in ids]
+    if runs == "validation":
+        return specs
+    return [s for s in specs if (s.task, s.arch) == ("mnist", "mlp_nobias")]
 
 
 def _key(row: dict) -> tuple:
@@ -124,10 +130,10 @@ def table(rows: list[dict]) -> str:
     the runs that have it."""
     mag = {(row_config(r)["run"], r["x_value"]): r["value"] for r in rows if r["name"] == "magnitude"}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
-    lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation MLPs "
+    lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation runs "
              "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples -- the first N training "
-             "examples (inputs train) or N samples of the shipped mask hypernetwork's input prior (inputs prior); "
-             "the mean is over the runs listed.", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
+             "examples (inputs train) or N samples of the shipped mask hypernetwork's input prior of the run's task "
+             "(inputs prior); the mean is over the runs a setting has (their number: runs).", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
              f"{DEFAULT_STAGES}, rel_damp {_default('rel_damp')}, block_size {_default('block_size') or 'full'}.", ""]
     for s in sorted({r["x_value"] for r in rows}):
         settings = {}
@@ -140,12 +146,12 @@ def table(rows: list[dict]) -> str:
             continue
         lines += [f"s = {s} (global magnitude: " + ", ".join(f"{100 * mag[(run, s)]:.2f}%" for run in runs
                                                            if (run, s) in mag) + "):", "",
-                  "| method | N | inputs | stages | rel_damp | block | " + " | ".join(runs) + " | mean |",
-                  "|---" * (len(runs) + 7) + "|"]
+                  "| method | N | inputs | stages | rel_damp | block | " + " | ".join(runs) + " | runs | mean |",
+                  "|---" * (len(runs) + 8) + "|"]
         for (method, n, inputs, stages, damp, block), gains in sorted(settings.items(), key=_order):
             cells = [f"{gains[run]:+.2f}" if run in gains else "" for run in runs]
             lines.append(f"| {method} | {n} | {inputs} | {stages} | {damp:g} | {block or 'full'} | " + " | ".join(cells)
-                         + f" | {statistics.mean(gains.values()):+.2f} |")
+                         + f" | {len(gains)} | {statistics.mean(gains.values()):+.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -165,19 +171,23 @@ def main() -> int:
                         help="calibration inputs: training examples, or samples of the shipped mask hypernetwork's "
                              "input prior (its calibration with one draw)")
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
+    parser.add_argument("--runs", choices=RUN_SETS, default="mnist-mlps",
+                        help="the validation runs tuned on: the MNIST MLPs, or all of them")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    specs = validation_mlps()
+    specs = validation_specs(args.runs)
     root = args.zoo or zoo.default_dir()
-    task = get_task("mnist", args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / CSV_NAME
     rows = read_rows(path)
-    for row in tune_rows(specs, root / "train", task, args, {_key(r) for r in rows}):
-        write_results(path, [row], device="cpu", append=path.exists())
-        rows.append(row)
-        (args.out / MD_NAME).write_text(table(rows) + "\n")
+    done = {_key(r) for r in rows}
+    for task_name in dict.fromkeys(s.task for s in specs):
+        task = get_task(task_name, args.data_dir)
+        for row in tune_rows([s for s in specs if s.task == task_name], root / "train", task, args, done):
+            write_results(path, [row], device="cpu", append=path.exists())
+            rows.append(row)
+            (args.out / MD_NAME).write_text(table(rows) + "\n")
     (args.out / MD_NAME).write_text(table(rows) + "\n")
     print(table(rows))
     return 0

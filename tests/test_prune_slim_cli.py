@@ -141,7 +141,7 @@ def test_prune_prior_calibration_options_are_checked_and_show_their_defaults(tmp
     with pytest.raises(SystemExit):
         main(["prune", "prior", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    for text in ("prior samples WoodFisher reads (default 8192)", "weights per block (default 128)",
+    for text in ("prior samples WoodFisher reads (default 8192)", "weights per block (default 2048)",
                  "(default 1)", "stages (default 8)", "relative damping (default 0.001)"):
         assert text in out, text
 

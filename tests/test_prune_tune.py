@@ -17,13 +17,14 @@ import prune_tune_fisher as tune  # noqa: E402
 from test_prune import task, trained  # noqa: E402,F401  (the digits task and a trained bias-free MLP)
 
 
-def test_tunes_on_the_validation_mnist_mlps_only():
-    specs = tune.validation_mlps()
+def test_tunes_on_validation_runs_only_the_mnist_mlps_by_default():
     held_out = {s.run_id for s in zoo.held_out_specs()}
-    assert len(specs) == 3
-    assert all(s.run_id in zoo.validation_ids() and s.run_id not in held_out for s in specs)
-    assert {(s.task, s.arch, tuple(s.model_kwargs["widths"])) for s in specs} == {
+    mlps, every = tune.validation_specs(), tune.validation_specs("validation")
+    assert {s.run_id for s in every} == set(zoo.validation_ids()) and not held_out & set(zoo.validation_ids())
+    assert {(s.task, s.arch, tuple(s.model_kwargs["widths"])) for s in mlps} == {
         ("mnist", "mlp_nobias", w) for w in ((32, 16), (64, 32), (96, 48))}
+    assert len(mlps) == 3 and {s.task for s in every} == {"mnist", "digits"}
+    assert {s.arch for s in every} == {"mlp_nobias", "lenet5"}
 
 
 def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkeypatch, tmp_path):
@@ -79,9 +80,9 @@ def test_table_gains_and_means():
             row("chita", "a", 0.89, **dict(setting, stages=1))]
     text = tune.table(rows)
     assert "s = 0.9 (global magnitude: 90.00%, 80.00%):" in text
-    assert "| method | N | inputs | stages | rel_damp | block | a | b | mean |" in text
+    assert "| method | N | inputs | stages | rel_damp | block | a | b | runs | mean |" in text
     # rows from before blocks and before --inputs: the full Fisher on training examples
-    assert "| woodfisher | 1024 | train | 8 | 0.001 | full | +3.00 | +1.00 | +2.00 |" in text
-    assert "| woodfisher | 8192 | train | 8 | 0.001 | 2048 | +4.00 |  | +4.00 |" in text
-    assert "| woodfisher | 8192 | prior | 8 | 0.001 | 128 | +2.00 |  | +2.00 |" in text
-    assert "| chita | 1024 | train | 1 | 0.001 | full | -1.00 |  | -1.00 |" in text
+    assert "| woodfisher | 1024 | train | 8 | 0.001 | full | +3.00 | +1.00 | 2 | +2.00 |" in text
+    assert "| woodfisher | 8192 | train | 8 | 0.001 | 2048 | +4.00 |  | 1 | +4.00 |" in text
+    assert "| woodfisher | 8192 | prior | 8 | 0.001 | 128 | +2.00 |  | 1 | +2.00 |" in text
+    assert "| chita | 1024 | train | 1 | 0.001 | full | -1.00 |  | 1 | -1.00 |" in text

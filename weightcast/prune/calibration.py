@@ -15,14 +15,15 @@ class Calibration:
     prior's samples: ``samples`` labelled inputs drawn from the prior (the Fisher is estimated from them), Fisher
     blocks of ``block_size`` weights (None: the full Fisher), ``stages`` steps, damping ``rel_damp``; ``draws``
     draws of the samples (seeds 0 .. draws-1), keeping the one whose pruned model has the lowest cross-entropy on
-    another draw (seed ``draws``). The default samples and blocks were chosen on the prune zoo's validation MLPs at
-    s = 0.9 (benchmarks/results/prune/prune_tune_fisher.md, inputs "prior"); stages and damping are WoodFisher's
+    another draw (seed ``draws``). The default samples were chosen on the prune zoo's validation MLPs and the blocks
+    on all its validation runs, MLPs, LeNet-5s and the digits MLP, at s = 0.9
+    (benchmarks/results/prune/prune_tune_fisher.md, inputs "prior"); stages and damping are WoodFisher's
     defaults; one draw did as well as the best of three there (weightcast/prune/README.md). Raises ValueError for
     ``samples``, ``draws`` or ``stages`` that are not positive integers, a ``block_size`` that is neither one nor
     None, or a ``rel_damp`` that is not a finite positive number."""
 
     samples: int = 8192
-    block_size: int | None = 128
+    block_size: int | None = 2048
     draws: int = 1
     stages: int = 8
     rel_damp: float = 1e-3
