@@ -68,8 +68,10 @@ def hypernet_digest() -> str:
 
 @functools.cache
 def hypernet_calibration() -> dict:
-    """The shipped hypernetwork's :class:`weightcast.prune.Calibration` as a dict."""
-    return dataclasses.asdict(hypernet.load_default().calibration)
+    """The shipped hypernetwork's :class:`weightcast.prune.Calibration` as a dict, each key prefixed "prior_": its
+    WoodFisher reads that many samples of its input prior, not the row's ``calibration`` training examples (those
+    only recalibrate BatchNorm before recovery)."""
+    return {f"prior_{k}": v for k, v in dataclasses.asdict(hypernet.load_default().calibration).items()}
 
 
 def obs_allocation(method: str) -> str:

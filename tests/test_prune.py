@@ -478,9 +478,10 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
     bench.save_cache(tmp_path / "f.json", [dict(name="woodfisher", config={**expected, "stages": 8})])
     assert bench.load_cache(tmp_path / "f.json", expected) is None   # made on --calibration examples, full Fisher
     calibration = bench.hypernet_calibration()   # the hypernetwork runs WoodFisher where calibrated
-    assert calibration == dataclasses.asdict(hypernet.load_default().calibration) == {
+    shipped = dataclasses.asdict(hypernet.load_default().calibration)
+    assert calibration == {f"prior_{k}": v for k, v in shipped.items()} == {
         k: bench.settings("hypernet")[k] for k in calibration}
-    monkeypatch.setattr(bench, "hypernet_calibration", lambda: {**calibration, "stages": 99})
+    monkeypatch.setattr(bench, "hypernet_calibration", lambda: {**calibration, "prior_stages": 99})
     assert bench.load_cache(tmp_path / "c.json", expected) is None
     monkeypatch.undo()
     monkeypatch.setattr(bench, "hypernet_digest", lambda: "w2")   # other hypernetwork weights
