@@ -84,8 +84,9 @@ def settings(method: str) -> dict:
     the stages of WoodFisher and CHITA (and of their masks), their FISHER_SETTINGS (calibration size and Fisher
     blocks, which replace ``--calibration``), the supports CHITA's IHT may start from; OBS's allocation (and its
     mask's); the hypernetwork's weights and, since it runs WoodFisher on its input priors where calibrated,
-    its calibration setting (samples, Fisher blocks, draws, stages, damping). Written into each row's
-    config, so that a results file says what made it and the cache reuses only rows made the same way."""
+    its calibration setting (samples, Fisher blocks, draws, stages, damping; keys prefixed "prior_",
+    :func:`hypernet_calibration`). Written into each row's config, so that a results file says what made it and
+    the cache reuses only rows made the same way."""
     base = method.removesuffix("-mask")
     if base in DEFAULT_STAGES:
         out = {"stages": DEFAULT_STAGES[base]}

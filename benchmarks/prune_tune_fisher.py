@@ -11,16 +11,16 @@ Runs: the MNIST MLPs among the training zoo's validation runs (weightcast.prune.
 the mask hypernetwork's checkpoint was chosen on; widths (32, 16), (64, 32), (96, 48)), or with --runs validation
 all of them (the MLPs, two MNIST LeNet-5s and a digits MLP, each on its own task). For every setting of the
 grid -- method x calibration N (the first N training examples, as benchmarks/prune_accuracy.py, or with
---inputs prior N samples of the shipped mask hypernetwork's MNIST input prior, to choose its
+--inputs prior N samples of the shipped mask hypernetwork's input prior of the run's task, to choose its
 weightcast.prune.Calibration) x stages x rel_damp x block size (weightcast.prune.fisher.prune_in_stages;
-"full": the full Fisher) -- and every sparsity, the one-shot validation accuracy (full MNIST validation split) of
-the pruned and updated weights, and global magnitude's once per (run, sparsity).
+"full": the full Fisher) -- and every sparsity, the one-shot validation accuracy (the run's task's full validation
+split) of the pruned and updated weights, and global magnitude's once per (run, sparsity).
 
 Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema; name = method, x_value = sparsity,
-config = run, calibration, inputs, stages, rel_damp, block_size -- None: the full Fisher) and prune_tune_fisher.md: per
-sparsity and setting, the gain over global magnitude on each run and their mean. Resumable and cumulative: a (run,
-setting, sparsity) already in the CSV is not run again, so the grid can be run in parts (each call appends its rows)
-and the markdown always covers every row of the CSV.
+config = run, calibration, inputs, stages, rel_damp, block_size -- None: the full Fisher) and prune_tune_fisher.md:
+per sparsity and setting, the gain over global magnitude on each run, the number of runs and their mean.
+Resumable and cumulative: a (run, setting, sparsity) already in the CSV is not run again, so the grid can be run
+in parts (each call appends its rows) and the markdown always covers every row of the CSV.
 """
 from __future__ import annotations
 
@@ -63,14 +63,25 @@ def calibration_batch(task, inputs: str, n: int) -> tuple[torch.Tensor, torch.Te
     return hypernet.load_default().priors[task.name].sample(n, seed=0)
 
 
-def validation_specs(runs: str = "mnist-mlps") -> list:
+def validation_specs(runs: str = RUN_SETS[0]) -> list:
     """The specs of the training zoo's validation runs: those that are MNIST MLPs (``runs="mnist-mlps"``) or all
-    of them (``"validation"``)."""
+    of them (``"validation"``). Raises ValueError for another ``runs``."""
+    if runs not in RUN_SETS:
+        raise ValueError(f"runs must be one of {RUN_SETS}, got {runs!r}")
     ids = set(zoo.validation_ids())
     specs = [s for s in zoo.train_specs() if s.run_id in ids]
     if runs == "validation":
         return specs
     return [s for s in specs if (s.task, s.arch) == ("mnist", "mlp_nobias")]
+
+
+def specs_by_task(specs: list) -> dict[str, list]:
+    """``specs`` grouped by their task's name, in order of first appearance (each group is pruned and evaluated
+    on its own task)."""
+    groups = {}
+    for s in specs:
+        groups.setdefault(s.task, []).append(s)
+    return groups
 
 
 def _key(row: dict) -> tuple:
@@ -133,8 +144,9 @@ def table(rows: list[dict]) -> str:
     lines = ["One-shot validation accuracy gain over global magnitude (points) on the prune zoo's validation runs "
              "(benchmarks/prune_tune_fisher.py; no held-out model). N: calibration examples -- the first N training "
              "examples (inputs train) or N samples of the shipped mask hypernetwork's input prior of the run's task "
-             "(inputs prior); the mean is over the runs a setting has (their number: runs).", "", "Defaults of weightcast.prune.fisher.prune_in_stages: stages "
-             f"{DEFAULT_STAGES}, rel_damp {_default('rel_damp')}, block_size {_default('block_size') or 'full'}.", ""]
+             "(inputs prior); the mean is over the runs a setting has (their number: runs).", "",
+             f"Defaults of weightcast.prune.fisher.prune_in_stages: stages {DEFAULT_STAGES}, "
+             f"rel_damp {_default('rel_damp')}, block_size {_default('block_size') or 'full'}.", ""]
     for s in sorted({r["x_value"] for r in rows}):
         settings = {}
         for r in rows:
@@ -171,7 +183,7 @@ def main() -> int:
                         help="calibration inputs: training examples, or samples of the shipped mask hypernetwork's "
                              "input prior (its calibration with one draw)")
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
-    parser.add_argument("--runs", choices=RUN_SETS, default="mnist-mlps",
+    parser.add_argument("--runs", choices=RUN_SETS, default=RUN_SETS[0],
                         help="the validation runs tuned on: the MNIST MLPs, or all of them")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -182,9 +194,9 @@ def main() -> int:
     path = args.out / CSV_NAME
     rows = read_rows(path)
     done = {_key(r) for r in rows}
-    for task_name in dict.fromkeys(s.task for s in specs):
+    for task_name, task_specs in specs_by_task(specs).items():
         task = get_task(task_name, args.data_dir)
-        for row in tune_rows([s for s in specs if s.task == task_name], root / "train", task, args, done):
+        for row in tune_rows(task_specs, root / "train", task, args, done):
             write_results(path, [row], device="cpu", append=path.exists())
             rows.append(row)
             (args.out / MD_NAME).write_text(table(rows) + "\n")

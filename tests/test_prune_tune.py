@@ -23,8 +23,12 @@ def test_tunes_on_validation_runs_only_the_mnist_mlps_by_default():
     assert {s.run_id for s in every} == set(zoo.validation_ids()) and not held_out & set(zoo.validation_ids())
     assert {(s.task, s.arch, tuple(s.model_kwargs["widths"])) for s in mlps} == {
         ("mnist", "mlp_nobias", w) for w in ((32, 16), (64, 32), (96, 48))}
-    assert len(mlps) == 3 and {s.task for s in every} == {"mnist", "digits"}
-    assert {s.arch for s in every} == {"mlp_nobias", "lenet5"}
+    assert len(mlps) == 3 and {s.arch for s in every} == {"mlp_nobias", "lenet5"}
+    groups = tune.specs_by_task(every)   # each pruned and evaluated on its own task
+    assert {t: len(g) for t, g in groups.items()} == {"mnist": 5, "digits": 1}
+    assert all(s.task == t for t, g in groups.items() for s in g)
+    with pytest.raises(ValueError, match="runs must be one of"):
+        tune.validation_specs("held-out")
 
 
 def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkeypatch, tmp_path):

@@ -18,9 +18,9 @@ class Calibration:
     another draw (seed ``draws``). The default samples were chosen on the prune zoo's validation MLPs and the blocks
     on all its validation runs, MLPs, LeNet-5s and the digits MLP, at s = 0.9
     (benchmarks/results/prune/prune_tune_fisher.md, inputs "prior"); stages and damping are WoodFisher's
-    defaults; one draw did as well as the best of three there (weightcast/prune/README.md). Raises ValueError for
-    ``samples``, ``draws`` or ``stages`` that are not positive integers, a ``block_size`` that is neither one nor
-    None, or a ``rel_damp`` that is not a finite positive number."""
+    defaults; one draw did as well as the best of three on the validation MLPs (weightcast/prune/README.md).
+    Raises ValueError for ``samples``, ``draws`` or ``stages`` that are not positive integers, a ``block_size``
+    that is neither one nor None, or a ``rel_damp`` that is not a finite positive number."""
 
     samples: int = 8192
     block_size: int | None = 2048
