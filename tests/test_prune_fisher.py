@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from weightcast.prune import BiasFreeMLP, prune
-from weightcast.prune.fisher import (chita_step, damping, inverse_diagonal, optimal_update, per_sample_grads,
-                                     prune_in_stages, stage_sparsities, woodfisher_step)
+from weightcast.prune.fisher import (BlockFisher, chita_step, damping, inverse_diagonal, optimal_update,
+                                     per_sample_grads, prune_in_stages, stage_sparsities, woodfisher_step)
 
 
 def problem(n=7, p=10, seed=0):
@@ -162,6 +162,32 @@ def test_per_sample_grads_match_autograd():
         model.zero_grad()
         nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
         torch.testing.assert_close(G[i], torch.cat([model[1].weight.grad.flatten(), model[3].weight.grad.flatten()]))
+
+
+def test_per_sample_grads_keep_only_the_columns_asked_for_in_any_chunking_and_refuse_an_empty_batch():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(5, 3, bias=False), nn.ReLU(), nn.Linear(3, 2))
+    x, y = torch.randn(7, 5), torch.randint(0, 2, (7,))
+    full = per_sample_grads(model, x, y)
+    columns = torch.rand(full.shape[1]) > 0.4
+    for chunk in (1, 3, 128):   # chunks that divide N, that do not, and one larger than N
+        torch.testing.assert_close(per_sample_grads(model, x, y, chunk=chunk), full)
+        torch.testing.assert_close(per_sample_grads(model, x, y, chunk=chunk, columns=columns), full[:, columns])
+    with pytest.raises(ValueError, match="at least one example"):
+        per_sample_grads(model, x[:0], y[:0])
+
+
+def test_block_fisher_is_the_damped_fisher_of_the_whole_gradient_matrix_cut_into_blocks():
+    """The blocks are formed one at a time from G; the damping is still that of all of A = G / sqrt(N)."""
+    G = torch.randn(9, 14, generator=torch.Generator().manual_seed(3))
+    A = G.double() / 3.0
+    lam = damping(A, 0.02)
+    whole = A.T @ A + lam * torch.eye(14, dtype=torch.float64)
+    fisher = BlockFisher(G, 0.02, [(0, 5), (5, 6), (6, 14)])
+    assert fisher.lam == lam
+    for (a, b), Fb, inv in zip(fisher.blocks, fisher.F, fisher.inverses):
+        torch.testing.assert_close(Fb, whole[a:b, a:b])
+        torch.testing.assert_close(inv, torch.linalg.inv(whole[a:b, a:b]))
 
 
 def test_per_sample_grads_of_a_sequence_model_are_its_mean_token_loss_and_woodfisher_prunes_it():
