@@ -97,8 +97,9 @@ def add_subparser(subparsers) -> None:
         description="Prune a saved model and torch.save its state_dict to --out. By default the output keeps "
                     "torch.nn.utils.prune's parametrisation (<layer>.weight_orig and <layer>.weight_mask): load "
                     "it with weightcast.prune.load_pruned(model, torch.load(OUT)), or pass it again as --state "
-                    "(its masks stay: the weights pruned before stay pruned and count toward --sparsity). With --permanent the masks are folded into the weights: a plain "
-                    "state_dict (zeros where pruned) that model.load_state_dict reads.")
+                    "(its masks stay: the weights pruned before stay pruned and count toward --sparsity). With "
+                    "--permanent the masks are folded into the weights: a plain state_dict (zeros where pruned) "
+                    "that model.load_state_dict reads.")
     apply.add_argument("--model", required=True, help="model name (weightcast.models, or mlp_nobias)")
     apply.add_argument("--model-kwargs", default="{}", help='JSON object of model arguments, e.g. '
                        '\'{"widths": [40, 20]}\'; must match the checkpoint\'s shapes')
