@@ -44,6 +44,7 @@ from weightcast.prune.fisher import CHITA_STARTS, DEFAULT_STAGES, prune_in_stage
 from weightcast.prune.layers import prunable_layers, weight_of
 from weightcast.prune.obs import DEFAULT_ALLOCATION, obs_prune, prepare as obs_prepare
 from weightcast.prune.scores import lamp_scores
+from weightcast.results import read_results
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 METHODS = ("random", "magnitude", "magnitude-layer", "lamp", "hypernet", "obs", "obs-magnitude", "obs-global",
@@ -157,8 +158,25 @@ def method_pruner(method: str, model, data, net):
     return 0.0, lambda s: masks_and_weights(prune_in_stages(model, s, x, y, method, block_size=block_size))
 
 
+def other_model_warning(path: Path, run: str, dense: float) -> str | None:
+    """A warning when the results file ``path`` has a dense row of ``run`` whose accuracy is not ``dense``: this
+    machine built another model under the same run id (zoo builds depend on the CPU, weightcast/prune/README.md),
+    so its figures will not match the file's. None when they agree or there is nothing to compare."""
+    if not path.exists():
+        return None
+    for row in read_results(path):
+        if row["name"] == "dense" and row_config(row)["run"] == run and float(row["value"]) != dense:
+            return (f"warning: {run} has dense accuracy {dense:.4f} here but {float(row['value']):.4f} in {path} "
+                    f"(made on {row['device']}): this machine built another model, so every figure of it will "
+                    "differ from the committed ones")
+    return None
+
+
 def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
     dense = task.evaluate(model)["acc"]
+    warning = other_model_warning(args.out / f"prune_{name}.csv", entry["id"], dense)
+    if warning:
+        print(warning, flush=True)
     rows = [dict(benchmark=f"prune-{name}", name="dense", metric="acc", unit="fraction", x_name="sparsity",
                  x_value=0.0, value=dense, config={"stage": "dense", "run": entry["id"]})]
     for method in args.methods:

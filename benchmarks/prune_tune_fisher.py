@@ -20,7 +20,9 @@ Writes benchmarks/results/prune/prune_tune_fisher.csv (weightcast.results schema
 config = run, calibration, inputs, stages, rel_damp, block_size -- None: the full Fisher) and prune_tune_fisher.md:
 per sparsity and setting, the gain over global magnitude on each run, the number of runs and their mean.
 Resumable and cumulative: a (run, setting, sparsity) already in the CSV is not run again, so the grid can be run
-in parts (each call appends its rows) and the markdown always covers every row of the CSV.
+in parts (each call appends its rows) and the markdown always covers every row of the CSV. A CSV made from other
+models under the same run ids (another machine's zoo build: global magnitude's accuracy differs) is refused, not
+extended (OtherModelsError; the command exits with 2 and says so).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import copy
 import inspect
 import itertools
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -54,13 +57,13 @@ def setting_of(config: dict) -> tuple:
     return tuple(config.get(k, "train" if k == "inputs" else None) for k in SETTING)
 
 
-def calibration_batch(task, inputs: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def calibration_batch(task, inputs: str, n: int, priors: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` training examples of ``task`` (``inputs="train"``, as benchmarks/prune_accuracy.py), or
-    ``n`` samples of the shipped mask hypernetwork's input prior of the task (``"prior"``, seed 0: what
-    MaskHypernetwork.prune reads with one draw)."""
+    ``n`` samples of the task's input prior among ``priors`` (``"prior"``, seed 0: what MaskHypernetwork.prune
+    reads with one draw; ``priors``: the shipped mask hypernetwork's)."""
     if inputs == "train":
         return task.eval_tensors("train", n)
-    return hypernet.load_default().priors[task.name].sample(n, seed=0)
+    return priors[task.name].sample(n, seed=0)
 
 
 def validation_specs(runs: str = RUN_SETS[0]) -> list:
@@ -102,18 +105,32 @@ def one_shot(model, task, masks, weights) -> float:
     return task.evaluate(pruned)["acc"]
 
 
-def tune_rows(specs, zoo_dir: Path, task, args, done: set[tuple]):
-    """Yield the rows of (run, setting, sparsity) not in ``done``, one at a time."""
+class OtherModelsError(RuntimeError):
+    """The results file was made from other models than this machine's zoo holds under the same run ids."""
+
+
+def tune_rows(specs, zoo_dir: Path, task, args, done: dict[tuple, float]):
+    """Yield the rows of (run, setting, sparsity) not in ``done`` (row key -> value, :func:`_key`), one at a time.
+    Global magnitude is evaluated on each run at each sparsity even when ``done`` has it: raises
+    :class:`OtherModelsError` when its accuracy is not the one in ``done``, since this machine then built another
+    model under the run's id (zoo builds depend on the CPU, weightcast/prune/README.md) and its rows would not be
+    comparable with those."""
+    priors = hypernet.load_default().priors if "prior" in args.inputs else None
     for entry, model in zoo.load_models(zoo_dir, specs):
         run = entry["id"]
         common = dict(metric="acc", unit="fraction", x_name="sparsity", benchmark="prune-tune-fisher")
         for s in args.sparsities:
-            if (run, "magnitude", s) + setting_of({}) not in done:
-                scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
-                yield dict(common, name="magnitude", x_value=s, value=one_shot(model, task, keep_top(scores, s), None),
-                           config={"run": run, "stage": "one-shot"})
+            scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
+            acc = one_shot(model, task, keep_top(scores, s), None)
+            key = (run, "magnitude", s) + setting_of({})
+            if key not in done:
+                yield dict(common, name="magnitude", x_value=s, value=acc, config={"run": run, "stage": "one-shot"})
+            elif done[key] != acc:
+                raise OtherModelsError(f"{run}: global magnitude at s = {s} gives {acc:.4f} here but "
+                                       f"{done[key]:.4f} in the results file: this machine built another model "
+                                       "under that id; tune into another --out")
         for method, n, inputs in itertools.product(args.methods, args.calibration, args.inputs):
-            x, y = calibration_batch(task, inputs, n)
+            x, y = calibration_batch(task, inputs, n, priors)
             for stages, damp, block, s in itertools.product(args.stages, args.rel_damp, args.block_size,
                                                              args.sparsities):
                 if (run, method, s, n, inputs, stages, damp, block) in done:
@@ -193,13 +210,17 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / CSV_NAME
     rows = read_rows(path)
-    done = {_key(r) for r in rows}
+    done = {_key(r): r["value"] for r in rows}
     for task_name, task_specs in specs_by_task(specs).items():
         task = get_task(task_name, args.data_dir)
-        for row in tune_rows(task_specs, root / "train", task, args, done):
-            write_results(path, [row], device="cpu", append=path.exists())
-            rows.append(row)
-            (args.out / MD_NAME).write_text(table(rows) + "\n")
+        try:
+            for row in tune_rows(task_specs, root / "train", task, args, done):
+                write_results(path, [row], device="cpu", append=path.exists())
+                rows.append(row)
+                (args.out / MD_NAME).write_text(table(rows) + "\n")
+        except OtherModelsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     (args.out / MD_NAME).write_text(table(rows) + "\n")
     print(table(rows))
     return 0

@@ -513,3 +513,24 @@ def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
     rows = [dict(name="magnitude", value=0.90, config={"network": "mlp"})]
     rows += [dict(name="obs", value=v, config={"network": "mlp"}) for v in (0.91, 0.93, 0.92)]
     assert "| mlp | obs | +2.00 | +1.00 | +3.00 | 3 |" in bench.seed_summary(rows)
+
+
+def test_benchmark_warns_when_this_machine_built_another_model_than_the_results_file(tmp_path):
+    """Zoo builds depend on the CPU: the same run id can be another model, whose figures all differ."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import prune_accuracy as bench
+    from common import write_results
+
+    path = tmp_path / "prune_mlp.csv"
+    assert bench.other_model_warning(path, "run-a", 0.9462) is None   # nothing committed to compare with
+    rows = [dict(benchmark="prune-mlp", name=name, metric="acc", unit="fraction", x_name="sparsity", x_value=s,
+                 value=v, config={"run": run, "stage": "dense"}) for name, s, v, run in
+            (("dense", 0.0, 0.9462, "run-a"), ("magnitude", 0.9, 0.9497, "run-a"), ("dense", 0.0, 0.95, "run-b"))]
+    write_results(path, rows, device="cpu")
+    assert bench.other_model_warning(path, "run-a", 0.9462) is None
+    assert bench.other_model_warning(path, "run-c", 0.5) is None   # another run id: nothing to compare
+    warning = bench.other_model_warning(path, "run-a", 0.9497)
+    assert "0.9497 here but 0.9462" in warning and "another model" in warning

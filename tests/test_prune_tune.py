@@ -35,7 +35,7 @@ def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkey
     monkeypatch.setattr(tune.zoo, "load_models", lambda root, specs: [({"id": "r"}, trained)])
     args = argparse.Namespace(methods=["woodfisher"], calibration=[64], inputs=["train"], stages=[1, 2],
                               rel_damp=[1e-2], block_size=[None, 50], sparsities=[0.8])
-    rows = list(tune.tune_rows([], tmp_path, task, args, set()))
+    rows = list(tune.tune_rows([], tmp_path, task, args, {}))
     assert [(r["name"], r["config"].get("stages"), r["config"].get("block_size")) for r in rows] == [
         ("magnitude", None, None), ("woodfisher", 1, None), ("woodfisher", 1, 50), ("woodfisher", 2, None),
         ("woodfisher", 2, 50)]
@@ -46,9 +46,13 @@ def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkey
         assert row["value"] == task.evaluate(pruned)["acc"]
     path = tmp_path / "t.csv"
     write_results(path, rows[:2], device="cpu")
-    done = {tune._key(r) for r in tune.read_rows(path)}
+    done = {tune._key(r): r["value"] for r in tune.read_rows(path)}
     assert [(r["config"].get("stages"), r["config"].get("block_size"))
             for r in tune.tune_rows([], tmp_path, task, args, done)] == [(1, 50), (2, None), (2, 50)]
+    # a file made from another model under the same id (another machine's zoo build) is refused, not extended
+    (magnitude_key,) = [k for k in done if k[1] == "magnitude"]
+    with pytest.raises(tune.OtherModelsError, match="another model under that id"):
+        next(tune.tune_rows([], tmp_path, task, args, {**done, magnitude_key: done[magnitude_key] + 0.01}))
 
 
 def test_prior_rows_are_the_hypernetworks_calibration_with_one_draw(trained, task, monkeypatch, tmp_path):
@@ -59,7 +63,7 @@ def test_prior_rows_are_the_hypernetworks_calibration_with_one_draw(trained, tas
     hypernet.fit_priors(net, {"digits": task})
     net.calibrated["digits"] = [True] * len(hypernet.VAL_SPARSITIES)
     monkeypatch.setattr(tune.hypernet, "load_default", lambda: net)   # the rows read the shipped one's prior
-    (row,) = [r for r in tune.tune_rows([], tmp_path, task, args, set()) if r["name"] == "woodfisher"]
+    (row,) = [r for r in tune.tune_rows([], tmp_path, task, args, {}) if r["name"] == "woodfisher"]
     assert row["config"]["inputs"] == "prior"
     pruned = apply_masks(copy.deepcopy(trained), *net.prune(trained, 0.9, calibration=Calibration(64, 50, 1)))
     assert row["value"] == task.evaluate(pruned)["acc"]
