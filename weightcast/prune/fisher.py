@@ -28,10 +28,10 @@ w_S = w0_S + A_S^T (A_S A_S^T + lambda I)^-1 A_Q w0_Q (float64).
   search tries. The reference's moves that can leave such a point -- swaps and coordinate descent
   (Active_IHTCDLS) -- are not implemented: a greedy swap search (the cheapest kept weights exchanged for the
   removed ones whose gradient promises most, each exchange kept only if the objective falls), tried on the
-  validation MLPs, lowered the objective by under 0.3% per stage and did not raise the accuracy. With ``block_size`` F is WoodFisher's
-  block-diagonal one (CHITA's block variant): the same IHT with products by the blocks, L the largest
-  eigenvalue of any block, and the update decomposed by block. The iterations run in float32 with the full
-  Fisher (L estimated by power iteration, times 1.01), in float64 with blocks.
+  validation MLPs, lowered the objective by under 0.3% per stage and did not raise the accuracy. With
+  ``block_size`` F is WoodFisher's block-diagonal one (CHITA's block variant): the same IHT with products by the
+  blocks, L the largest eigenvalue of any block, and the update decomposed by block. The iterations run in
+  float32 with the full Fisher (L estimated by power iteration, times 1.01), in float64 with blocks.
 * Stages (both papers prune one-shot in several steps, recomputing the gradients): :func:`prune_in_stages`
   reaches sparsity s through s_i = 1 - (1 - s)^(i / stages), i = 1..stages (from the model's sparsity s0 when
   it is already masked: s_i = 1 - (1 - s0) ((1 - s) / (1 - s0))^(i / stages)); each stage computes the
