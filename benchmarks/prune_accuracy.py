@@ -349,11 +349,11 @@ def seed_summary(rows: list[dict]) -> str:
     """Median and range over (network, calibration draw) of each data-based method's gain over global
     magnitude at s = 0.9."""
     magnitude = {row_config(r)["network"]: r["value"] for r in rows if r["name"] == "magnitude"}
-    lines = ["MLP 784-40-20-10 (training seeds 100 and 101) at s=0.9, one-shot, over the networks and calibration "
+    lines = [f"MLP 784-40-20-10 ({', '.join(magnitude)}) at s=0.9, one-shot, over the networks and calibration "
              "draws (the main tables' calibration batch, then random training batches of the same size with seeds "
              f"{', '.join(map(str, CALIBRATION_SEEDS))}): gain over global magnitude (points)", "",
              "| network | method | median | min | max | draws |", "|---|---|---|---|---|---|"]
-    for network in [*magnitude, "both"]:
+    for network in [*magnitude, "both"] if len(magnitude) > 1 else magnitude:
         for method in SEED_METHODS[1:]:
             gains = sorted(100 * (r["value"] - magnitude[row_config(r)["network"]]) for r in rows
                            if r["name"] == method and network in (row_config(r)["network"], "both"))

@@ -21,8 +21,8 @@ config = run, calibration, inputs, stages, rel_damp, block_size -- None: the ful
 per sparsity and setting, the gain over global magnitude on each run, the number of runs and their mean.
 Resumable and cumulative: a (run, setting, sparsity) already in the CSV is not run again, so the grid can be run
 in parts (each call appends its rows) and the markdown always covers every row of the CSV. A CSV made from other
-models under the same run ids (another machine's zoo build: global magnitude's accuracy differs) is refused, not
-extended (OtherModelsError; the command exits with 2 and says so).
+models under the same run ids (another machine's zoo build: global magnitude's accuracy differs from a row of
+the file at any of its sparsities) is refused before any row is added (the command exits with 2 and says so).
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def calibration_batch(task, inputs: str, n: int, priors: dict | None = None) -> 
     reads with one draw; ``priors``: the shipped mask hypernetwork's)."""
     if inputs == "train":
         return task.eval_tensors("train", n)
+    priors = priors if priors is not None else hypernet.load_default().priors
     return priors[task.name].sample(n, seed=0)
 
 
@@ -109,26 +110,36 @@ class OtherModelsError(RuntimeError):
     """The results file was made from other models than this machine's zoo holds under the same run ids."""
 
 
+def magnitude_accuracy(model, task, sparsity: float) -> float:
+    """One-shot validation accuracy of ``model`` pruned by global magnitude to ``sparsity``."""
+    scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
+    return one_shot(model, task, keep_top(scores, sparsity), None)
+
+
+def check_same_models(specs, zoo_dir: Path, task, done: dict[tuple, float]) -> None:
+    """Raise :class:`OtherModelsError` when global magnitude, at any sparsity ``done`` (row key -> value,
+    :func:`_key`) has for one of these runs, does not give the accuracy ``done`` has: this machine then built
+    another model under the run's id (zoo builds depend on the CPU, weightcast/prune/README.md), and rows of it
+    would not be comparable with the file's."""
+    for entry, model in zoo.load_models(zoo_dir, specs):
+        for key, value in done.items():
+            if key[:2] == (entry["id"], "magnitude") and (acc := magnitude_accuracy(model, task, key[2])) != value:
+                raise OtherModelsError(f"{entry['id']}: global magnitude at s = {key[2]} gives {acc:.4f} here but "
+                                       f"{value:.4f} in the results file: this machine built another model under "
+                                       "that id; tune into another --out")
+
+
 def tune_rows(specs, zoo_dir: Path, task, args, done: dict[tuple, float]):
-    """Yield the rows of (run, setting, sparsity) not in ``done`` (row key -> value, :func:`_key`), one at a time.
-    Global magnitude is evaluated on each run at each sparsity even when ``done`` has it: raises
-    :class:`OtherModelsError` when its accuracy is not the one in ``done``, since this machine then built another
-    model under the run's id (zoo builds depend on the CPU, weightcast/prune/README.md) and its rows would not be
-    comparable with those."""
+    """Yield the rows of (run, setting, sparsity) not in ``done`` (row key -> value, :func:`_key`), one at a
+    time (:func:`check_same_models` first: rows are added only to a file made from the same models)."""
     priors = hypernet.load_default().priors if "prior" in args.inputs else None
     for entry, model in zoo.load_models(zoo_dir, specs):
         run = entry["id"]
         common = dict(metric="acc", unit="fraction", x_name="sparsity", benchmark="prune-tune-fisher")
         for s in args.sparsities:
-            scores = {f"{n}.weight": weight_of(m).detach().abs() for n, m in prunable_layers(model).items()}
-            acc = one_shot(model, task, keep_top(scores, s), None)
-            key = (run, "magnitude", s) + setting_of({})
-            if key not in done:
-                yield dict(common, name="magnitude", x_value=s, value=acc, config={"run": run, "stage": "one-shot"})
-            elif done[key] != acc:
-                raise OtherModelsError(f"{run}: global magnitude at s = {s} gives {acc:.4f} here but "
-                                       f"{done[key]:.4f} in the results file: this machine built another model "
-                                       "under that id; tune into another --out")
+            if (run, "magnitude", s) + setting_of({}) not in done:
+                yield dict(common, name="magnitude", x_value=s, value=magnitude_accuracy(model, task, s),
+                           config={"run": run, "stage": "one-shot"})
         for method, n, inputs in itertools.product(args.methods, args.calibration, args.inputs):
             x, y = calibration_batch(task, inputs, n, priors)
             for stages, damp, block, s in itertools.product(args.stages, args.rel_damp, args.block_size,
@@ -211,16 +222,18 @@ def main() -> int:
     path = args.out / CSV_NAME
     rows = read_rows(path)
     done = {_key(r): r["value"] for r in rows}
-    for task_name, task_specs in specs_by_task(specs).items():
-        task = get_task(task_name, args.data_dir)
-        try:
-            for row in tune_rows(task_specs, root / "train", task, args, done):
-                write_results(path, [row], device="cpu", append=path.exists())
-                rows.append(row)
-                (args.out / MD_NAME).write_text(table(rows) + "\n")
-        except OtherModelsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    groups = [(get_task(name, args.data_dir), task_specs) for name, task_specs in specs_by_task(specs).items()]
+    try:   # every run checked before any row is added
+        for task, task_specs in groups:
+            check_same_models(task_specs, root / "train", task, done)
+    except OtherModelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for task, task_specs in groups:
+        for row in tune_rows(task_specs, root / "train", task, args, done):
+            write_results(path, [row], device="cpu", append=path.exists())
+            rows.append(row)
+            (args.out / MD_NAME).write_text(table(rows) + "\n")
     (args.out / MD_NAME).write_text(table(rows) + "\n")
     print(table(rows))
     return 0

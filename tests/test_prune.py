@@ -512,7 +512,13 @@ def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
 
     rows = [dict(name="magnitude", value=0.90, config={"network": "mlp"})]
     rows += [dict(name="obs", value=v, config={"network": "mlp"}) for v in (0.91, 0.93, 0.92)]
-    assert "| mlp | obs | +2.00 | +1.00 | +3.00 | 3 |" in bench.seed_summary(rows)
+    one = bench.seed_summary(rows)
+    assert "| mlp | obs | +2.00 | +1.00 | +3.00 | 3 |" in one
+    assert "MLP 784-40-20-10 (mlp) at" in one and "| both |" not in one   # one network: no pooled rows
+    rows += [dict(name="magnitude", value=0.80, config={"network": "mlp-seed101"}),
+             dict(name="obs", value=0.85, config={"network": "mlp-seed101"})]
+    two = bench.seed_summary(rows)
+    assert "MLP 784-40-20-10 (mlp, mlp-seed101) at" in two and "| both | obs | +2.50 | +1.00 | +5.00 | 4 |" in two
 
 
 def test_benchmark_warns_when_this_machine_built_another_model_than_the_results_file(tmp_path):

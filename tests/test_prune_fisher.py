@@ -188,6 +188,9 @@ def test_block_fisher_is_the_damped_fisher_of_the_whole_gradient_matrix_cut_into
     for (a, b), Fb, inv in zip(fisher.blocks, fisher.F, fisher.inverses):
         torch.testing.assert_close(Fb, whole[a:b, a:b])
         torch.testing.assert_close(inv, torch.linalg.inv(whole[a:b, a:b]))
+        before = A[:, a:b].T @ A[:, a:b]   # how blocks were formed from all of A before: bit for bit the same
+        before.diagonal().add_(lam)
+        assert torch.equal(Fb, before)
 
 
 def test_per_sample_grads_of_a_sequence_model_are_its_mean_token_loss_and_woodfisher_prunes_it():
@@ -236,3 +239,15 @@ def test_per_sample_grads_keep_torchs_class_dimension_for_dense_outputs(size):
         model.zero_grad()
         nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
         torch.testing.assert_close(G[i], model[0].weight.grad.flatten())
+
+
+@pytest.mark.parametrize("method,block_size", [("woodfisher", None), ("woodfisher", 4), ("chita", None), ("chita", 4)])
+def test_stages_with_nothing_left_to_remove_are_skipped(method, block_size):
+    """On 10 weights, 8 stages to s = 0.98 remove all ten by stage 7: stage 8 has no weight alive and none to
+    remove (with Fisher blocks it once failed on an empty block list)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(5, 2, bias=False))
+    x, y = torch.randn(16, 5), torch.randint(0, 2, (16,))
+    assert round(stage_sparsities(0.98, 8)[-2] * 10) == 10
+    ((mask, weight),) = prune_in_stages(model, 0.98, x, y, method, stages=8, block_size=block_size).values()
+    assert not bool(mask.any()) and bool((weight == 0).all())

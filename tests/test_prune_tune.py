@@ -49,10 +49,13 @@ def test_rows_match_a_direct_prune_and_resume_from_the_csv(trained, task, monkey
     done = {tune._key(r): r["value"] for r in tune.read_rows(path)}
     assert [(r["config"].get("stages"), r["config"].get("block_size"))
             for r in tune.tune_rows([], tmp_path, task, args, done)] == [(1, 50), (2, None), (2, 50)]
-    # a file made from another model under the same id (another machine's zoo build) is refused, not extended
+    # a file made from another model under the same id (another machine's zoo build) is refused, at any sparsity
+    # it has, whatever --sparsities asks for
+    tune.check_same_models([], tmp_path, task, done)
     (magnitude_key,) = [k for k in done if k[1] == "magnitude"]
+    other = (magnitude_key[0], "magnitude", 0.5) + magnitude_key[3:]
     with pytest.raises(tune.OtherModelsError, match="another model under that id"):
-        next(tune.tune_rows([], tmp_path, task, args, {**done, magnitude_key: done[magnitude_key] + 0.01}))
+        tune.check_same_models([], tmp_path, task, {**done, other: tune.magnitude_accuracy(trained, task, 0.5) + 0.01})
 
 
 def test_prior_rows_are_the_hypernetworks_calibration_with_one_draw(trained, task, monkeypatch, tmp_path):

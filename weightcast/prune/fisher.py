@@ -22,16 +22,17 @@ w_S = w0_S + A_S^T (A_S A_S^T + lambda I)^-1 A_Q w0_Q (float64).
   magnitude's and WoodFisher's (the k least rho_q) -- so it ends at least as low as either. From magnitude's
   alone its steps (1/L, L the largest eigenvalue of A^T A, about 1e5-1e6 times lambda) barely moved the support
   (269 of 272 weights kept alike on a digits MLP at s = 0.9), and CHITA kept 18.89% on the digits validation MLP
-  at 0.9 where magnitude keeps 71.67% (benchmarks/results/prune). From either start it cannot move at all
-  unless its step is huge: the optimal update zeroes the objective's gradient g on the support S, so a step t
-  changes S only when t max|g_j| (j off S) exceeds min|w_i| (i in S), which is far beyond the steps the line
-  search tries. The reference's moves that can leave such a point -- swaps and coordinate descent
-  (Active_IHTCDLS) -- are not implemented: a greedy swap search (the cheapest kept weights exchanged for the
-  removed ones whose gradient promises most, each exchange kept only if the objective falls), tried on the
-  validation MLPs, lowered the objective by under 0.3% per stage and did not raise the accuracy. With
-  ``block_size`` F is WoodFisher's block-diagonal one (CHITA's block variant): the same IHT with products by the
-  blocks, L the largest eigenvalue of any block, and the update decomposed by block. The iterations run in
-  float32 with the full Fisher (L estimated by power iteration, times 1.01), in float64 with blocks.
+  at 0.9 where magnitude keeps 71.67% (benchmarks/results/prune) -- that start was magnitude's support without the
+  optimal update. With the update, neither start's support can change unless the step is huge: the update zeroes the
+  objective's gradient g on the support S, so a step t changes S only when t max|g_j| (j off S) exceeds min|v_i| (i
+  in S, v the iterate), far beyond the steps the line search tries. The reference's moves that can leave such a
+  point -- swaps and coordinate descent (Active_IHTCDLS) -- are not implemented: a greedy swap search (the cheapest
+  kept weights exchanged for the removed ones whose gradient promises most, each exchange kept only if the objective
+  falls), tried outside the project on the validation MLPs, lowered the objective by under 0.3% per stage and did
+  not raise the accuracy. With ``block_size`` F is WoodFisher's block-diagonal one (CHITA's block variant): the same
+  IHT with products by the blocks, L the largest eigenvalue of any block, and the update decomposed by block. The
+  iterations run in float32 with the full Fisher (L estimated by power iteration, times 1.01), in float64 with
+  blocks.
 * Stages (both papers prune one-shot in several steps, recomputing the gradients): :func:`prune_in_stages`
   reaches sparsity s through s_i = 1 - (1 - s)^(i / stages), i = 1..stages (from the model's sparsity s0 when
   it is already masked: s_i = 1 - (1 - s0) ((1 - s) / (1 - s0))^(i / stages)); each stage computes the
@@ -93,22 +94,22 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
             return F.cross_entropy(out[0], yi)   # a sequence model: (1, T, classes) against (T,)
         return F.cross_entropy(out, yi[None])   # torch's layouts: (1, classes) or (1, classes, d1, ...)
 
+    if len(x) == 0:
+        raise ValueError("per_sample_grads needs at least one example, got an empty batch")
     was_training = model.training
     model.eval()
-    out = None   # (N, p), filled chunk by chunk (not concatenated: that would hold it twice)
+    G = None   # (N, p), filled chunk by chunk (not concatenated: that would hold it twice)
     try:
         for i in range(0, len(x), chunk):
             g = vmap(grad(loss), in_dims=(None, 0, 0))(names, x[i:i + chunk], y[i:i + chunk])
             rows = torch.cat([g[k].flatten(1) for k in names], dim=1)
             rows = rows if columns is None else rows[:, columns]
-            if out is None:
-                out = rows.new_empty(len(x), rows.shape[1])
-            out[i:i + len(rows)] = rows
+            if G is None:
+                G = rows.new_empty(len(x), rows.shape[1])
+            G[i:i + len(rows)] = rows
     finally:
         model.train(was_training)
-    if out is None:
-        raise ValueError("per_sample_grads needs at least one example, got an empty batch")
-    return out
+    return G
 
 
 def damping(A: torch.Tensor, rel_damp: float) -> float:
@@ -192,9 +193,9 @@ class BlockFisher:
         root_n = max(len(G), 1) ** 0.5
         self.F, diagonal = [], []
         for a, b in blocks:
-            A = G[:, a:b].double() / root_n
-            diagonal.append(A.square().sum(0, dtype=torch.float64))
-            self.F.append(A.T @ A)
+            Ab = G[:, a:b].double() / root_n
+            diagonal.append(Ab.square().sum(0, dtype=torch.float64))
+            self.F.append(Ab.T @ Ab)
         self.lam = _damping(torch.cat(diagonal), rel_damp)
         self.inverses = []
         for Fb in self.F:
@@ -334,8 +335,10 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
     layer_of = torch.cat([torch.full((s.numel(),), i, device=w.device) for i, (_, s) in enumerate(shapes)])
     alive = torch.cat([mask_of(m).flatten() for m in layers.values()])
     for s in stage_sparsities(sparsity, stages, start=float((~alive).sum()) / len(w)):
-        G = per_sample_grads(model, x, y, weights=_split(w, shapes), columns=alive)
         k = round(s * len(w)) - int((~alive).sum())
+        if k == 0:   # nothing to remove at this stage (few weights): the step would leave w as it is
+            continue
+        G = per_sample_grads(model, x, y, weights=_split(w, shapes), columns=alive)
         blocks = None if block_size is None else _blocks(layer_of[alive], block_size)
         if method == "woodfisher":
             keep, w_alive = woodfisher_step(w[alive], G, k, rel_damp, blocks)
