@@ -251,3 +251,26 @@ def test_stages_with_nothing_left_to_remove_are_skipped(method, block_size):
     assert round(stage_sparsities(0.98, 8)[-2] * 10) == 10
     ((mask, weight),) = prune_in_stages(model, 0.98, x, y, method, stages=8, block_size=block_size).values()
     assert not bool(mask.any()) and bool((weight == 0).all())
+
+
+def test_stages_read_only_the_surviving_weights_gradients(monkeypatch):
+    """Each stage asks per_sample_grads for the surviving columns only (the memory of the pruned ones is never
+    held), and gets what slicing the full matrix would give."""
+    import weightcast.prune.fisher as fisher
+
+    torch.manual_seed(0)
+    model = BiasFreeMLP((1, 6, 6), 4, (12, 8))
+    x, y = torch.randn(32, 1, 6, 6), torch.randint(0, 4, (32,))
+    asked = []
+
+    def recording(model, x, y, columns=None, **kwargs):
+        full = per_sample_grads(model, x, y, **kwargs)
+        G = per_sample_grads(model, x, y, columns=columns, **kwargs)
+        assert columns is not None and torch.equal(G, full[:, columns])
+        asked.append(int(columns.sum()))
+        return G
+
+    monkeypatch.setattr(fisher, "per_sample_grads", recording)
+    p = 36 * 12 + 12 * 8 + 8 * 4
+    prune_in_stages(model, 0.75, x, y, "woodfisher", stages=2, block_size=50)
+    assert asked == [p, p - round(stage_sparsities(0.75, 2)[0] * p)]
