@@ -112,9 +112,19 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
     return G
 
 
+def _scaled(G: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+    """A = G / sqrt(N) (float64) of per-sample gradients ``G`` (N, p), or only its ``columns``."""
+    return G[:, columns].double() / max(len(G), 1) ** 0.5
+
+
 def damping(A: torch.Tensor, rel_damp: float) -> float:
     """lambda = rel_damp x mean(diag A^T A) (1 when A is all zero)."""
-    return _damping(A.square().sum(0, dtype=torch.float64), rel_damp)
+    return _damping(_diagonal(A), rel_damp)
+
+
+def _diagonal(A: torch.Tensor) -> torch.Tensor:
+    """diag A^T A (float64, (p,)): the squared norms of A's columns."""
+    return A.square().sum(0, dtype=torch.float64)
 
 
 def _damping(diagonal: torch.Tensor, rel_damp: float) -> float:
@@ -190,11 +200,10 @@ class BlockFisher:
         if [a for a, _ in blocks] != stops[:-1] or stops[-1] != G.shape[1] or any(a >= b for a, b in blocks):
             raise ValueError(f"blocks must tile 0..{G.shape[1]} in order as (start, stop) pairs, got {blocks}")
         self.blocks = blocks
-        root_n = max(len(G), 1) ** 0.5
         self.F, diagonal = [], []
         for a, b in blocks:
-            Ab = G[:, a:b].double() / root_n
-            diagonal.append(Ab.square().sum(0, dtype=torch.float64))
+            Ab = _scaled(G, slice(a, b))
+            diagonal.append(_diagonal(Ab))
             self.F.append(Ab.T @ Ab)
         self.lam = _damping(torch.cat(diagonal), rel_damp)
         self.inverses = []
@@ -232,7 +241,7 @@ def fisher_of(G: torch.Tensor, rel_damp: float, blocks: list[tuple[int, int]] | 
     or :class:`BlockFisher`, with lambda = :func:`damping` of A = G / sqrt(N)."""
     if blocks is not None:
         return BlockFisher(G, rel_damp, blocks)
-    A = G.double() / max(len(G), 1) ** 0.5
+    A = _scaled(G)
     return FullFisher(A, damping(A, rel_damp))
 
 
