@@ -1,10 +1,12 @@
 """Accuracy vs sparsity of every pruning method on the benchmark networks and the held-out models.
 
-    python benchmarks/prune_accuracy.py --data-dir ../shared/data      (builds the zoos first when missing)
+    python benchmarks/prune_accuracy.py --data-dir ../shared/data --zoo ZOO
+    (the validation diagnosis reads the training zoo: `weightcast prune zoo --zoo ZOO` first, or --skip-validation)
 
-Networks (weightcast.prune.zoo.held_out_specs(): none is in the hypernetwork's training zoo): the MLP 784-40-20-10
-without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the MLP 784-40-20-10
-with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104). Methods: random,
+Networks (the runs of weightcast.prune.zoo.held_out_specs(), none in the hypernetwork's training zoo, pruned from
+their committed trained weights: benchmarks/prune_models.py, so that every machine prunes the same models): the MLP
+784-40-20-10 without bias (seed 100, SGD) and LeNet-5 (width 1) on MNIST, and three more held-out models (the MLP
+784-40-20-10 with seed 101 and AdamW, an MLP 784-64-32 with seed 102, LeNet-5 on digits with seed 104). Methods: random,
 magnitude (global, per layer), LAMP (global), hypernet (shipped weights, MaskHypernetwork.prune: global), layer-wise
 OBS with its default allocation ("relative": the cheapest steps over all layers' traces, each layer's relative to
 its output energy; "obs-magnitude": each layer losing what global magnitude removes there; "obs-global": the raw
@@ -36,6 +38,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, row_config, write_results
+from prune_models import load_all
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, finetune, hypernet, keep_top, recalibrate_bn, sparsity_of, zoo
 from weightcast.prune.api import masks_and_weights
@@ -159,16 +162,17 @@ def method_pruner(method: str, model, data, net):
 
 
 def other_model_warning(path: Path, run: str, dense: float) -> str | None:
-    """A warning when the results file ``path`` has a dense row of ``run`` whose accuracy is not ``dense``: this
-    machine built another model under the same run id (zoo builds depend on the CPU, weightcast/prune/README.md),
-    so its figures will not match the file's. None when they agree or there is nothing to compare."""
+    """A warning when the results file ``path`` has a dense row of ``run`` whose accuracy is not ``dense``: the
+    file was made from another model of that run (before the held-out models were committed, each machine pruned
+    its own zoo build, and zoo builds depend on the CPU: weightcast/prune/README.md), so its figures will not
+    match the file's. None when they agree or there is nothing to compare."""
     if not path.exists():
         return None
     for row in read_results(path):
         if row["name"] == "dense" and row_config(row)["run"] == run and float(row["value"]) != dense:
             return (f"warning: {run} has dense accuracy {dense:.4f} here but {float(row['value']):.4f} in {path} "
-                    f"(made on {row['device']}): this machine built another model, so every figure of it will "
-                    "differ from the committed ones")
+                    f"(made on {row['device']}): the file was made from another model of that run, so every "
+                    "figure of it will differ from the file's")
     return None
 
 
@@ -282,10 +286,12 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
 
 
 def validation_summary(rows: list[dict]) -> str:
-    """Per validation run, each method's one-shot gain over global magnitude (points); WoodFisher absolute."""
-    acc = {(row_config(r)["run"], r["name"], r["x_value"]): r["value"] for r in rows}
+    """Per validation run, each method's one-shot gain over global magnitude (points), from the rows of
+    prune_validation.csv (read back: strings) and the CPU that made them (the runs are local zoo builds)."""
+    acc = {(row_config(r)["run"], r["name"], float(r["x_value"])): float(r["value"]) for r in rows}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
-    lines = ["Validation runs of the training zoo (where the hypernetwork's checkpoint and gate were chosen; no "
+    lines = [f"Validation runs of the training zoo, as built on the {rows[0]['device']} that made these rows "
+             "(zoo builds depend on the CPU; where the hypernetwork's checkpoint and gate were chosen; no "
              "held-out model): one-shot accuracy gain over global magnitude (points). hypernet: as shipped (gated); "
              "hypernet-ungated: its learned change at full strength at every s. With data (ceilings, s = 0.9): "
              "searched-allocation -- the per-layer offsets of magnitude's scores searched on 2,048 training "
@@ -476,8 +482,8 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--zoo", type=Path, default=None,
-                        help="zoo folder (default weightcast.prune.zoo.default_dir())")
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder whose train/ holds the validation runs "
+                        "(default weightcast.prune.zoo.default_dir()); `weightcast prune zoo` builds it")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--calibration", type=int, default=1024)
     parser.add_argument("--finetune-steps", type=int, default=100)
@@ -486,14 +492,11 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=None, help="keep each (network, method)'s rows here and "
                         "reuse them on the next run (to run the methods in parts); off by default")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--skip-validation", action="store_true", help="leave out the diagnosis on the training "
-                        "zoo's validation runs (prune_validation.csv and its summary section)")
+    parser.add_argument("--skip-validation", action="store_true", help="do not recompute the diagnosis on the "
+                        "training zoo's validation runs: the summary repeats --out's prune_validation.csv, if any")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    root = args.zoo or zoo.default_dir()
-    specs = zoo.held_out_specs()
-    zoo.build(root / "heldout", specs, args.data_dir, progress=False)
-    loaded = dict(zip(NETWORKS, zoo.load_models(root / "heldout", specs)))
+    loaded = load_all()
     net = hypernet.load_default
     args.out.mkdir(parents=True, exist_ok=True)
     all_rows, tasks = {}, {}
@@ -512,10 +515,12 @@ def main() -> int:
     if seeds:
         write_results(args.out / "prune_seeds.csv", seeds, device="cpu")
         text += "\n" + seed_summary(seeds)
+    val_path = args.out / "prune_validation.csv"
     if not args.skip_validation:
-        val_rows = validation_rows(root, args.data_dir, net(), args)
-        write_results(args.out / "prune_validation.csv", val_rows, device="cpu")
-        text += "\n" + validation_summary(val_rows)
+        write_results(val_path, validation_rows(args.zoo or zoo.default_dir(), args.data_dir, net(), args),
+                      device="cpu")
+    if val_path.exists():
+        text += "\n" + validation_summary(read_results(val_path))
     (args.out / "summary.md").write_text(text)
     print(text)
     return 0

@@ -2,13 +2,12 @@
 
     python benchmarks/prune_obs_kernel.py --data-dir ../shared/data
 
-The layer's real problem: W (40, 784) of the benchmark MLP (the held-out zoo's first run), H = 2 X^T X / N from
-the first 1,024 MNIST training images, relative damping 0.01, the greedy trace (``--steps``, default all 784
-steps per row). Each
-backend available here runs in the same process, side by side (median and 20/80 % quantiles of ``--repeats``
-calls after one warm-up call; the slow reference ``--reference-repeats`` calls, without warm-up); the
-load average is recorded with the rows. Writes
-benchmarks/results/prune/obs_kernel_cpu.csv (weightcast.results schema) and prints the speed-ups.
+The layer's real problem: W (40, 784) of the benchmark MLP (its committed weights, benchmarks/prune_models.py),
+H = 2 X^T X / N from the first 1,024 MNIST training images, relative damping 0.01, the greedy trace (``--steps``,
+default all 784 steps per row). Each backend available here runs in the same process, side by side (median and
+20/80 % quantiles of ``--repeats`` calls after one warm-up call; the slow reference ``--reference-repeats`` calls,
+without warm-up); the load average is recorded with the rows. Writes benchmarks/results/prune/obs_kernel_cpu.csv
+(weightcast.results schema) and prints the speed-ups.
 """
 from __future__ import annotations
 
@@ -16,22 +15,19 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from common import RESULTS, write_results
+from prune_models import load_all
 from weightcast.data import get_task
 from weightcast.ops.dispatch import use_backend
-from weightcast.prune import zoo
 from weightcast.prune.layers import layer_inputs
 from weightcast.prune.obs_kernel import obs_trace, why_unavailable
 
 
-def problem(data_dir, root: Path, calibration: int = 1024, rel_damp: float = 0.01):
-    specs = zoo.held_out_specs()[:1]
-    zoo.build(root / "heldout", specs, data_dir, progress=False)
-    (_, model), = zoo.load_models(root / "heldout", specs)
+def problem(data_dir, calibration: int = 1024, rel_damp: float = 0.01):
+    _, model = load_all(names=("mlp",))["mlp"]
     x, _ = get_task("mnist", data_dir).eval_tensors("train", calibration)
     X = layer_inputs(model, x)["layers.0"]
     H = 2 * X.T @ X / len(X)
@@ -58,7 +54,6 @@ def timed(fn, repeats: int, warmup: bool = True) -> tuple[float, float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--zoo", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each kernel (after a warm-up call)")
     parser.add_argument("--reference-repeats", type=int, default=1, help="timed calls of the slow reference "
                         "(no warm-up: each call is hundreds of steps)")
@@ -67,7 +62,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    W, Hinv = problem(args.data_dir, args.zoo or zoo.default_dir())
+    W, Hinv = problem(args.data_dir)
     steps = args.steps or W.shape[1]
     backends = ["reference"] + [b for b in ("cpp", "triton") if why_unavailable(b, W.device) is None
                                 and not (b == "triton" and W.device.type == "cpu")]

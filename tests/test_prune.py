@@ -428,12 +428,13 @@ def test_shrink_scales_the_learned_change_and_is_chosen_on_validation(trained, t
         assert on == (max(gains.values()) > 0) and (not on or gains[alpha] == max(gains.values()))
 
 
-def test_benchmark_validation_diagnosis_methods_and_summary(trained, task):
+def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_path):
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import prune_accuracy as bench
+    from weightcast.results import device_name, read_results, write_results
 
     net = MaskHypernetwork(token_size=16, hidden=8)   # untrained: magnitude pruning, gated or not
     n = sum(m.numel() for m in (trained.layers[0].weight, trained.layers[2].weight, trained.layers[4].weight))
@@ -446,10 +447,13 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task):
     for method in ("hypernet", "hypernet-ungated"):
         assert all(torch.equal(masks[method][k], m) for k, m in masks["magnitude"].items())
     assert all(torch.equal(masks["woodfisher-mask"][k], m) for k, m in masks["woodfisher"].items())
-    rows = [dict(name=m, x_value=s, value=v, config={"run": "r"}) for s in bench.VALIDATION_SPARSITIES
+    common = dict(benchmark="prune-validation", metric="acc", unit="fraction", x_name="sparsity")
+    rows = [dict(common, name=m, x_value=s, value=v, config={"run": "r"}) for s in bench.VALIDATION_SPARSITIES
             for m, v in (("magnitude", 0.5), ("lamp", 0.49), ("hypernet", 0.5), ("hypernet-ungated", 0.52))]
-    rows += [dict(name=m, x_value=0.9, value=0.6, config={"run": "r"}) for m in bench.VALIDATION_DATA]
-    text = bench.validation_summary(rows)
+    rows += [dict(common, name=m, x_value=0.9, value=0.6, config={"run": "r"}) for m in bench.VALIDATION_DATA]
+    write_results(tmp_path / "prune_validation.csv", rows, device="cpu")
+    text = bench.validation_summary(read_results(tmp_path / "prune_validation.csv"))   # as main reads them
+    assert f"as built on the {device_name('cpu')} that made these rows" in text
     assert "| r | 50.00 | -1.00 | +0.00 | +2.00 | +10.00 | +10.00 | +10.00 | +10.00 |" in text
     assert "| mean (runs below magnitude) | | -1.00 (1) | +0.00 (0) | +2.00 (0) |" in text
 
@@ -521,8 +525,9 @@ def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
     assert "MLP 784-40-20-10 (mlp, mlp-seed101) at" in two and "| both | obs | +2.50 | +1.00 | +5.00 | 4 |" in two
 
 
-def test_benchmark_warns_when_this_machine_built_another_model_than_the_results_file(tmp_path):
-    """Zoo builds depend on the CPU: the same run id can be another model, whose figures all differ."""
+def test_benchmark_warns_when_the_results_file_was_made_from_another_model(tmp_path):
+    """A results file made from another model of the same run id (zoo builds depend on the CPU): its figures all
+    differ."""
     import sys
     from pathlib import Path
 

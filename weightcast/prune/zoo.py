@@ -102,14 +102,18 @@ def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) 
     for run_id in ids:
         entry = entries[run_id]
         snapshots, _ = load_trajectory(zoo_dir, entry)
-        spec = entry["spec"]
-        info = entry["task_info"]
-        with registered():
-            model = models.get(spec["arch"], in_shape=tuple(info["input_shape"]), num_classes=info["num_classes"],
-                               **spec["model_kwargs"])
+        model = make_model(entry["spec"], entry["task_info"])
         model.load_state_dict({name: t[-1] for name, t in snapshots.items()})
         out.append((entry, model.eval()))
     return out
+
+
+def make_model(spec: dict, task_info: dict) -> nn.Module:
+    """A fresh (untrained) model of a zoo run: ``spec`` its RunSpec as a dict (a manifest entry's "spec"),
+    ``task_info`` its task's info (the entry's "task_info": input shape, number of classes)."""
+    with registered():
+        return models.get(spec["arch"], in_shape=tuple(task_info["input_shape"]),
+                          num_classes=task_info["num_classes"], **spec["model_kwargs"])
 
 
 def default_dir() -> Path:
