@@ -178,6 +178,9 @@ def other_model_warning(path: Path, run: str, dense: float) -> str | None:
 
 def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
     dense = task.evaluate(model)["acc"]
+    if abs(dense - entry["dense_acc"]) * task.eval_size > 1.5:   # more than one example apart
+        print(f"warning: {name} has dense accuracy {dense:.4f} here but {entry['dense_acc']:.4f} in its card: "
+              "this machine evaluates the committed model differently, so every figure may differ", flush=True)
     warning = other_model_warning(args.out / f"prune_{name}.csv", entry["id"], dense)
     if warning:
         print(warning, flush=True)
@@ -287,11 +290,11 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
 
 def validation_summary(rows: list[dict]) -> str:
     """Per validation run, each method's one-shot gain over global magnitude (points), from the rows of
-    prune_validation.csv (read back: strings) and the CPU that made them (the runs are local zoo builds)."""
+    prune_validation.csv (read back: strings), captioned with the CPU that pruned them."""
     acc = {(row_config(r)["run"], r["name"], float(r["x_value"])): float(r["value"]) for r in rows}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
-    lines = [f"Validation runs of the training zoo, as built on the {rows[0]['device']} that made these rows "
-             "(zoo builds depend on the CPU; where the hypernetwork's checkpoint and gate were chosen; no "
+    lines = [f"Validation runs of the training zoo, pruned on the {rows[0]['device']} (the runs are local zoo "
+             "builds, which depend on the CPU; where the hypernetwork's checkpoint and gate were chosen; no "
              "held-out model): one-shot accuracy gain over global magnitude (points). hypernet: as shipped (gated); "
              "hypernet-ungated: its learned change at full strength at every s. With data (ceilings, s = 0.9): "
              "searched-allocation -- the per-layer offsets of magnitude's scores searched on 2,048 training "
@@ -496,7 +499,7 @@ def main() -> int:
                         "training zoo's validation runs: the summary repeats --out's prune_validation.csv, if any")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    loaded = load_all()
+    loaded = load_all(args.networks)
     net = hypernet.load_default
     args.out.mkdir(parents=True, exist_ok=True)
     all_rows, tasks = {}, {}

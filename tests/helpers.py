@@ -1,5 +1,14 @@
-"""Small models and training loops shared by the optimizer tests."""
+"""Small models and training loops shared by the optimizer tests; where the tests find the shared MNIST files."""
+import os
+from pathlib import Path
+
+import pytest
 import torch
+
+SHARED_DATA = Path(os.environ.get("WEIGHTCAST_DATA") or Path(__file__).resolve().parents[1] / "../shared/data")
+needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists()
+                                 and not (SHARED_DATA / "train-images-idx3-ubyte.gz").exists(),
+                                 reason=f"MNIST files not found under {SHARED_DATA}")
 
 
 def odd_params(seed: int = 0, device: str = "cpu") -> list[torch.nn.Parameter]:

@@ -1,9 +1,7 @@
 """Data loaders and tasks: digits, chars, MNIST from the shared data directory, and the errors on bad files."""
 import gzip
 import math
-import os
 import struct
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +10,7 @@ import torch.nn.functional as F
 from weightcast.data import find_mnist_dir, get_task, load_chars, load_digits, load_mnist, read_idx
 from weightcast.errors import InputError
 
-SHARED_DATA = Path(os.environ.get("WEIGHTCAST_DATA") or Path(__file__).resolve().parents[1] / "../shared/data")
-needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists()
-                                 and not (SHARED_DATA / "train-images-idx3-ubyte.gz").exists(),
-                                 reason=f"MNIST files not found under {SHARED_DATA}")
+from helpers import SHARED_DATA, needs_mnist
 
 
 class ConstantModel(torch.nn.Module):

@@ -453,7 +453,7 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_p
     rows += [dict(common, name=m, x_value=0.9, value=0.6, config={"run": "r"}) for m in bench.VALIDATION_DATA]
     write_results(tmp_path / "prune_validation.csv", rows, device="cpu")
     text = bench.validation_summary(read_results(tmp_path / "prune_validation.csv"))   # as main reads them
-    assert f"as built on the {device_name('cpu')} that made these rows" in text
+    assert f"pruned on the {device_name('cpu')} (the runs are local zoo builds" in text
     assert "| r | 50.00 | -1.00 | +0.00 | +2.00 | +10.00 | +10.00 | +10.00 | +10.00 |" in text
     assert "| mean (runs below magnitude) | | -1.00 (1) | +0.00 (0) | +2.00 (0) |" in text
 
