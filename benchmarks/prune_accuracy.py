@@ -458,7 +458,8 @@ def summary(all_rows: dict[str, list[dict]]) -> str:
         lines.append(f"| {n} | " + " | ".join(f"{d:+.2f}" for d in diffs) + f" | {wf:+.2f} |")
     if all_diffs:
         lines += ["", f"At or above magnitude at {sum(d >= 0 for d in all_diffs)} of {len(all_diffs)} points "
-                  f"(above at {sum(d > 0 for d in all_diffs)}); largest shortfall {min(all_diffs):+.2f}, "
+                  f"(above at {sum(d > 0 for d in all_diffs)}); "
+                  f"{'largest shortfall' if min(all_diffs) < 0 else 'smallest gain'} {min(all_diffs):+.2f}, "
                   f"largest gain {max(all_diffs):+.2f} points."]
     lines.append("")
     lamp = [n for n in held if "lamp" in present(all_rows[n])]

@@ -545,3 +545,24 @@ def test_benchmark_warns_when_the_results_file_was_made_from_another_model(tmp_p
     assert bench.other_model_warning(path, "run-c", 0.5) is None   # another run id: nothing to compare
     warning = bench.other_model_warning(path, "run-a", 0.9497)
     assert "0.9497 here but 0.9462" in warning and "another model" in warning
+
+
+def test_benchmark_summary_counts_the_hypernetwork_against_magnitude_at_every_sparsity():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import prune_accuracy as bench
+
+    def rows(hypernet_gain):
+        out = []
+        for s in bench.SPARSITIES:
+            for method, value in (("magnitude", 0.5), ("woodfisher", 0.6), ("hypernet", 0.5 + hypernet_gain(s))):
+                out.append(dict(name=method, metric="acc", x_value=s, value=value, config={"stage": "one-shot"}))
+        return out
+
+    text = bench.summary({"mlp": rows(lambda s: 0.01 * (s == 0.9)), "lenet5": rows(lambda s: -0.0015 * (s == 0.5))})
+    assert "| mlp | +0.00 | +0.00 | +0.00 | +1.00 | +0.00 | +0.00 | -9.00 |" in text
+    assert "At or above magnitude at 11 of 12 points (above at 1); largest shortfall -0.15, largest gain +1.00" in text
+    text = bench.summary({"mlp": rows(lambda s: 0.01)})
+    assert "At or above magnitude at 6 of 6 points (above at 6); smallest gain +1.00, largest gain +1.00" in text
