@@ -2,7 +2,9 @@
 import copy
 import dataclasses
 import io
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ from weightcast.prune import allocation, hypernet, scores
 from weightcast.prune.models import registered
 from weightcast.prune.obs import LayerOBS
 from weightcast import models
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import prune_accuracy as bench  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -429,11 +434,6 @@ def test_shrink_scales_the_learned_change_and_is_chosen_on_validation(trained, t
 
 
 def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import prune_accuracy as bench
     from weightcast.results import device_name, read_results, write_results
 
     net = MaskHypernetwork(token_size=16, hidden=8)   # untrained: magnitude pruning, gated or not
@@ -459,11 +459,6 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_p
 
 
 def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatch):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import prune_accuracy as bench
 
     monkeypatch.setattr(bench, "hypernet_digest", lambda: "w1")
     expected = {"run": "r", "calibration": 1024}
@@ -493,11 +488,6 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
 
 
 def test_benchmark_tables_say_what_each_data_based_method_read():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import prune_accuracy as bench
 
     rows = [dict(name=m, metric="acc", config={"calibration": n, **({"block_size": b} if b else {})})
             for m, n, b in (("obs", 1024, None), ("obs", 1024, None), ("chita", 1024, None),
@@ -508,11 +498,6 @@ def test_benchmark_tables_say_what_each_data_based_method_read():
 
 
 def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import prune_accuracy as bench
 
     rows = [dict(name="magnitude", value=0.90, config={"network": "mlp"})]
     rows += [dict(name="obs", value=v, config={"network": "mlp"}) for v in (0.91, 0.93, 0.92)]
@@ -528,11 +513,6 @@ def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
 def test_benchmark_warns_when_the_results_file_was_made_from_another_model(tmp_path):
     """A results file made from another model of the same run id (zoo builds depend on the CPU): its figures all
     differ."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import prune_accuracy as bench
     from common import write_results
 
     path = tmp_path / "prune_mlp.csv"
@@ -548,11 +528,6 @@ def test_benchmark_warns_when_the_results_file_was_made_from_another_model(tmp_p
 
 
 def test_benchmark_summary_counts_the_hypernetwork_against_magnitude_at_every_sparsity():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import prune_accuracy as bench
 
     def rows(hypernet_gain):
         out = []
