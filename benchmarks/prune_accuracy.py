@@ -288,9 +288,19 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
     return rows
 
 
+def stale_methods(rows: list[dict]) -> list[str]:
+    """The methods of ``rows`` (read back from a results file) whose rows' configs lack the method's current
+    :func:`settings`: made another way (e.g. by another hypernetwork) than a run now would."""
+    return sorted({r["name"] for r in rows if not row_config(r).items() >= settings(r["name"]).items()})
+
+
 def validation_summary(rows: list[dict]) -> str:
     """Per validation run, each method's one-shot gain over global magnitude (points), from the rows of
-    prune_validation.csv (read back: strings), captioned with the CPU that pruned them."""
+    prune_validation.csv (read back: strings), captioned with the CPU that pruned them and naming the methods
+    whose rows were made another way than now (:func:`stale_methods`)."""
+    if not rows:
+        return "The validation file has no rows: run without --skip-validation to make them.\n"
+    stale = stale_methods(rows)
     acc = {(row_config(r)["run"], r["name"], float(r["x_value"])): float(r["value"]) for r in rows}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
     lines = [f"Validation runs of the training zoo, pruned on the {rows[0]['device']} (the runs are local zoo "
@@ -300,6 +310,9 @@ def validation_summary(rows: list[dict]) -> str:
              "searched-allocation -- the per-layer offsets of magnitude's scores searched on 2,048 training "
              "examples (the target the hypernetwork's offsets are fitted to); obs-mask, woodfisher-mask -- their "
              "masks without the weight updates; woodfisher -- with them.", ""]
+    if stale:
+        lines[0:0] = [f"**Stale:** the rows of {', '.join(stale)} were made with other settings than the current "
+                      "ones (e.g. another hypernetwork): run without --skip-validation to redo them.", ""]
     free = [m for m in VALIDATION_FREE if m != "magnitude"]
     for s in VALIDATION_SPARSITIES:
         methods = free + (list(VALIDATION_DATA) if s == 0.9 else [])
@@ -524,7 +537,11 @@ def main() -> int:
         write_results(val_path, validation_rows(args.zoo or zoo.default_dir(), args.data_dir, net(), args),
                       device="cpu")
     if val_path.exists():
-        text += "\n" + validation_summary(read_results(val_path))
+        val_rows = read_results(val_path)
+        if stale_methods(val_rows):
+            print(f"warning: {val_path} has rows of {', '.join(stale_methods(val_rows))} made with other settings "
+                  "than now; run without --skip-validation to redo them", flush=True)
+        text += "\n" + validation_summary(val_rows)
     (args.out / "summary.md").write_text(text)
     print(text)
     return 0

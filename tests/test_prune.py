@@ -448,14 +448,39 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_p
         assert all(torch.equal(masks[method][k], m) for k, m in masks["magnitude"].items())
     assert all(torch.equal(masks["woodfisher-mask"][k], m) for k, m in masks["woodfisher"].items())
     common = dict(benchmark="prune-validation", metric="acc", unit="fraction", x_name="sparsity")
-    rows = [dict(common, name=m, x_value=s, value=v, config={"run": "r"}) for s in bench.VALIDATION_SPARSITIES
+    rows = [dict(common, name=m, x_value=s, value=v, config={"run": "r", **bench.settings(m)})
+            for s in bench.VALIDATION_SPARSITIES
             for m, v in (("magnitude", 0.5), ("lamp", 0.49), ("hypernet", 0.5), ("hypernet-ungated", 0.52))]
-    rows += [dict(common, name=m, x_value=0.9, value=0.6, config={"run": "r"}) for m in bench.VALIDATION_DATA]
+    rows += [dict(common, name=m, x_value=0.9, value=0.6, config={"run": "r", **bench.settings(m)})
+             for m in bench.VALIDATION_DATA]
     write_results(tmp_path / "prune_validation.csv", rows, device="cpu")
     text = bench.validation_summary(read_results(tmp_path / "prune_validation.csv"))   # as main reads them
     assert f"pruned on the {device_name('cpu')} (the runs are local zoo builds" in text
     assert "| r | 50.00 | -1.00 | +0.00 | +2.00 | +10.00 | +10.00 | +10.00 | +10.00 |" in text
     assert "| mean (runs below magnitude) | | -1.00 (1) | +0.00 (0) | +2.00 (0) |" in text
+    assert "Stale" not in text
+
+
+def test_benchmark_validation_summary_names_rows_made_another_way_and_an_empty_file(tmp_path):
+    from weightcast.results import read_results, write_results
+
+    common = dict(benchmark="prune-validation", metric="acc", unit="fraction", x_name="sparsity", value=0.5)
+    rows = [dict(common, name=m, x_value=s, config={"run": "r", **bench.settings(m)})
+            for s in bench.VALIDATION_SPARSITIES for m in bench.VALIDATION_FREE]
+    rows += [dict(common, name=m, x_value=0.9, config={"run": "r", **bench.settings(m)})
+             for m in bench.VALIDATION_DATA]
+    for r in rows:   # another hypernetwork's rows, and WoodFisher's on another calibration size
+        if r["name"].startswith("hypernet"):
+            r["config"]["hypernet_sha256"] = "0" * 16
+        if r["name"] == "woodfisher":
+            r["config"]["calibration"] = 1024
+    write_results(tmp_path / "prune_validation.csv", rows, device="cpu")
+    read = read_results(tmp_path / "prune_validation.csv")
+    assert bench.stale_methods(read) == ["hypernet", "hypernet-ungated", "woodfisher"]
+    assert "**Stale:** the rows of hypernet, hypernet-ungated, woodfisher were made with other settings" in \
+        bench.validation_summary(read)
+    write_results(tmp_path / "empty.csv", [], device="cpu")
+    assert "has no rows" in bench.validation_summary(read_results(tmp_path / "empty.csv"))
 
 
 def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatch):
