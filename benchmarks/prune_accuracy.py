@@ -538,9 +538,10 @@ def main() -> int:
                       device="cpu")
     if val_path.exists():
         val_rows = read_results(val_path)
-        if stale_methods(val_rows):
-            print(f"warning: {val_path} has rows of {', '.join(stale_methods(val_rows))} made with other settings "
-                  "than now; run without --skip-validation to redo them", flush=True)
+        stale = stale_methods(val_rows)
+        if stale:
+            print(f"warning: {val_path} has rows of {', '.join(stale)} made with other settings than now; run "
+                  "without --skip-validation to redo them", flush=True)
         text += "\n" + validation_summary(val_rows)
     (args.out / "summary.md").write_text(text)
     print(text)

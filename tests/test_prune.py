@@ -484,7 +484,6 @@ def test_benchmark_validation_summary_names_rows_made_another_way_and_an_empty_f
 
 
 def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatch):
-
     monkeypatch.setattr(bench, "hypernet_digest", lambda: "w1")
     expected = {"run": "r", "calibration": 1024}
     rows = [dict(name=m, config={**expected, **bench.settings(m)}) for m in ("magnitude", "chita", "hypernet")]
@@ -513,7 +512,6 @@ def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatc
 
 
 def test_benchmark_tables_say_what_each_data_based_method_read():
-
     rows = [dict(name=m, metric="acc", config={"calibration": n, **({"block_size": b} if b else {})})
             for m, n, b in (("obs", 1024, None), ("obs", 1024, None), ("chita", 1024, None),
                             ("woodfisher", 8192, 2048), ("magnitude", 1024, None))]
@@ -523,7 +521,6 @@ def test_benchmark_tables_say_what_each_data_based_method_read():
 
 
 def test_benchmark_seed_summary_gives_each_methods_gain_over_magnitude():
-
     rows = [dict(name="magnitude", value=0.90, config={"network": "mlp"})]
     rows += [dict(name="obs", value=v, config={"network": "mlp"}) for v in (0.91, 0.93, 0.92)]
     one = bench.seed_summary(rows)
@@ -553,7 +550,6 @@ def test_benchmark_warns_when_the_results_file_was_made_from_another_model(tmp_p
 
 
 def test_benchmark_summary_counts_the_hypernetwork_against_magnitude_at_every_sparsity():
-
     def rows(hypernet_gain):
         out = []
         for s in bench.SPARSITIES:
