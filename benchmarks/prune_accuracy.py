@@ -294,13 +294,12 @@ def stale_methods(rows: list[dict]) -> list[str]:
     return sorted({r["name"] for r in rows if not row_config(r).items() >= settings(r["name"]).items()})
 
 
-def validation_summary(rows: list[dict]) -> str:
+def validation_summary(rows: list[dict], stale: list[str]) -> str:
     """Per validation run, each method's one-shot gain over global magnitude (points), from the rows of
-    prune_validation.csv (read back: strings), captioned with the CPU that pruned them and naming the methods
-    whose rows were made another way than now (:func:`stale_methods`)."""
+    prune_validation.csv (read back: strings), captioned with the CPU that pruned them and naming ``stale``, the
+    methods whose rows were made another way than now (:func:`stale_methods` of ``rows``)."""
     if not rows:
         return "The validation file has no rows: run without --skip-validation to make them.\n"
-    stale = stale_methods(rows)
     acc = {(row_config(r)["run"], r["name"], float(r["x_value"])): float(r["value"]) for r in rows}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
     lines = [f"Validation runs of the training zoo, pruned on the {rows[0]['device']} (the runs are local zoo "
@@ -542,7 +541,7 @@ def main() -> int:
         if stale:
             print(f"warning: {val_path} has rows of {', '.join(stale)} made with other settings than now; run "
                   "without --skip-validation to redo them", flush=True)
-        text += "\n" + validation_summary(val_rows)
+        text += "\n" + validation_summary(val_rows, stale)
     (args.out / "summary.md").write_text(text)
     print(text)
     return 0

@@ -37,13 +37,15 @@ EXPORT = "python benchmarks/prune_models.py --data-dir DATA --zoo ZOO"
 TRAIN_THREADS = 1   # torch threads of the training runs (`weightcast prune zoo`'s default): they change the weights
 
 
-def save_model(path: Path, name: str, entry: dict, model: nn.Module, dense: float, command: str = EXPORT) -> Path:
+def save_model(path: Path, name: str, entry: dict, model: nn.Module, dense: float, command: str = EXPORT,
+               exported: dict | None = None) -> Path:
     """Write ``model``'s weights and its card to ``path``: ``name`` its network (one of zoo.HELD_OUT_NAMES),
     ``entry`` its run's zoo manifest entry, ``dense`` its validation accuracy (a fraction), ``command`` what made
-    the file."""
+    the file, ``exported`` where (:func:`weightcast.results.provenance`; default: taken now)."""
     config = {"run": entry["id"], "spec": entry["spec"], "task_info": entry["task_info"]}
     card = {"network": name, "run": entry["id"], "dense_acc": dense, "command": command,
-            "exported": provenance("cpu"), "trained_with": {**entry.get("versions", {}), "threads": TRAIN_THREADS}}
+            "exported": exported or provenance("cpu"),
+            "trained_with": {**entry.get("versions", {}), "threads": TRAIN_THREADS}}
     return save_weights(path, model.state_dict(), kind=KIND, config=config, card=card)
 
 
@@ -83,7 +85,10 @@ def load_all(names=zoo.HELD_OUT_NAMES, models_dir: Path = MODELS) -> dict[str, t
 def export(zoo_dir: Path, data_dir, out: Path = MODELS, command: str = EXPORT) -> list[Path]:
     """Train the held-out runs missing from ``zoo_dir``/heldout (TRAIN_THREADS torch threads, as ``weightcast
     prune zoo``; runs already there are taken as they are, wherever they were built), then write each run's
-    trained weights and card to ``out``/<network>.safetensors; returns the paths."""
+    trained weights and card to ``out``/<network>.safetensors; returns the paths. Every card records the export's
+    provenance as taken before the first file is written: the files it writes into a checkout would otherwise mark
+    the later cards' commit "-dirty"."""
+    exported = provenance("cpu")
     specs = zoo.held_out_specs()
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
@@ -96,7 +101,7 @@ def export(zoo_dir: Path, data_dir, out: Path = MODELS, command: str = EXPORT) -
         task_name = entry["spec"]["task"]
         tasks.setdefault(task_name, get_task(task_name, data_dir))
         dense = tasks[task_name].evaluate(model)["acc"]
-        paths.append(save_model(out / f"{name}.safetensors", name, entry, model, dense, command))
+        paths.append(save_model(out / f"{name}.safetensors", name, entry, model, dense, command, exported))
         print(f"{name}: {entry['id']} dense {dense:.4f} -> {paths[-1]}")
     return paths
 

@@ -454,7 +454,8 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_p
     rows += [dict(common, name=m, x_value=0.9, value=0.6, config={"run": "r", **bench.settings(m)})
              for m in bench.VALIDATION_DATA]
     write_results(tmp_path / "prune_validation.csv", rows, device="cpu")
-    text = bench.validation_summary(read_results(tmp_path / "prune_validation.csv"))   # as main reads them
+    read = read_results(tmp_path / "prune_validation.csv")   # as main reads them
+    text = bench.validation_summary(read, bench.stale_methods(read))
     assert f"pruned on the {device_name('cpu')} (the runs are local zoo builds" in text
     assert "| r | 50.00 | -1.00 | +0.00 | +2.00 | +10.00 | +10.00 | +10.00 | +10.00 |" in text
     assert "| mean (runs below magnitude) | | -1.00 (1) | +0.00 (0) | +2.00 (0) |" in text
@@ -478,9 +479,9 @@ def test_benchmark_validation_summary_names_rows_made_another_way_and_an_empty_f
     read = read_results(tmp_path / "prune_validation.csv")
     assert bench.stale_methods(read) == ["hypernet", "hypernet-ungated", "woodfisher"]
     assert "**Stale:** the rows of hypernet, hypernet-ungated, woodfisher were made with other settings" in \
-        bench.validation_summary(read)
+        bench.validation_summary(read, bench.stale_methods(read))
     write_results(tmp_path / "empty.csv", [], device="cpu")
-    assert "has no rows" in bench.validation_summary(read_results(tmp_path / "empty.csv"))
+    assert "has no rows" in bench.validation_summary(read_results(tmp_path / "empty.csv"), [])
 
 
 def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatch):

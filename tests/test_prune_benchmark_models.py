@@ -57,3 +57,27 @@ def test_a_saved_model_loads_bit_exact_and_bad_files_are_refused(tmp_path):
         prune_models.load_model(path, first)
     with pytest.raises(InputError, match="no held-out model named \\['mlp2'\\]"):
         prune_models.load_all(["mlp2"], tmp_path)
+
+
+def test_export_records_one_provenance_taken_before_its_first_file(tmp_path, monkeypatch):
+    # the export writes its files into the checkout, so a provenance taken per file would call the later ones dirty
+    specs = zoo.held_out_specs()
+    info = {"mnist": MNIST_INFO, "digits": {"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10}}
+    pairs = []
+    for spec in specs:
+        entry = {"id": spec.run_id, "spec": dataclasses.asdict(spec), "task_info": info[spec.task]}
+        pairs.append((entry, zoo.make_model(entry["spec"], entry["task_info"])))
+    calls = []
+
+    class Task:
+        def evaluate(self, model):
+            return {"acc": 0.5}
+
+    monkeypatch.setattr(zoo, "build", lambda *args, **kwargs: None)
+    monkeypatch.setattr(zoo, "load_models", lambda root, wanted: pairs)
+    monkeypatch.setattr(prune_models, "get_task", lambda name, data_dir: Task())
+    monkeypatch.setattr(prune_models, "provenance", lambda device: calls.append(device) or {"commit": f"c{len(calls)}"})
+    paths = prune_models.export(tmp_path / "zoo", None, tmp_path / "out")
+    assert [p.name for p in paths] == [f"{n}.safetensors" for n in zoo.HELD_OUT_NAMES]
+    assert calls == ["cpu"]
+    assert all(json.loads(card_path(p).read_text())["exported"] == {"commit": "c1"} for p in paths)
