@@ -20,13 +20,14 @@ import prune_models  # noqa: E402
 MNIST_INFO = {"name": "mnist", "input_shape": [1, 28, 28], "num_classes": 10}
 
 
+@pytest.mark.parametrize("model_set", [prune_models.HELD_OUT, prune_models.REPLICATION], ids=lambda m: m.folder)
 @needs_mnist
-def test_committed_models_are_the_held_out_runs_and_keep_their_recorded_dense_accuracy():
-    loaded = prune_models.load_all()
-    assert list(loaded) == list(zoo.HELD_OUT_NAMES)
+def test_committed_models_are_their_runs_and_keep_their_recorded_dense_accuracy(model_set):
+    loaded = prune_models.load_all(model_set=model_set)
+    assert list(loaded) == list(model_set.names)
     tasks = {}
-    for (name, (entry, model)), spec in zip(loaded.items(), zoo.held_out_specs()):
-        assert entry["id"] == spec.run_id
+    for (name, (entry, model)), spec in zip(loaded.items(), model_set.specs()):
+        assert entry["id"] == spec.run_id and entry["spec"] == dataclasses.asdict(spec)
         task = tasks.setdefault(spec.task, get_task(spec.task, SHARED_DATA))
         # another build of the same run differs by 0.35 to 0.64 points; one example allows for another CPU's rounding
         assert abs(task.evaluate(model)["acc"] - entry["dense_acc"]) * task.eval_size <= 1.5, name
@@ -55,7 +56,7 @@ def test_a_saved_model_loads_bit_exact_and_bad_files_are_refused(tmp_path):
     card.unlink()
     with pytest.raises(WeightFileError, match="has no card"):
         prune_models.load_model(path, first)
-    with pytest.raises(InputError, match="no held-out model named \\['mlp2'\\]"):
+    with pytest.raises(InputError, match="no heldout model named \\['mlp2'\\]"):
         prune_models.load_all(["mlp2"], tmp_path)
 
 

@@ -41,7 +41,7 @@ def _sparsity(text: str) -> float:
 def add_subparser(subparsers) -> None:
     parser = subparsers.add_parser("prune", help="one-shot pruning and the mask hypernetwork")
     sub = parser.add_subparsers(dest="prune_command", required=True)
-    zoo = sub.add_parser("zoo", help="build the training and held-out zoos of pretrained models")
+    zoo = sub.add_parser("zoo", help="build the training, held-out and replication zoos of pretrained models")
     train = sub.add_parser("train", help="train the mask hypernetwork on the training zoo")
     prior = sub.add_parser("prior", help="fit the mask hypernetwork's input priors (one per training task) and "
                                          "choose on the validation runs where it prunes by WoodFisher on them")
@@ -131,7 +131,8 @@ def _zoo(args) -> int:
 
     torch.set_num_threads(args.threads)
     root = args.zoo or zoo.default_dir()
-    for name, specs in (("heldout", zoo.held_out_specs()), ("train", zoo.train_specs())):
+    for name, specs in (("heldout", zoo.held_out_specs()), ("replication", zoo.replication_specs()),
+                        ("train", zoo.train_specs())):
         manifest = zoo.build(root / name, specs, args.data_dir)
         print(f"{name}: {len(manifest['runs'])} runs in {root / name}")
     return 0

@@ -6,6 +6,9 @@
 * :func:`held_out_specs`: 5 runs the hypernetwork never sees -- the benchmark MLP 784-40-20-10 (a width not in
   the training zoo; seeds 100, 101), a trained width with a new seed, LeNet-5 on MNIST with a new seed (the
   LeNet-5 benchmark network) and LeNet-5 on digits with a new seed.
+* :func:`replication_specs`: 5 more runs no decision about the hypernetwork has seen, trained after its held-out
+  results were known, to test those results once more (benchmarks/prune_replication.py): new seeds of the
+  benchmark MLP and LeNet-5 on MNIST (SGD and AdamW), a width neither trained nor held out, LeNet-5 on digits.
 
 Each run records its initial and final weights only (``record_every = steps``); :func:`load_models` rebuilds the
 trained models from a zoo directory.
@@ -79,6 +82,21 @@ def held_out_specs() -> list[RunSpec]:
                 _run("digits", "lenet5", {"width": 1.0}, ADAMW, 104, DIGITS)]
 
 
+ZOO_FOLDERS = ("train", "heldout", "replication")   # the zoos' folders under a zoo root (`weightcast prune zoo`)
+REPLICATION_NAMES = ("mlp-seed200", "mlp-48-24", "lenet5-seed202", "lenet5-seed203", "lenet5-digits-seed204")
+
+
+def replication_specs() -> list[RunSpec]:
+    """The replication zoo, named by :data:`REPLICATION_NAMES` in this order: seeds 200 to 204, none in
+    :func:`train_specs` or :func:`held_out_specs`."""
+    with registered():
+        return [_run("mnist", "mlp_nobias", BENCH_MLP, SGD, 200, MNIST),
+                _run("mnist", "mlp_nobias", {"widths": [48, 24]}, ADAMW, 201, MNIST),
+                _run("mnist", "lenet5", {"width": 1.0}, SGD, 202, MNIST),
+                _run("mnist", "lenet5", {"width": 1.0}, ADAMW, 203, MNIST),
+                _run("digits", "lenet5", {"width": 1.0}, SGD, 204, DIGITS)]
+
+
 def build(out: str | os.PathLike, specs: list[RunSpec], data_dir: str | os.PathLike | None = None,
           progress: bool = True) -> dict:
     """Train the runs of ``specs`` missing from the zoo ``out`` (resumable); returns the manifest."""
@@ -94,7 +112,7 @@ def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) 
     ids = [s.run_id for s in specs] if specs is not None else list(entries)
     missing = [i for i in ids if i not in entries]
     if missing:
-        root = Path(zoo_dir).parent if Path(zoo_dir).name in ("train", "heldout") else Path(zoo_dir)
+        root = Path(zoo_dir).parent if Path(zoo_dir).name in ZOO_FOLDERS else Path(zoo_dir)
         raise MissingInputError(f"zoo {zoo_dir} lacks {len(missing)} of its runs ({', '.join(missing[:3])}"
                                 f"{', ...' if len(missing) > 3 else ''}); build them with `weightcast prune zoo "
                                 f"--zoo {root} --data-dir DATA`")

@@ -1,0 +1,191 @@
+"""The mask hypernetwork's held-out results tested once more, on models no decision about it has seen.
+
+    python benchmarks/prune_replication.py --data-dir ../shared/data
+    python benchmarks/prune_replication.py --data-dir ../shared/data --set heldout --sparsities 0.5
+
+The question, fixed in this file before it was first run: on the replication models (the runs of
+weightcast.prune.zoo.replication_specs(), committed in benchmarks/models/prune/replication/ by
+``benchmarks/prune_models.py --set replication``; trained after the held-out tables were known, and no setting of
+the hypernetwork, of its gate or of this benchmark was chosen with them), is the shipped hypernetwork
+(MaskHypernetwork.prune, global) one-shot at least as accurate as global magnitude at every s of SPARSITIES, and
+within 1 point of WoodFisher (prune_accuracy.FISHER_SETTINGS) at s = 0.9? These are the issue's two targets for the
+hypernetwork; the held-out tables (prune_accuracy.py) meet the second and miss the first at one point by one
+image (LeNet-5, s = 0.5).
+
+For each model and s: the validation accuracy of each method's pruned model (one-shot: masks and, for
+WoodFisher and where the hypernetwork calibrates, updated weights; no fine-tuning) and the achieved sparsity; for
+the hypernetwork against magnitude, the paired counts over the validation split -- examples only the
+hypernetwork's pruned model classifies correctly, and only magnitude's -- and the exact two-sided McNemar p-value
+of that difference (scipy.stats.binomtest on the discordant examples; a p-value near 1 means the two are tied
+within the split's noise). ``--set heldout`` runs the same on the held-out models of the tables.
+
+Writes benchmarks/results/prune/prune_replication.csv (weightcast.results schema) and prune_replication.md
+(prune_replication_heldout.* with ``--set heldout``); ``--cache DIR`` keeps each model's rows there, so that a
+stopped run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from scipy.stats import binomtest
+
+from common import RESULTS, row_config, write_results
+from prune_accuracy import FISHER_SETTINGS, hypernet_calibration, hypernet_digest, method_pruner
+from prune_models import REPLICATION, SETS, load_all
+from weightcast.data import get_task
+from weightcast.prune import apply_masks, hypernet, sparsity_of
+
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+WOODFISHER_AT = 0.9   # WoodFisher is run at this s only: the target compares the hypernetwork with it there
+TIE_POINTS = 1.0      # the second target: the hypernetwork within this many points of WoodFisher at WOODFISHER_AT
+OUT = RESULTS / "prune"
+
+
+@torch.no_grad()
+def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Bool (N,): whether ``model`` (in eval mode) classifies each of the N examples of ``x`` as ``y`` says."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]
+                      for i in range(0, len(x), batch_size)])
+
+
+def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """The paired comparison of two classifiers' correctness vectors ``a`` and ``b`` (bool, same examples):
+    examples only ``a`` gets right, only ``b`` gets right, and the exact two-sided McNemar p-value of the
+    difference (binomial test of the first count among the discordant ones at 1/2; 1.0 when there are none)."""
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p": float(p)}
+
+
+def prune_one(model, method: str, s: float, data, net):
+    """(pruned copy of ``model``, seconds) for ``method`` at sparsity ``s``."""
+    pruned = copy.deepcopy(model)
+    start = time.perf_counter()
+    masks, weights = method_pruner(method, model, data, net)[1](s)
+    apply_masks(pruned, masks, weights)
+    return pruned, time.perf_counter() - start
+
+
+def model_rows(name: str, entry: dict, model, task, sparsities, net, bench: str) -> list[dict]:
+    """The rows of one model: dense accuracy; per s the hypernetwork's and magnitude's accuracy, achieved sparsity
+    and seconds and their paired counts; WoodFisher's at WOODFISHER_AT when it is among ``sparsities``."""
+    x, y = task.eval_tensors("val", task.eval_size)
+    base = {"network": name, "run": entry["id"]}
+    common = dict(benchmark=bench, x_name="sparsity")
+    rows = [dict(common, name="dense", metric="acc", unit="fraction", x_value=0.0,
+                 value=float(correct(model, x, y).float().mean()), config=base)]
+    settings = {"hypernet": {"hypernet": hypernet_digest(), **hypernet_calibration()}, "magnitude": {},
+                "woodfisher": FISHER_SETTINGS["woodfisher"]}
+    fisher_data = task.eval_tensors("train", FISHER_SETTINGS["woodfisher"]["calibration"])
+    for s in sparsities:
+        methods = ("magnitude", "hypernet") + (("woodfisher",) if s == WOODFISHER_AT else ())
+        right = {}
+        for method in methods:
+            pruned, seconds = prune_one(model, method, s, fisher_data if method == "woodfisher" else None,
+                                        net if method == "hypernet" else None)
+            right[method] = correct(pruned, x, y)
+            config = {**base, **settings[method]}
+            rows += [dict(common, name=method, metric="acc", unit="fraction", x_value=s,
+                          value=float(right[method].float().mean()), config=config),
+                     dict(common, name=method, metric="achieved_sparsity", unit="fraction", x_value=s,
+                          value=sparsity_of(pruned), config=config),
+                     dict(common, name=method, metric="time", unit="s", x_value=s, value=seconds, config=config)]
+            print(f"{name} {method} s={s}: {rows[-3]['value']:.4f} ({seconds:.1f} s)", flush=True)
+        counts = paired(right["hypernet"], right["magnitude"])
+        config = {**base, "examples": len(y)}
+        rows += [dict(common, name="hypernet-vs-magnitude", metric="only_hypernet_right", unit="examples",
+                      x_value=s, value=counts["only_a"], config=config),
+                 dict(common, name="hypernet-vs-magnitude", metric="only_magnitude_right", unit="examples",
+                      x_value=s, value=counts["only_b"], config=config),
+                 dict(common, name="hypernet-vs-magnitude", metric="mcnemar_p", unit="probability", x_value=s,
+                      value=counts["p"], config=config)]
+    return rows
+
+
+def value(rows: list[dict], network: str, name: str, metric: str, s: float) -> float | None:
+    found = [float(r["value"]) for r in rows if r["name"] == name and r["metric"] == metric
+             and float(r["x_value"]) == s and row_config(r)["network"] == network]
+    return found[0] if found else None
+
+
+def report(rows: list[dict], networks, sparsities, title: str) -> str:
+    """The markdown report: one table per model, then the two targets' verdicts computed from the rows."""
+    lines = [f"# {title}", "", "One-shot validation accuracy (%), no fine-tuning. Only H / only M: validation "
+             "examples only the hypernetwork's / only magnitude's pruned model classifies correctly; p: exact "
+             "McNemar p-value of that difference.", ""]
+    below, far = [], []
+    for network in networks:
+        dense = value(rows, network, "dense", "acc", 0.0)
+        lines += [f"## {network} (dense {100 * dense:.2f})", "",
+                  "| s | magnitude | hypernet | hypernet - magnitude (points) | only H | only M | p | WoodFisher |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in sparsities:
+            mag, hyp = value(rows, network, "magnitude", "acc", s), value(rows, network, "hypernet", "acc", s)
+            fisher = value(rows, network, "woodfisher", "acc", s)
+            only_h = value(rows, network, "hypernet-vs-magnitude", "only_hypernet_right", s)
+            only_m = value(rows, network, "hypernet-vs-magnitude", "only_magnitude_right", s)
+            p = value(rows, network, "hypernet-vs-magnitude", "mcnemar_p", s)
+            lines.append(f"| {s} | {100 * mag:.2f} | {100 * hyp:.2f} | {100 * (hyp - mag):+.2f} | {only_h:.0f} | "
+                         f"{only_m:.0f} | {p:.3g} | {'' if fisher is None else f'{100 * fisher:.2f}'} |")
+            if hyp < mag:
+                below.append(f"{network} at s = {s} ({100 * hyp:.2f} against {100 * mag:.2f}, "
+                             f"{only_m - only_h:.0f} examples, p = {p:.3g})")
+            if fisher is not None and 100 * (fisher - hyp) > TIE_POINTS:
+                far.append(f"{network} ({100 * hyp:.2f} against {100 * fisher:.2f})")
+        lines.append("")
+    points = len(networks) * len(sparsities)
+    lines += ["## The targets", "",
+              f"- The hypernetwork at least as accurate as global magnitude: at {points - len(below)} of {points} "
+              "points" + (f"; below at {'; '.join(below)}." if below else ".")]
+    if WOODFISHER_AT in sparsities:
+        lines.append(f"- Within {TIE_POINTS:g} point of WoodFisher at s = {WOODFISHER_AT}: on "
+                     f"{len(networks) - len(far)} of {len(networks)} models"
+                     + (f"; further on {'; '.join(far)}." if far else "."))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--set", choices=list(SETS), default=REPLICATION.folder,
+                        help="the replication models (default) or the held-out ones of the prune tables")
+    parser.add_argument("--sparsities", nargs="*", type=float, default=list(SPARSITIES), choices=SPARSITIES)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--cache", type=Path, default=None, help="keep each model's rows here (a stopped run "
+                        "resumes; rows made with other settings are made again)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model_set = SETS[args.set]
+    stem = "prune_replication" + ("" if model_set is REPLICATION else f"_{model_set.folder}")
+    net, tasks, rows = hypernet.load_default(), {}, []
+    key = {"sparsities": args.sparsities, "hypernet": hypernet_digest(), **FISHER_SETTINGS["woodfisher"]}
+    for name, (entry, model) in load_all(model_set=model_set).items():
+        cached = args.cache / f"{stem}-{name}.json" if args.cache else None
+        if cached is not None and cached.exists() and json.loads(cached.read_text())["key"] == key:
+            rows += json.loads(cached.read_text())["rows"]
+            continue
+        task = tasks.setdefault(entry["spec"]["task"], get_task(entry["spec"]["task"], args.data_dir))
+        made = model_rows(name, entry, model, task, args.sparsities, net, f"prune-{stem.replace('_', '-')}")
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps({"key": key, "rows": made}))
+        rows += made
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_results(args.out / f"{stem}.csv", rows, device="cpu")
+    title = ("The hypernetwork's targets on the replication models" if model_set is REPLICATION
+             else "The hypernetwork against magnitude on the held-out models, paired")
+    text = report(rows, model_set.names, args.sparsities, title)
+    (args.out / f"{stem}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
