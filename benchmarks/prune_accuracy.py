@@ -176,11 +176,17 @@ def other_model_warning(path: Path, run: str, dense: float) -> str | None:
     return None
 
 
-def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
-    dense = task.evaluate(model)["acc"]
-    if abs(dense - entry["dense_acc"]) * task.eval_size > 1.5:   # more than one example apart
+def check_dense(name: str, entry: dict, dense: float, examples: int) -> None:
+    """Warn when the committed model ``name`` (``entry`` from prune_models.load_all) has a dense accuracy ``dense``
+    over ``examples`` validation examples more than one example from its card's."""
+    if abs(dense - entry["dense_acc"]) * examples > 1.5:
         print(f"warning: {name} has dense accuracy {dense:.4f} here but {entry['dense_acc']:.4f} in its card: "
               "this machine evaluates the committed model differently, so every figure may differ", flush=True)
+
+
+def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
+    dense = task.evaluate(model)["acc"]
+    check_dense(name, entry, dense, task.eval_size)
     warning = other_model_warning(args.out / f"prune_{name}.csv", entry["id"], dense)
     if warning:
         print(warning, flush=True)

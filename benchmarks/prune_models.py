@@ -1,5 +1,5 @@
-"""The held-out models the prune benchmarks prune, committed as trained weights so that every machine prunes the
-same ones.
+"""The models the prune benchmarks prune (the held-out and the replication ones), committed as trained weights so
+that every machine prunes the same ones.
 
     python benchmarks/prune_models.py --data-dir ../shared/data --zoo .cache/prune-zoo     (exports them again)
 
@@ -36,7 +36,7 @@ from weightcast.weights_io import WeightFileError, load_weights, read_card, save
 from weightcast.zoo import RunSpec
 
 MODELS = Path(__file__).resolve().parent / "models" / "prune"
-KIND = "prune-held-out-model"
+KIND = "prune-held-out-model"   # the weight files' kind, of both sets (the replication models are held out too)
 EXPORT = "python benchmarks/prune_models.py --data-dir DATA --zoo ZOO"
 TRAIN_THREADS = 1   # torch threads of the training runs (`weightcast prune zoo`'s default): they change the weights
 
@@ -44,8 +44,10 @@ TRAIN_THREADS = 1   # torch threads of the training runs (`weightcast prune zoo`
 @dataclasses.dataclass(frozen=True)
 class ModelSet:
     """A set of committed models: its zoo's folder under a zoo root (one of zoo.ZOO_FOLDERS, also its ``--set``
-    name), its networks' names, the RunSpecs of its runs in that order, and the folder of its files."""
+    name), what its errors call it, its networks' names, the RunSpecs of its runs in that order, and the folder of
+    its files."""
     folder: str
+    label: str
     names: tuple[str, ...]
     specs: Callable[[], list[RunSpec]]
     models: Path
@@ -55,8 +57,9 @@ class ModelSet:
         return EXPORT if self is HELD_OUT else f"{EXPORT} --set {self.folder}"
 
 
-HELD_OUT = ModelSet("heldout", zoo.HELD_OUT_NAMES, zoo.held_out_specs, MODELS)
-REPLICATION = ModelSet("replication", zoo.REPLICATION_NAMES, zoo.replication_specs, MODELS / "replication")
+HELD_OUT = ModelSet("heldout", "held-out", zoo.HELD_OUT_NAMES, zoo.held_out_specs, MODELS)
+REPLICATION = ModelSet("replication", "replication", zoo.REPLICATION_NAMES, zoo.replication_specs,
+                       MODELS / "replication")
 SETS = {model_set.folder: model_set for model_set in (HELD_OUT, REPLICATION)}
 
 
@@ -104,21 +107,22 @@ def load_all(names: tuple[str, ...] | list[str] | None = None, models_dir: Path 
     names = model_set.names if names is None else names
     unknown = [n for n in names if n not in specs]
     if unknown:
-        raise InputError(f"no {model_set.folder} model named {unknown}; choose among {list(model_set.names)}")
+        raise InputError(f"no {model_set.label} model named {unknown}; choose among {list(model_set.names)}")
     models_dir = model_set.models if models_dir is None else models_dir
     return {name: load_model(models_dir / f"{name}.safetensors", specs[name], model_set.export_command)
             for name in names}
 
 
-def export(zoo_dir: Path, data_dir, out: Path | None = None, command: str = EXPORT,
+def export(zoo_dir: Path, data_dir, out: Path | None = None, command: str | None = None,
            model_set: ModelSet = HELD_OUT) -> list[Path]:
     """Train the runs of ``model_set`` missing from its zoo folder under ``zoo_dir`` (TRAIN_THREADS torch threads,
     as ``weightcast prune zoo``; runs already there are taken as they are, wherever they were built), then write
     each run's trained weights and card to ``out`` (default: the set's folder)/<network>.safetensors; returns the
-    paths. Every card records the export's provenance as taken before the first file is written: the files it
+    paths. The cards say ``command`` made them (default: the set's export command). Every card records the export's provenance as taken before the first file is written: the files it
     writes into a checkout would otherwise mark the later cards' commit "-dirty"."""
     exported = provenance("cpu")
     out = model_set.models if out is None else out
+    command = model_set.export_command if command is None else command
     specs = model_set.specs()
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)

@@ -16,18 +16,19 @@ For each model and s: the validation accuracy of each method's pruned model (one
 WoodFisher and where the hypernetwork calibrates, updated weights; no fine-tuning) and the achieved sparsity; for
 the hypernetwork against magnitude, the paired counts over the validation split -- examples only the
 hypernetwork's pruned model classifies correctly, and only magnitude's -- and the exact two-sided McNemar p-value
-of that difference (scipy.stats.binomtest on the discordant examples; a p-value near 1 means the two are tied
-within the split's noise). ``--set heldout`` runs the same on the held-out models of the tables.
+of that difference (scipy.stats.binomtest on the discordant examples; a large p-value means the split gives no
+evidence that the two differ, not that they are equal; the p-values are per point, not adjusted for the 30
+comparisons). ``--set heldout`` runs the same on the held-out models of the tables.
 
 Writes benchmarks/results/prune/prune_replication.csv (weightcast.results schema) and prune_replication.md
 (prune_replication_heldout.* with ``--set heldout``); ``--cache DIR`` keeps each model's rows there, so that a
-stopped run resumes.
+stopped run resumes (reused only while every row's run, sparsities and method settings -- prune_accuracy.settings
+-- are the current ones).
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import torch
 from scipy.stats import binomtest
 
 from common import RESULTS, row_config, write_results
-from prune_accuracy import FISHER_SETTINGS, hypernet_calibration, hypernet_digest, method_pruner
+from prune_accuracy import check_dense, load_cache, method_pruner, save_cache, settings
 from prune_models import REPLICATION, SETS, load_all
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, hypernet, sparsity_of
@@ -74,15 +75,16 @@ def prune_one(model, method: str, s: float, data, net):
 
 def model_rows(name: str, entry: dict, model, task, sparsities, net, bench: str) -> list[dict]:
     """The rows of one model: dense accuracy; per s the hypernetwork's and magnitude's accuracy, achieved sparsity
-    and seconds and their paired counts; WoodFisher's at WOODFISHER_AT when it is among ``sparsities``."""
+    and seconds and their paired counts; WoodFisher's at WOODFISHER_AT when it is among ``sparsities``. Every row's
+    config holds the network, its run, ``sparsities``, the validation examples and its method's settings
+    (prune_accuracy.settings: the paired rows the hypernetwork's)."""
     x, y = task.eval_tensors("val", task.eval_size)
-    base = {"network": name, "run": entry["id"]}
+    base = {"network": name, "run": entry["id"], "sparsities": list(sparsities), "examples": len(y)}
     common = dict(benchmark=bench, x_name="sparsity")
-    rows = [dict(common, name="dense", metric="acc", unit="fraction", x_value=0.0,
-                 value=float(correct(model, x, y).float().mean()), config=base)]
-    settings = {"hypernet": {"hypernet": hypernet_digest(), **hypernet_calibration()}, "magnitude": {},
-                "woodfisher": FISHER_SETTINGS["woodfisher"]}
-    fisher_data = task.eval_tensors("train", FISHER_SETTINGS["woodfisher"]["calibration"])
+    dense = float(correct(model, x, y).float().mean())
+    check_dense(name, entry, dense, len(y))
+    rows = [dict(common, name="dense", metric="acc", unit="fraction", x_value=0.0, value=dense, config=base)]
+    fisher_data = task.eval_tensors("train", settings("woodfisher")["calibration"])
     for s in sparsities:
         methods = ("magnitude", "hypernet") + (("woodfisher",) if s == WOODFISHER_AT else ())
         right = {}
@@ -90,7 +92,7 @@ def model_rows(name: str, entry: dict, model, task, sparsities, net, bench: str)
             pruned, seconds = prune_one(model, method, s, fisher_data if method == "woodfisher" else None,
                                         net if method == "hypernet" else None)
             right[method] = correct(pruned, x, y)
-            config = {**base, **settings[method]}
+            config = {**base, **settings(method)}
             rows += [dict(common, name=method, metric="acc", unit="fraction", x_value=s,
                           value=float(right[method].float().mean()), config=config),
                      dict(common, name=method, metric="achieved_sparsity", unit="fraction", x_value=s,
@@ -98,7 +100,7 @@ def model_rows(name: str, entry: dict, model, task, sparsities, net, bench: str)
                      dict(common, name=method, metric="time", unit="s", x_value=s, value=seconds, config=config)]
             print(f"{name} {method} s={s}: {rows[-3]['value']:.4f} ({seconds:.1f} s)", flush=True)
         counts = paired(right["hypernet"], right["magnitude"])
-        config = {**base, "examples": len(y)}
+        config = {**base, **settings("hypernet-vs-magnitude")}
         rows += [dict(common, name="hypernet-vs-magnitude", metric="only_hypernet_right", unit="examples",
                       x_value=s, value=counts["only_a"], config=config),
                  dict(common, name="hypernet-vs-magnitude", metric="only_magnitude_right", unit="examples",
@@ -109,8 +111,12 @@ def model_rows(name: str, entry: dict, model, task, sparsities, net, bench: str)
 
 
 def value(rows: list[dict], network: str, name: str, metric: str, s: float) -> float | None:
+    """The value of the row of ``network``, method ``name``, ``metric`` and sparsity ``s``; None when there is none
+    (WoodFisher but at WOODFISHER_AT). Raises ValueError when there are several."""
     found = [float(r["value"]) for r in rows if r["name"] == name and r["metric"] == metric
              and float(r["x_value"]) == s and row_config(r)["network"] == network]
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} rows of {network} {name} {metric} at s = {s}")
     return found[0] if found else None
 
 
@@ -122,6 +128,7 @@ def report(rows: list[dict], networks, sparsities, title: str) -> str:
     below, far = [], []
     for network in networks:
         dense = value(rows, network, "dense", "acc", 0.0)
+        examples = next(row_config(r)["examples"] for r in rows if row_config(r)["network"] == network)
         lines += [f"## {network} (dense {100 * dense:.2f})", "",
                   "| s | magnitude | hypernet | hypernet - magnitude (points) | only H | only M | p | WoodFisher |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -133,10 +140,10 @@ def report(rows: list[dict], networks, sparsities, title: str) -> str:
             p = value(rows, network, "hypernet-vs-magnitude", "mcnemar_p", s)
             lines.append(f"| {s} | {100 * mag:.2f} | {100 * hyp:.2f} | {100 * (hyp - mag):+.2f} | {only_h:.0f} | "
                          f"{only_m:.0f} | {p:.3g} | {'' if fisher is None else f'{100 * fisher:.2f}'} |")
-            if hyp < mag:
-                below.append(f"{network} at s = {s} ({100 * hyp:.2f} against {100 * mag:.2f}, "
-                             f"{only_m - only_h:.0f} examples, p = {p:.3g})")
-            if fisher is not None and 100 * (fisher - hyp) > TIE_POINTS:
+            if only_m > only_h:   # hyp < mag, in examples
+                below.append(f"{network} at s = {s} ({100 * hyp:.2f} against {100 * mag:.2f}; only H / only M "
+                             f"{only_h:.0f} / {only_m:.0f}, p = {p:.3g})")
+            if fisher is not None and round((fisher - hyp) * examples) > TIE_POINTS / 100 * examples:
                 far.append(f"{network} ({100 * hyp:.2f} against {100 * fisher:.2f})")
         lines.append("")
     points = len(networks) * len(sparsities)
@@ -155,7 +162,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--set", choices=list(SETS), default=REPLICATION.folder,
                         help="the replication models (default) or the held-out ones of the prune tables")
-    parser.add_argument("--sparsities", nargs="*", type=float, default=list(SPARSITIES), choices=SPARSITIES)
+    parser.add_argument("--sparsities", nargs="+", type=float, default=list(SPARSITIES), choices=SPARSITIES)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cache", type=Path, default=None, help="keep each model's rows here (a stopped run "
                         "resumes; rows made with other settings are made again)")
@@ -165,17 +172,15 @@ def main() -> int:
     model_set = SETS[args.set]
     stem = "prune_replication" + ("" if model_set is REPLICATION else f"_{model_set.folder}")
     net, tasks, rows = hypernet.load_default(), {}, []
-    key = {"sparsities": args.sparsities, "hypernet": hypernet_digest(), **FISHER_SETTINGS["woodfisher"]}
     for name, (entry, model) in load_all(model_set=model_set).items():
         cached = args.cache / f"{stem}-{name}.json" if args.cache else None
-        if cached is not None and cached.exists() and json.loads(cached.read_text())["key"] == key:
-            rows += json.loads(cached.read_text())["rows"]
+        reused = load_cache(cached, {"run": entry["id"], "sparsities": args.sparsities})
+        if reused is not None:
+            rows += reused
             continue
         task = tasks.setdefault(entry["spec"]["task"], get_task(entry["spec"]["task"], args.data_dir))
-        made = model_rows(name, entry, model, task, args.sparsities, net, f"prune-{stem.replace('_', '-')}")
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps({"key": key, "rows": made}))
+        made = model_rows(name, entry, model, task, args.sparsities, net, stem.replace("_", "-"))
+        save_cache(cached, made)
         rows += made
     args.out.mkdir(parents=True, exist_ok=True)
     write_results(args.out / f"{stem}.csv", rows, device="cpu")

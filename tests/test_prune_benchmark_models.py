@@ -56,13 +56,14 @@ def test_a_saved_model_loads_bit_exact_and_bad_files_are_refused(tmp_path):
     card.unlink()
     with pytest.raises(WeightFileError, match="has no card"):
         prune_models.load_model(path, first)
-    with pytest.raises(InputError, match="no heldout model named \\['mlp2'\\]"):
+    with pytest.raises(InputError, match="no held-out model named \\['mlp2'\\]"):
         prune_models.load_all(["mlp2"], tmp_path)
 
 
-def test_export_records_one_provenance_taken_before_its_first_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model_set", [prune_models.HELD_OUT, prune_models.REPLICATION], ids=lambda m: m.folder)
+def test_export_records_one_provenance_taken_before_its_first_file(tmp_path, monkeypatch, model_set):
     # the export writes its files into the checkout, so a provenance taken per file would call the later ones dirty
-    specs = zoo.held_out_specs()
+    specs = model_set.specs()
     info = {"mnist": MNIST_INFO, "digits": {"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10}}
     pairs = []
     for spec in specs:
@@ -74,11 +75,15 @@ def test_export_records_one_provenance_taken_before_its_first_file(tmp_path, mon
         def evaluate(self, model):
             return {"acc": 0.5}
 
-    monkeypatch.setattr(zoo, "build", lambda *args, **kwargs: None)
+    built = []
+    monkeypatch.setattr(zoo, "build", lambda root, wanted, *args, **kwargs: built.append((root, wanted)))
     monkeypatch.setattr(zoo, "load_models", lambda root, wanted: pairs)
     monkeypatch.setattr(prune_models, "get_task", lambda name, data_dir: Task())
     monkeypatch.setattr(prune_models, "provenance", lambda device: calls.append(device) or {"commit": f"c{len(calls)}"})
-    paths = prune_models.export(tmp_path / "zoo", None, tmp_path / "out")
-    assert [p.name for p in paths] == [f"{n}.safetensors" for n in zoo.HELD_OUT_NAMES]
+    paths = prune_models.export(tmp_path / "zoo", None, tmp_path / "out", model_set=model_set)
+    assert built == [(tmp_path / "zoo" / model_set.folder, specs)]
+    assert paths == [tmp_path / "out" / f"{n}.safetensors" for n in model_set.names]
     assert calls == ["cpu"]
-    assert all(json.loads(card_path(p).read_text())["exported"] == {"commit": "c1"} for p in paths)
+    cards = [json.loads(card_path(p).read_text()) for p in paths]
+    assert all(card["exported"] == {"commit": "c1"} and card["command"] == model_set.export_command for card in cards)
+    assert model_set is prune_models.HELD_OUT or model_set.export_command.endswith(f"--set {model_set.folder}")

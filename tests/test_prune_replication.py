@@ -22,6 +22,13 @@ def test_replication_runs_are_new_seeds_and_a_new_width():
     assert {prune_models.HELD_OUT.folder, prune_models.REPLICATION.folder} <= set(zoo.ZOO_FOLDERS)
     assert not {s.seed for s in specs} & {s.seed for s in earlier}
     assert not {s.run_id for s in specs} & {s.run_id for s in earlier}
+    described = {name: (s.task, s.arch, s.model_kwargs.get("widths"), s.optimizer, s.seed)
+                 for name, s in zip(zoo.REPLICATION_NAMES, specs)}   # the names say what the runs are
+    assert described == {"mlp-seed200": ("mnist", "mlp_nobias", [40, 20], "sgd", 200),
+                         "mlp-48-24": ("mnist", "mlp_nobias", [48, 24], "adamw", 201),
+                         "lenet5-seed202": ("mnist", "lenet5", None, "sgd", 202),
+                         "lenet5-seed203": ("mnist", "lenet5", None, "adamw", 203),
+                         "lenet5-digits-seed204": ("digits", "lenet5", None, "sgd", 204)}
     mlp_widths = lambda group: {tuple(s.model_kwargs["widths"]) for s in group if s.arch == "mlp_nobias"}  # noqa: E731
     assert mlp_widths(specs) - mlp_widths(earlier) == {(48, 24)}
 
@@ -38,7 +45,7 @@ def test_paired_counts_and_exact_mcnemar_p():
 
 
 def _rows(network, dense, accs, counts, fisher):
-    common = dict(benchmark="b", x_name="sparsity", unit="fraction", config={"network": network})
+    common = dict(benchmark="b", x_name="sparsity", unit="fraction", config={"network": network, "examples": 10_000})
     rows = [dict(common, name="dense", metric="acc", x_value=0.0, value=dense)]
     for s, (mag, hyp) in accs.items():
         rows += [dict(common, name="magnitude", metric="acc", x_value=s, value=mag),
@@ -57,10 +64,15 @@ def test_report_names_the_points_below_magnitude_and_far_from_woodfisher():
                   0.945)
     text = replication.report(rows, ("a", "b"), (0.5, 0.9), "t")
     assert "| 0.5 | 97.20 | 97.19 | -0.01 | 4 | 5 | 1 |  |" in text
-    assert "at 3 of 4 points; below at a at s = 0.5 (97.19 against 97.20, 1 examples, p = 1)." in text
+    assert "at 3 of 4 points; below at a at s = 0.5 (97.19 against 97.20; only H / only M 4 / 5, p = 1)." in text
     assert "Within 1 point of WoodFisher at s = 0.9: on 1 of 2 models; further on a (95.00 against 96.12)." in text
     clean = replication.report(rows, ("b",), (0.5, 0.9), "t")
     assert "at 2 of 2 points." in clean and "on 1 of 1 models." in clean
+    # exactly 1 point (100 of 10,000 examples) is within it, whatever the floats' rounding; 101 examples are not
+    for fisher, hyp, within in ((0.96, 0.95, True), (0.9600001, 0.9499999, True), (0.9601, 0.95, False)):
+        edge = replication.report(_rows("c", 0.97, {0.9: (0.9, hyp)}, {0.9: (500, 0, 1e-9)}, fisher), ("c",), (0.9,),
+                                  "t")
+        assert ("on 1 of 1 models." in edge) is within, (fisher, hyp)
 
 
 @needs_mnist
