@@ -118,8 +118,9 @@ def export(zoo_dir: Path, data_dir, out: Path | None = None, command: str | None
     """Train the runs of ``model_set`` missing from its zoo folder under ``zoo_dir`` (TRAIN_THREADS torch threads,
     as ``weightcast prune zoo``; runs already there are taken as they are, wherever they were built), then write
     each run's trained weights and card to ``out`` (default: the set's folder)/<network>.safetensors; returns the
-    paths. The cards say ``command`` made them (default: the set's export command). Every card records the export's provenance as taken before the first file is written: the files it
-    writes into a checkout would otherwise mark the later cards' commit "-dirty"."""
+    paths. The cards say ``command`` made them (default: the set's export command). Every card records the
+    export's provenance as taken before the first file is written: the files it writes into a checkout would
+    otherwise mark the later cards' commit "-dirty"."""
     exported = provenance("cpu")
     out = model_set.models if out is None else out
     command = model_set.export_command if command is None else command
