@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,23 +42,24 @@ TRAIN_THREADS = 1   # torch threads of the training runs (`weightcast prune zoo`
 
 @dataclasses.dataclass(frozen=True)
 class ModelSet:
-    """A set of committed models: its zoo's folder under a zoo root (one of zoo.ZOO_FOLDERS, also its ``--set``
-    name), what its errors call it, its networks' names, the RunSpecs of its runs in that order, and the folder of
-    its files."""
+    """A set of committed models: its zoo's folder under a zoo root (a key of zoo.ZOOS, also its ``--set``
+    name), what its errors call it, its networks' names (in the order of its runs) and the folder of its files."""
     folder: str
     label: str
     names: tuple[str, ...]
-    specs: Callable[[], list[RunSpec]]
     models: Path
+
+    def specs(self) -> list[RunSpec]:
+        """The RunSpecs of the set's runs (zoo.ZOOS), in the order of :attr:`names`."""
+        return zoo.ZOOS[self.folder]()
 
     @property
     def export_command(self) -> str:
         return EXPORT if self is HELD_OUT else f"{EXPORT} --set {self.folder}"
 
 
-HELD_OUT = ModelSet("heldout", "held-out", zoo.HELD_OUT_NAMES, zoo.held_out_specs, MODELS)
-REPLICATION = ModelSet("replication", "replication", zoo.REPLICATION_NAMES, zoo.replication_specs,
-                       MODELS / "replication")
+HELD_OUT = ModelSet("heldout", "held-out", zoo.HELD_OUT_NAMES, MODELS)
+REPLICATION = ModelSet("replication", "replication", zoo.REPLICATION_NAMES, MODELS / "replication")
 SETS = {model_set.folder: model_set for model_set in (HELD_OUT, REPLICATION)}
 
 

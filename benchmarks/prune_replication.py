@@ -36,12 +36,11 @@ import torch
 from scipy.stats import binomtest
 
 from common import RESULTS, row_config, write_results
-from prune_accuracy import check_dense, load_cache, method_pruner, save_cache, settings
+from prune_accuracy import SPARSITIES, check_dense, load_cache, method_pruner, save_cache, settings
 from prune_models import REPLICATION, SETS, load_all
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, hypernet, sparsity_of
 
-SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 WOODFISHER_AT = 0.9   # WoodFisher is run at this s only: the target compares the hypernetwork with it there
 TIE_POINTS = 1.0      # the second target: the hypernetwork within this many points of WoodFisher at WOODFISHER_AT
 OUT = RESULTS / "prune"

@@ -19,7 +19,7 @@ def test_replication_runs_are_new_seeds_and_a_new_width():
     specs = zoo.replication_specs()
     earlier = zoo.train_specs() + zoo.held_out_specs()
     assert len(specs) == len(zoo.REPLICATION_NAMES)
-    assert {prune_models.HELD_OUT.folder, prune_models.REPLICATION.folder} <= set(zoo.ZOO_FOLDERS)
+    assert {prune_models.HELD_OUT.folder, prune_models.REPLICATION.folder} <= set(zoo.ZOOS)
     assert not {s.seed for s in specs} & {s.seed for s in earlier}
     assert not {s.run_id for s in specs} & {s.run_id for s in earlier}
     described = {name: (s.task, s.arch, s.model_kwargs.get("widths"), s.optimizer, s.seed)

@@ -131,9 +131,8 @@ def _zoo(args) -> int:
 
     torch.set_num_threads(args.threads)
     root = args.zoo or zoo.default_dir()
-    for name, specs in (("heldout", zoo.held_out_specs()), ("replication", zoo.replication_specs()),
-                        ("train", zoo.train_specs())):
-        manifest = zoo.build(root / name, specs, args.data_dir)
+    for name, specs in zoo.ZOOS.items():
+        manifest = zoo.build(root / name, specs(), args.data_dir)
         print(f"{name}: {len(manifest['runs'])} runs in {root / name}")
     return 0
 

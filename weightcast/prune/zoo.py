@@ -82,7 +82,6 @@ def held_out_specs() -> list[RunSpec]:
                 _run("digits", "lenet5", {"width": 1.0}, ADAMW, 104, DIGITS)]
 
 
-ZOO_FOLDERS = ("train", "heldout", "replication")   # the zoos' folders under a zoo root (`weightcast prune zoo`)
 REPLICATION_NAMES = ("mlp-seed200", "mlp-48-24", "lenet5-seed202", "lenet5-seed203", "lenet5-digits-seed204")
 
 
@@ -95,6 +94,10 @@ def replication_specs() -> list[RunSpec]:
                 _run("mnist", "lenet5", {"width": 1.0}, SGD, 202, MNIST),
                 _run("mnist", "lenet5", {"width": 1.0}, ADAMW, 203, MNIST),
                 _run("digits", "lenet5", {"width": 1.0}, SGD, 204, DIGITS)]
+
+
+# each zoo's folder under a zoo root (as `weightcast prune zoo` builds them) and the function giving its runs
+ZOOS = {"heldout": held_out_specs, "replication": replication_specs, "train": train_specs}
 
 
 def build(out: str | os.PathLike, specs: list[RunSpec], data_dir: str | os.PathLike | None = None,
@@ -112,7 +115,7 @@ def load_models(zoo_dir: str | os.PathLike, specs: list[RunSpec] | None = None) 
     ids = [s.run_id for s in specs] if specs is not None else list(entries)
     missing = [i for i in ids if i not in entries]
     if missing:
-        root = Path(zoo_dir).parent if Path(zoo_dir).name in ZOO_FOLDERS else Path(zoo_dir)
+        root = Path(zoo_dir).parent if Path(zoo_dir).name in ZOOS else Path(zoo_dir)
         raise MissingInputError(f"zoo {zoo_dir} lacks {len(missing)} of its runs ({', '.join(missing[:3])}"
                                 f"{', ...' if len(missing) > 3 else ''}); build them with `weightcast prune zoo "
                                 f"--zoo {root} --data-dir DATA`")
