@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import functools
-import hashlib
 import json
 import statistics
 import time
@@ -65,17 +63,19 @@ OUT = RESULTS / "prune"
 
 
 @functools.cache
-def hypernet_digest() -> str:
-    """The first 16 hex digits of the shipped hypernetwork weights' SHA-256 (they decide its rows)."""
-    return hashlib.sha256(hypernet.DEFAULT_FILE.read_bytes()).hexdigest()[:16]
+def shipped_hypernet() -> hypernet.MaskHypernetwork:
+    """The shipped hypernetwork (loaded once)."""
+    return hypernet.load_default()
 
 
-@functools.cache
-def hypernet_calibration() -> dict:
-    """The shipped hypernetwork's :class:`weightcast.prune.Calibration` as a dict, each key prefixed "prior_": its
-    WoodFisher reads that many samples of its input prior, not the row's ``calibration`` training examples (those
-    only recalibrate BatchNorm before recovery)."""
-    return {f"prior_{k}": v for k, v in dataclasses.asdict(hypernet.load_default().calibration).items()}
+def ungated(net: hypernet.MaskHypernetwork) -> hypernet.MaskHypernetwork:
+    """A copy of ``net`` that uses its learned change at full strength at every s and never WoodFisher on its
+    priors: the validation diagnosis's "hypernet-ungated"."""
+    out = copy.deepcopy(net)
+    out.active.fill_(True)
+    out.shrink.fill_(1.0)
+    out.calibrated = {}
+    return out
 
 
 def obs_allocation(method: str) -> str:
@@ -83,14 +83,17 @@ def obs_allocation(method: str) -> str:
     return method.partition("-")[2] or DEFAULT_ALLOCATION
 
 
-def settings(method: str) -> dict:
+def settings(method: str, sparsity: float | None = None, prior: str | None = None) -> dict:
     """What decides a method's rows besides the network, the ``--calibration`` size and the fine-tuning steps:
     the stages of WoodFisher and CHITA (and of their masks), their FISHER_SETTINGS (calibration size and Fisher
     blocks, which replace ``--calibration``), the supports CHITA's IHT may start from; OBS's allocation (and its
-    mask's); the hypernetwork's weights and, since it runs WoodFisher on its input priors where calibrated,
-    its calibration setting (samples, Fisher blocks, draws, stages, damping; keys prefixed "prior_",
-    :func:`hypernet_calibration`). Written into each row's config, so that a results file says what made it and
-    the cache reuses only rows made the same way."""
+    mask's); for the hypernetwork (and its paired rows, "hypernet-...") at ``sparsity`` on a model of input prior
+    ``prior`` (:meth:`MaskHypernetwork.prior_for`), that prior and the shipped hypernetwork's
+    :meth:`MaskHypernetwork.decision` there -- WoodFisher on the prior (a digest of it and of the calibration
+    setting) or the strength of its learned change (and a digest of its network) -- so that a change of its gate
+    at one sparsity leaves the rows of the others valid; "hypernet-ungated" the same of :func:`ungated`. Written
+    into each row's config, so that a results file says what made it and the cache reuses only rows made the
+    same way. Raises ValueError for a hypernetwork method without ``sparsity``."""
     base = method.removesuffix("-mask")
     if base in DEFAULT_STAGES:
         out = {"stages": DEFAULT_STAGES[base]}
@@ -100,8 +103,17 @@ def settings(method: str) -> dict:
     if base.startswith("obs"):
         return {"allocation": obs_allocation(base)}
     if method.startswith("hypernet"):
-        return {"hypernet_sha256": hypernet_digest(), **hypernet_calibration()}
+        if sparsity is None:
+            raise ValueError(f"the settings of {method} depend on the sparsity: pass it")
+        net = ungated(shipped_hypernet()) if method == "hypernet-ungated" else shipped_hypernet()
+        return {"hypernet_prior": prior, **net.decision(sparsity, prior)}
     return {}
+
+
+def row_settings(row: dict) -> dict:
+    """:func:`settings` of a results row (made now or read back from a CSV) at its sparsity and recorded
+    hypernetwork prior."""
+    return settings(row["name"], float(row["x_value"]), row_config(row).get("hypernet_prior"))
 
 
 def fisher_setting(method: str, key: str, default=None):
@@ -110,18 +122,26 @@ def fisher_setting(method: str, key: str, default=None):
     return FISHER_SETTINGS.get(method.removesuffix("-mask"), {}).get(key, default)
 
 
-def load_cache(cached: Path | None, expected: dict) -> list[dict] | None:
-    """The rows of the ``--cache`` file ``cached`` if every row's config holds ``expected`` and the method's
-    :func:`settings` (made the same way now), else None (no cache or no file; stale rows are recomputed, saying
-    so)."""
+def load_cache(cached: Path | None, expected: dict) -> list[dict]:
+    """The rows of the ``--cache`` file ``cached`` whose config holds ``expected`` and the row's
+    :func:`row_settings` (made the same way as now); none without a cache or file. The callers make the rest
+    again (for the hypernetwork: the sparsities where its decision changed), saying so."""
     if cached is None or not cached.exists():
-        return None
+        return []
     rows = json.loads(cached.read_text())
-    if rows and all(row_config(r).items() >= {**expected, **settings(r["name"])}.items() for r in rows):
-        return rows
-    print(f"{cached}: rows made another way (expected {expected} and each method's settings); recomputing",
-          flush=True)
-    return None
+    kept = [r for r in rows if row_config(r).items() >= {**expected, **row_settings(r)}.items()]
+    if len(kept) < len(rows):
+        print(f"{cached}: {len(rows) - len(kept)} of {len(rows)} rows made another way (expected {expected} and "
+              "each method's settings); making them again", flush=True)
+    return kept
+
+
+def sparsities_done(rows: list[dict], keys: set[tuple[str, str, str | None]]) -> set[float]:
+    """The sparsities at which ``rows`` hold every (method, metric, stage) of ``keys``."""
+    found: dict[float, set] = {}
+    for r in rows:
+        found.setdefault(float(r["x_value"]), set()).add((r["name"], r["metric"], row_config(r).get("stage")))
+    return {s for s, have in found.items() if keys <= have}
 
 
 def save_cache(cached: Path | None, rows: list[dict]) -> None:
@@ -194,16 +214,18 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
                  x_value=0.0, value=dense, config={"stage": "dense", "run": entry["id"]})]
     for method in args.methods:
         cached = args.cache / f"{name}-{method}.json" if args.cache else None
-        config = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps,
-                  **settings(method)}
-        reused = load_cache(cached, config)
-        if reused is not None:
-            rows += reused
-            continue
-        start_rows = len(rows)
-        data = task.eval_tensors("train", fisher_setting(method, "calibration", args.calibration))
-        prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
-        for s in SPARSITIES:
+        base = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps}
+        made = load_cache(cached, base)
+        done = sparsities_done(made, {(method, "acc", "one-shot"), (method, "acc", "recovered"),
+                                      (method, "achieved_sparsity", None), (method, "time", None)})
+        made = [r for r in made if float(r["x_value"]) in done]
+        todo = [s for s in SPARSITIES if s not in done]
+        if todo:
+            prior = net().prior_for(model) if method == "hypernet" else None
+            data = task.eval_tensors("train", fisher_setting(method, "calibration", args.calibration))
+            prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
+        for s in todo:
+            config = {**base, **settings(method, s, prior)}
             pruned = copy.deepcopy(model)
             start = time.perf_counter()
             masks, weights = run(s)
@@ -214,7 +236,7 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
             finetune(pruned, task.batches(128, 0), args.finetune_steps, lr=1e-3)
             recovered = task.evaluate(pruned)["acc"]
             common = dict(benchmark=f"prune-{name}", name=method, x_name="sparsity", x_value=s)
-            rows += [dict(common, metric="acc", unit="fraction", value=one_shot,
+            made += [dict(common, metric="acc", unit="fraction", value=one_shot,
                           config={**config, "stage": "one-shot"}),
                      dict(common, metric="acc", unit="fraction", value=recovered,
                           config={**config, "stage": "recovered"}),
@@ -223,7 +245,9 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
                      dict(common, metric="time", unit="s", value=seconds, config={**config, "prepare_s": prep})]
             print(f"{name} {method} s={s}: one-shot {one_shot:.4f} recovered {recovered:.4f} "
                   f"({seconds:.2f} s)", flush=True)
-        save_cache(cached, rows[start_rows:])
+        made.sort(key=lambda r: SPARSITIES.index(float(r["x_value"])))
+        save_cache(cached, made)
+        rows += made
     return rows
 
 
@@ -233,9 +257,9 @@ VALIDATION_FREE = ("magnitude", "lamp", "hypernet", "hypernet-ungated")
 VALIDATION_DATA = ("searched-allocation", "obs-mask", "woodfisher-mask", "woodfisher")
 
 
-def validation_pruner(method: str, model, task, net, ungated, calibration: int):
+def validation_pruner(method: str, model, task, net, without_gate, calibration: int):
     """Function sparsity -> (masks, weights or None) of a method of the validation diagnosis: the data-free
-    ones (``hypernet-ungated``: the learned change at full strength at every s, ``ungated``), the offsets searched
+    ones (``hypernet-ungated``: ``without_gate``, :func:`ungated`), the offsets searched
     with the run's training data (allocation.search_offsets, the best layer allocation of magnitude's scores the
     hypernetwork's offsets can aim at), OBS's and WoodFisher's masks without their weight updates, and
     WoodFisher."""
@@ -246,7 +270,7 @@ def validation_pruner(method: str, model, task, net, ungated, calibration: int):
     if method in ("magnitude", "lamp", "hypernet"):
         return method_pruner(method, model, data, net)[1]
     if method == "hypernet-ungated":
-        return lambda s: (keep_top(ungated.scores(model, s), s), None)
+        return lambda s: (keep_top(without_gate.scores(model, s), s), None)
     if method == "searched-allocation":
         def run(s):
             x, y = task.eval_tensors("train", 2048)
@@ -265,39 +289,38 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
     stopping and gate were chosen on, never the held-out models)."""
     val_ids = zoo.validation_ids()
     specs = [s for s in zoo.train_specs() if s.run_id in val_ids]
-    ungated = copy.deepcopy(net)
-    ungated.active.fill_(True)
-    ungated.shrink.fill_(1.0)
+    without_gate = ungated(net)
     tasks, rows = {}, []
     for entry, model in zoo.load_models(root / "train", specs):
         task_name = entry["spec"]["task"]
         task = tasks.setdefault(task_name, get_task(task_name, data_dir))
+        prior = net.prior_for(model)
         for method in VALIDATION_FREE + VALIDATION_DATA:
             cached = args.cache / f"validation-{entry['id']}-{method}.json" if args.cache else None
             calibration = fisher_setting(method, "calibration", args.calibration)
-            reused = load_cache(cached, {"run": entry["id"], "calibration": calibration})
-            if reused is not None:
-                rows += reused
-                continue
-            new = []
-            run = validation_pruner(method, model, task, net, ungated, args.calibration)
-            for s in VALIDATION_SPARSITIES if method in VALIDATION_FREE else (0.9,):
+            base = {"run": entry["id"], "stage": "one-shot", "calibration": calibration}
+            made = load_cache(cached, base)
+            done = sparsities_done(made, {(method, "acc", "one-shot")})
+            made = [r for r in made if float(r["x_value"]) in done]
+            todo = [s for s in (VALIDATION_SPARSITIES if method in VALIDATION_FREE else (0.9,)) if s not in done]
+            run = validation_pruner(method, model, task, net, without_gate, args.calibration) if todo else None
+            for s in todo:
                 pruned = copy.deepcopy(model)
                 apply_masks(pruned, *run(s))
-                new.append(dict(benchmark="prune-validation", name=method, metric="acc", unit="fraction",
-                                x_name="sparsity", x_value=s, value=task.evaluate(pruned)["acc"],
-                                config={"run": entry["id"], "stage": "one-shot", "calibration": calibration,
-                                        **settings(method)}))
-                print(f"validation {entry['id']} {method} s={s}: {new[-1]['value']:.4f}", flush=True)
-            save_cache(cached, new)
-            rows += new
+                made.append(dict(benchmark="prune-validation", name=method, metric="acc", unit="fraction",
+                                 x_name="sparsity", x_value=s, value=task.evaluate(pruned)["acc"],
+                                 config={**base, **settings(method, s, prior)}))
+                print(f"validation {entry['id']} {method} s={s}: {made[-1]['value']:.4f}", flush=True)
+            made.sort(key=lambda r: float(r["x_value"]))
+            save_cache(cached, made)
+            rows += made
     return rows
 
 
 def stale_methods(rows: list[dict]) -> list[str]:
     """The methods of ``rows`` (read back from a results file) whose rows' configs lack the method's current
     :func:`settings`: made another way (e.g. by another hypernetwork) than a run now would."""
-    return sorted({r["name"] for r in rows if not row_config(r).items() >= settings(r["name"]).items()})
+    return sorted({r["name"] for r in rows if not row_config(r).items() >= row_settings(r).items()})
 
 
 def validation_summary(rows: list[dict], stale: list[str]) -> str:
@@ -309,8 +332,9 @@ def validation_summary(rows: list[dict], stale: list[str]) -> str:
     acc = {(row_config(r)["run"], r["name"], float(r["x_value"])): float(r["value"]) for r in rows}
     runs = list(dict.fromkeys(row_config(r)["run"] for r in rows))
     lines = [f"Validation runs of the training zoo, pruned on the {rows[0]['device']} (the runs are local zoo "
-             "builds, which depend on the CPU; where the hypernetwork's checkpoint and gate were chosen; no "
-             "held-out model): one-shot accuracy gain over global magnitude (points). hypernet: as shipped (gated); "
+             "builds, which depend on the CPU; where the hypernetwork's checkpoint was chosen -- its gate may "
+             "have been chosen on another build of them: its card's `gate`; no held-out model): one-shot accuracy "
+             "gain over global magnitude (points). hypernet: as shipped (gated); "
              "hypernet-ungated: its learned change at full strength at every s. With data (ceilings, s = 0.9): "
              "searched-allocation -- the per-layer offsets of magnitude's scores searched on 2,048 training "
              "examples (the target the hypernetwork's offsets are fitted to); obs-mask, woodfisher-mask -- their "
@@ -512,7 +536,8 @@ def main() -> int:
     parser.add_argument("--networks", nargs="*", default=list(NETWORKS), choices=NETWORKS)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--cache", type=Path, default=None, help="keep each (network, method)'s rows here and "
-                        "reuse them on the next run (to run the methods in parts); off by default")
+                        "reuse them on the next run (to run the methods in parts; rows made another way -- the "
+                        "hypernetwork's at a sparsity where its decision changed -- are made again); off by default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-validation", action="store_true", help="do not recompute the diagnosis on the "
                         "training zoo's validation runs: the summary repeats --out's prune_validation.csv, if any")

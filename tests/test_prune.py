@@ -277,15 +277,21 @@ def test_hypernetwork_layer_offset_moves_the_layer_budgets(trained):
     assert ours["layers.4.weight"] < magnitude["layers.4.weight"]
 
 
-def test_hypernetwork_early_stopping_uses_the_change_only_where_it_beat_magnitude(trained, task):
+def test_hypernetwork_training_keeps_the_best_checkpoint_then_gates_its_change(trained, task):
     net = MaskHypernetwork(token_size=16, hidden=8)
     rows = hypernet.train(net, [(copy.deepcopy(trained), task)], steps=4, lr=0.05, batch_size=32, log_every=2,
                           val_zoo=[(trained, task)], val_every=2, log=lambda *_: None)
     checks = {r["step"]: r["val_acc_per_s"] for r in rows if "val_acc_per_s" in r}
     assert set(checks) == {0, 2, 4} and all(len(v) == len(hypernet.VAL_SPARSITIES) for v in checks.values())
-    chosen, active = rows[-1]["selected_step"], rows[-1]["active"]
-    assert net.active.tolist() == active == [a > b for a, b in zip(checks[chosen], checks[0])]   # one run
-    expected = [a if on else b for a, b, on in zip(checks[chosen], checks[0], active)]
+    selection, gate = rows[-2], rows[-1]
+    chosen = selection["selected_step"]
+    assert selection["active"] == [a > b for a, b in zip(checks[chosen], checks[0])]   # one run: where it gained
+    assert gate["val_acc_magnitude"][0] == pytest.approx(checks[0], abs=1e-5)   # the log rounds to 5 digits
+    assert gate["val_acc_by_shrink"]["1.0"][0] == pytest.approx(checks[chosen], abs=1e-5)
+    assert set(gate["val_acc_by_shrink"]) == {"1.0", *map(str, hypernet.SHRINKS)}
+    assert net.active.tolist() == gate["active"] and net.shrink.tolist() == gate["shrink"]
+    expected = [gate["val_acc_by_shrink"][str(alpha)][0][j] if on else checks[0][j]
+                for j, (on, alpha) in enumerate(zip(gate["active"], gate["shrink"]))]
     assert hypernet.val_score(net, [(trained, task)]) == pytest.approx(expected, abs=1e-5)
 
 
@@ -427,10 +433,15 @@ def test_shrink_scales_the_learned_change_and_is_chosen_on_validation(trained, t
                           lr=0.05, batch_size=32, log_every=2, val_zoo=[(trained, task)], val_every=2,
                           shrinks=(0.5,), log=lambda *_: None)
     last = rows[-1]
-    assert set(last["val_gain_by_shrink"]) == {"1.0", "0.5"}
-    for j, (on, alpha) in enumerate(zip(last["active"], last["shrink"])):   # one validation run: gain > 0
-        gains = {float(a): g[j] for a, g in last["val_gain_by_shrink"].items()}
-        assert on == (max(gains.values()) > 0) and (not on or gains[alpha] == max(gains.values()))
+    assert set(last["val_gain_by_shrink"]) == set(last["val_acc_by_shrink"]) == {"1.0", "0.5"}
+    floor, examples = last["val_acc_magnitude"], last["val_examples"]
+    assert examples == [len(task.eval_tensors("val", task.eval_size)[1])]
+    for j, (on, alpha) in enumerate(zip(last["active"], last["shrink"])):   # the margin rule, on the row's data
+        errors = [hypernet.accuracy_error(f[j], n) for f, n in zip(floor, examples)]
+        gains = {a: [r[j] - f[j] for r, f in zip(accs, floor)] for a, accs in last["val_acc_by_shrink"].items()}
+        passing = {float(a): sum(g) / len(g) for a, g in gains.items() if hypernet.margin_gate(g, errors)}
+        assert on == bool(passing) and (not on or passing[alpha] == max(passing.values()))
+        assert all(round(sum(g) / len(g), 5) == last["val_gain_by_shrink"][a][j] for a, g in gains.items())
 
 
 def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_path):
@@ -448,7 +459,7 @@ def test_benchmark_validation_diagnosis_methods_and_summary(trained, task, tmp_p
         assert all(torch.equal(masks[method][k], m) for k, m in masks["magnitude"].items())
     assert all(torch.equal(masks["woodfisher-mask"][k], m) for k, m in masks["woodfisher"].items())
     common = dict(benchmark="prune-validation", metric="acc", unit="fraction", x_name="sparsity")
-    rows = [dict(common, name=m, x_value=s, value=v, config={"run": "r", **bench.settings(m)})
+    rows = [dict(common, name=m, x_value=s, value=v, config={"run": "r", **bench.settings(m, s)})
             for s in bench.VALIDATION_SPARSITIES
             for m, v in (("magnitude", 0.5), ("lamp", 0.49), ("hypernet", 0.5), ("hypernet-ungated", 0.52))]
     rows += [dict(common, name=m, x_value=0.9, value=0.6, config={"run": "r", **bench.settings(m)})
@@ -466,13 +477,13 @@ def test_benchmark_validation_summary_names_rows_made_another_way_and_an_empty_f
     from weightcast.results import read_results, write_results
 
     common = dict(benchmark="prune-validation", metric="acc", unit="fraction", x_name="sparsity", value=0.5)
-    rows = [dict(common, name=m, x_value=s, config={"run": "r", **bench.settings(m)})
+    rows = [dict(common, name=m, x_value=s, config={"run": "r", **bench.settings(m, s)})
             for s in bench.VALIDATION_SPARSITIES for m in bench.VALIDATION_FREE]
     rows += [dict(common, name=m, x_value=0.9, config={"run": "r", **bench.settings(m)})
              for m in bench.VALIDATION_DATA]
     for r in rows:   # another hypernetwork's rows, and WoodFisher's on another calibration size
         if r["name"].startswith("hypernet"):
-            r["config"]["hypernet_sha256"] = "0" * 16
+            r["config"]["strength"] = 0.123
         if r["name"] == "woodfisher":
             r["config"]["calibration"] = 1024
     write_results(tmp_path / "prune_validation.csv", rows, device="cpu")
@@ -484,32 +495,47 @@ def test_benchmark_validation_summary_names_rows_made_another_way_and_an_empty_f
     assert "has no rows" in bench.validation_summary(read_results(tmp_path / "empty.csv"), [])
 
 
-def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "hypernet_digest", lambda: "w1")
+def test_benchmark_cache_reuses_only_rows_made_the_same_way(tmp_path):
     expected = {"run": "r", "calibration": 1024}
-    rows = [dict(name=m, config={**expected, **bench.settings(m)}) for m in ("magnitude", "chita", "hypernet")]
+    rows = [dict(name=m, x_value=0.9, config={**expected, **bench.settings(m)}) for m in ("magnitude", "chita")]
     bench.save_cache(tmp_path / "c.json", rows)
     assert bench.load_cache(tmp_path / "c.json", expected) == rows
-    assert bench.load_cache(tmp_path / "missing.json", expected) is None and bench.load_cache(None, expected) is None
-    assert bench.load_cache(tmp_path / "c.json", {**expected, "run": "other"}) is None   # another model
-    fisher_rows = [dict(name="woodfisher", config={**expected, **bench.settings("woodfisher")})]
+    assert bench.load_cache(tmp_path / "missing.json", expected) == [] == bench.load_cache(None, expected)
+    assert bench.load_cache(tmp_path / "c.json", {**expected, "run": "other"}) == []   # another model
+    fisher_rows = [dict(name="woodfisher", x_value=0.9, config={**expected, **bench.settings("woodfisher")})]
     assert bench.settings("woodfisher")["calibration"] == bench.fisher_setting("woodfisher", "calibration", 1024) \
         == bench.fisher_setting("woodfisher-mask", "calibration") == bench.FISHER_SETTINGS["woodfisher"]["calibration"]
     assert bench.fisher_setting("obs", "calibration", 1024) == 1024
     assert bench.fisher_setting("chita", "block_size") is None
     bench.save_cache(tmp_path / "f.json", fisher_rows)   # its own calibration size, not --calibration, decides
     assert bench.load_cache(tmp_path / "f.json", expected) == fisher_rows
-    bench.save_cache(tmp_path / "f.json", [dict(name="woodfisher", config={**expected, "stages": 8})])
-    assert bench.load_cache(tmp_path / "f.json", expected) is None   # made on --calibration examples, full Fisher
-    calibration = bench.hypernet_calibration()   # the hypernetwork runs WoodFisher where calibrated
-    shipped = dataclasses.asdict(hypernet.load_default().calibration)
-    assert calibration == {f"prior_{k}": v for k, v in shipped.items()} == {
-        k: bench.settings("hypernet")[k] for k in calibration}
-    monkeypatch.setattr(bench, "hypernet_calibration", lambda: {**calibration, "prior_stages": 99})
-    assert bench.load_cache(tmp_path / "c.json", expected) is None
-    monkeypatch.undo()
-    monkeypatch.setattr(bench, "hypernet_digest", lambda: "w2")   # other hypernetwork weights
-    assert bench.load_cache(tmp_path / "c.json", expected) is None
+    bench.save_cache(tmp_path / "f.json", [dict(name="woodfisher", x_value=0.9, config={**expected, "stages": 8})])
+    assert bench.load_cache(tmp_path / "f.json", expected) == []   # made on --calibration examples, full Fisher
+
+
+def test_benchmark_keeps_the_hypernetworks_rows_where_its_decision_is_unchanged(tmp_path, monkeypatch):
+    net = MaskHypernetwork(token_size=16, hidden=8)
+    net.active.copy_(torch.tensor([True, True, False, False, False, False]))
+    monkeypatch.setattr(bench, "shipped_hypernet", lambda: net)
+    with pytest.raises(ValueError, match="depend on the sparsity"):
+        bench.settings("hypernet")
+    assert bench.settings("hypernet", 0.5, None) == {"hypernet_prior": None, **net.decision(0.5, None)}
+    assert bench.settings("hypernet-ungated", 0.9, None) == {"hypernet_prior": None,
+                                                            **net.decision(0.5, None)}   # full strength anywhere
+    expected = {"run": "r"}
+    rows = [dict(name=m, x_value=s, metric="acc", config={**expected, "stage": "one-shot", **bench.settings(m, s)})
+            for m in ("hypernet", "hypernet-vs-magnitude", "magnitude") for s in (0.5, 0.7, 0.9)]
+    bench.save_cache(tmp_path / "c.json", rows)
+    assert bench.load_cache(tmp_path / "c.json", expected) == rows
+    regated = copy.deepcopy(net)
+    regated.active[0] = False   # another gate at s = 0.5: only the hypernetwork's rows there are made again
+    monkeypatch.setattr(bench, "shipped_hypernet", lambda: regated)
+    kept = bench.load_cache(tmp_path / "c.json", expected)
+    assert kept == [r for r in rows if r["x_value"] != 0.5 or r["name"] == "magnitude"]
+    assert bench.sparsities_done(kept, {("hypernet", "acc", "one-shot"), ("magnitude", "acc", "one-shot")}) == {
+        0.7, 0.9}
+    assert bench.stale_methods(rows) == ["hypernet", "hypernet-vs-magnitude"]
+    assert bench.stale_methods(kept) == []
 
 
 def test_benchmark_tables_say_what_each_data_based_method_read():

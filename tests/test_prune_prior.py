@@ -1,5 +1,6 @@
 """The input prior (class-conditional Gaussian of a task's inputs) and the hypernetwork's pruning on its samples."""
 import copy
+import json
 
 import pytest
 import torch
@@ -224,7 +225,7 @@ def test_priors_and_calibration_round_trip_and_older_files_load(calibrated_net, 
 
 
 def test_the_gate_asks_for_a_gain_above_the_noise_and_no_loss_beyond_it():
-    gate = hypernet.calibration_gate
+    gate = hypernet.margin_gate
     assert hypernet.accuracy_error(0.5, 100) == 0.05 and hypernet.accuracy_error(1.0, 100) == 0.0
     assert gate([0.01, 0.002], [0.002, 0.002])            # mean gain above the mean error
     assert not gate([0.001, 0.001], [0.002, 0.002])       # a gain within the noise
@@ -237,6 +238,44 @@ def test_the_gate_asks_for_a_gain_above_the_noise_and_no_loss_beyond_it():
                                   [0.9, 0.91, 0.89, 0.9, 0.9, 0.9]]}
     assert hypernet.gate_flags(row, ["a", "b", "c"]) == {   # b's error on 360 examples is 2.6 points
         "a": [False, True, False, False, False, False], "b": [False, True] + [False] * 4, "c": [False] * 6}
+
+
+def test_the_decision_names_what_prunes_a_model_at_each_sparsity(calibrated_net):
+    net = copy.deepcopy(calibrated_net)   # WoodFisher on the digits prior at 0.9 and 0.95
+    net.active.copy_(torch.tensor([True, True, False, False, False, False]))
+    net.shrink.fill_(0.5)
+    assert net.decision(0.9, "digits") == {"woodfisher_prior": "digits",
+                                           "prior_sha256": net.decision(0.95, "digits")["prior_sha256"]}
+    scores = net.decision(0.5, "digits")
+    assert scores["strength"] == 0.5 and len(scores["network_sha256"]) == 16 == len(scores["network_sha256"].strip())
+    assert net.decision(0.9, None) == net.decision(0.8, "digits") == {"strength": 0.0}   # magnitude's scores
+    gated = copy.deepcopy(net)
+    gated.active[0] = False   # the gate changed at 0.5 only
+    assert gated.decision(0.5, "digits") == {"strength": 0.0}
+    assert all(gated.decision(s, p) == net.decision(s, p) for s in hypernet.VAL_SPARSITIES[1:]
+               for p in ("digits", None))
+    with torch.no_grad():
+        gated.head[-1].bias += 1.0   # another network: the sparsities its scores decide change
+    assert gated.decision(0.7, None)["network_sha256"] != net.decision(0.7, None)["network_sha256"]
+    assert gated.decision(0.9, "digits") == net.decision(0.9, "digits")   # WoodFisher on the prior decides there
+    gated.calibration = Calibration(samples=512, block_size=300, draws=1)
+    assert gated.decision(0.9, "digits") != net.decision(0.9, "digits")
+    with pytest.raises(ValueError, match="no input prior 'mnist'"):
+        net.decision(0.9, "mnist")
+
+
+def test_the_learned_change_is_gated_on_the_scores_alone(trained, task, calibrated_net):
+    net = copy.deepcopy(calibrated_net)   # WoodFisher on the digits prior at 0.9 and 0.95: set aside, then kept
+    row = hypernet.choose_strength(net, [(trained, task)], (0.5,), log=lambda *_: None)
+    assert net.calibrated == calibrated_net.calibrated
+    magnitude = [prune(copy.deepcopy(trained), s, "magnitude") for s in hypernet.VAL_SPARSITIES]
+    accuracies = []
+    for masks in magnitude:
+        pruned = copy.deepcopy(trained)
+        apply_masks(pruned, masks)
+        accuracies.append(task.evaluate(pruned)["acc"])
+    assert row["val_acc_magnitude"] == [accuracies]
+    assert net.active.tolist() == row["active"] and net.shrink.tolist() == row["shrink"]
 
 
 def test_calibration_is_chosen_where_it_beats_the_scores_beyond_the_noise(trained, task, capsys):
@@ -254,6 +293,34 @@ def test_calibration_is_chosen_where_it_beats_the_scores_beyond_the_noise(traine
     assert net.calibrated["other"] == [False] * len(hypernet.VAL_SPARSITIES)
     shown = capsys.readouterr().err   # weightcast prune prior printed nothing for half an hour (review)
     assert "scores" in shown and "WoodFisher on the priors" in shown and f"{len(hypernet.VAL_SPARSITIES)}/" in shown
+
+
+def test_prune_gate_chooses_both_gates_again_and_keeps_the_rest(trained, task, calibrated_net, tmp_path,
+                                                                 monkeypatch):
+    from weightcast.cli import main
+    from weightcast.prune import zoo
+
+    source = tmp_path / "h.safetensors"
+    hypernet.save(calibrated_net, source, {"input_priors": {"command": "prior", "calibrated": "old", "seconds": 1.0},
+                                           "validation": "the trained network's", "train_log": []})
+    monkeypatch.setattr(zoo, "validation_ids", lambda: ["digits-run"])
+    monkeypatch.setattr(zoo, "load_models", lambda root, specs: [({"id": "digits-run", "spec": {"task": "digits"}},
+                                                                  trained)])
+    out = tmp_path / "gated.safetensors"
+    assert main(["prune", "gate", "--hypernet", str(source), "--zoo", str(tmp_path), "--shrinks", "0.5",
+                 "--out", str(out)]) == 0
+    card, net = json.loads(out.with_suffix(".json").read_text()), hypernet.load(out)
+    gate = card["gate"]
+    assert gate["validation_runs"] == ["digits-run"] and gate["command"].startswith("weightcast prune gate")
+    assert set(gate["learned_change"]["val_acc_by_shrink"]) == {"1.0", "0.5"}
+    assert net.active.tolist() == gate["learned_change"]["active"] and net.shrink.tolist() == gate[
+        "learned_change"]["shrink"]
+    assert net.calibrated == gate["woodfisher_on_priors"]["calibrated"]
+    assert card["input_priors"] == {"command": "prior", "seconds": 1.0} and "validation" not in card
+    assert all(torch.equal(v, calibrated_net.state_dict()[k]) for k, v in net.state_dict().items()
+               if k not in ("active", "shrink"))
+    old, new = calibrated_net.priors["digits"].tensors(""), net.priors["digits"].tensors("")
+    assert net.calibration == calibrated_net.calibration and all(torch.equal(new[k], v) for k, v in old.items())
 
 
 def test_apply_false_is_refused_before_woodfisher_runs(trained, calibrated_net, monkeypatch):

@@ -76,7 +76,7 @@ def test_report_names_the_points_below_magnitude_and_far_from_woodfisher():
 
 
 @needs_mnist
-def test_model_rows_pair_the_accuracies_they_report():
+def test_model_rows_pair_the_accuracies_they_report(monkeypatch):
     entry, model = prune_models.load_all(["mlp-seed200"], model_set=prune_models.REPLICATION)["mlp-seed200"]
     task = get_task("mnist", SHARED_DATA)
     rows = replication.model_rows("mlp-seed200", entry, model, task, (0.5,), replication.hypernet.load_default(), "b")
@@ -88,3 +88,9 @@ def test_model_rows_pair_the_accuracies_they_report():
         ("hypernet-vs-magnitude", "only_magnitude_right")]
     assert difference == round((got[("hypernet", "acc")] - got[("magnitude", "acc")]) * task.eval_size)
     assert ("woodfisher", "acc") not in got   # only at s = 0.9
+    net = replication.hypernet.load_default()
+    monkeypatch.setattr(replication, "prune_one", lambda *_: pytest.fail("pruned again"))
+    assert replication.model_rows("mlp-seed200", entry, model, task, (0.5,), net, "b", rows) == rows   # reused
+    partial = [r for r in rows if r["metric"] != "mcnemar_p"]
+    with pytest.raises(pytest.fail.Exception, match="pruned again"):   # an s not held in full is made again
+        replication.model_rows("mlp-seed200", entry, model, task, (0.5,), net, "b", partial)

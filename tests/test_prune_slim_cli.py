@@ -146,7 +146,16 @@ def test_prune_prior_calibration_options_are_checked_and_show_their_defaults(tmp
         assert text in out, text
 
 
-@pytest.mark.parametrize("command", ["train", "prior"])
+@pytest.mark.parametrize("command", ["train", "gate"])
+@pytest.mark.parametrize("value", ["0", "1", "x"])
+def test_prune_shrinks_must_be_fractions(tmp_path, capsys, command, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", command, "--out", str(tmp_path / "h.safetensors"), "--shrinks", "0.5", value])
+    assert exc.value.code == 2 and re.search(r"--shrinks: .*(out of range: pass a fraction in \(0, 1\)|is not a "
+                                             r"number)", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("command", ["train", "prior", "gate"])
 def test_prune_train_and_prior_need_an_explicit_out(tmp_path, capsys, command, monkeypatch):
     """Without --out they wrote over the shipped hypernetwork (train: with a network without its input priors);
     train --out <a folder> failed only after training, losing it."""
@@ -160,7 +169,7 @@ def test_prune_train_and_prior_need_an_explicit_out(tmp_path, capsys, command, m
                                                           str(tmp_path)], capsys))
 
 
-@pytest.mark.parametrize("command", ["train", "prior"])
+@pytest.mark.parametrize("command", ["train", "prior", "gate"])
 def test_prune_commands_name_a_missing_zoo_in_one_line(tmp_path, capsys, command, monkeypatch):
     err = error_of(["prune", command, "--zoo", str(tmp_path), "--data-dir", str(tmp_path), "--out",
                     str(tmp_path / "h.safetensors")], capsys)

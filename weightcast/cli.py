@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv[:1] if a in SUBCOMMANDS), "")
     args = build_parser(command).parse_args(argv)
+    args.command_line = "weightcast " + shlex.join(argv)   # what a card records as the command that made it
     return run_command(args)
 
 

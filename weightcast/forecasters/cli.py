@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 from ..cli_common import (HelpFormatter, existing_dir, nonnegative_float, nonnegative_int, positive_float,
@@ -72,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(kind=args.kind, window=args.window, max_horizon=args.max_horizon, steps=args.steps,
                       samples_per_batch=args.samples, elements=args.elements, lr=args.lr, reg=args.reg,
                       hidden=args.hidden, seed=args.seed)
-    command = "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_command else None
+    command = args.command_line if args.record_command else None
     config, tensors, card = train(args.zoo, cfg, progress=not args.no_progress, command=command)
     save_trained(args.out, args.kind, config, tensors, card)
     print(json.dumps(card["final"]), f"-> {args.out}")

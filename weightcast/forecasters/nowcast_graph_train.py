@@ -241,8 +241,6 @@ def train_from_args(args) -> int:
     validation L1. ``--hidden`` sizes both the graph model and its per-element fallback. A ``--held-out-zoo``
     directory without a manifest is built first (:func:`held_out_specs`)."""
     import json
-    import shlex
-    import sys
 
     torch.set_num_threads(args.threads)
     cfg = GraphTrainConfig(window=args.window, k_max=args.k_max, spacings=tuple(args.spacings), hidden=args.hidden,
@@ -253,7 +251,7 @@ def train_from_args(args) -> int:
 
         build_zoo(args.held_out_zoo, held_out_specs(), progress=not args.no_progress, allow_held_out=True)
     compare = args.compare if args.compare is not None else io.default_path("nowcast")
-    command = "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_command else None
+    command = args.command_line if args.record_command else None
     config, tensors, card = train_graph(args.zoo, cfg, progress=not args.no_progress, command=command,
                                         compare=compare, held_out_zoo=args.held_out_zoo)
     io.save(args.out, KIND, config, tensors, card)

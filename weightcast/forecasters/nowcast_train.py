@@ -192,8 +192,6 @@ def train_nowcast(zoo_dir, cfg: NowcastTrainConfig, progress: bool = True, comma
 def train_from_args(args) -> int:
     """``weightcast forecaster train --kind nowcast ...``: train, save weights and card, print the validation L1."""
     import json
-    import shlex
-    import sys
 
     from . import io
 
@@ -201,7 +199,7 @@ def train_from_args(args) -> int:
     cfg = NowcastTrainConfig(window=args.window, k_max=args.k_max, spacings=tuple(args.spacings),
                              hidden=args.hidden, steps=args.steps, samples_per_batch=args.samples,
                              elements=args.elements, lr=args.lr, seed=args.seed)
-    command = "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_command else None
+    command = args.command_line if args.record_command else None
     config, tensors, card = train_nowcast(args.zoo, cfg, progress=not args.no_progress, command=command)
     io.save(args.out, KIND, config, tensors, card)
     print(json.dumps(card["final"]), f"-> {args.out}")

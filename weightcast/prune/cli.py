@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +23,7 @@ from ..errors import InputError
 
 from .api import DATA_BASED, METHODS
 from .calibration import Calibration
+from .hypernet import SHRINKS
 
 
 def _sparsity(text: str) -> float:
@@ -38,6 +37,17 @@ def _sparsity(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: pass a fraction in (0, 1)")
+    return value
+
+
 def add_subparser(subparsers) -> None:
     parser = subparsers.add_parser("prune", help="one-shot pruning and the mask hypernetwork")
     sub = parser.add_subparsers(dest="prune_command", required=True)
@@ -45,7 +55,10 @@ def add_subparser(subparsers) -> None:
     train = sub.add_parser("train", help="train the mask hypernetwork on the training zoo")
     prior = sub.add_parser("prior", help="fit the mask hypernetwork's input priors (one per training task) and "
                                          "choose on the validation runs where it prunes by WoodFisher on them")
-    for p in (zoo, train, prior):
+    gate = sub.add_parser("gate", help="choose the mask hypernetwork's gates again on the validation runs: where "
+                                       "it uses its learned change, and how much, then where WoodFisher on its "
+                                       "input priors")
+    for p in (zoo, train, prior, gate):
         p.add_argument("--zoo", type=Path, default=None, help="zoo folder (default $WEIGHTCAST_PRUNE_ZOO or "
                        "~/.cache/weightcast/prune-zoo)")
         p.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
@@ -69,8 +82,10 @@ def add_subparser(subparsers) -> None:
                        help="training examples per run for the offset search (--objective search)")
     train.add_argument("--search-min-gain", type=float, default=0.01,
                        help="relative loss decrease a searched offset must bring to be taken (--objective search)")
-    train.add_argument("--shrinks", type=float, nargs="*", default=[0.5, 0.25],
-                       help="fractions of the learned change also judged on the validation runs per sparsity")
+    for p in (train, gate):
+        p.add_argument("--shrinks", type=_fraction, nargs="*", default=list(SHRINKS),
+                       help="fractions of the learned change also judged on the validation runs per sparsity "
+                            "(default %(default)s)")
     train.add_argument("--models-per-step", type=positive_int, default=1,
                        help="(model, sparsity, batch) draws averaged in each step's loss")
     train.add_argument("--token-size", type=positive_int, default=32)
@@ -91,6 +106,11 @@ def add_subparser(subparsers) -> None:
     prior.add_argument("--rel-damp", type=positive_float, default=Calibration.rel_damp,
                        help="WoodFisher's relative damping (default %(default)s)")
     prior.set_defaults(func=_prior)
+    gate.add_argument("--hypernet", type=Path, default=None,
+                      help="the hypernetwork to gate again (default: the shipped one); its network, input priors "
+                           "and calibration setting are kept")
+    gate.add_argument("--out", type=Path, required=True, help="weights file to write (may be --hypernet's)")
+    gate.set_defaults(func=_gate)
     apply = sub.add_parser(
         "apply", formatter_class=HelpFormatter,
         help="prune a saved model (state_dict file) and save the pruned state_dict",
@@ -165,7 +185,7 @@ def _train(args) -> int:
     print(json.dumps(validation, indent=1))
     out = args.out
     card = {"name": "weightcast mask hypernetwork", "method": "weightcast.prune.hypernet (module docstring)",
-            "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
+            "command": args.command_line,
             "data": {"zoo": "weightcast.prune.zoo.train_specs()", "tasks": sorted(tasks),
                      "train_runs": [e["id"] for e, _ in loaded if e["id"] not in val_ids],
                      "validation_runs": sorted(val_ids)},
@@ -204,8 +224,9 @@ def _prior(args) -> int:
                                   stages=args.stages, rel_damp=args.rel_damp)
     row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded],
                                       progress=True)
+    card.get("gate", {}).pop("woodfisher_on_priors", None)   # chosen again just now, against the same scores
     card["input_priors"] = {
-        "command": "weightcast " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "",
+        "command": args.command_line,
         "method": "weightcast.prune.prior (module docstring): class means, shared within-class covariance and "
                   "class frequencies of each task's whole training split; MaskHypernetwork.prune runs "
                   "WoodFisher on their samples where `calibrated` is set, as `calibration` says",
@@ -214,6 +235,43 @@ def _prior(args) -> int:
                   for name, task in tasks.items()},
         "validation_runs": [e["id"] for e, _ in loaded], "sparsities": list(hypernet.VAL_SPARSITIES),
         **row, "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}
+    hypernet.save(net, out, {k: v for k, v in card.items() if k != "config"})
+    print(f"saved {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _gate(args) -> int:
+    import torch
+
+    from ..data import get_task
+    from ..results import device_name
+    from . import hypernet, zoo
+
+    source, out = args.hypernet or hypernet.DEFAULT_FILE, args.out
+    _check_out(out)
+    torch.set_num_threads(args.threads)
+    net = hypernet.load(source)
+    card = json.loads(source.with_suffix(".json").read_text()) if source.with_suffix(".json").exists() else {}
+    root = args.zoo or zoo.default_dir()
+    val_ids = set(zoo.validation_ids())
+    loaded = zoo.load_models(root / "train", [s for s in zoo.train_specs() if s.run_id in val_ids])
+    tasks = {name: get_task(name, args.data_dir) for name in sorted({e["spec"]["task"] for e, _ in loaded})}
+    val_pairs = [(model, tasks[e["spec"]["task"]]) for e, model in loaded]
+    start = time.perf_counter()
+    learned = hypernet.choose_strength(net, val_pairs, tuple(args.shrinks))
+    calibration = hypernet.choose_calibration(net, val_pairs, progress=True)
+    for key in calibration:   # the flags and accuracies of `prune prior`'s choice, replaced by this one
+        card.get("input_priors", {}).pop(key, None)
+    for key in ("validation", "validation_note"):   # the trained network's, before this gate
+        card.pop(key, None)
+    card["gate"] = {
+        "command": args.command_line,
+        "method": "weightcast.prune.hypernet.choose_strength, then choose_calibration (margin_gate for both); "
+                  "replaces the gate of train_log's last row, prune prior's calibrated flags and the trained network's "
+                  "validation summary (the per-run accuracies below give the gated one's)",
+        "validation_runs": [e["id"] for e, _ in loaded], "sparsities": list(hypernet.VAL_SPARSITIES),
+        "learned_change": learned, "woodfisher_on_priors": calibration,
+        "seconds": round(time.perf_counter() - start, 1), "device": device_name("cpu"), "torch": torch.__version__}
     hypernet.save(net, out, {k: v for k, v in card.items() if k != "config"})
     print(f"saved {out} and {out.with_suffix('.json')}")
     return 0

@@ -21,10 +21,10 @@ A residual on global magnitude pruning: both output layers start at zero, so an 
 global magnitude pruning exactly. Training learns which weights of a layer to keep (the centred change c, moving
 a weight's log-magnitude score by at most ``max_shift``) and how many (the per-layer offset b_l, moving a whole
 layer's scores by at most ``max_offset``: the layer-wise sparsity allocation that magnitude cannot change; the
-bound keeps training from emptying a layer, where the gradient vanishes). Early stopping against magnitude on
-validation runs decides, per sparsity of a grid, whether the learned change is used there at all
-(:meth:`MaskHypernetwork.applies_at`): where it did not beat magnitude on validation, the hypernetwork falls back
-to magnitude pruning.
+bound keeps training from emptying a layer, where the gradient vanishes). A gate chosen on validation runs
+decides, per sparsity of a grid, whether the learned change is used there at all and how much of it
+(:func:`choose_strength`, :meth:`MaskHypernetwork.applies_at`): where it did not beat magnitude there by more
+than the validation noise (:func:`margin_gate`), the hypernetwork falls back to magnitude pruning.
 
 Input priors (:mod:`.prior`, :meth:`MaskHypernetwork.prune`): the hypernetwork also keeps, per task of its
 training zoo, a class-conditional Gaussian of the task's inputs fitted on its training split, and at the
@@ -40,13 +40,14 @@ loss of the masked network relative to that of global magnitude's mask, a random
 with a straight-through top-k mask (hard mask forward, sigmoid((score - threshold) / temperature) backward), or
 (``targets``) by fitting the per-layer offsets to the ones searched with training data on each zoo run
 (:mod:`.allocation`); the shipped weights use the second. ``strength(s)`` (:meth:`MaskHypernetwork.strength`)
-is the early stopping's choice: 0 (magnitude) or the fraction of the learned change used at s.
+is the gate's choice: 0 (magnitude) or the fraction of the learned change used at s.
 Seed: "Learning to Prune Image
 Classifiers in Weight Space via Hypernetworks" (Petruzzella, Pisa 2026).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import random
@@ -57,6 +58,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
@@ -72,6 +74,7 @@ from .scores import lamp_scores, path_scores
 NUM_FEATURES = 11
 LAYER_FEATURES = 8
 VAL_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)   # where checkpoints are judged against magnitude
+SHRINKS = (0.75, 0.5, 0.25)   # fractions of the learned change the gate also judges (choose_strength)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_FILE = WEIGHTS_DIR / "mask_hypernet.safetensors"
 PRIOR_PREFIX = "prior."     # the input priors' tensors in the weights file: prior.<task>.<field>
@@ -295,6 +298,25 @@ class MaskHypernetwork(nn.Module):
                 best = (loss, masks, weights)
         return best[1], best[2]
 
+    def decision(self, sparsity: float, prior: str | None) -> dict:
+        """What decides :meth:`prune`'s global masks (and weights) at ``sparsity`` for a model whose input prior is
+        ``prior`` (:meth:`prior_for`; None: none fits it), as a dict to record with results: where WoodFisher on
+        that prior is calibrated (:meth:`calibrates_at`), the prior's name and a digest of its tensors and of the
+        calibration setting; elsewhere the learned change's :meth:`strength` there and, where it is above 0, a
+        digest of the network's weights and config (at 0 the scores are global magnitude's whatever the network).
+        Two hypernetworks with equal decisions prune such a model at ``sparsity`` alike (the code being the
+        same), so results recorded with it stay valid when the gate changes at other sparsities. Digests: the
+        first 16 hex digits of a SHA-256. Raises ValueError for a prior the hypernetwork does not have."""
+        self._check_prior_name(prior)
+        if prior is not None and self.calibrates_at(sparsity, prior):
+            return {"woodfisher_prior": prior,
+                    "prior_sha256": _digest(self.priors[prior].tensors(""), self.calibration.to_json())}
+        strength = self.strength(sparsity)
+        if strength == 0:
+            return {"strength": 0.0}
+        network = {k: v for k, v in self.state_dict().items() if k not in ("active", "shrink")}
+        return {"strength": strength, "network_sha256": _digest(network, json.dumps(self.config(), sort_keys=True))}
+
     def strength(self, sparsity: float) -> float:
         """The fraction of the learned change used at ``sparsity`` (0 where :meth:`applies_at` is False): the
         grid sparsity's ``shrink``, between two active ones the smaller of theirs."""
@@ -364,6 +386,12 @@ class MaskHypernetwork(nn.Module):
         return out
 
 
+def _digest(tensors: dict[str, torch.Tensor], text: str) -> str:
+    """The first 16 hex digits of the SHA-256 of ``tensors`` (as safetensors bytes) followed by ``text``."""
+    data = save_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    return hashlib.sha256(data + text.encode()).hexdigest()[:16]
+
+
 def _on_grid(flags: list[bool], sparsity: float) -> bool:
     """``flags`` (one per :data:`VAL_SPARSITIES`) read at ``sparsity``: the grid point's flag, strictly between
     two grid points both of theirs, outside the grid False."""
@@ -408,7 +436,7 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
           batch_size: int = 256, sparsity_range: tuple[float, float] = (0.5, 0.98), seed: int = 0,
           temperature: float = 0.1, val_zoo: list[tuple[nn.Module, object]] | None = None, val_every: int = 250,
           log_every: int = 100, models_per_step: int = 1, targets: list[dict] | None = None,
-          shrinks: tuple[float, ...] = (), log=print) -> list[dict]:
+          shrinks: tuple[float, ...] = SHRINKS, log=print) -> list[dict]:
     """Train ``net`` over ``zoo`` (pairs of a pretrained model and its :class:`weightcast.data.Task`) for
     ``steps`` Adam steps (gradient norm clipped at 1): each step ``models_per_step`` draws of a model, a sparsity
     s ~ U(sparsity_range) and a training batch, the mean over the draws of the cross-entropy of the masked model
@@ -423,12 +451,11 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
     :data:`VAL_SPARSITIES` (:func:`val_score`) is measured at step 0 (an untrained hypernetwork: global
     magnitude) and every ``val_every`` steps (early stopping against magnitude): ``net`` ends with the weights of
     the checkpoint of largest summed mean gain over step 0 at the sparsities where it gains on average and loses
-    on no validation run, and uses its learned change only at those sparsities (``net.active``,
-    :meth:`MaskHypernetwork.applies_at`; elsewhere it is magnitude pruning). With ``shrinks`` (fractions in
-    (0, 1)), the selected checkpoint's change is then also judged scaled down by each (``net.shrink``,
-    :meth:`MaskHypernetwork.strength`): per sparsity the fraction -- or none -- of largest mean validation gain
-    that loses on no run (:func:`_choose_shrink`). Returns the logged rows (step, mean loss or val_acc,
-    seconds; then the selected step and its active sparsities; last, with ``shrinks``, the fractions)."""
+    on no validation run; then :func:`choose_strength` gates its learned change per sparsity with
+    :func:`margin_gate`, judging it whole and scaled down by each of ``shrinks`` (fractions in (0, 1);
+    ``net.active``, ``net.shrink``, :meth:`MaskHypernetwork.strength`; where none passes it is magnitude
+    pruning). Returns the logged rows (step, mean loss or val_acc, seconds; then the selected step and the
+    sparsities where its change gained; last, with ``val_zoo``, :func:`choose_strength`'s row)."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     prepared = [prepare(model, net.token_size) for model, _ in zoo]
@@ -450,7 +477,7 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
         log(f"step {step}: validation accuracy {mean:.4f} " + " ".join(f"{a:.4f}" for a in per_s))
         if floor is None:
             floor = accs   # step 0: global magnitude pruning
-        # the learned change is used at s only where it beats magnitude on average and on no run loses to it
+        # a checkpoint's score: its mean gain over magnitude where it gains on average and loses on no run
         gains = [[a - b for a, b in zip(row, base)] for row, base in zip(accs, floor)]
         active = [sum(col) > 0 and min(col) >= 0 for col in zip(*gains)]
         score = sum(sum(col) / len(col) for col, on in zip(zip(*gains), active) if on)
@@ -493,34 +520,47 @@ def train(net: MaskHypernetwork, zoo: list[tuple[nn.Module, object]], steps: int
             checkpoint(step)
     if best is not None:
         net.load_state_dict(best[2])
-        net.active.copy_(torch.tensor(best[3]))
         rows.append({"selected_step": best[1], "val_gain_sum": round(best[0], 5), "active": best[3]})
-        log(f"kept the weights of step {best[1]}, used at s = "
+        log(f"kept the weights of step {best[1]}, which gained at s = "
             f"{[s for s, a in zip(VAL_SPARSITIES, best[3]) if a]} (validation gain summed over s {best[0]:.4f})")
-        if shrinks:
-            rows.append(_choose_shrink(net, val_zoo, floor, shrinks, log))
+        rows.append(choose_strength(net, val_zoo, shrinks, log, floor))
     return rows
 
 
-def _choose_shrink(net: MaskHypernetwork, val_zoo, floor: list[list[float]], shrinks: tuple[float, ...],
-                   log) -> dict:
-    """At each sparsity of :data:`VAL_SPARSITIES`, the fraction of the learned change (1, the selected
-    checkpoint as it is, or one of ``shrinks``) with the largest mean validation gain over magnitude (``floor``)
-    among those that gain on average and lose on no run; none: magnitude there. Sets ``net.active`` and
-    ``net.shrink``; returns the log row."""
-    gains = {}
-    for alpha in (1.0, *shrinks):
-        net.active.fill_(True)
-        net.shrink.fill_(alpha)
-        accs = val_accuracies(net, val_zoo)
-        gains[alpha] = [[a - b for a, b in zip(row, base)] for row, base in zip(accs, floor)]
+def choose_strength(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, object]],
+                    shrinks: tuple[float, ...] = SHRINKS, log=print,
+                    floor: list[list[float]] | None = None) -> dict:
+    """Set ``net.active`` and ``net.shrink``, the gate of the learned change: at each s of
+    :data:`VAL_SPARSITIES`, of the fractions of the learned change (1, the network as it is, and each of
+    ``shrinks``) that pass :func:`margin_gate` against global magnitude on the validation runs ``val_zoo``
+    (their accuracy gains over magnitude's, ``floor``, against the standard errors of magnitude's
+    accuracies), the one of largest mean gain; none: magnitude pruning there. Judged on the scores alone: any
+    WoodFisher on the input priors (``net.calibrated``) is set aside while judging and restored after -- its own
+    gate, :func:`choose_calibration`, is judged against the scores chosen here, so choose it again after this.
+    ``floor``: magnitude's validation accuracies (rows: runs, columns: sparsities) if already measured.
+    Returns the log row: the fractions and flags, the mean gain of each fraction per sparsity, and the per-run
+    accuracies and validation examples it decided from."""
+    calibrated, net.calibrated = net.calibrated, {}
+    try:
+        if floor is None:
+            net.active.fill_(False)
+            floor = val_accuracies(net, val_zoo)
+        accs = {}
+        for alpha in (1.0, *shrinks):
+            net.active.fill_(True)
+            net.shrink.fill_(alpha)
+            accs[alpha] = val_accuracies(net, val_zoo)
+    finally:
+        net.calibrated = calibrated
+    examples = val_examples(val_zoo)
     active, shrink = [], []
     for j in range(len(VAL_SPARSITIES)):
-        best_alpha, best_gain = None, 0.0
-        for alpha, g in gains.items():
-            col = [row[j] for row in g]
-            if min(col) >= 0 and sum(col) / len(col) > best_gain:
-                best_alpha, best_gain = alpha, sum(col) / len(col)
+        errors = [accuracy_error(row[j], n) for row, n in zip(floor, examples)]
+        best_alpha, best_gain = None, -math.inf
+        for alpha, rows in accs.items():
+            gains = [row[j] - base[j] for row, base in zip(rows, floor)]
+            if margin_gate(gains, errors) and sum(gains) / len(gains) > best_gain:
+                best_alpha, best_gain = alpha, sum(gains) / len(gains)
         active.append(best_alpha is not None)
         shrink.append(best_alpha or 1.0)
     net.active.copy_(torch.tensor(active))
@@ -528,8 +568,15 @@ def _choose_shrink(net: MaskHypernetwork, val_zoo, floor: list[list[float]], shr
     log(f"shrink per s {dict(zip(VAL_SPARSITIES, shrink))}, used at s = "
         f"{[s for s, a in zip(VAL_SPARSITIES, active) if a]}")
     return {"shrink": shrink, "active": active,
-            "val_gain_by_shrink": {str(a): [round(sum(c) / len(c), 5) for c in zip(*g)] for a, g in gains.items()}}
+            "val_gain_by_shrink": {str(a): [round(sum(r[j] - b[j] for r, b in zip(rows, floor)) / len(floor), 5)
+                                            for j in range(len(VAL_SPARSITIES))] for a, rows in accs.items()},
+            "val_examples": examples, "val_acc_magnitude": floor,
+            "val_acc_by_shrink": {str(a): rows for a, rows in accs.items()}}
 
+
+def val_examples(zoo: list[tuple[nn.Module, object]]) -> list[int]:
+    """The number of validation examples each of ``zoo``'s runs is judged on (its task's validation split)."""
+    return [len(task.eval_tensors("val", task.eval_size)[1]) for _, task in zoo]
 
 
 @torch.no_grad()
@@ -562,12 +609,13 @@ def fit_priors(net: MaskHypernetwork, tasks: dict[str, object]) -> None:
         net.priors[name] = InputPrior.fit(task.train_x.cpu(), task.train_y.cpu())
 
 
-def calibration_gate(gains: list[float], errors: list[float]) -> bool:
-    """Whether WoodFisher on a prior is used at one sparsity, from its accuracy gains over the hypernetwork's
-    scores on the validation runs of the prior's task (fractions) and the standard errors of those runs'
-    accuracies (:func:`accuracy_error`): where the mean gain exceeds the mean standard error and no run loses
-    more than its own -- a heuristic margin of one binomial standard error of a single accuracy (not a paired
-    test of the difference). False without runs."""
+def margin_gate(gains: list[float], errors: list[float]) -> bool:
+    """Both gates' rule (:func:`choose_strength`: the learned change against magnitude; :func:`choose_calibration`:
+    WoodFisher on a prior against the hypernetwork's scores): whether a method is used at one sparsity, from its
+    accuracy gains over the baseline on the validation runs (fractions) and the standard errors of the
+    baseline's accuracies there (:func:`accuracy_error`): where the mean gain exceeds the mean standard error
+    and no run loses more than its own -- a heuristic margin of one binomial standard error of a single accuracy
+    (not a paired test of the difference). False without runs."""
     return bool(gains) and sum(gains) > sum(errors) and all(g >= -e for g, e in zip(gains, errors))
 
 
@@ -581,7 +629,7 @@ def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, obj
     """Set ``net.calibrated``: for each input prior and each s of :data:`VAL_SPARSITIES`, whether WoodFisher on
     the prior's samples (:meth:`MaskHypernetwork.prune`, as ``net.calibration`` says) beats the hypernetwork's
     scores there on the validation runs of ``val_zoo`` of the prior's task by a margin of the size of their
-    validation splits' noise (:func:`calibration_gate`, the standard errors of the scores' accuracies); a prior without
+    validation splits' noise (:func:`margin_gate`, the standard errors of the scores' accuracies); a prior without
     validation runs is never used. Returns the log row: the flags, each run's prior and validation examples,
     and both validation accuracies per run and sparsity. ``progress``: tqdm bars over the two passes (the second,
     WoodFisher on every run and sparsity, is most of the time)."""
@@ -591,7 +639,7 @@ def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, obj
     net.calibrated = {name: [True] * grid for name in net.priors}
     calibrated = val_accuracies(net, val_zoo, progress="WoodFisher on the priors" if progress else None)
     owners = [net.prior_for(model) for model, _ in val_zoo]
-    examples = [len(task.eval_tensors("val", task.eval_size)[1]) for _, task in val_zoo]
+    examples = val_examples(val_zoo)
     row = {"prior_of_run": owners, "val_examples": examples, "val_acc_scores": scored,
            "val_acc_calibrated": calibrated}
     net.calibrated = gate_flags(row, list(net.priors))
@@ -602,13 +650,13 @@ def choose_calibration(net: MaskHypernetwork, val_zoo: list[tuple[nn.Module, obj
 
 
 def gate_flags(row: dict, priors: list[str]) -> dict[str, list[bool]]:
-    """Per prior of ``priors``, the :func:`calibration_gate` at each s of :data:`VAL_SPARSITIES`, from a
+    """Per prior of ``priors``, the :func:`margin_gate` at each s of :data:`VAL_SPARSITIES`, from a
     :func:`choose_calibration` row (``prior_of_run``, ``val_examples``, ``val_acc_scores``,
     ``val_acc_calibrated``)."""
     flags = {}
     for name in priors:
         runs = [i for i, owner in enumerate(row["prior_of_run"]) if owner == name]
-        flags[name] = [calibration_gate(
+        flags[name] = [margin_gate(
             [row["val_acc_calibrated"][i][j] - row["val_acc_scores"][i][j] for i in runs],
             [accuracy_error(row["val_acc_scores"][i][j], row["val_examples"][i]) for i in runs])
             for j in range(len(VAL_SPARSITIES))]
