@@ -185,6 +185,9 @@ def main() -> int:
     for name, (entry, model) in load_all(model_set=model_set).items():
         cached = args.cache / f"{stem}-{name}.json" if args.cache else None
         reused = load_cache(cached, {"run": entry["id"], "sparsities": args.sparsities})
+        prior = net.prior_for(model)   # the hypernetwork's rows of a model whose prior changed are made again
+        reused = [r for r in reused if not r["name"].startswith("hypernet")
+                  or row_config(r).get("hypernet_prior") == prior]
         task = tasks.setdefault(entry["spec"]["task"], get_task(entry["spec"]["task"], args.data_dir))
         made = model_rows(name, entry, model, task, args.sparsities, net, stem.replace("_", "-"), reused)
         save_cache(cached, made)

@@ -536,6 +536,8 @@ def test_benchmark_keeps_the_hypernetworks_rows_where_its_decision_is_unchanged(
         0.7, 0.9}
     assert bench.stale_methods(rows) == ["hypernet", "hypernet-vs-magnitude"]
     assert bench.stale_methods(kept) == []
+    gone = [dict(r, config={**r["config"], "hypernet_prior": "mnist"}) for r in kept]   # a prior it does not have
+    assert bench.stale_methods(gone) == ["hypernet", "hypernet-vs-magnitude"]
 
 
 def test_benchmark_tables_say_what_each_data_based_method_read():

@@ -247,7 +247,10 @@ def test_the_decision_names_what_prunes_a_model_at_each_sparsity(calibrated_net)
     assert net.decision(0.9, "digits") == {"woodfisher_prior": "digits",
                                            "prior_sha256": net.decision(0.95, "digits")["prior_sha256"]}
     scores = net.decision(0.5, "digits")
-    assert scores["strength"] == 0.5 and len(scores["network_sha256"]) == 16 == len(scores["network_sha256"].strip())
+    assert scores["strength"] == 0.5 and len(scores["network_sha256"]) == 16
+    assert net.decision(0.9, "digits", scope="layer") == {"strength": 0.0, "scope": "layer"}   # prune(): scores
+    other = Calibration(samples=512, block_size=300, draws=1)
+    assert net.decision(0.9, "digits", calibration=other) != net.decision(0.9, "digits")
     assert net.decision(0.9, None) == net.decision(0.8, "digits") == {"strength": 0.0}   # magnitude's scores
     gated = copy.deepcopy(net)
     gated.active[0] = False   # the gate changed at 0.5 only
@@ -262,6 +265,27 @@ def test_the_decision_names_what_prunes_a_model_at_each_sparsity(calibrated_net)
     assert gated.decision(0.9, "digits") != net.decision(0.9, "digits")
     with pytest.raises(ValueError, match="no input prior 'mnist'"):
         net.decision(0.9, "mnist")
+
+
+@pytest.mark.filterwarnings("ignore:pruning by hypernet")   # a random hypernetwork may empty a layer
+def test_equal_decisions_prune_alike(trained, calibrated_net):
+    net = copy.deepcopy(calibrated_net)   # WoodFisher on the digits prior at 0.9 and 0.95
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5)
+    net.active.copy_(torch.tensor([True, True, True, False, False, False]))
+    net.shrink.copy_(torch.tensor([0.5, 0.25, 1.0, 1.0, 1.0, 1.0]))
+    gated = copy.deepcopy(net)
+    gated.active[0] = False   # the gate changed at 0.5: between 0.5 and 0.7 too
+    assert gated.decision(0.6, "digits") == {"strength": 0.0} != net.decision(0.6, "digits")
+    for s in (0.6, 0.7, 0.75, 0.9):
+        ours, theirs = net.prune(copy.deepcopy(trained), s), gated.prune(copy.deepcopy(trained), s)
+        same = all(torch.equal(ours[0][k], m) for k, m in theirs[0].items())
+        assert same == (net.decision(s, "digits") == gated.decision(s, "digits")), s
+        if theirs[1] is not None:
+            assert all(torch.equal(ours[1][k], w) for k, w in theirs[1].items())
+    assert all(torch.equal(gated.prune(copy.deepcopy(trained), 0.6)[0][k], m)
+               for k, m in prune(copy.deepcopy(trained), 0.6, "magnitude").items())
 
 
 def test_the_learned_change_is_gated_on_the_scores_alone(trained, task, calibrated_net):

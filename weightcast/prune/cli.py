@@ -224,7 +224,11 @@ def _prior(args) -> int:
                                   stages=args.stages, rel_damp=args.rel_damp)
     row = hypernet.choose_calibration(net, [(model, tasks[e["spec"]["task"]]) for e, model in loaded],
                                       progress=True)
-    card.get("gate", {}).pop("woodfisher_on_priors", None)   # chosen again just now, against the same scores
+    if "gate" in card:   # `prune gate`'s WoodFisher gate, chosen again just now (against the same scores)
+        card["gate"].pop("woodfisher_on_priors", None)
+        card["gate"]["method"] = ("weightcast.prune.hypernet.choose_strength (margin_gate): the learned change's "
+                                  "gate only; the WoodFisher gate was chosen again after it by prune prior "
+                                  "(input_priors)")
     card["input_priors"] = {
         "command": args.command_line,
         "method": "weightcast.prune.prior (module docstring): class means, shared within-class covariance and "

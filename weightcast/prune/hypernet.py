@@ -199,7 +199,7 @@ class MaskHypernetwork(nn.Module):
         for last in (self.head[-1], self.budget[-1]):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        # at which of VAL_SPARSITIES the learned change is used, and how much of it (set by train's early stopping)
+        # at which of VAL_SPARSITIES the learned change is used, and how much of it (its gate: choose_strength)
         self.register_buffer("active", torch.ones(len(VAL_SPARSITIES), dtype=torch.bool))
         self.register_buffer("shrink", torch.ones(len(VAL_SPARSITIES)))
         self.priors: dict[str, InputPrior] = {}   # task name -> input prior (prior.py), saved with the weights
@@ -298,24 +298,28 @@ class MaskHypernetwork(nn.Module):
                 best = (loss, masks, weights)
         return best[1], best[2]
 
-    def decision(self, sparsity: float, prior: str | None) -> dict:
-        """What decides :meth:`prune`'s global masks (and weights) at ``sparsity`` for a model whose input prior is
-        ``prior`` (:meth:`prior_for`; None: none fits it), as a dict to record with results: where WoodFisher on
-        that prior is calibrated (:meth:`calibrates_at`), the prior's name and a digest of its tensors and of the
+    def decision(self, sparsity: float, prior: str | None, scope: str = "global",
+                 calibration: Calibration | None = None) -> dict:
+        """What decides :meth:`prune`'s masks (and weights) at ``sparsity`` with ``scope`` and ``calibration``
+        (as :meth:`prune` takes them) for a model whose input prior is ``prior`` (:meth:`prior_for`; None: none
+        fits it), as a dict to record with results: where WoodFisher on that prior runs (global scope, the prior
+        calibrated there: :meth:`calibrates_at`), the prior's name and a digest of its tensors, shape and the
         calibration setting; elsewhere the learned change's :meth:`strength` there and, where it is above 0, a
-        digest of the network's weights and config (at 0 the scores are global magnitude's whatever the network).
-        Two hypernetworks with equal decisions prune such a model at ``sparsity`` alike (the code being the
-        same), so results recorded with it stay valid when the gate changes at other sparsities. Digests: the
-        first 16 hex digits of a SHA-256. Raises ValueError for a prior the hypernetwork does not have."""
+        digest of the network's weights and config (at 0 the scores are global magnitude's whatever the network),
+        and a per-layer ``scope``. Two hypernetworks with equal decisions prune such a model alike (the code
+        being the same), so results recorded with it stay valid when the gate changes at other sparsities.
+        Digests: the first 16 hex digits of a SHA-256. Raises ValueError for a prior the hypernetwork does not
+        have."""
         self._check_prior_name(prior)
-        if prior is not None and self.calibrates_at(sparsity, prior):
-            return {"woodfisher_prior": prior,
-                    "prior_sha256": _digest(self.priors[prior].tensors(""), self.calibration.to_json())}
-        strength = self.strength(sparsity)
-        if strength == 0:
-            return {"strength": 0.0}
-        network = {k: v for k, v in self.state_dict().items() if k not in ("active", "shrink")}
-        return {"strength": strength, "network_sha256": _digest(network, json.dumps(self.config(), sort_keys=True))}
+        if scope == "global" and prior is not None and self.calibrates_at(sparsity, prior):
+            c = self.calibration if calibration is None else calibration
+            text = json.dumps(self.priors[prior].shape) + c.to_json()
+            return {"woodfisher_prior": prior, "prior_sha256": _digest(self.priors[prior].tensors(""), text)}
+        out = {"strength": self.strength(sparsity)}
+        if out["strength"] > 0:
+            network = {k: v for k, v in self.state_dict().items() if k not in ("active", "shrink")}
+            out["network_sha256"] = _digest(network, json.dumps(self.config(), sort_keys=True))
+        return out if scope == "global" else {**out, "scope": scope}
 
     def strength(self, sparsity: float) -> float:
         """The fraction of the learned change used at ``sparsity`` (0 where :meth:`applies_at` is False): the
