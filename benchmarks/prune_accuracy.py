@@ -127,26 +127,31 @@ def fisher_setting(method: str, key: str, default=None):
     return FISHER_SETTINGS.get(method.removesuffix("-mask"), {}).get(key, default)
 
 
-def load_cache(cached: Path | None, expected: dict) -> list[dict]:
+def load_cache(cached: Path | None, expected: dict, prior: str | None = None) -> list[dict]:
     """The rows of the ``--cache`` file ``cached`` whose config holds ``expected`` and the row's
-    :func:`row_settings` (made the same way as now); none without a cache or file. The callers make the rest
-    again (for the hypernetwork: the sparsities where its decision changed), saying so."""
+    :func:`row_settings` (made the same way as now) and, for the hypernetwork's rows, ``prior``: the model's input
+    prior now (:meth:`MaskHypernetwork.prior_for`); none without a cache or file. The callers make the rest
+    again (for the hypernetwork: the sparsities where its decision changed, :func:`split_done`), saying so."""
     if cached is None or not cached.exists():
         return []
     rows = json.loads(cached.read_text())
-    kept = [r for r in rows if row_config(r).items() >= {**expected, **row_settings(r)}.items()]
+    kept = [r for r in rows if row_config(r).items() >= {**expected, **row_settings(r)}.items()
+            and (not r["name"].startswith("hypernet") or row_config(r).get("hypernet_prior") == prior)]
     if len(kept) < len(rows):
         print(f"{cached}: {len(rows) - len(kept)} of {len(rows)} rows made another way (expected {expected} and "
               "each method's settings); making them again", flush=True)
     return kept
 
 
-def sparsities_done(rows: list[dict], keys: set[tuple[str, str, str | None]]) -> set[float]:
-    """The sparsities at which ``rows`` hold every (method, metric, stage) of ``keys``."""
+def split_done(rows: list[dict], sparsities, keys: set[tuple[str, str, str | None]]
+               ) -> tuple[list[dict], list[float]]:
+    """(the rows of ``rows`` at the sparsities of ``sparsities`` where they hold every (method, metric, stage) of
+    ``keys``, the other sparsities: those to make)."""
     found: dict[float, set] = {}
     for r in rows:
         found.setdefault(float(r["x_value"]), set()).add((r["name"], r["metric"], row_config(r).get("stage")))
-    return {s for s, have in found.items() if keys <= have}
+    done = {s for s in sparsities if keys <= found.get(s, set())}
+    return [r for r in rows if float(r["x_value"]) in done], [s for s in sparsities if s not in done]
 
 
 def save_cache(cached: Path | None, rows: list[dict]) -> None:
@@ -221,11 +226,9 @@ def run_network(name: str, entry: dict, model, task, net, args) -> list[dict]:
         cached = args.cache / f"{name}-{method}.json" if args.cache else None
         base = {"run": entry["id"], "calibration": args.calibration, "finetune_steps": args.finetune_steps}
         prior = net().prior_for(model) if method == "hypernet" else None
-        made = load_cache(cached, {**base, "hypernet_prior": prior} if method == "hypernet" else base)
-        done = set(SPARSITIES) & sparsities_done(made, {(method, "acc", "one-shot"), (method, "acc", "recovered"),
-                                                         (method, "achieved_sparsity", None), (method, "time", None)})
-        made = [r for r in made if float(r["x_value"]) in done]
-        todo = [s for s in SPARSITIES if s not in done]
+        made, todo = split_done(load_cache(cached, base, prior), SPARSITIES,
+                                {(method, "acc", "one-shot"), (method, "acc", "recovered"),
+                                 (method, "achieved_sparsity", None), (method, "time", None)})
         if todo:
             data = task.eval_tensors("train", fisher_setting(method, "calibration", args.calibration))
             prep, run = method_pruner(method, model, data, net() if method == "hypernet" else None)
@@ -304,11 +307,9 @@ def validation_rows(root: Path, data_dir, net, args) -> list[dict]:
             cached = args.cache / f"validation-{entry['id']}-{method}.json" if args.cache else None
             calibration = fisher_setting(method, "calibration", args.calibration)
             base = {"run": entry["id"], "stage": "one-shot", "calibration": calibration}
-            made = load_cache(cached, {**base, "hypernet_prior": prior} if method.startswith("hypernet") else base)
-            wanted = VALIDATION_SPARSITIES if method in VALIDATION_FREE else (0.9,)
-            done = set(wanted) & sparsities_done(made, {(method, "acc", "one-shot")})
-            made = [r for r in made if float(r["x_value"]) in done]
-            todo = [s for s in wanted if s not in done]
+            made, todo = split_done(load_cache(cached, base, prior),
+                                    VALIDATION_SPARSITIES if method in VALIDATION_FREE else (0.9,),
+                                    {(method, "acc", "one-shot")})
             run = validation_pruner(method, model, task, net, without_gate, args.calibration) if todo else None
             for s in todo:
                 pruned = copy.deepcopy(model)

@@ -39,7 +39,7 @@ import torch
 from scipy.stats import binomtest
 
 from common import RESULTS, row_config, write_results
-from prune_accuracy import SPARSITIES, check_dense, load_cache, method_pruner, save_cache, settings, sparsities_done
+from prune_accuracy import SPARSITIES, check_dense, load_cache, method_pruner, save_cache, settings, split_done
 from prune_models import REPLICATION, SETS, load_all
 from weightcast.data import get_task
 from weightcast.prune import apply_masks, hypernet, sparsity_of
@@ -97,8 +97,9 @@ def model_rows(name: str, entry: dict, model, task, sparsities, net, bench: str,
         methods = ("magnitude", "hypernet") + (("woodfisher",) if s == WOODFISHER_AT else ())
         keys = {(m, metric, None) for m in methods for metric in ("acc", "achieved_sparsity", "time")}
         keys |= {("hypernet-vs-magnitude", metric, None) for metric in PAIRED_METRICS}
-        if s in sparsities_done(reuse, keys):
-            rows += [r for r in reuse if float(r["x_value"]) == s and r["name"] != "dense"]
+        kept, todo = split_done(reuse, (s,), keys)
+        if not todo:
+            rows += kept
             continue
         right = {}
         for method in methods:
@@ -184,10 +185,7 @@ def main() -> int:
     net, tasks, rows = hypernet.load_default(), {}, []
     for name, (entry, model) in load_all(model_set=model_set).items():
         cached = args.cache / f"{stem}-{name}.json" if args.cache else None
-        reused = load_cache(cached, {"run": entry["id"], "sparsities": args.sparsities})
-        prior = net.prior_for(model)   # the hypernetwork's rows of a model whose prior changed are made again
-        reused = [r for r in reused if not r["name"].startswith("hypernet")
-                  or row_config(r).get("hypernet_prior") == prior]
+        reused = load_cache(cached, {"run": entry["id"], "sparsities": args.sparsities}, net.prior_for(model))
         task = tasks.setdefault(entry["spec"]["task"], get_task(entry["spec"]["task"], args.data_dir))
         made = model_rows(name, entry, model, task, args.sparsities, net, stem.replace("_", "-"), reused)
         save_cache(cached, made)

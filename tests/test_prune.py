@@ -532,8 +532,11 @@ def test_benchmark_keeps_the_hypernetworks_rows_where_its_decision_is_unchanged(
     monkeypatch.setattr(bench, "shipped_hypernet", lambda: regated)
     kept = bench.load_cache(tmp_path / "c.json", expected)
     assert kept == [r for r in rows if r["x_value"] != 0.5 or r["name"] == "magnitude"]
-    assert bench.sparsities_done(kept, {("hypernet", "acc", "one-shot"), ("magnitude", "acc", "one-shot")}) == {
-        0.7, 0.9}
+    assert bench.split_done(kept, (0.5, 0.7, 0.9), {("hypernet", "acc", "one-shot"), ("magnitude", "acc",
+                                                                                   "one-shot")}) == (
+        [r for r in kept if r["x_value"] != 0.5], [0.5])
+    assert bench.load_cache(tmp_path / "c.json", expected, prior="digits") == [   # the model's prior changed
+        r for r in rows if r["name"] == "magnitude"]
     assert bench.stale_methods(rows) == ["hypernet", "hypernet-vs-magnitude"]
     assert bench.stale_methods(kept) == []
     gone = [dict(r, config={**r["config"], "hypernet_prior": "mnist"}) for r in kept]   # a prior it does not have
