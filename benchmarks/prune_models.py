@@ -15,7 +15,9 @@ refuses a file whose run is not the one ``held_out_specs()`` now defines. The ex
 the zoo lacks them.
 
 ``--set replication`` does the same for the replication runs (:func:`weightcast.prune.zoo.replication_specs`, the
-models of benchmarks/prune_replication.py), into ``benchmarks/models/prune/replication/``.
+models of benchmarks/prune_replication.py), into ``benchmarks/models/prune/replication/``; ``--set confirmation``
+for the confirmation runs (:func:`weightcast.prune.zoo.confirmation_specs`, the models of
+``prune_replication.py --set confirmation``), into ``benchmarks/models/prune/confirmation/``.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ class ModelSet:
 
 HELD_OUT = ModelSet("heldout", "held-out", zoo.HELD_OUT_NAMES, MODELS)
 REPLICATION = ModelSet("replication", "replication", zoo.REPLICATION_NAMES, MODELS / "replication")
-SETS = {model_set.folder: model_set for model_set in (HELD_OUT, REPLICATION)}
+CONFIRMATION = ModelSet("confirmation", "confirmation", zoo.CONFIRMATION_NAMES, MODELS / "confirmation")
+SETS = {model_set.folder: model_set for model_set in (HELD_OUT, REPLICATION, CONFIRMATION)}
 
 
 def save_model(path: Path, name: str, entry: dict, model: nn.Module, dense: float, command: str = EXPORT,
@@ -144,10 +147,11 @@ def export(zoo_dir: Path, data_dir, out: Path | None = None, command: str | None
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder whose heldout/ (replication/) holds "
-                        "(or gets) the runs (default weightcast.prune.zoo.default_dir())")
+    parser.add_argument("--zoo", type=Path, default=None, help="zoo folder whose heldout/ (replication/, "
+                        "confirmation/) holds (or gets) the runs (default weightcast.prune.zoo.default_dir())")
     parser.add_argument("--set", choices=list(SETS), default=HELD_OUT.folder, help="which models: the held-out "
-                        "ones of the prune tables or the replication ones (benchmarks/prune_replication.py)")
+                        "ones of the prune tables, or the replication or confirmation ones "
+                        "(benchmarks/prune_replication.py)")
     parser.add_argument("--out", type=Path, default=None, help="default: the set's folder in benchmarks/models/prune")
     args = parser.parse_args()
     export(args.zoo or zoo.default_dir(), args.data_dir, args.out, " ".join(["python", *sys.argv]), SETS[args.set])

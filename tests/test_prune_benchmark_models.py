@@ -20,7 +20,7 @@ import prune_models  # noqa: E402
 MNIST_INFO = {"name": "mnist", "input_shape": [1, 28, 28], "num_classes": 10}
 
 
-@pytest.mark.parametrize("model_set", [prune_models.HELD_OUT, prune_models.REPLICATION], ids=lambda m: m.folder)
+@pytest.mark.parametrize("model_set", list(prune_models.SETS.values()), ids=lambda m: m.folder)
 @needs_mnist
 def test_committed_models_are_their_runs_and_keep_their_recorded_dense_accuracy(model_set):
     loaded = prune_models.load_all(model_set=model_set)
@@ -60,7 +60,7 @@ def test_a_saved_model_loads_bit_exact_and_bad_files_are_refused(tmp_path):
         prune_models.load_all(["mlp2"], tmp_path)
 
 
-@pytest.mark.parametrize("model_set", [prune_models.HELD_OUT, prune_models.REPLICATION], ids=lambda m: m.folder)
+@pytest.mark.parametrize("model_set", list(prune_models.SETS.values()), ids=lambda m: m.folder)
 def test_export_records_one_provenance_taken_before_its_first_file(tmp_path, monkeypatch, model_set):
     # the export writes its files into the checkout, so a provenance taken per file would call the later ones dirty
     specs = model_set.specs()

@@ -15,22 +15,42 @@ import prune_models  # noqa: E402
 import prune_replication as replication  # noqa: E402
 
 
-def test_replication_runs_are_new_seeds_and_a_new_width():
-    specs = zoo.replication_specs()
-    earlier = zoo.train_specs() + zoo.held_out_specs()
-    assert len(specs) == len(zoo.REPLICATION_NAMES)
-    assert {prune_models.HELD_OUT.folder, prune_models.REPLICATION.folder} <= set(zoo.ZOOS)
+NEW_SETS = {   # set -> (its specs, the specs before it, what its names say the runs are, its new MLP width)
+    "replication": (zoo.replication_specs, lambda: zoo.train_specs() + zoo.held_out_specs(),
+                    {"mlp-seed200": ("mnist", "mlp_nobias", [40, 20], "sgd", 200),
+                     "mlp-48-24": ("mnist", "mlp_nobias", [48, 24], "adamw", 201),
+                     "lenet5-seed202": ("mnist", "lenet5", None, "sgd", 202),
+                     "lenet5-seed203": ("mnist", "lenet5", None, "adamw", 203),
+                     "lenet5-digits-seed204": ("digits", "lenet5", None, "sgd", 204)}, (48, 24)),
+    "confirmation": (zoo.confirmation_specs,
+                     lambda: zoo.train_specs() + zoo.held_out_specs() + zoo.replication_specs(),
+                     {"mlp-seed300": ("mnist", "mlp_nobias", [40, 20], "adamw", 300),
+                      "mlp-seed301": ("mnist", "mlp_nobias", [40, 20], "sgd", 301),
+                      "mlp-80-40": ("mnist", "mlp_nobias", [80, 40], "sgd", 302),
+                      "lenet5-seed303": ("mnist", "lenet5", None, "adamw", 303),
+                      "lenet5-digits-seed304": ("digits", "lenet5", None, "adamw", 304),
+                      "mlp-digits-seed305": ("digits", "mlp_nobias", [32, 16], "sgd", 305)}, (80, 40)),
+}
+
+
+@pytest.mark.parametrize("folder", list(NEW_SETS))
+def test_each_new_set_is_new_seeds_and_a_new_width(folder):
+    make, before, expected, width = NEW_SETS[folder]
+    specs, earlier, model_set = make(), before(), prune_models.SETS[folder]
+    assert zoo.ZOOS[folder] is make and model_set.specs() == specs
+    assert len(specs) == len(model_set.names)
     assert not {s.seed for s in specs} & {s.seed for s in earlier}
     assert not {s.run_id for s in specs} & {s.run_id for s in earlier}
     described = {name: (s.task, s.arch, s.model_kwargs.get("widths"), s.optimizer, s.seed)
-                 for name, s in zip(zoo.REPLICATION_NAMES, specs)}   # the names say what the runs are
-    assert described == {"mlp-seed200": ("mnist", "mlp_nobias", [40, 20], "sgd", 200),
-                         "mlp-48-24": ("mnist", "mlp_nobias", [48, 24], "adamw", 201),
-                         "lenet5-seed202": ("mnist", "lenet5", None, "sgd", 202),
-                         "lenet5-seed203": ("mnist", "lenet5", None, "adamw", 203),
-                         "lenet5-digits-seed204": ("digits", "lenet5", None, "sgd", 204)}
+                 for name, s in zip(model_set.names, specs)}   # the names say what the runs are
+    assert described == expected
     mlp_widths = lambda group: {tuple(s.model_kwargs["widths"]) for s in group if s.arch == "mlp_nobias"}  # noqa: E731
-    assert mlp_widths(specs) - mlp_widths(earlier) == {(48, 24)}
+    assert mlp_widths(specs) - mlp_widths(earlier) == {width}
+
+
+def test_every_model_set_has_its_report_title():
+    assert set(replication.TITLES) == set(prune_models.SETS)
+    assert len(set(replication.TITLES.values())) == len(replication.TITLES)
 
 
 def test_paired_counts_and_exact_mcnemar_p():

@@ -1,6 +1,6 @@
 """``weightcast prune ...``: build the pruning zoos, train the mask hypernetwork, prune a saved model.
 
-    weightcast prune zoo   --data-dir DATA [--zoo DIR]                   train + held-out zoos (resumable)
+    weightcast prune zoo   --data-dir DATA [--zoo DIR]                   every zoo of zoo.ZOOS (resumable)
     weightcast prune train --data-dir DATA [--zoo DIR] --out FILE [--steps N]
     weightcast prune prior --data-dir DATA [--zoo DIR] [--hypernet FILE] --out FILE [--samples N]
         [--block-size B] [--draws D] [--stages S] [--rel-damp R]
@@ -51,7 +51,8 @@ def _fraction(text: str) -> float:
 def add_subparser(subparsers) -> None:
     parser = subparsers.add_parser("prune", help="one-shot pruning and the mask hypernetwork")
     sub = parser.add_subparsers(dest="prune_command", required=True)
-    zoo = sub.add_parser("zoo", help="build the training, held-out and replication zoos of pretrained models")
+    zoo = sub.add_parser("zoo", help="build the training, held-out, replication and confirmation zoos of "
+                         "pretrained models")
     train = sub.add_parser("train", help="train the mask hypernetwork on the training zoo")
     prior = sub.add_parser("prior", help="fit the mask hypernetwork's input priors (one per training task) and "
                                          "choose on the validation runs where it prunes by WoodFisher on them")

@@ -9,6 +9,10 @@
 * :func:`replication_specs`: 5 more runs no decision about the hypernetwork has seen, trained after its held-out
   results were known, to test those results once more (benchmarks/prune_replication.py): new seeds of the
   benchmark MLP and LeNet-5 on MNIST (SGD and AdamW), a width neither trained nor held out, LeNet-5 on digits.
+* :func:`confirmation_specs`: 6 more runs, trained after the shipped gate was chosen and its held-out and
+  replication results were known, to test that gate once on models no decision about it has seen
+  (benchmarks/prune_replication.py ``--set confirmation``): new seeds of the benchmark MLP (AdamW and SGD), a width
+  no other zoo has, LeNet-5 on MNIST (AdamW), LeNet-5 and the MLP on digits.
 
 Each run records its initial and final weights only (``record_every = steps``); :func:`load_models` rebuilds the
 trained models from a zoo directory.
@@ -96,8 +100,25 @@ def replication_specs() -> list[RunSpec]:
                 _run("digits", "lenet5", {"width": 1.0}, SGD, 204, DIGITS)]
 
 
+CONFIRMATION_NAMES = ("mlp-seed300", "mlp-seed301", "mlp-80-40", "lenet5-seed303", "lenet5-digits-seed304",
+                      "mlp-digits-seed305")
+
+
+def confirmation_specs() -> list[RunSpec]:
+    """The confirmation zoo, named by :data:`CONFIRMATION_NAMES` in this order: seeds 300 to 305, none in the
+    other zoos; the MLP 784-80-40-10 is a width no other zoo has."""
+    with registered():
+        return [_run("mnist", "mlp_nobias", BENCH_MLP, ADAMW, 300, MNIST),
+                _run("mnist", "mlp_nobias", BENCH_MLP, SGD, 301, MNIST),
+                _run("mnist", "mlp_nobias", {"widths": [80, 40]}, SGD, 302, MNIST),
+                _run("mnist", "lenet5", {"width": 1.0}, ADAMW, 303, MNIST),
+                _run("digits", "lenet5", {"width": 1.0}, ADAMW, 304, DIGITS),
+                _run("digits", "mlp_nobias", {"widths": [32, 16]}, SGD, 305, DIGITS)]
+
+
 # each zoo's folder under a zoo root (as `weightcast prune zoo` builds them) and the function giving its runs
-ZOOS = {"heldout": held_out_specs, "replication": replication_specs, "train": train_specs}
+ZOOS = {"heldout": held_out_specs, "replication": replication_specs, "confirmation": confirmation_specs,
+        "train": train_specs}
 
 
 def build(out: str | os.PathLike, specs: list[RunSpec], data_dir: str | os.PathLike | None = None,
