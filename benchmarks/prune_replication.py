@@ -22,7 +22,8 @@ SGD, an MLP 784-80-40-10, a width no other zoo has, LeNet-5 on MNIST with AdamW,
 digits), trained after that gate's held-out and replication results were known and committed in
 benchmarks/models/prune/confirmation/ (``prune_models.py --set confirmation``). No setting of the hypernetwork, of its
 gate or of this benchmark is chosen with them; the answer is reported as it comes, whatever it is, and a gate chosen
-after it makes these rows, too, no clean answer.
+after it makes these rows, too, no clean answer. (Its answer, 2026-12-08: weightcast/prune/README.md, "A
+confirmation on six more models".)
 
 For each model and s: the validation accuracy of each method's pruned model (one-shot: masks and, for
 WoodFisher and where the hypernetwork calibrates, updated weights; no fine-tuning) and the achieved sparsity; for
