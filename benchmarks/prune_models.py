@@ -1,5 +1,5 @@
-"""The models the prune benchmarks prune (the held-out and the replication ones), committed as trained weights so
-that every machine prunes the same ones.
+"""The models the prune benchmarks prune (the held-out, the replication and the confirmation ones), committed as
+trained weights so that every machine prunes the same ones.
 
     python benchmarks/prune_models.py --data-dir ../shared/data --zoo .cache/prune-zoo     (exports them again)
 
@@ -37,7 +37,7 @@ from weightcast.weights_io import WeightFileError, load_weights, read_card, save
 from weightcast.zoo import RunSpec
 
 MODELS = Path(__file__).resolve().parent / "models" / "prune"
-KIND = "prune-held-out-model"   # the weight files' kind, of both sets (the replication models are held out too)
+KIND = "prune-held-out-model"   # the weight files' kind, of every set (all of them are held out)
 EXPORT = "python benchmarks/prune_models.py --data-dir DATA --zoo ZOO"
 TRAIN_THREADS = 1   # torch threads of the training runs (`weightcast prune zoo`'s default): they change the weights
 

@@ -2,6 +2,7 @@
 
     python benchmarks/prune_replication.py --data-dir ../shared/data
     python benchmarks/prune_replication.py --data-dir ../shared/data --set heldout --sparsities 0.5
+    python benchmarks/prune_replication.py --data-dir ../shared/data --set confirmation
 
 The question, fixed in this file before it was first run: on the replication models (the runs of
 weightcast.prune.zoo.replication_specs(), committed in benchmarks/models/prune/replication/ by
@@ -30,11 +31,12 @@ WoodFisher and where the hypernetwork calibrates, updated weights; no fine-tunin
 the hypernetwork against magnitude, the paired counts over the validation split -- examples only the
 hypernetwork's pruned model classifies correctly, and only magnitude's -- and the exact two-sided McNemar p-value
 of that difference (scipy.stats.binomtest on the discordant examples; a large p-value means the split gives no
-evidence that the two differ, not that they are equal; the p-values are per point, not adjusted for the 30
-comparisons). ``--set heldout`` runs the same on the held-out models of the tables.
+evidence that the two differ, not that they are equal; the p-values are per point, not adjusted for the set's
+30 or 36 comparisons). ``--set heldout`` runs the same on the held-out models of the tables.
 
 Writes benchmarks/results/prune/prune_replication.csv (weightcast.results schema) and prune_replication.md
-(prune_replication_heldout.* with ``--set heldout``); ``--cache DIR`` keeps each model's rows there, so that a
+(prune_replication_heldout.* with ``--set heldout``, prune_replication_confirmation.* with ``--set
+confirmation``); ``--cache DIR`` keeps each model's rows there, so that a
 stopped run resumes (an s reused only while all its rows' run, sparsities and method settings --
 prune_accuracy.settings, for the hypernetwork its decision at that s -- are the current ones).
 """
@@ -181,6 +183,11 @@ def report(rows: list[dict], networks, sparsities, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stem_of(model_set) -> str:
+    """The results files' name (without suffix) of a prune_models.ModelSet: prune_replication[_<its folder>]."""
+    return "prune_replication" + ("" if model_set is REPLICATION else f"_{model_set.folder}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
@@ -195,7 +202,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model_set = SETS[args.set]
-    stem = "prune_replication" + ("" if model_set is REPLICATION else f"_{model_set.folder}")
+    stem = stem_of(model_set)
     net, tasks, rows = hypernet.load_default(), {}, []
     for name, (entry, model) in load_all(model_set=model_set).items():
         cached = args.cache / f"{stem}-{name}.json" if args.cache else None
