@@ -204,6 +204,26 @@ def test_other_bad_inputs(trained, task):
         hypernet.load("/nonexistent/hypernet.safetensors")
 
 
+@pytest.mark.parametrize("method", ["obs", "woodfisher", "chita"])
+def test_calibration_data_that_does_not_fit_the_model_is_refused(trained, task, method):
+    """Inputs of another shape raised torch's "mat1 and mat2 shapes cannot be multiplied" from inside the pruner,
+    labels beyond the classes an index error."""
+    x, y = task.eval_tensors("train", 8)
+    model = copy.deepcopy(trained)
+    with pytest.raises(ValueError, match=r"does not run on the calibration inputs x of shape \(8, 3, 32, 32\)"):
+        prune(model, 0.5, method, data=(torch.randn(8, 3, 32, 32), y))
+    with pytest.raises(ValueError, match=r"labels y run from 0 to 11, but the model has 10 classes"):
+        prune(model, 0.5, method, data=(x, torch.tensor([0] * 7 + [11])))
+    with pytest.raises(ValueError, match=r"labels y run from -1 to"):
+        prune(model, 0.5, method, data=(x, torch.tensor([-1] + [1] * 7)))
+    assert not hasattr(model.layers[0], "weight_mask") and model.training == trained.training
+
+
+def test_load_pruned_refuses_a_file_name(trained, tmp_path):
+    with pytest.raises(TypeError, match=r"mapping .* got str; .*load_pruned\(model, torch.load\(FILE\)\)"):
+        load_pruned(copy.deepcopy(trained), str(tmp_path / "pruned.pt"))
+
+
 def test_a_mask_that_empties_a_layer_is_warned_about(trained):
     def shrunk():
         model = copy.deepcopy(trained)

@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from weightcast.prune import MaskHypernetwork, apply_masks, prune, sparsity_of
-from weightcast.prune.api import masks_and_weights
+from weightcast.prune.api import OPTIONS, masks_and_weights
 from weightcast.prune.fisher import per_sample_grads, prune_in_stages
 from weightcast.prune.obs import obs_prune
 
@@ -63,7 +63,8 @@ def test_pruning_a_pruned_model_per_layer(method, data):
 def test_a_sparsity_below_the_models_is_refused(method, data):
     model, _ = randomly_pruned(0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="already has 192 of its 384 weights pruned.*at least 192 / 384"):
+    with pytest.raises(ValueError, match=r"already has 192 of its 384 weights pruned.*"
+                                         r"a sparsity of at least 0.5 \(192 of 384\)"):
         prune(model, 0.4, method, data=data, **FAST.get(method, {}))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
@@ -120,7 +121,10 @@ def test_obs_on_a_masked_model_compensates_with_the_pruned_weights_at_zero(data)
                                             ("woodfisher", {"max_iter": 3}), ("chita", {"allocation": "uniform"})])
 def test_options_the_method_does_not_take_are_refused(method, options, data):
     model = mlp()
-    with pytest.raises(TypeError, match=rf"method '{method}' does not take \['{next(iter(options))}'\]; its options"):
+    own = OPTIONS[method]
+    says = rf"its own options are \[{', '.join(repr(o) for o in own)}\]" if own else "it has no options of its own"
+    with pytest.raises(TypeError, match=rf"method '{method}' does not take \['{next(iter(options))}'\]: {says}, "
+                                        "besides prune's scope, apply and update_weights"):
         prune(model, 0.5, method, data=data, **options)
     assert not hasattr(model[0], "weight_mask")
 

@@ -51,6 +51,36 @@ def test_prune_apply_bad_input_is_one_line(state, tmp_path, capsys, change, matc
     assert re.search(match, error_of(argv, capsys))
 
 
+def test_prune_apply_says_what_to_do_with_a_state_it_cannot_use(state, tmp_path, capsys):
+    """A whole pickled model, a JSON file, a wrapped checkpoint and a folder as --state gave torch's long text (with
+    terminal escapes, suggesting weights_only=False), "no such file", or "pass the model arguments" for keys that
+    are no model arguments' fault; a long shape mismatch was cut without a mark."""
+    model = BiasFreeMLP((8, 8), 10, widths=(12,))
+    cases = {"whole.pt": (lambda f: torch.save(model, f), r"holds Python objects besides tensors \(a whole model"),
+             "card.json": (lambda f: f.write_text('{"dense_acc": 0.9}'), r"is not a file torch.save wrote"),
+             "checkpoint.pt": (lambda f: torch.save({"model": model.state_dict(), "epoch": 3}, f),
+                               r"none of its keys \(epoch, model\) is a tensor of the model \(layers.0.weight, "
+                               r".*wraps the state_dict .*save the state_dict itself")}
+    for name, (write, match) in cases.items():
+        write(tmp_path / name)
+        err = error_of(apply_args(tmp_path / name, tmp_path / "p.pt"), capsys)
+        assert re.search(match, err) and "\x1b" not in err and "weights_only" not in err, err
+        assert "torch.save(model.state_dict(), FILE)" in err or "state_dict itself" in err
+    err = error_of(apply_args(tmp_path, tmp_path / "p.pt"), capsys)
+    assert re.search(r"--state .* is a directory; pass the state_dict's file", err)
+    torch.save(BiasFreeMLP((8, 8), 10, widths=(64, 64, 64)).state_dict(), tmp_path / "wide.pt")
+    err = error_of(apply_args(tmp_path / "wide.pt", tmp_path / "p.pt"), capsys)
+    assert re.search(r"\.\.\.\); pass the --model-kwargs and --task it was trained with$", err), err
+
+
+def test_prune_apply_reports_the_calibration_examples_it_used(state, tmp_path, capsys):
+    assert main(apply_args(state, tmp_path / "a.pt")) == 0
+    assert json.loads(capsys.readouterr().out)["calibration_examples"] is None   # magnitude reads no data
+    assert main(apply_args(state, tmp_path / "b.pt", "--method", "obs", "--calibration", "100000")) == 0
+    used = json.loads(capsys.readouterr().out)["calibration_examples"]
+    assert used == len(get_task("digits").train_y) < 100000
+
+
 @pytest.mark.parametrize("command", [["prune", "train"], ["prune", "prior"], ["prune", "zoo"], ["slim", "study"],
                                      ["slim", "finetune"]])
 def test_threads_must_be_positive(command, capsys):
@@ -105,7 +135,7 @@ def test_prune_apply_prunes_a_pruned_state_further(state, tmp_path, capsys):
     assert sum(int((~m).sum()) for m in masks.values()) == round(0.8 * sum(m.numel() for m in masks.values()))
     assert all(not bool((m & ~before[k].bool()).any()) for k, m in masks.items())   # pruned weights stay pruned
     err = error_of(apply_args(second, tmp_path / "third.pt", "--sparsity", "0.5"), capsys)
-    assert "already has" in err and "ask for at least" in err
+    assert "already has" in err and re.search(r"ask for a sparsity of at least 0\.\d+ \(\d+ of \d+\)", err)
 
 
 def test_prune_apply_help_lists_methods_and_defaults(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Callable, Iterator
 
 import torch
@@ -71,7 +72,8 @@ def check_target(alive: dict[str, torch.Tensor], sparsity: float, scope: str = "
             raise ValueError(f"{where} already has {pruned} of its {n} weights pruned (sparsity {pruned / n:.4g}) "
                              f"by its masks, more than sparsity {sparsity} removes: sparsity is the total fraction "
                              "pruned, counting the weights pruned before (not a fraction of the remaining weights "
-                             f"as torch.nn.utils.prune's amount), so ask for at least {pruned} / {n}")
+                             f"as torch.nn.utils.prune's amount), so ask for a sparsity of at least {pruned / n:.6g} "
+                             f"({pruned} of {n})")
 
 
 OPTIONS = {"random": ("generator",), "magnitude": (), "lamp": (), "hypernet": ("hypernet", "prior", "calibration"),
@@ -121,8 +123,9 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     apply them with :func:`apply_masks` (masks, weights from :func:`masks_and_weights`).
     Raises TypeError for a sparsity that is not a number (a string) and for an option the method does not take;
     ValueError for a sparsity outside [0, 1) or below the model's current one, an unknown method or scope, a scope
-    the method does not honour, a data-based method without data, or ``apply=False`` with ``update_weights``
-    for a method that compensates; the model is left untouched then.
+    the method does not honour, a data-based method without data or with calibration inputs the model does not
+    run on or labels outside its classes, or ``apply=False`` with ``update_weights`` for a method that
+    compensates; the model is left untouched then.
     """
     sparsity = check_sparsity(sparsity)
     if method not in METHODS:
@@ -130,6 +133,7 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     _check_options(method, scope, apply, update_weights, options)
     if method in DATA_BASED:
         x, y = _calibration(method, data)
+        _check_fits(model, x, y)
     layers = prunable_layers(model)
     alive = masks_of(model)
     check_target(alive, sparsity, scope)
@@ -166,7 +170,9 @@ def _check_options(method: str, scope: str, apply: bool, update_weights: bool, o
     """Refuse what ``method`` does not take or honour (see :func:`prune`)."""
     unknown = sorted(set(options) - set(OPTIONS[method]))
     if unknown:
-        raise TypeError(f"method {method!r} does not take {unknown}; its options are {list(OPTIONS[method])}")
+        own = f"its own options are {list(OPTIONS[method])}" if OPTIONS[method] else "it has no options of its own"
+        raise TypeError(f"method {method!r} does not take {unknown}: {own}, besides prune's scope, apply and "
+                        "update_weights")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if scope == "layer" and method in GLOBAL_ONLY:
@@ -212,6 +218,26 @@ def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(f"the calibration batch has {len(x)} inputs but {len(y)} labels: pass one label per "
                          "input, data=(x, y)")
     return x, y
+
+
+def _check_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> None:
+    """Raise ValueError, saying why, when ``model`` does not run on the calibration inputs ``x`` (tried on the first
+    two, in eval mode without gradients; its mode is restored) or, for a classifier's (batch, classes) output, a
+    label of ``y`` is no class index in [0, classes)."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2])
+    except Exception as exc:  # noqa: BLE001 -- any failure here means the batch does not fit the model
+        raise ValueError(f"the model does not run on the calibration inputs x of shape {tuple(x.shape)} "
+                         f"({type(exc).__name__}: {exc}); pass inputs of the task it was trained on") from None
+    finally:
+        model.train(was_training)
+    if y is not None and isinstance(out, torch.Tensor) and out.dim() == 2 and len(y):
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= out.shape[1]:
+            raise ValueError(f"the calibration labels y run from {low} to {high}, but the model has {out.shape[1]} "
+                             f"classes: pass class indices in [0, {out.shape[1]})")
 
 
 def _data_based(method, model, sparsity, x, y, kwargs) -> tuple[dict, dict]:
@@ -283,7 +309,11 @@ def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Mod
     the masks are applied first, so they keep working after loading, and the masked tensors are recomputed from
     the loaded values. A mask naming no tensor of the model raises KeyError, a mask of another shape than its
     tensor RuntimeError, both before the model is touched; when ``model.load_state_dict`` then fails (as it
-    would on the same model unpruned), the masks applied here are taken off again before its error propagates."""
+    would on the same model unpruned), the masks applied here are taken off again before its error propagates.
+    A ``state_dict`` that is not a mapping (a file name) raises TypeError."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of tensor names to tensors, got {type(state_dict).__name__}; "
+                        "read a saved one first: load_pruned(model, torch.load(FILE))")
     modules = dict(model.named_modules())
     own = model.state_dict()
     masks = {}   # (module path, tensor name) -> mask

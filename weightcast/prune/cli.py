@@ -121,11 +121,15 @@ def add_subparser(subparsers) -> None:
                     "(its masks stay: the weights pruned before stay pruned and count toward --sparsity). With "
                     "--permanent the masks are folded into the weights: a plain state_dict (zeros where pruned) "
                     "that model.load_state_dict reads.")
-    apply.add_argument("--model", required=True, help="model name (weightcast.models, or mlp_nobias)")
+    apply.add_argument("--model", required=True, help="model name (weightcast.models, or mlp_nobias: "
+                       "weightcast.prune.BiasFreeMLP, the bias-free MLP of the prune zoos and benchmarks)")
     apply.add_argument("--model-kwargs", default="{}", help='JSON object of model arguments, e.g. '
                        '\'{"widths": [40, 20]}\'; must match the checkpoint\'s shapes')
     apply.add_argument("--task", default="mnist", help="task that gives the input shape and calibration data")
-    apply.add_argument("--data-dir", default=None, help="folder with MNIST (default $WEIGHTCAST_DATA)")
+    apply.add_argument("--data-dir", default=None,
+                       help="folder with the task's data (default $WEIGHTCAST_DATA), needed by every method: the "
+                            "command reports the accuracy on its validation split before and after pruning, and "
+                            "the data-based methods draw their calibration batch from its training split")
     apply.add_argument("--state", type=Path, required=True,
                        help="the trained model's state_dict (torch.save); a pruned one written by this command "
                             "is accepted too")
@@ -138,7 +142,8 @@ def add_subparser(subparsers) -> None:
                             "obs: its uniform allocation)")
     apply.add_argument("--seed", type=int, default=0, help="seed of --method random's masks")
     apply.add_argument("--calibration", type=positive_int, default=1024,
-                       help="training examples of calibration data for the data-based methods")
+                       help="training examples of calibration data for the data-based methods (at most the "
+                            "task's training split; the output's calibration_examples says how many were used)")
     apply.add_argument("--out", type=Path, required=True, help="where the pruned state_dict goes (torch.save)")
     apply.add_argument("--permanent", action="store_true",
                        help="fold the masks into the weights: write a plain state_dict (no weight_orig/weight_mask)")
@@ -300,6 +305,47 @@ def _check_out(out: Path) -> None:
         raise InputError(f"--out {out}: the folder {out.parent} does not exist; create it or choose another path")
 
 
+def _read_state(path: Path) -> dict:
+    """The state_dict in ``path`` (torch.save, tensors only); InputError saying what to do otherwise."""
+    import torch
+
+    save_it = "save the model's state_dict itself: torch.save(model.state_dict(), FILE)"
+    if path.is_dir():
+        raise InputError(f"--state {path} is a directory; pass the state_dict's file ({save_it})")
+    if not path.is_file():
+        raise InputError(f"--state {path}: no such file; pass the trained model's state_dict ({save_it})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file is the user's input
+        if "Unsupported global" in str(exc):   # torch's text about weights_only would mislead here: not shown
+            raise InputError(f"--state {path} holds Python objects besides tensors (a whole model saved with "
+                             f"torch.save(model), or a training checkpoint?); {save_it}") from None
+        raise InputError(f"--state {path} is not a file torch.save wrote ({type(exc).__name__}); {save_it}") \
+            from None
+    if not isinstance(state, dict):
+        raise InputError(f"--state {path} holds a {type(state).__name__}, not a state_dict; {save_it}")
+    return state
+
+
+def _misfit(args, state: dict, model, exc: Exception) -> str:
+    """What to say when ``state`` (from --state) does not load into ``model`` (``exc`` the loading's error)."""
+    own = set(model.state_dict())
+    names = {k.removesuffix("_orig").removesuffix("_mask") for k in state}
+    where = f"--state {args.state} does not fit --model {args.model} with --model-kwargs {args.model_kwargs}"
+    if not names & own:
+        return (f"{where}: none of its keys ({', '.join(sorted(state)[:4])}{', ...' if len(state) > 4 else ''}) "
+                f"is a tensor of the model ({', '.join(sorted(own)[:4])}, ...); if the file wraps the state_dict "
+                "(e.g. {'model': ..., 'epoch': ...}), save the state_dict itself, else pass the --model it was "
+                "trained as")
+    return (f"{where} ({_clip(' '.join(str(exc).split()))}); pass the --model-kwargs and --task it was trained "
+            "with")
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, marked with "..." where cut."""
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def _apply(args) -> int:
     import torch
 
@@ -310,16 +356,7 @@ def _apply(args) -> int:
 
     _check_out(args.out)
     kwargs = _model_kwargs(args.model_kwargs)
-    if not args.state.is_file():
-        raise InputError(f"--state {args.state}: no such file; pass the trained model's state_dict "
-                         "(torch.save(model.state_dict(), FILE))")
-    try:
-        state = torch.load(args.state, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any unreadable file is the user's input
-        raise InputError(f"--state {args.state} cannot be read as a torch.save state_dict ({exc})") from None
-    if not isinstance(state, dict):
-        raise InputError(f"--state {args.state} holds a {type(state).__name__}, not a state_dict; save it with "
-                         "torch.save(model.state_dict(), FILE)")
+    state = _read_state(args.state)
     task = get_task(args.task, args.data_dir)
     with registered():
         try:
@@ -332,10 +369,7 @@ def _apply(args) -> int:
     try:
         load_pruned(model, state)
     except (RuntimeError, KeyError) as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise InputError(f"--state {args.state} does not fit --model {args.model} with --model-kwargs "
-                         f"{args.model_kwargs} ({first}); pass the model arguments the "
-                         "checkpoint was trained with") from None
+        raise InputError(_misfit(args, state, model, exc)) from None
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
     start = time.perf_counter()
@@ -351,5 +385,5 @@ def _apply(args) -> int:
     torch.save(model.state_dict(), args.out)
     print(json.dumps({"method": args.method, "sparsity": sparsity_of(model), "acc_before": before,
                       "acc_pruned": after, "seconds": round(seconds, 3), "permanent": args.permanent,
-                      "out": str(args.out)}))
+                      "calibration_examples": None if data is None else len(data[0]), "out": str(args.out)}))
     return 0
