@@ -81,6 +81,18 @@ def test_prune_apply_reports_the_calibration_examples_it_used(state, tmp_path, c
     assert used == len(get_task("digits").train_y) < 100000
 
 
+def test_prune_apply_says_what_the_hypernetwork_pruned_by(state, tmp_path, capsys):
+    from weightcast.prune import hypernet
+
+    net = hypernet.load_default()
+    model = BiasFreeMLP((8, 8), 10, widths=(12,))
+    model.load_state_dict(torch.load(state))
+    for s in ("0.5", "0.7"):
+        assert main(apply_args(state, tmp_path / "h.pt", "--method", "hypernet", "--sparsity", s)) == 0
+        said = json.loads(capsys.readouterr().out)["hypernet_decision"]
+        assert said == net.decision(float(s), net.prior_for(model))
+
+
 @pytest.mark.parametrize("command", [["prune", "train"], ["prune", "prior"], ["prune", "zoo"], ["slim", "study"],
                                      ["slim", "finetune"]])
 def test_threads_must_be_positive(command, capsys):

@@ -372,9 +372,16 @@ def _apply(args) -> int:
         raise InputError(_misfit(args, state, model, exc)) from None
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
+    options, said = {}, {}
+    if args.method == "random":
+        options["generator"] = torch.Generator().manual_seed(args.seed)
+    if args.method == "hypernet":   # say what prunes this model here: the scores, or WoodFisher on a prior (slower)
+        from .hypernet import load_default
+
+        options["hypernet"] = net = load_default()
+        said["hypernet_decision"] = net.decision(args.sparsity, net.prior_for(model), args.scope)
     start = time.perf_counter()
     try:
-        options = {"generator": torch.Generator().manual_seed(args.seed)} if args.method == "random" else {}
         prune(model, args.sparsity, args.method, data=data, scope=args.scope, **options)
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -385,5 +392,6 @@ def _apply(args) -> int:
     torch.save(model.state_dict(), args.out)
     print(json.dumps({"method": args.method, "sparsity": sparsity_of(model), "acc_before": before,
                       "acc_pruned": after, "seconds": round(seconds, 3), "permanent": args.permanent,
-                      "calibration_examples": None if data is None else len(data[0]), "out": str(args.out)}))
+                      "calibration_examples": None if data is None else len(data[0]), **said,
+                      "out": str(args.out)}))
     return 0
