@@ -73,10 +73,16 @@ def test_prune_apply_says_what_to_do_with_a_state_it_cannot_use(state, tmp_path,
     assert re.search(r"\.\.\.\); pass the --model-kwargs and --task it was trained with$", err), err
 
 
-def test_prune_apply_reports_the_calibration_examples_it_used(state, tmp_path, capsys):
+def test_prune_apply_reports_its_calibration_examples_and_sets_threads_only_when_asked(state, tmp_path, capsys, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: pytest.fail("threads set without --threads"))
     assert main(apply_args(state, tmp_path / "a.pt")) == 0
     assert json.loads(capsys.readouterr().out)["calibration_examples"] is None   # magnitude reads no data
-    assert main(apply_args(state, tmp_path / "b.pt", "--method", "obs", "--calibration", "100000")) == 0
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: set_to.append(n))
+    set_to = []
+    assert main(apply_args(state, tmp_path / "b.pt", "--method", "obs", "--calibration", "100000", "--threads",
+                           str(threads))) == 0
+    assert set_to == [threads]
     used = json.loads(capsys.readouterr().out)["calibration_examples"]
     assert used == len(get_task("digits").train_y) < 100000
 
@@ -93,8 +99,8 @@ def test_prune_apply_says_what_the_hypernetwork_pruned_by(state, tmp_path, capsy
         assert said == net.decision(float(s), net.prior_for(model))
 
 
-@pytest.mark.parametrize("command", [["prune", "train"], ["prune", "prior"], ["prune", "zoo"], ["slim", "study"],
-                                     ["slim", "finetune"]])
+@pytest.mark.parametrize("command", [["prune", "train"], ["prune", "prior"], ["prune", "zoo"], ["prune", "apply"],
+                                     ["slim", "study"], ["slim", "finetune"]])
 def test_threads_must_be_positive(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*command, "--threads", "0"])

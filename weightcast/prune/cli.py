@@ -145,6 +145,8 @@ def add_subparser(subparsers) -> None:
                        help="training examples of calibration data for the data-based methods (at most the "
                             "task's training split; the output's calibration_examples says how many were used)")
     apply.add_argument("--out", type=Path, required=True, help="where the pruned state_dict goes (torch.save)")
+    apply.add_argument("--threads", type=positive_int, default=None,
+                       help="torch CPU threads (default: torch's own choice)")
     apply.add_argument("--permanent", action="store_true",
                        help="fold the masks into the weights: write a plain state_dict (no weight_orig/weight_mask)")
     apply.set_defaults(func=_apply)
@@ -355,6 +357,8 @@ def _apply(args) -> int:
     from .models import registered
 
     _check_out(args.out)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     kwargs = _model_kwargs(args.model_kwargs)
     state = _read_state(args.state)
     task = get_task(args.task, args.data_dir)
