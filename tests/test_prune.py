@@ -207,16 +207,28 @@ def test_other_bad_inputs(trained, task):
 @pytest.mark.parametrize("method", ["obs", "woodfisher", "chita"])
 def test_calibration_data_that_does_not_fit_the_model_is_refused(trained, task, method):
     """Inputs of another shape raised torch's "mat1 and mat2 shapes cannot be multiplied" from inside the pruner,
-    labels beyond the classes an index error."""
+    labels beyond the classes an index error; OBS reads no labels, so a regression target passes it."""
     x, y = task.eval_tensors("train", 8)
-    model = copy.deepcopy(trained)
+    model = copy.deepcopy(trained).train()
     with pytest.raises(ValueError, match=r"does not run on the calibration inputs x of shape \(8, 3, 32, 32\)"):
         prune(model, 0.5, method, data=(torch.randn(8, 3, 32, 32), y))
-    with pytest.raises(ValueError, match=r"labels y run from 0 to 11, but the model has 10 classes"):
-        prune(model, 0.5, method, data=(x, torch.tensor([0] * 7 + [11])))
-    with pytest.raises(ValueError, match=r"labels y run from -1 to"):
-        prune(model, 0.5, method, data=(x, torch.tensor([-1] + [1] * 7)))
-    assert not hasattr(model.layers[0], "weight_mask") and model.training == trained.training
+    assert model.training and not hasattr(model.layers[0], "weight_mask")
+    for labels, low, high in ((torch.tensor([0] * 7 + [11]), 0, 11), (torch.tensor([-1] + [1] * 7), -1, 1)):
+        if method == "obs":
+            prune(copy.deepcopy(trained), 0.5, method, data=(x, labels))
+            continue
+        with pytest.raises(ValueError, match=rf"labels y run from {low} to {high}, but the model has 10 classes"):
+            prune(model, 0.5, method, data=(x, labels))
+    assert model.training and not hasattr(model.layers[0], "weight_mask")
+
+
+def test_the_calibration_check_leaves_batchnorm_statistics_alone(task):
+    bn = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10)).train()
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    x, y = task.eval_tensors("train", 16)
+    with pytest.raises(ValueError, match="labels y run"):
+        prune(bn, 0.5, "woodfisher", data=(x, y + 10))
+    assert bn.training and all(torch.equal(v, bn.state_dict()[k]) for k, v in before.items())
 
 
 def test_load_pruned_refuses_a_file_name(trained, tmp_path):

@@ -207,6 +207,8 @@ def test_per_sample_grads_of_a_sequence_model_are_its_mean_token_loss_and_woodfi
         model.zero_grad()
         nn.functional.cross_entropy(model(x[i:i + 1]).flatten(0, 1), y[i]).backward()
         torch.testing.assert_close(G[i], torch.cat([m.weight.grad.flatten() for m in layers]))
+    with pytest.raises(ValueError, match=r"labels y run from \d+ to 11, but the model has 11 classes"):
+        prune(model, 0.5, "woodfisher", data=(x, torch.where(y == 0, 11, y)), stages=2)   # the class axis is last
     prune(model, 0.5, "woodfisher", data=(x, y), stages=2)
     alive = sum(int(m.weight_mask.sum()) for m in layers)
     assert alive == sum(m.weight.numel() for m in layers) - round(0.5 * sum(m.weight.numel() for m in layers))

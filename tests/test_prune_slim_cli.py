@@ -65,15 +65,24 @@ def test_prune_apply_says_what_to_do_with_a_state_it_cannot_use(state, tmp_path,
         write(tmp_path / name)
         err = error_of(apply_args(tmp_path / name, tmp_path / "p.pt"), capsys)
         assert re.search(match, err) and "\x1b" not in err and "weights_only" not in err, err
-        assert "torch.save(model.state_dict(), FILE)" in err or "state_dict itself" in err
+    wrapped = {"module." + k: v for k, v in model.state_dict().items()}
+    for name, bad, match in (("dp.pt", wrapped, r"its keys carry the prefix 'module.' \(a wrapped model's"),
+                             ("step.pt", {**model.state_dict(), "step": torch.tensor(3)},
+                              r"it has keys the model lacks \(step\); pass the --model and --model-kwargs it was "
+                              r"trained with"),
+                             ("short.pt", dict(list(model.state_dict().items())[:1]),
+                              r"it lacks the model's keys \(layers.2.weight\)")):
+        torch.save(bad, tmp_path / name)
+        assert re.search(match, error_of(apply_args(tmp_path / name, tmp_path / "p.pt"), capsys))
     err = error_of(apply_args(tmp_path, tmp_path / "p.pt"), capsys)
     assert re.search(r"--state .* is a directory; pass the state_dict's file", err)
-    torch.save(BiasFreeMLP((8, 8), 10, widths=(64, 64, 64)).state_dict(), tmp_path / "wide.pt")
+    torch.save(BiasFreeMLP((8, 8), 10, widths=(64,)).state_dict(), tmp_path / "wide.pt")   # the same keys
     err = error_of(apply_args(tmp_path / "wide.pt", tmp_path / "p.pt"), capsys)
     assert re.search(r"\.\.\.\); pass the --model-kwargs and --task it was trained with$", err), err
 
 
-def test_prune_apply_reports_its_calibration_examples_and_sets_threads_only_when_asked(state, tmp_path, capsys, monkeypatch):
+def test_prune_apply_reports_its_calibration_examples_and_sets_threads_only_when_asked(state, tmp_path, capsys,
+                                                                                      monkeypatch):
     threads = torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", lambda n: pytest.fail("threads set without --threads"))
     assert main(apply_args(state, tmp_path / "a.pt")) == 0
@@ -88,15 +97,18 @@ def test_prune_apply_reports_its_calibration_examples_and_sets_threads_only_when
 
 
 def test_prune_apply_says_what_the_hypernetwork_pruned_by(state, tmp_path, capsys):
-    from weightcast.prune import hypernet
-
-    net = hypernet.load_default()
-    model = BiasFreeMLP((8, 8), 10, widths=(12,))
-    model.load_state_dict(torch.load(state))
-    for s in ("0.5", "0.7"):
-        assert main(apply_args(state, tmp_path / "h.pt", "--method", "hypernet", "--sparsity", s)) == 0
+    # an untrained digits MLP fits no input prior: the learned scores at the shipped gate's strengths
+    net_digest = {"network_sha256": re.compile(r"^[0-9a-f]{16}$")}
+    for s, scope, expected in (("0.5", "global", {"strength": 0.0}), ("0.7", "global", {"strength": 0.75}),
+                               ("0.7", "layer", {"strength": 0.75, "scope": "layer"})):
+        out = tmp_path / f"h{s}{scope}.pt"
+        assert main(apply_args(state, out, "--method", "hypernet", "--sparsity", s, "--scope", scope)) == 0
         said = json.loads(capsys.readouterr().out)["hypernet_decision"]
-        assert said == net.decision(float(s), net.prior_for(model))
+        assert {k: v for k, v in said.items() if k != "network_sha256"} == expected
+        assert ("network_sha256" in said) == (expected["strength"] > 0)
+        assert all(net_digest["network_sha256"].match(said[k]) for k in said if k == "network_sha256")
+        pruned = torch.load(out)   # the scores change no weight: no woodfisher_prior, no update
+        assert torch.equal(pruned["layers.0.weight_orig"], torch.load(state)["layers.0.weight"])
 
 
 @pytest.mark.parametrize("command", [["prune", "train"], ["prune", "prior"], ["prune", "zoo"], ["prune", "apply"],
@@ -272,6 +284,11 @@ def test_slim_finetune_bad_input_is_one_line(tmp_path, capsys):
     assert "expected a .safetensors file written by safetensors.torch.save_file" in err and "save_file(" in err
     weights = tmp_path / "pre.safetensors"
     save_file(model.state_dict(), str(weights))
+    other = tmp_path / "mlp.safetensors"   # the same diagnosis as prune apply's (cli_common.state_misfit)
+    save_file(BiasFreeMLP((8, 8), 10, widths=(12,)).state_dict(), str(other))
+    err = error_of(finetune_args(tmp_path, other), capsys)
+    assert re.search(r"--weights .* does not fit --model lenet5 .*: none of its keys \(layers.0.weight, .*\) is a "
+                     r"tensor of the model .*else pass the --model it was trained as", err)
     for widths, match in ((["0.5"], r"widths must include 1.0 .*got \[0.5\]"),
                           (["1.5", "1.0"], r"widths must be fractions of the full width in \(0, 1\]")):
         argv = finetune_args(tmp_path, weights, "--widths", *widths)

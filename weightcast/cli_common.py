@@ -111,3 +111,38 @@ def run_command(args: argparse.Namespace, prog: str = "weightcast") -> int:
         return 130
     finally:
         warnings.formatwarning = plain
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, marked with "..." where cut."""
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def state_misfit(what: str, state_keys, model_keys, exc: Exception) -> str:
+    """Why a state_dict does not load into a model, and what to do, for an InputError: ``what`` says which file
+    does not fit which model (e.g. "--state F does not fit --model M with --model-kwargs K"), ``state_keys`` are
+    the file's keys (a pruned state's ``<tensor>_orig`` / ``<tensor>_mask`` read as ``<tensor>``), ``model_keys``
+    the model's, ``exc`` the loading's error. The same tensors: their shapes differ (other model arguments or
+    task); a common prefix too many (a wrapped model's); no key in common (a checkpoint wrapping the state_dict,
+    or another model); else the keys each side lacks."""
+    names = {k.removesuffix("_orig").removesuffix("_mask") for k in state_keys}
+    own = set(model_keys)
+    missing, unexpected = sorted(own - names), sorted(names - own)
+    if not missing and not unexpected:
+        return f"{what} ({clip(' '.join(str(exc).split()))}); pass the --model-kwargs and --task it was trained with"
+    for prefix in sorted({k.split(".", 1)[0] + "." for k in unexpected if "." in k}):
+        if {k.removeprefix(prefix) for k in names} == own:
+            return (f"{what}: its keys carry the prefix {prefix!r} (a wrapped model's, e.g. DataParallel's); save "
+                    f"the state_dict without it: {{k.removeprefix({prefix!r}): v for k, v in state.items()}}")
+    if not names & own:
+        return (f"{what}: none of its keys ({_few(sorted(state_keys))}) is a tensor of the model "
+                f"({_few(sorted(own))}); if the file wraps the state_dict (e.g. {{'model': ..., 'epoch': ...}}), "
+                "save the state_dict itself, else pass the --model it was trained as")
+    differ = [f"it has keys the model lacks ({_few(unexpected)})"] * bool(unexpected)
+    differ += [f"it lacks the model's keys ({_few(missing)})"] * bool(missing)
+    return (f"{what}: {' and '.join(differ)}; pass the --model and --model-kwargs it was trained with, or that "
+            "model's own state_dict")
+
+
+def _few(keys: list[str], shown: int = 4) -> str:
+    return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")

@@ -72,7 +72,7 @@ def check_target(alive: dict[str, torch.Tensor], sparsity: float, scope: str = "
             raise ValueError(f"{where} already has {pruned} of its {n} weights pruned (sparsity {pruned / n:.4g}) "
                              f"by its masks, more than sparsity {sparsity} removes: sparsity is the total fraction "
                              "pruned, counting the weights pruned before (not a fraction of the remaining weights "
-                             f"as torch.nn.utils.prune's amount), so ask for a sparsity of at least {pruned / n:.6g} "
+                             f"as torch.nn.utils.prune's amount), so ask for a sparsity of at least {pruned / n!r} "
                              f"({pruned} of {n})")
 
 
@@ -133,7 +133,7 @@ def prune(model: nn.Module, sparsity: float, method: str = "magnitude", data=Non
     _check_options(method, scope, apply, update_weights, options)
     if method in DATA_BASED:
         x, y = _calibration(method, data)
-        _check_fits(model, x, y)
+        _check_fits(model, x)
     layers = prunable_layers(model)
     alive = masks_of(model)
     check_target(alive, sparsity, scope)
@@ -220,24 +220,20 @@ def _calibration(method: str, data) -> tuple[torch.Tensor, torch.Tensor | None]:
     return x, y
 
 
-def _check_fits(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> None:
+def _check_fits(model: nn.Module, x: torch.Tensor) -> None:
     """Raise ValueError, saying why, when ``model`` does not run on the calibration inputs ``x`` (tried on the first
-    two, in eval mode without gradients; its mode is restored) or, for a classifier's (batch, classes) output, a
-    label of ``y`` is no class index in [0, classes)."""
+    two, in eval mode without gradients; its mode is restored). The labels are checked by the pruner that reads
+    them (:func:`.fisher.check_labels`)."""
     was_training = model.training
     try:
         with torch.no_grad():
-            out = model.eval()(x[:2])
+            model.eval()(x[:2])
     except Exception as exc:  # noqa: BLE001 -- any failure here means the batch does not fit the model
-        raise ValueError(f"the model does not run on the calibration inputs x of shape {tuple(x.shape)} "
-                         f"({type(exc).__name__}: {exc}); pass inputs of the task it was trained on") from None
+        raise ValueError(f"the model does not run on the calibration inputs x of shape {tuple(x.shape)} and dtype "
+                         f"{x.dtype} ({type(exc).__name__}: {exc}); pass inputs of the task it was trained on, as "
+                         "its parameters' dtype and device") from None
     finally:
         model.train(was_training)
-    if y is not None and isinstance(out, torch.Tensor) and out.dim() == 2 and len(y):
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= out.shape[1]:
-            raise ValueError(f"the calibration labels y run from {low} to {high}, but the model has {out.shape[1]} "
-                             f"classes: pass class indices in [0, {out.shape[1]})")
 
 
 def _data_based(method, model, sparsity, x, y, kwargs) -> tuple[dict, dict]:

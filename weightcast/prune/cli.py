@@ -6,7 +6,8 @@
         [--block-size B] [--draws D] [--stages S] [--rel-damp R]
         (fits the hypernetwork's input priors and chooses where WoodFisher runs on their samples: on how many, in
         what Fisher blocks, over how many draws, the options say)
-    weightcast prune apply --model NAME --state FILE --sparsity S --method M --out FILE [--permanent]
+    weightcast prune apply --model NAME [--model-kwargs JSON] --state FILE [--task T --data-dir DATA] --sparsity S
+        --method M --out FILE [--permanent] [--threads N]
         (the output holds weight_orig/weight_mask unless --permanent; load_pruned reads it, --state accepts it and
         prunes it further: --sparsity is the total)
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ..cli_common import HelpFormatter, block_size, positive_float, positive_int
+from ..cli_common import HelpFormatter, block_size, clip, positive_float, positive_int, state_misfit
 from ..errors import InputError
 
 from .api import DATA_BASED, METHODS
@@ -127,9 +129,10 @@ def add_subparser(subparsers) -> None:
                        '\'{"widths": [40, 20]}\'; must match the checkpoint\'s shapes')
     apply.add_argument("--task", default="mnist", help="task that gives the input shape and calibration data")
     apply.add_argument("--data-dir", default=None,
-                       help="folder with the task's data (default $WEIGHTCAST_DATA), needed by every method: the "
-                            "command reports the accuracy on its validation split before and after pruning, and "
-                            "the data-based methods draw their calibration batch from its training split")
+                       help="folder with MNIST, for --task mnist (default $WEIGHTCAST_DATA), whatever the method: "
+                            "the command reports the accuracy on the task's validation split before and after "
+                            "pruning, and the data-based methods draw their calibration batch from its training "
+                            "split")
     apply.add_argument("--state", type=Path, required=True,
                        help="the trained model's state_dict (torch.save); a pruned one written by this command "
                             "is accepted too")
@@ -322,30 +325,13 @@ def _read_state(path: Path) -> dict:
         if "Unsupported global" in str(exc):   # torch's text about weights_only would mislead here: not shown
             raise InputError(f"--state {path} holds Python objects besides tensors (a whole model saved with "
                              f"torch.save(model), or a training checkpoint?); {save_it}") from None
-        raise InputError(f"--state {path} is not a file torch.save wrote ({type(exc).__name__}); {save_it}") \
-            from None
+        if isinstance(exc, (pickle.UnpicklingError, EOFError, KeyError)) or "zip archive" in str(exc):
+            raise InputError(f"--state {path} is not a file torch.save wrote ({type(exc).__name__}); {save_it}") \
+                from None
+        raise InputError(f"--state {path} cannot be read ({type(exc).__name__}: {clip(str(exc))})") from None
     if not isinstance(state, dict):
         raise InputError(f"--state {path} holds a {type(state).__name__}, not a state_dict; {save_it}")
     return state
-
-
-def _misfit(args, state: dict, model, exc: Exception) -> str:
-    """What to say when ``state`` (from --state) does not load into ``model`` (``exc`` the loading's error)."""
-    own = set(model.state_dict())
-    names = {k.removesuffix("_orig").removesuffix("_mask") for k in state}
-    where = f"--state {args.state} does not fit --model {args.model} with --model-kwargs {args.model_kwargs}"
-    if not names & own:
-        return (f"{where}: none of its keys ({', '.join(sorted(state)[:4])}{', ...' if len(state) > 4 else ''}) "
-                f"is a tensor of the model ({', '.join(sorted(own)[:4])}, ...); if the file wraps the state_dict "
-                "(e.g. {'model': ..., 'epoch': ...}), save the state_dict itself, else pass the --model it was "
-                "trained as")
-    return (f"{where} ({_clip(' '.join(str(exc).split()))}); pass the --model-kwargs and --task it was trained "
-            "with")
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    """``text`` cut to ``limit`` characters, marked with "..." where cut."""
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _apply(args) -> int:
@@ -373,19 +359,20 @@ def _apply(args) -> int:
     try:
         load_pruned(model, state)
     except (RuntimeError, KeyError) as exc:
-        raise InputError(_misfit(args, state, model, exc)) from None
+        raise InputError(state_misfit(f"--state {args.state} does not fit --model {args.model} with --model-kwargs "
+                                      f"{args.model_kwargs}", state, model.state_dict(), exc)) from None
     data = task.eval_tensors("train", args.calibration) if args.method in DATA_BASED else None
     before = task.evaluate(model)["acc"]
     options, said = {}, {}
     if args.method == "random":
         options["generator"] = torch.Generator().manual_seed(args.seed)
-    if args.method == "hypernet":   # say what prunes this model here: the scores, or WoodFisher on a prior (slower)
-        from .hypernet import load_default
-
-        options["hypernet"] = net = load_default()
-        said["hypernet_decision"] = net.decision(args.sparsity, net.prior_for(model), args.scope)
-    start = time.perf_counter()
     try:
+        if args.method == "hypernet":   # say what prunes the model here: the scores, or WoodFisher on a prior (slow)
+            from .hypernet import load_default
+
+            options["hypernet"] = net = load_default()
+            said["hypernet_decision"] = net.decision(args.sparsity, net.prior_for(model), args.scope)
+        start = time.perf_counter()
         prune(model, args.sparsity, args.method, data=data, scope=args.scope, **options)
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -90,7 +90,7 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
 
     def loss(weights, xi, yi):
         out = functional_call(model, {**base, **weights}, (xi[None],))
-        if (1, *out.shape[2:]) != (1, *yi.shape) and out.shape[:-1] == (1, *yi.shape):
+        if _is_sequence(out, yi):
             return F.cross_entropy(out[0], yi)   # a sequence model: (1, T, classes) against (T,)
         return F.cross_entropy(out, yi[None])   # torch's layouts: (1, classes) or (1, classes, d1, ...)
 
@@ -110,6 +110,31 @@ def per_sample_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: 
     finally:
         model.train(was_training)
     return G
+
+
+def _is_sequence(out: torch.Tensor, yi: torch.Tensor) -> bool:
+    """Whether one example's output ``out`` (1, ...) is a sequence model's (1, T, classes) against labels ``yi``
+    (T,) -- the class axis last -- rather than one of torch's layouts, (1, classes) or (1, classes, d1, ...)."""
+    return (1, *out.shape[2:]) != (1, *yi.shape) and out.shape[:-1] == (1, *yi.shape)
+
+
+def check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ValueError when a class-index label of ``y`` is no class of ``model``'s outputs, read as
+    :func:`per_sample_grads` reads them (the model run on ``x[:1]`` in eval mode without gradients; its mode is
+    restored). Labels that are class probabilities (floating point) are not checked."""
+    if y.is_floating_point() or not len(y):
+        return
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:1])
+    finally:
+        model.train(was_training)
+    classes = out.shape[-1] if _is_sequence(out, y[0]) else out.shape[1]
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise ValueError(f"the calibration labels y run from {low} to {high}, but the model has {classes} classes: "
+                         f"pass class indices in [0, {classes})")
 
 
 def _scaled(G: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
@@ -334,10 +359,12 @@ def prune_in_stages(model: nn.Module, sparsity: float, x: torch.Tensor, y: torch
     all prunable weights; on a model already masked (``torch.nn.utils.prune``) the weights pruned before stay
     pruned and count toward them, and the stages start from the model's sparsity (:func:`stage_sparsities`).
     Returns parameter name -> (bool mask, float64 weight); ``model`` is not changed. Raises ValueError for
-    ``stages`` or ``block_size`` that is not a positive integer."""
+    ``stages`` or ``block_size`` that is not a positive integer, and for labels that are no class of the model's
+    (:func:`check_labels`)."""
     stages = DEFAULT_STAGES[method] if stages is None else stages
     check_positive_int("stages", stages)
     check_positive_int("block_size", block_size, allow_none=True)
+    check_labels(model, x, y)
     layers = prunable_layers(model)
     shapes = [(f"{n}.weight", weight_of(m).shape) for n, m in layers.items()]
     w = torch.cat([live_weight(m).flatten() for m in layers.values()]).double()

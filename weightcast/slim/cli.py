@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli_common import HelpFormatter, positive_float, positive_int
+from ..cli_common import HelpFormatter, positive_float, positive_int, state_misfit
 from ..errors import InputError
 
 # the models `slim finetune` can build from an image task (the GPT's MLP blocks are slimmable from Python only)
@@ -82,9 +82,8 @@ def _finetune(args: argparse.Namespace) -> int:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise InputError(f"--weights {args.weights} does not fit --model {args.model} with --model-kwargs "
-                         f"{args.model_kwargs} ({first}); pass the model arguments it was trained with") from None
+        raise InputError(state_misfit(f"--weights {args.weights} does not fit --model {args.model} with "
+                                      f"--model-kwargs {args.model_kwargs}", state, model.state_dict(), exc)) from None
     make_slimmable(model, args.widths)
     log = slimmable_finetune(model, task.batches(args.batch_size, args.seed), args.steps, lr=args.lr,
                              seed=args.seed)
