@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..schedules import as_int
-from .layers import live_weight, masks_of, prunable_layers, weight_of
+from .layers import eval_output, live_weight, masks_of, prunable_layers, weight_of
 
 DATA_FREE = ("random", "magnitude", "lamp", "hypernet")
 DATA_BASED = ("obs", "woodfisher", "chita")
@@ -224,16 +224,12 @@ def _check_fits(model: nn.Module, x: torch.Tensor) -> None:
     """Raise ValueError, saying why, when ``model`` does not run on the calibration inputs ``x`` (tried on the first
     two, in eval mode without gradients; its mode is restored). The labels are checked by the pruner that reads
     them (:func:`.fisher.check_labels`)."""
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(x[:2])
+        eval_output(model, x[:2])
     except Exception as exc:  # noqa: BLE001 -- any failure here means the batch does not fit the model
         raise ValueError(f"the model does not run on the calibration inputs x of shape {tuple(x.shape)} and dtype "
                          f"{x.dtype} ({type(exc).__name__}: {exc}); pass inputs of the task it was trained on, as "
                          "its parameters' dtype and device") from None
-    finally:
-        model.train(was_training)
 
 
 def _data_based(method, model, sparsity, x, y, kwargs) -> tuple[dict, dict]:

@@ -63,7 +63,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import check_positive_int
-from .layers import live_weight, mask_of, parameter_keys, prunable_layers, weight_of
+from .layers import eval_output, live_weight, mask_of, parameter_keys, prunable_layers, weight_of
 
 
 DEFAULT_STAGES = {"woodfisher": 8, "chita": 32}   # chosen on validation runs: module docstring
@@ -124,12 +124,7 @@ def check_labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     restored). Labels that are class probabilities (floating point) are not checked."""
     if y.is_floating_point() or not len(y):
         return
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(x[:1])
-    finally:
-        model.train(was_training)
+    out = eval_output(model, x[:1])
     classes = out.shape[-1] if _is_sequence(out, y[0]) else out.shape[1]
     low, high = int(y.min()), int(y.max())
     if low < 0 or high >= classes:

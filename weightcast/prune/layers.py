@@ -78,6 +78,17 @@ def forward_with(model: nn.Module, weights: dict[str, torch.Tensor], x: torch.Te
         model.train(was_training)
 
 
+@torch.no_grad()
+def eval_output(model: nn.Module, x: torch.Tensor):
+    """``model(x)`` in eval mode without gradients; the model's mode is restored after, also when it raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        model.train(was_training)
+
+
 def layer_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Name -> (samples, d) float64 inputs of every prunable layer on the calibration batch ``x``, as the
     layer's weight sees them: a Linear's input rows (d = in_features; leading dims flattened), a Conv's unfolded

@@ -21,6 +21,8 @@ import math
 import torch
 from torch import nn
 
+from .layers import eval_output
+
 FIELDS = ("means", "scale_tril", "class_probs", "bounds")
 
 
@@ -87,15 +89,11 @@ class InputPrior:
         param = next(model.parameters(), None)
         if param is not None:
             x, y = x.to(param.device, param.dtype), y.to(param.device)
-        was_training = model.training
         try:
-            with torch.no_grad():
-                out = model.eval()(x)
+            out = eval_output(model, x)
         except Exception as exc:  # noqa: BLE001 -- any failure means the model is not a classifier of these inputs
             raise ValueError(f"the model does not run on this prior's inputs {self.shape} ({type(exc).__name__}: "
                              f"{exc})") from exc
-        finally:
-            model.train(was_training)
         if not isinstance(out, torch.Tensor) or out.shape != (samples, len(self.means)):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the model returns {got} on this prior's inputs {self.shape}, not one logit per "
